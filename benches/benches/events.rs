@@ -1,0 +1,273 @@
+//! Event bus on Redis: publish→deliver throughput with 50 concurrent publishers, and the
+//! p99 publish→deliver latency at a steady 10k events/s, printed beside
+//! `redis-benchmark -t xadd -c 50` against the same private `redis-server`.
+//!
+//! Run: `cargo bench -p benches --bench events`. Needs `redis-server` and
+//! `redis-benchmark` (Debian: `apt-get install redis-server redis-tools`).
+
+use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
+use omc_orchestra::testkit::redis::RedisProcess;
+use omc_orchestra::{clock, Clock, RedisStore, SystemClock};
+use serde_json::json;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PUBLISHERS: usize = 50;
+const THROUGHPUT_EVENTS: usize = 50_000;
+const CONSUMERS: usize = 8;
+/// Steady rates at which latency is measured: the goal's, and one well below saturation.
+const PACED_RATES: [u64; 2] = [10_000, 2_500];
+const PACED_SECONDS: u64 = 3;
+/// What the peer runs: a plain bounded XADD of a small entry.
+const PEER_COMMAND: [&str; 8] = [
+    "XADD",
+    "peer-stream",
+    "MAXLEN",
+    "~",
+    "100000",
+    "*",
+    "e",
+    "{\"n\":1}",
+];
+
+fn main() {
+    if Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "redis-benchmark is missing: install it with `apt-get install redis-tools` \
+             (and `redis-server` for the private server this bench starts)"
+        );
+        std::process::exit(2);
+    }
+    let redis = match RedisProcess::start(false) {
+        Ok(redis) => redis,
+        Err(err) => {
+            eprintln!("cannot start redis-server ({err}): `apt-get install redis-server`");
+            std::process::exit(2);
+        }
+    };
+    let port = redis.url().rsplit(':').next().unwrap_or("6379").to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (ours, paced) = runtime.block_on(async {
+        let store = RedisStore::connect(&redis.url(), "bench")
+            .await
+            .expect("redis");
+        let bus = Arc::new(
+            RedisEventBus::new(store.clone(), clock::system(), BusOptions::default())
+                .await
+                .expect("bus"),
+        );
+        let ours = throughput(bus.clone()).await;
+        store.delete_prefix().await.expect("cleanup");
+        let bus = Arc::new(
+            RedisEventBus::new(store.clone(), clock::system(), BusOptions::default())
+                .await
+                .expect("bus"),
+        );
+        let mut paced = Vec::new();
+        for rate in PACED_RATES {
+            paced.push((rate, paced_latency(bus.clone(), rate).await));
+        }
+        store.delete_prefix().await.expect("cleanup");
+        (ours, paced)
+    });
+    let (peer_rps, peer_p99) = match redis_benchmark(&port) {
+        Some(found) => found,
+        None => {
+            eprintln!("could not run or parse `redis-benchmark ... XADD`");
+            std::process::exit(1);
+        }
+    };
+    println!("event bus on Redis (private redis-server, 2-core machine shared with builds)");
+    let (publish_only, ours) = ours;
+    println!(
+        "  ours: publish→deliver(+ack) {ours:.0} events/s with {PUBLISHERS} publishers, {CONSUMERS} consumers (publishing alone ran at {publish_only:.0}/s)"
+    );
+    println!(
+        "  peer: redis-benchmark -c {PUBLISHERS} {}: {peer_rps:.0} XADD/s (p99 {peer_p99:.3} ms)",
+        PEER_COMMAND.join(" ")
+    );
+    println!(
+        "  ratio: {:.1} % of raw XADD (goal ≥ 50 %)",
+        100.0 * ours / peer_rps
+    );
+    for (rate, (p50, p99)) in paced {
+        println!(
+            "  publish→deliver at {rate} events/s: p50 {:.3} ms, p99 {:.3} ms (goal p99 < 5 ms at 10000)",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// `redis-benchmark -t xadd`: requests per second and p99 in ms.
+fn redis_benchmark(port: &str) -> Option<(f64, f64)> {
+    let output = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", port, "-n", "200000"])
+        .args(["-c", &PUBLISHERS.to_string(), "--csv"])
+        // `-t xadd` exists only from redis-benchmark 7.2; the same command, given whole,
+        // works everywhere (and is bounded like ours).
+        .args(PEER_COMMAND)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let row = text.lines().find(|l| l.starts_with("\"XADD"))?;
+    let cells: Vec<f64> = row
+        .split(',')
+        .skip(1)
+        .filter_map(|c| c.trim_matches('"').parse().ok())
+        .collect();
+    // rps, avg, min, p50, p95, p99, max
+    Some((*cells.first()?, *cells.get(5)?))
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent::new(
+        "PRICE_UPDATED",
+        "pricing-service",
+        json!({ "stationId": "STN001", "n": n }),
+    )
+}
+
+/// Consumers of one group that acknowledge everything; each delivery's latency (from the
+/// event's publish time) goes to `latencies` when given.
+fn spawn_consumers(
+    bus: Arc<RedisEventBus>,
+    received: Arc<AtomicUsize>,
+    expected: usize,
+    latencies: Option<Arc<samples::Samples>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CONSUMERS)
+        .map(|i| {
+            let bus = bus.clone();
+            let received = received.clone();
+            let latencies = latencies.clone();
+            tokio::spawn(async move {
+                let mut options = ConsumerOptions::new("bench", format!("c{i}"));
+                options.prefetch = 16;
+                let mut consumer = bus.consumer(options).await.expect("consumer");
+                while received.load(Ordering::SeqCst) < expected {
+                    let Ok(Some(first)) = consumer.next(Duration::from_millis(200)).await else {
+                        continue;
+                    };
+                    // Take what is already fetched, then acknowledge it in one round trip.
+                    let mut batch = vec![first];
+                    while batch.len() < 16 {
+                        match consumer.next(Duration::ZERO).await {
+                            Ok(Some(delivery)) => batch.push(delivery),
+                            _ => break,
+                        }
+                    }
+                    if let Some(samples) = &latencies {
+                        let now = SystemClock.now();
+                        for delivery in &batch {
+                            let late = now - delivery.event.time;
+                            samples.push(late.to_std().unwrap_or_default());
+                        }
+                    }
+                    let ids: Vec<String> = batch.iter().map(|d| d.event.id.clone()).collect();
+                    let _ = consumer.ack_many(&ids).await;
+                    received.fetch_add(ids.len(), Ordering::SeqCst);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Events per second: (publish only, publish→deliver+ack).
+async fn throughput(bus: Arc<RedisEventBus>) -> (f64, f64) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let consumers = spawn_consumers(bus.clone(), received.clone(), THROUGHPUT_EVENTS, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let per = THROUGHPUT_EVENTS / PUBLISHERS;
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for n in 0..per {
+                    bus.publish(event(p * per + n)).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let published = started.elapsed();
+    for consumer in consumers {
+        consumer.await.expect("consumer");
+    }
+    let rate = |d: Duration| THROUGHPUT_EVENTS as f64 / d.as_secs_f64();
+    (rate(published), rate(started.elapsed()))
+}
+
+/// p50 and p99 publish→deliver latency at a steady `rate`.
+async fn paced_latency(bus: Arc<RedisEventBus>, rate: u64) -> (Duration, Duration) {
+    let total = (rate * PACED_SECONDS) as usize;
+    let received = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(samples::Samples::default());
+    let consumers = spawn_consumers(bus.clone(), received, total, Some(samples.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 50 publishers, each publishing one event every 50/rate seconds.
+    let each = total / PUBLISHERS;
+    let every = Duration::from_secs_f64(PUBLISHERS as f64 / rate as f64);
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                for n in 0..each {
+                    tick.tick().await;
+                    bus.publish(event(p * 1_000_000 + n))
+                        .await
+                        .expect("publish");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    for consumer in consumers {
+        consumer.await.expect("consumer");
+    }
+    (samples.percentile(0.5), samples.percentile(0.99))
+}
+
+/// A latency sample store (a std mutex is plenty here).
+mod samples {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    pub(crate) struct Samples(Mutex<Vec<Duration>>);
+
+    impl Samples {
+        pub(crate) fn push(&self, sample: Duration) {
+            if let Ok(mut all) = self.0.lock() {
+                all.push(sample);
+            }
+        }
+
+        pub(crate) fn percentile(&self, q: f64) -> Duration {
+            let Ok(mut all) = self.0.lock() else {
+                return Duration::ZERO;
+            };
+            all.sort();
+            let index = ((all.len() as f64) * q).ceil() as usize;
+            all.get(index.saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Shared pieces of the benchmarks: a peer nginx, the wrk load driver, free ports.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Exit with a message saying how to install whatever of `tools` is missing.
+pub fn require(tools: &[&str]) {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(true)
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "this benchmark needs {}: install with `apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
+        std::process::exit(2);
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+}
+
+fn millis(text: &str) -> f64 {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Drive `url` with wrk (one thread, `connections` connections) for `seconds`.
+pub fn wrk(url: &str, connections: u32, seconds: u64) -> Load {
+    wrk_with(url, connections, seconds, &[])
+}
+
+/// [`wrk`] with extra request headers (`"Authorization: Bearer ..."`).
+pub fn wrk_with(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> Load {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t",
+        "1",
+        "-c",
+        &connections.to_string(),
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = command.arg(url).output().expect("wrk runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut load = Load {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            load.rps = rest.trim().parse().unwrap_or(f64::NAN);
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            load.p50_ms = millis(rest);
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            load.p99_ms = millis(rest);
+        }
+    }
+    if text.contains("Non-2xx") {
+        eprintln!("warning: wrk saw non-2xx answers from {url}:\n{text}");
+    }
+    load
+}
+
+/// An nginx of the benchmark's own, killed when dropped.
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// nginx on `port` serving `body` as `/body.json`, with as many workers as cores.
+    pub fn static_body(port: u16, body: &[u8]) -> std::io::Result<Self> {
+        let dir = Self::dir(port)?;
+        std::fs::File::create(dir.join("body.json"))?.write_all(body)?;
+        let server = format!(
+            "server {{\n    listen 127.0.0.1:{port};\n    root {dir};\n\
+             location / {{ default_type application/json; }}\n  }}\n",
+            dir = dir.display()
+        );
+        Self::start(port, dir, &server)
+    }
+
+    /// nginx on `port` proxying `prefix` (stripped) to `127.0.0.1:upstream_port` over
+    /// pooled keep-alive connections, as a reverse proxy in front of a service would.
+    pub fn proxy(port: u16, prefix: &str, upstream_port: u16) -> std::io::Result<Self> {
+        let dir = Self::dir(port)?;
+        let server = format!(
+            "upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n\
+               location {prefix}/ {{\n      proxy_pass http://backend/;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n"
+        );
+        Self::start(port, dir, &server)
+    }
+
+    fn dir(port: u16) -> std::io::Result<PathBuf> {
+        let dir = std::env::temp_dir().join(format!("orchestra-bench-nginx-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn start(port: u16, dir: PathBuf, server: &str) -> std::io::Result<Self> {
+        let conf = format!(
+            "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+               fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
+               keepalive_requests 1000000;\n  {server}}}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Self { child, port, dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(std::io::Error::other("nginx did not start listening"))
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of `path` on this nginx.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,261 @@
+//! The client against the real registry server, started in-process on free ports.
+
+use omc_orchestra_client::{
+    ClientError, OrchestraClient, RegisterOptions, Registration, ServiceFilter, ServiceInstance,
+};
+use omc_orchestra_server::app::{App, Config, ServerKind};
+use std::future::Future;
+use std::time::Duration;
+
+async fn start(config: Config) -> (App, String) {
+    let app = App::start(config, &ServerKind::ALL)
+        .await
+        .expect("the server starts");
+    let url = app.url(ServerKind::Registry);
+    (app, url)
+}
+
+fn pricing(port: u16) -> Registration {
+    let mut registration = Registration::new("pricing-service", "127.0.0.1", port);
+    registration.version = "1.0.0".into();
+    registration.tags = vec!["pricing".into()];
+    registration.dependencies = vec!["postgres".into(), "redis".into()];
+    registration
+}
+
+/// Poll `check` every 25 ms until it is true or `within` runs out.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET /registry/services?name=…` without the client, to see what the server holds.
+async fn raw_list(url: &str, name: &str) -> Vec<ServiceInstance> {
+    reqwest::Client::new()
+        .get(format!("{url}/registry/services"))
+        .query(&[("name", name)])
+        .send()
+        .await
+        .expect("the server answers")
+        .error_for_status()
+        .expect("listing succeeds")
+        .json()
+        .await
+        .expect("a JSON array of instances")
+}
+
+#[tokio::test]
+async fn register_discover_deregister() {
+    let (app, url) = start(Config::ephemeral()).await;
+    let client = OrchestraClient::new(&url);
+
+    let registered = client.register(pricing(3006)).await.unwrap();
+    let instance = registered.instance();
+    assert_eq!(instance.name, "pricing-service");
+    assert_eq!(instance.port, 3006);
+    assert_eq!(instance.tags, vec!["pricing".to_owned()]);
+    assert_eq!(registered.id(), instance.id);
+    assert_eq!(registered.heartbeat_every(), Duration::from_secs(10));
+
+    let selected = client.discover("pricing-service").await.unwrap();
+    assert_eq!(selected.map(|i| i.id), Some(instance.id.clone()));
+
+    let found = client.discover_all("pricing-service").await.unwrap();
+    assert_eq!(found.service, "pricing-service");
+    assert_eq!(
+        (found.total, found.healthy, found.panic_mode),
+        (1, 1, false)
+    );
+    assert_eq!(found.instances.len(), 1);
+    assert_eq!(found.selected.map(|i| i.id), Some(instance.id.clone()));
+
+    let by_name = client
+        .services(&ServiceFilter::by_name("pricing-service"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.len(), 1);
+    let by_tag = ServiceFilter {
+        tag: Some("pricing".into()),
+        ..ServiceFilter::default()
+    };
+    assert_eq!(client.services(&by_tag).await.unwrap().len(), 1);
+    let other_tag = ServiceFilter {
+        tag: Some("inventory".into()),
+        ..ServiceFilter::default()
+    };
+    assert!(client.services(&other_tag).await.unwrap().is_empty());
+    assert!(client.instance(&instance.id).await.unwrap().is_some());
+
+    registered.deregister().await.unwrap();
+    assert!(client.instance(&instance.id).await.unwrap().is_none());
+    assert!(raw_list(&url, "pricing-service").await.is_empty());
+    assert_eq!(client.discover("pricing-service").await.unwrap(), None);
+
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeats_keep_the_instance_fresh() {
+    let (app, url) = start(Config::ephemeral()).await;
+    let client = OrchestraClient::new(&url);
+    let options = RegisterOptions {
+        heartbeat_every: Some(Duration::from_millis(100)),
+    };
+    let registered = client.register_with(pricing(3007), options).await.unwrap();
+    let first = registered.instance();
+
+    let fresher = eventually(Duration::from_secs(5), || async {
+        registered.instance().last_heartbeat > first.last_heartbeat
+    })
+    .await;
+    assert!(fresher, "the handle saw no heartbeat answer");
+    let on_server = client.instance(&first.id).await.unwrap().unwrap();
+    assert!(on_server.last_heartbeat > first.last_heartbeat);
+
+    registered.deregister().await.unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_registers_again_when_the_registry_forgot_the_instance() {
+    let (app, url) = start(Config::ephemeral()).await;
+    let client = OrchestraClient::new(&url);
+    let options = RegisterOptions {
+        heartbeat_every: Some(Duration::from_millis(100)),
+    };
+    let registered = client.register_with(pricing(3008), options).await.unwrap();
+    let first = registered.instance();
+
+    // Forget the instance behind the client's back.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{url}/registry/services/{}", first.id))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deleted.status().is_success(),
+        "DELETE answered {}",
+        deleted.status()
+    );
+
+    // The next heartbeat gets a 404 and registers again: a new registration time.
+    let back = eventually(Duration::from_secs(5), || async {
+        raw_list(&url, "pricing-service")
+            .await
+            .iter()
+            .any(|i| i.id == first.id && i.registered_at > first.registered_at)
+    })
+    .await;
+    assert!(back, "the instance did not come back");
+    let again = eventually(Duration::from_secs(5), || async {
+        registered.instance().registered_at > first.registered_at
+    })
+    .await;
+    assert!(again, "the handle still holds the forgotten instance");
+
+    registered.deregister().await.unwrap();
+    assert!(raw_list(&url, "pricing-service").await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_handle_deregisters() {
+    let (app, url) = start(Config::ephemeral()).await;
+    let client = OrchestraClient::new(&url);
+    let options = RegisterOptions {
+        heartbeat_every: Some(Duration::from_millis(50)),
+    };
+    let registered = client.register_with(pricing(3009), options).await.unwrap();
+    drop(registered);
+
+    let gone = eventually(Duration::from_secs(5), || async {
+        raw_list(&url, "pricing-service").await.is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "the instance is still registered after the handle dropped"
+    );
+    // And no heartbeat brings it back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(raw_list(&url, "pricing-service").await.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_errors_carry_status_and_code() {
+    let (app, url) = start(Config::ephemeral()).await;
+    let client = OrchestraClient::new(&url);
+
+    let err = client.heartbeat("no-such-instance").await.unwrap_err();
+    match &err {
+        ClientError::Http { status, error, .. } => {
+            assert_eq!(*status, 404);
+            assert!(!error.is_empty());
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    assert_eq!(err.status(), Some(404));
+    let err = client.deregister("no-such-instance").await.unwrap_err();
+    assert_eq!(err.status(), Some(404));
+
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_is_required_when_the_server_has_a_secret() {
+    let config = Config {
+        jwt_secret: Some("test-secret".into()),
+        ..Config::ephemeral()
+    };
+    let (app, url) = start(config).await;
+
+    let trusted = OrchestraClient::new(&url)
+        .with_jwt_secret("test-secret")
+        .with_service_name("pricing-service");
+    let registered = trusted.register(pricing(3010)).await.unwrap();
+    let selected = trusted.discover("pricing-service").await.unwrap();
+    assert_eq!(selected.map(|i| i.id), Some(registered.id()));
+
+    let anonymous = OrchestraClient::new(&url);
+    let err = anonymous.register(pricing(3011)).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Http { status: 401, .. }),
+        "{err:?}"
+    );
+    let err = anonymous.discover("pricing-service").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Http { status: 401, .. }),
+        "{err:?}"
+    );
+
+    let forger = OrchestraClient::new(&url).with_jwt_secret("wrong-secret");
+    let err = forger
+        .services(&ServiceFilter::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Http { status: 401, .. }),
+        "{err:?}"
+    );
+
+    registered.deregister().await.unwrap();
+    assert!(trusted
+        .services(&ServiceFilter::by_name("pricing-service"))
+        .await
+        .unwrap()
+        .is_empty());
+    app.shutdown().await;
+}

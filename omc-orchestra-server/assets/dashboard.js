@@ -1,0 +1,307 @@
+// omc-orchestra dashboard: one WebSocket to /ws for live updates, plain HTTP for snapshots.
+(() => {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    config: { jobsUrl: null, gatewayUrl: null, loggingUrl: null, authRequired: false },
+    token: localStorage.getItem("orchestra.token") || "",
+    services: [], latency: {}, alerts: new Map(), logs: [],
+    series: { cpu: [], mem: [], disk: [], net: [] }, gateway: null, socket: null, retry: 0,
+  };
+  const HOUR_POINTS = 360;
+
+  const headers = () => (state.token ? { Authorization: "Bearer " + state.token } : {});
+  async function api(url, options = {}) {
+    const res = await fetch(url, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+    if (res.status === 401) { askForToken("the token was refused"); throw new Error("unauthorized"); }
+    if (!res.ok) throw new Error(res.status + " " + url);
+    const type = res.headers.get("content-type") || "";
+    return type.includes("json") ? res.json() : res.text();
+  }
+  const text = (v) => (v === undefined || v === null ? "" : String(v));
+  const esc = (v) => text(v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  const ago = (t) => {
+    if (!t) return "–";
+    const s = Math.max(0, Math.round((Date.now() - new Date(t).getTime()) / 1000));
+    return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+  };
+  const pick = (o, ...keys) => { for (const k of keys) { if (o && o[k] !== undefined && o[k] !== null) return o[k]; } return undefined; };
+
+  // ---- connection -------------------------------------------------------------------
+  function setConn(up, label) {
+    const el = $("conn");
+    el.className = "conn " + (up ? "up" : "down");
+    el.dataset.state = up ? "live" : "disconnected";
+    el.textContent = label;
+  }
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const query = state.token ? "?token=" + encodeURIComponent(state.token) : "";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws${query}`);
+    state.socket = socket;
+    socket.onopen = () => {
+      state.retry = 0;
+      setConn(true, "live");
+      send("subscribe", { channels: ["services", "alerts", "metrics", "events", "logs", "jobs"] });
+      send("get_system_dashboard", {});
+      refreshAll();
+    };
+    socket.onmessage = (msg) => { try { onMessage(JSON.parse(msg.data)); } catch (e) { console.warn(e); } };
+    socket.onclose = () => {
+      const wait = Math.min(10000, 500 * 2 ** state.retry++);
+      setConn(false, `disconnected, reconnecting in ${Math.round(wait / 1000)} s…`);
+      setTimeout(connect, wait);
+    };
+    socket.onerror = () => socket.close();
+  }
+  function send(event, data) {
+    if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify({ event, data }));
+  }
+  let servicesTimer = null;
+  function onMessage({ event, data }) {
+    switch (event) {
+      case "service_update":
+        notePayload(data);
+        clearTimeout(servicesTimer);
+        servicesTimer = setTimeout(loadServices, 150);
+        break;
+      case "alert": addAlert(data); break;
+      case "metric": addMetric(pick(data, "data") || data); break;
+      case "log": addLog(pick(data, "data") || data); break;
+      case "job": loadJobs(); break;
+      case "system_dashboard": renderSummary(data); break;
+      case "lagged": send("get_system_dashboard", {}); loadServices(); break;
+      default: break;
+    }
+  }
+
+  // ---- services ---------------------------------------------------------------------
+  function notePayload(event) {
+    const d = (event && event.data) || {};
+    const inst = d.instance || d;
+    const ms = pick(d, "latencyMs", "responseTimeMs");
+    if (inst && inst.id && ms !== undefined) state.latency[inst.id] = ms;
+  }
+  async function loadServices() {
+    try { state.services = await api("/registry/services"); } catch (e) { return; }
+    renderServices();
+    send("get_system_dashboard", {});
+  }
+  async function loadResponseTimes() {
+    await Promise.all(state.services.slice(0, 50).map(async (s) => {
+      try {
+        const m = await api(`/registry/services/${encodeURIComponent(s.id)}/metrics`);
+        if (m.lastResponseMs !== undefined && m.lastResponseMs !== null) state.latency[s.id] = m.lastResponseMs;
+      } catch (e) { /* gone meanwhile */ }
+    }));
+    renderServices();
+  }
+  function renderServices() {
+    const needle = $("svc-filter").value.trim().toLowerCase();
+    const shown = state.services.filter((s) => !needle ||
+      [s.name, s.host, s.version, s.type, ...(s.tags || [])].join(" ").toLowerCase().includes(needle));
+    $("services").tBodies[0].innerHTML = shown.map((s) => `
+      <tr data-service="${esc(s.name)}" data-id="${esc(s.id)}" data-status="${esc(s.status)}">
+        <td><span class="badge ${esc(s.status)}">${esc(s.status)}</span></td>
+        <td>${esc(s.name)}</td><td>${esc(s.version)}</td><td>${esc(s.host)}:${esc(s.port)}</td>
+        <td>${(s.tags || []).map(esc).join(", ")}</td>
+        <td title="${esc(s.lastHeartbeat)}">${ago(s.lastHeartbeat)}</td>
+        <td>${state.latency[s.id] !== undefined ? Number(state.latency[s.id]).toFixed(1) + " ms" : "–"}</td>
+      </tr>`).join("");
+    $("services-empty").hidden = state.services.length > 0;
+    const healthy = state.services.filter((s) => s.status !== "critical").length;
+    $("svc-counts").innerHTML = `<span class="badge passing">${healthy} healthy</span>
+      <span class="badge critical">${state.services.length - healthy} unhealthy</span>`;
+  }
+  function renderSummary(d) {
+    const s = (d && d.services) || {};
+    $("summary").textContent = `${text(s.total ?? 0)} services · ${text(s.healthy ?? 0)} healthy · ${text(s.unhealthy ?? 0)} unhealthy`;
+    for (const a of (d && d.recentAlerts) || []) addAlert(a, true);
+  }
+
+  // ---- alerts -----------------------------------------------------------------------
+  function addAlert(event, quiet) {
+    const a = (event && event.data && typeof event.data === "object" ? event.data : event) || {};
+    if (!a.rule && !a.name) return;
+    const labels = a.labels || {};
+    const key = text(a.rule || a.name) + "|" + JSON.stringify(labels);
+    const known = state.alerts.get(key);
+    const at = a.at || (event && event.time);
+    if (known && text(known.at) > text(at)) return;
+    state.alerts.set(key, { ...a, at, since: a.firingSince || a.since || at });
+    if (!quiet) renderAlerts();
+  }
+  function renderAlerts() {
+    const items = [...state.alerts.values()]
+      .sort((x, y) => (x.state === y.state ? text(y.at).localeCompare(text(x.at)) : x.state === "firing" ? -1 : 1))
+      .slice(0, 50);
+    $("alerts").innerHTML = items.map((a) => {
+      const st = text(a.state || "firing").toLowerCase();
+      const labels = a.labels || {};
+      const subject = labels.service || labels.dependency || labels.host || labels.jobType || "";
+      const when = st === "resolved" ? `resolved ${ago(a.at)}` : `since ${ago(a.since)}`;
+      return `<li data-alert-state="${esc(st)}" data-alert-rule="${esc(a.rule || a.name)}" data-alert-subject="${esc(subject)}">
+        <span class="badge ${esc(st)}">${esc(st)}</span>
+        <span class="badge ${a.severity === "critical" ? "critical" : "warning"}">${esc(a.severity || "warning")}</span>
+        <b>${esc(subject)}</b> ${esc(a.summary || a.rule || a.name)} <span class="muted">${when}</span></li>`;
+    }).join("");
+    $("alerts-empty").hidden = items.length > 0;
+  }
+  async function loadAlerts() {
+    try {
+      const body = await api("/alerts");
+      const list = Array.isArray(body) ? body : [...(body.history || []).slice().reverse(), ...(body.active || [])];
+      list.forEach((a) => addAlert(a, true));
+      renderAlerts();
+    } catch (e) { /* no alert API on this server */ }
+  }
+
+  // ---- system metrics ---------------------------------------------------------------
+  function percent(v) { return v === undefined || v === null || isNaN(v) ? undefined : Number(v); }
+  function addMetric(m) {
+    if (!m || !m.cpu) return;
+    push("cpu", percent(m.cpu.totalPercent), "%");
+    push("mem", percent(m.memoryPercent), "%");
+    const disks = (m.disks || []).map((d) => 100 - d.freePercent);
+    if (disks.length) push("disk", Math.max(...disks), "%");
+    const bytes = (m.networks || []).filter((n) => n.interface !== "lo")
+      .reduce((sum, n) => sum + n.receivedBytes + n.transmittedBytes, 0);
+    const at = new Date(m.at).getTime();
+    const last = state.lastNet;
+    state.lastNet = { at, bytes };
+    if (last && at > last.at && bytes >= last.bytes) push("net", ((bytes - last.bytes) * 1000) / (at - last.at), "B/s");
+  }
+  function push(name, value, unit) {
+    if (value === undefined || isNaN(value)) return;
+    const s = state.series[name];
+    s.push(value);
+    if (s.length > HOUR_POINTS) s.shift();
+    const label = { cpu: "cpu-now", mem: "mem-now", disk: "disk-now", net: "net-now" }[name];
+    $(label).textContent = unit === "%" ? value.toFixed(1) + " %" : human(value) + "/s";
+    draw($("chart-" + name), s, unit === "%" ? 100 : Math.max(...s, 1));
+  }
+  function human(n) { const u = ["B", "KB", "MB", "GB"]; let i = 0; while (n >= 1024 && i < 3) { n /= 1024; i++; } return n.toFixed(1) + " " + u[i]; }
+  function draw(canvas, values, max) {
+    const g = canvas.getContext("2d"), w = canvas.width, h = canvas.height;
+    g.clearRect(0, 0, w, h);
+    g.strokeStyle = "#58a6ff"; g.lineWidth = 1.5; g.beginPath();
+    values.forEach((v, i) => {
+      const x = values.length < 2 ? w : (i / (values.length - 1)) * w;
+      const y = h - (Math.min(v, max) / max) * (h - 4) - 2;
+      i ? g.lineTo(x, y) : g.moveTo(x, y);
+    });
+    g.stroke();
+  }
+  async function loadSystem() {
+    try {
+      const body = await api("/system/metrics");
+      const samples = Array.isArray(body) ? body : (body.history && body.history.length ? body.history : [body.latest].filter(Boolean));
+      samples.slice(-HOUR_POINTS).forEach(addMetric);
+    } catch (e) { /* no system metrics on this server */ }
+  }
+
+  // ---- gateway ----------------------------------------------------------------------
+  function promSum(textBody, name, test) {
+    let total = 0;
+    for (const line of textBody.split("\n")) {
+      if (!line.startsWith(name)) continue;
+      const labels = line.slice(name.length, line.lastIndexOf(" "));
+      if (test && !test(labels)) continue;
+      total += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+    }
+    return total;
+  }
+  async function loadGateway() {
+    if (!state.config.gatewayUrl) return;
+    let body;
+    try { body = await api(state.config.gatewayUrl + "/metrics"); } catch (e) { return; }
+    const now = { t: Date.now(),
+      req: promSum(body, "orchestra_http_requests_total{"),
+      err: promSum(body, "orchestra_http_requests_total{", (l) => /status="5/.test(l)),
+      sum: promSum(body, "orchestra_http_request_duration_seconds_sum{"),
+      cnt: promSum(body, "orchestra_http_request_duration_seconds_count{") };
+    const prev = state.gateway;
+    state.gateway = now;
+    if (!prev) return;
+    const dt = (now.t - prev.t) / 1000;
+    $("gw-rps").textContent = ((now.req - prev.req) / dt).toFixed(1);
+    $("gw-err").textContent = ((now.err - prev.err) / dt).toFixed(2);
+    const n = now.cnt - prev.cnt;
+    $("gw-lat").textContent = n > 0 ? (((now.sum - prev.sum) / n) * 1000).toFixed(2) + " ms" : "–";
+  }
+
+  // ---- jobs -------------------------------------------------------------------------
+  async function loadJobs() {
+    if (!state.config.jobsUrl) return;
+    try {
+      const stats = await api(state.config.jobsUrl + "/jobs/stats");
+      const flat = Object.entries(stats).filter(([, v]) => typeof v === "number");
+      const nested = Object.entries(stats).filter(([k, v]) => v && typeof v === "object" && !Array.isArray(v) && /ByPriority|lastMinute/.test(k));
+      $("job-stats").innerHTML = flat.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("") +
+        nested.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${Object.entries(v).map(([a, b]) => `${esc(a)} ${esc(typeof b === "object" ? JSON.stringify(b) : b)}`).join(" · ")}</dd>`).join("");
+      const failed = await api(state.config.jobsUrl + "/jobs?state=failed&limit=10").catch(() => []);
+      const list = Array.isArray(failed) ? failed : failed.jobs || failed.items || [];
+      $("job-failures").innerHTML = list.map((j) => `<li><b>${esc(j.type)}</b> ${esc(j.id)} <span class="error">${esc(j.error)}</span></li>`).join("") || '<li class="muted">none</li>';
+    } catch (e) { /* jobs server unreachable */ }
+  }
+  $("retry-failed").onclick = async () => {
+    if (!state.config.jobsUrl) return;
+    await api(state.config.jobsUrl + "/jobs/retry-failed", { method: "POST" }).catch(() => {});
+    loadJobs();
+  };
+
+  // ---- logs -------------------------------------------------------------------------
+  function addLog(r) {
+    if (!r || !r.message) return;
+    state.logs.push(r);
+    if (state.logs.length > 500) state.logs.shift();
+    renderLogs();
+  }
+  async function loadLogs() {
+    if (!state.config.loggingUrl || state.logs.length) return;
+    try {
+      const body = await api(state.config.loggingUrl + "/logs?limit=50");
+      const records = Array.isArray(body) ? body : body.records || [];
+      records.slice().reverse().forEach(addLog);
+    } catch (e) { /* logging server unreachable */ }
+  }
+  function renderLogs() {
+    const level = $("log-level").value, service = $("log-service").value.trim();
+    const order = ["error", "warn", "info", "http", "verbose", "debug"];
+    const shown = state.logs.filter((r) => (!level || order.indexOf(r.level) <= order.indexOf(level)) && (!service || text(r.service).includes(service)));
+    $("logs").innerHTML = shown.slice(-200).map((r) =>
+      `<span class="lvl-${esc(r.level)}">${esc(text(r.timestamp).slice(11, 23))} ${esc(text(r.level).padEnd(7))} ${esc(r.service)}  ${esc(r.message)}</span>`).join("\n");
+    $("logs").scrollTop = $("logs").scrollHeight;
+  }
+
+  // ---- start ------------------------------------------------------------------------
+  function askForToken(reason) {
+    $("login").hidden = false;
+    $("main").hidden = true;
+    $("login-error").textContent = reason || "";
+  }
+  $("login-form").onsubmit = (e) => {
+    e.preventDefault();
+    state.token = $("token").value.trim();
+    localStorage.setItem("orchestra.token", state.token);
+    $("login").hidden = true;
+    $("main").hidden = false;
+    if (state.socket) state.socket.close(); else connect();
+  };
+  $("svc-filter").oninput = renderServices;
+  $("log-level").onchange = renderLogs;
+  $("log-service").oninput = renderLogs;
+  function refreshAll() { loadServices().then(loadResponseTimes); loadAlerts(); loadSystem(); loadJobs(); loadGateway(); loadLogs(); }
+
+  const sibling = (port) => (port ? `${location.protocol}//${location.hostname}:${port}` : null);
+  fetch("/dashboard/config.json").then((r) => r.json()).then((config) => {
+    state.config = { ...state.config, authRequired: config.authRequired,
+      jobsUrl: sibling(config.jobsPort), gatewayUrl: sibling(config.gatewayPort), loggingUrl: sibling(config.loggingPort) };
+    if (state.config.authRequired && !state.token) { askForToken(); return; }
+    refreshAll();
+    connect();
+  }).catch(connect);
+  setInterval(() => { loadGateway(); if (state.socket && state.socket.readyState === WebSocket.OPEN) renderServices(); else loadServices(); }, 5000);
+  setInterval(loadJobs, 10000);
+  setInterval(loadResponseTimes, 10000);
+})();

@@ -1,0 +1,508 @@
+//! The `orchestra` command line: flags override environment variables, which override a
+//! TOML file given with `--config`.
+
+use crate::app::{App, Config, ServerKind};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use omc_orchestra::gateway::GatewayConfig;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// omc-orchestra: service registry, API gateway, jobs and logging for the OMC ERP.
+#[derive(Debug, Parser)]
+#[command(name = "orchestra", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Options every command shares.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run all four servers in one process: registry 3010, gateway 3000, jobs 3013,
+    /// logging 3014.
+    Up,
+    /// Run the registry server only (port from PORT, default 3010).
+    Registry,
+    /// Run the gateway server only (port from PORT, default 3000).
+    Gateway,
+    /// Run the jobs server only (port from PORT, default 3013).
+    Jobs,
+    /// Run the logging server only (port from PORT, default 3014).
+    Logging,
+}
+
+/// How the server logs.
+#[derive(Debug, Clone, Copy, ValueEnum, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// A TOML file with any of these options (snake_case keys) plus a `[gateway]` table
+    /// (`[[gateway.routes]]`, limits, auth, breaker, cache); flags and environment
+    /// variables win over it.
+    #[arg(long, global = true, env = "ORCHESTRA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to bind.
+    #[arg(long, global = true, env = "BIND")]
+    pub bind: Option<IpAddr>,
+    /// Port of a single-server command.
+    #[arg(long, global = true, env = "PORT")]
+    pub port: Option<u16>,
+    /// Registry port for `up`.
+    #[arg(long, global = true)]
+    pub registry_port: Option<u16>,
+    /// Gateway port for `up`.
+    #[arg(long, global = true)]
+    pub gateway_port: Option<u16>,
+    /// Jobs port for `up`.
+    #[arg(long, global = true)]
+    pub jobs_port: Option<u16>,
+    /// Logging port for `up`.
+    #[arg(long, global = true)]
+    pub logging_port: Option<u16>,
+    /// Redis URL (e.g. redis://127.0.0.1:6379); every backend is Redis when set.
+    #[arg(long = "redis", global = true, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Redis host, used when no URL is given.
+    #[arg(long, global = true, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+    /// Redis port, with --redis-host.
+    #[arg(long, global = true, env = "REDIS_PORT")]
+    pub redis_port: Option<u16>,
+    /// Prefix of every Redis key.
+    #[arg(long, global = true, env = "REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Service-to-service JWT secret (HS256): every endpoint but /health and /metrics
+    /// then needs `Authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Allowed CORS origin (repeatable); any origin when none is given.
+    #[arg(long = "cors-origin", global = true)]
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, global = true, env = "BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Heartbeat TTL for registrations that do not ask for one, in seconds.
+    #[arg(long, global = true)]
+    pub default_ttl: Option<u64>,
+    /// Seconds an expired instance is kept (critical) before stale cleanup removes it.
+    #[arg(long, global = true)]
+    pub grace: Option<u64>,
+    /// Discovery serves every instance when more than this % of a service's instances
+    /// are unhealthy.
+    #[arg(long, global = true)]
+    pub panic_threshold: Option<u8>,
+    /// Seconds between health checks of each instance (metadata `healthInterval` wins).
+    #[arg(long, global = true, env = "HEALTH_INTERVAL")]
+    pub health_interval: Option<u64>,
+    /// Log filter (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The subset of options a `--config` file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOptions {
+    bind: Option<IpAddr>,
+    registry_port: Option<u16>,
+    gateway_port: Option<u16>,
+    jobs_port: Option<u16>,
+    logging_port: Option<u16>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    body_limit: Option<usize>,
+    default_ttl: Option<u64>,
+    grace: Option<u64>,
+    panic_threshold: Option<u8>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    health_interval: Option<u64>,
+    health_dependencies: Option<std::collections::BTreeMap<String, String>>,
+    system_sample_every: Option<u64>,
+    alert_rules: Option<Vec<omc_orchestra::health::AlertRule>>,
+    gateway: Option<GatewayConfig>,
+    /// Job types the jobs server runs by POSTing them to a registered service, e.g.
+    /// `[job_routes.report-generation]` with `service = "report-service"` and
+    /// `path = "/jobs/run"`.
+    job_routes: Option<std::collections::BTreeMap<String, crate::jobs_dispatch::JobRoute>>,
+}
+
+impl Options {
+    fn file(&self) -> Result<FileOptions, String> {
+        let Some(path) = &self.config else {
+            return Ok(FileOptions::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
+    }
+
+    /// The servers' configuration for `command`.
+    pub fn to_config(&self, command: &Command) -> Result<Config, String> {
+        let file = self.file()?;
+        let mut config = Config::default();
+        config.bind = self.bind.or(file.bind).unwrap_or(config.bind);
+        config.registry_port = self
+            .registry_port
+            .or(file.registry_port)
+            .unwrap_or(config.registry_port);
+        config.gateway_port = self
+            .gateway_port
+            .or(file.gateway_port)
+            .unwrap_or(config.gateway_port);
+        config.jobs_port = self
+            .jobs_port
+            .or(file.jobs_port)
+            .unwrap_or(config.jobs_port);
+        config.logging_port = self
+            .logging_port
+            .or(file.logging_port)
+            .unwrap_or(config.logging_port);
+        if let (Some(port), Some(kind)) = (self.port, single(command)) {
+            match kind {
+                ServerKind::Registry => config.registry_port = port,
+                ServerKind::Gateway => config.gateway_port = port,
+                ServerKind::Jobs => config.jobs_port = port,
+                ServerKind::Logging => config.logging_port = port,
+            }
+        }
+        config.redis_url = self.redis_url.clone().or(file.redis_url).or_else(|| {
+            self.redis_host
+                .as_ref()
+                .map(|host| format!("redis://{host}:{}", self.redis_port.unwrap_or(6379)))
+        });
+        if let Some(prefix) = self.redis_prefix.clone().or(file.redis_prefix) {
+            config.redis_prefix = prefix;
+        }
+        config.jwt_secret = self.jwt_secret.clone().filter(|s| !s.is_empty());
+        config.cors_origins = if self.cors_origins.is_empty() {
+            file.cors_origins.unwrap_or_default()
+        } else {
+            self.cors_origins.clone()
+        };
+        config.body_limit = self
+            .body_limit
+            .or(file.body_limit)
+            .unwrap_or(config.body_limit);
+        if let Some(ttl) = self.default_ttl.or(file.default_ttl) {
+            if ttl == 0 {
+                return Err("--default-ttl must be at least 1 second".into());
+            }
+            config.registry.default_ttl = Duration::from_secs(ttl);
+        }
+        if let Some(grace) = self.grace.or(file.grace) {
+            config.registry.grace = Duration::from_secs(grace);
+        }
+        if let Some(seconds) = self.health_interval.or(file.health_interval) {
+            if seconds == 0 {
+                return Err("--health-interval must be at least 1 second".into());
+            }
+            config.health_interval = Duration::from_secs(seconds);
+        }
+        if let Some(seconds) = file.system_sample_every.filter(|s| *s > 0) {
+            config.system_sample_every = Duration::from_secs(seconds);
+        }
+        if let Some(deps) = file.health_dependencies {
+            config.health_dependencies = deps;
+        }
+        if let Some(url) = &config.redis_url {
+            config
+                .health_dependencies
+                .entry("redis".into())
+                .or_insert_with(|| url.clone());
+        }
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            config
+                .health_dependencies
+                .entry("postgres".into())
+                .or_insert(url);
+        }
+        // A configured rule replaces the built-in one of the same name.
+        for rule in file.alert_rules.unwrap_or_default() {
+            rule.validate()
+                .map_err(|err| format!("alert rule `{}`: {err}", rule.name))?;
+            config.alert_rules.retain(|r| r.name != rule.name);
+            config.alert_rules.push(rule);
+        }
+        config.panic_threshold = self.panic_threshold.or(file.panic_threshold);
+        config.gateway = file.gateway.unwrap_or_default();
+        // `<NAME>_SERVICE_URL` variables win over the file's static services.
+        config
+            .gateway
+            .static_services
+            .extend(GatewayConfig::static_services_from_env(std::env::vars()));
+        config.gateway.validate().map_err(|err| err.to_string())?;
+        config.job_routes = file.job_routes.unwrap_or_default();
+        if config.panic_threshold.is_some_and(|p| p > 100) {
+            return Err("--panic-threshold is a percentage, 0-100".into());
+        }
+        Ok(config)
+    }
+
+    fn logging(&self) -> (String, LogFormat) {
+        let file = self.file().unwrap_or_default();
+        (
+            self.log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            self.log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Pretty),
+        )
+    }
+}
+
+fn single(command: &Command) -> Option<ServerKind> {
+    match command {
+        Command::Up => None,
+        Command::Registry => Some(ServerKind::Registry),
+        Command::Gateway => Some(ServerKind::Gateway),
+        Command::Jobs => Some(ServerKind::Jobs),
+        Command::Logging => Some(ServerKind::Logging),
+    }
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Run the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let (level, format) = cli.options.logging();
+    init_tracing(&level, format);
+    let config = match cli.options.to_config(&cli.command) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("orchestra: {message}");
+            return 2;
+        }
+    };
+    let kinds: Vec<ServerKind> = match single(&cli.command) {
+        Some(kind) => vec![kind],
+        None => ServerKind::ALL.to_vec(),
+    };
+    let app = match App::start(config.clone(), &kinds).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("orchestra: {err}");
+            return 1;
+        }
+    };
+    let backend = match &config.redis_url {
+        Some(url) => format!("redis ({url}, prefix {})", config.redis_prefix),
+        None => "in-memory".to_owned(),
+    };
+    println!(
+        "orchestra {} ({backend} backends)",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (kind, addr) in app.addrs() {
+        let host = if addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        println!("  {:<9} http://{host}:{}", kind.name(), addr.port());
+    }
+    tracing::info!(
+        servers = kinds.len(),
+        "serving; Ctrl-C or SIGTERM stops, SIGHUP reloads the gateway"
+    );
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = reload_on_hangup(&cli, &app) => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    app.shutdown().await;
+    0
+}
+
+/// On every SIGHUP, read the configuration again and hand the gateway its new part.
+/// Never returns (pending where there are no signals).
+async fn reload_on_hangup(cli: &Cli, app: &App) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut hangup), Some(gateway)) = (signal(SignalKind::hangup()), app.gateway()) {
+            while hangup.recv().await.is_some() {
+                let reloaded = cli
+                    .options
+                    .to_config(&cli.command)
+                    .and_then(|config| gateway.reload(config.gateway).map_err(|e| e.to_string()));
+                match reloaded {
+                    Ok(()) => tracing::info!("gateway configuration reloaded"),
+                    Err(err) => tracing::warn!(error = %err, "gateway configuration not reloaded"),
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (cli, app);
+    std::future::pending::<()>().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_settings_and_alert_rules_come_from_the_toml_file() {
+        let path = std::env::temp_dir().join(format!("orchestra-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            r#"
+health_interval = 10
+system_sample_every = 15
+
+[health_dependencies]
+postgres = "postgres://postgres@127.0.0.1:5432/postgres"
+
+[[alert_rules]]
+name = "HighCpu"
+metric = "cpu_usage_percent"
+comparison = "above"
+threshold = 95.0
+clear = 85.0
+forSeconds = 600
+severity = "critical"
+
+[[alert_rules]]
+name = "SlowPricing"
+metric = "probe_latency_ms"
+comparison = "above"
+threshold = 500.0
+severity = "warning"
+"#,
+        )
+        .unwrap();
+        let cli =
+            Cli::try_parse_from(["orchestra", "--config", path.to_str().unwrap(), "registry"])
+                .unwrap();
+        let config = cli.options.to_config(&cli.command).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(config.health_interval, Duration::from_secs(10));
+        assert_eq!(config.system_sample_every, Duration::from_secs(15));
+        assert!(config.health_dependencies.contains_key("postgres"));
+        let cpu: Vec<_> = config
+            .alert_rules
+            .iter()
+            .filter(|r| r.name == "HighCpu")
+            .collect();
+        assert_eq!(
+            cpu.len(),
+            1,
+            "the configured rule replaces the built-in one"
+        );
+        assert_eq!((cpu[0].threshold, cpu[0].for_seconds), (95.0, 600));
+        assert!(config.alert_rules.iter().any(|r| r.name == "SlowPricing"));
+        assert!(config.alert_rules.iter().any(|r| r.name == "LowDisk"));
+    }
+
+    #[test]
+    fn an_alert_rule_with_its_clear_threshold_on_the_wrong_side_is_refused() {
+        let path = std::env::temp_dir().join(format!("orchestra-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            "[[alert_rules]]\nname = \"X\"\nmetric = \"m\"\ncomparison = \"above\"\n\
+             threshold = 1.0\nclear = 2.0\nseverity = \"info\"\n",
+        )
+        .unwrap();
+        let cli =
+            Cli::try_parse_from(["orchestra", "--config", path.to_str().unwrap(), "registry"])
+                .unwrap();
+        let err = cli.options.to_config(&cli.command).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("clear"), "{err}");
+    }
+
+    #[test]
+    fn gateway_routes_come_from_the_config_file() {
+        let path =
+            std::env::temp_dir().join(format!("orchestra-cli-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            r#"
+            gateway_port = 3100
+            [gateway]
+            access_log = true
+            [gateway.discovery]
+            limits = { second = 50 }
+            [[gateway.routes]]
+            prefix = "/prices"
+            service = "pricing-service"
+            methods = ["GET"]
+            auth = true
+            cache_ttl_secs = 30
+            [gateway.static_services]
+            legacy-service = "http://10.0.0.9:8080"
+            "#,
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["orchestra", "--config", path.to_str().unwrap(), "gateway"]);
+        let config = cli.options.to_config(&cli.command).unwrap();
+        assert_eq!(config.gateway_port, 3100);
+        assert!(config.gateway.access_log);
+        assert_eq!(config.gateway.discovery.limits.second, Some(50));
+        assert_eq!(config.gateway.routes[0].service, "pricing-service");
+        assert_eq!(
+            config.gateway.static_services["legacy-service"],
+            "http://10.0.0.9:8080"
+        );
+
+        std::fs::write(
+            &path,
+            "[[gateway.routes]]\nprefix = \"nope\"\nservice = \"x\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["orchestra", "--config", path.to_str().unwrap(), "gateway"]);
+        let err = cli.options.to_config(&cli.command).unwrap_err();
+        assert!(err.contains("gateway.routes[0].prefix"), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,168 @@
+//! What the servers are started with: which servers, on which ports, over which
+//! backends, with which engines' settings.
+
+use crate::jobs_dispatch::JobRoute;
+use crate::ws::WsConfig;
+use omc_orchestra::gateway::GatewayConfig;
+use omc_orchestra::health::{builtin_rules, AlertRule};
+use omc_orchestra::registry::RegistryOptions;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One of the four servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    /// Registry, events, health and WebSocket (3010).
+    Registry,
+    /// API gateway (3000).
+    Gateway,
+    /// Jobs (3013).
+    Jobs,
+    /// Logging (3014).
+    Logging,
+}
+
+impl ServerKind {
+    /// All four, in the order `orchestra up` starts them.
+    pub const ALL: [ServerKind; 4] = [Self::Registry, Self::Gateway, Self::Jobs, Self::Logging];
+
+    /// The server's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::Gateway => "gateway",
+            Self::Jobs => "jobs",
+            Self::Logging => "logging",
+        }
+    }
+
+    /// The server's default port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Registry => 3010,
+            Self::Gateway => 3000,
+            Self::Jobs => 3013,
+            Self::Logging => 3014,
+        }
+    }
+}
+
+/// Everything the servers need to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// Registry port (0 picks a free one).
+    pub registry_port: u16,
+    /// Gateway port.
+    pub gateway_port: u16,
+    /// Jobs port.
+    pub jobs_port: u16,
+    /// Logging port.
+    pub logging_port: u16,
+    /// Redis URL; in-memory backends when absent.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// Service-to-service JWT secret (HS256); no authentication when absent.
+    pub jwt_secret: Option<String>,
+    /// Allowed CORS origins; empty allows any.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Registry TTL and grace period.
+    pub registry: RegistryOptions,
+    /// How often stale cleanup runs.
+    pub reap_every: Duration,
+    /// Discovery's panic threshold in percent (off when absent).
+    pub panic_threshold: Option<u8>,
+    /// WebSocket hub limits.
+    pub ws: WsConfig,
+    /// How often each instance is health-checked unless its metadata `healthInterval`
+    /// says otherwise (30 s).
+    pub health_interval: Duration,
+    /// Addresses of the dependencies services name (`postgres` → `postgres://…`).
+    pub health_dependencies: BTreeMap<String, String>,
+    /// How often the host is sampled (60 s).
+    pub system_sample_every: Duration,
+    /// How often alert rules are evaluated again (5 s).
+    pub alert_eval_every: Duration,
+    /// Alert rules (the built-in ones unless configured).
+    pub alert_rules: Vec<AlertRule>,
+    /// Where the logging server also writes JSON-lines files with rotation and archives
+    /// (`LOG_DIR`); no files when absent.
+    pub log_dir: Option<PathBuf>,
+    /// Elasticsearch to forward logs to (`ELASTICSEARCH_URL`); none when absent.
+    pub elasticsearch_url: Option<String>,
+    /// The gateway: routes, static fallbacks, auth, limits, breakers, cache.
+    pub gateway: GatewayConfig,
+    /// Job types the jobs server runs itself by POSTing them to a registered service.
+    pub job_routes: BTreeMap<String, JobRoute>,
+    /// How often the cron scheduler looks for due ticks.
+    pub cron_every: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            registry_port: ServerKind::Registry.default_port(),
+            gateway_port: ServerKind::Gateway.default_port(),
+            jobs_port: ServerKind::Jobs.default_port(),
+            logging_port: ServerKind::Logging.default_port(),
+            redis_url: None,
+            redis_prefix: "orc".into(),
+            jwt_secret: None,
+            cors_origins: Vec::new(),
+            body_limit: 1024 * 1024,
+            registry: RegistryOptions::default(),
+            reap_every: Duration::from_secs(5),
+            panic_threshold: None,
+            ws: WsConfig::default(),
+            health_interval: Duration::from_secs(30),
+            health_dependencies: BTreeMap::new(),
+            system_sample_every: Duration::from_secs(60),
+            alert_eval_every: Duration::from_secs(5),
+            alert_rules: builtin_rules(),
+            log_dir: std::env::var_os("LOG_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            elasticsearch_url: std::env::var("ELASTICSEARCH_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            gateway: GatewayConfig::default(),
+            job_routes: BTreeMap::new(),
+            cron_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// In memory, on loopback, every port free: for tests.
+    pub fn ephemeral() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            registry_port: 0,
+            gateway_port: 0,
+            jobs_port: 0,
+            logging_port: 0,
+            reap_every: Duration::from_millis(200),
+            alert_eval_every: Duration::from_millis(200),
+            log_dir: None,
+            elasticsearch_url: None,
+            ..Self::default()
+        }
+    }
+
+    /// The configured port of `kind`.
+    pub fn port(&self, kind: ServerKind) -> u16 {
+        match kind {
+            ServerKind::Registry => self.registry_port,
+            ServerKind::Gateway => self.gateway_port,
+            ServerKind::Jobs => self.jobs_port,
+            ServerKind::Logging => self.logging_port,
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The gateway server on 3000: `/health`, `/openapi.json`, `/gateway/breakers` and
+//! `DELETE /gateway/cache` of its own; every other request goes through the library's
+//! [`Gateway`] pipeline.
+
+use crate::app::Config;
+use crate::http::layers::Jwt;
+use crate::http::{ApiError, ErrorBody, HttpMetrics};
+use crate::status::{self, ServerStatus};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use omc_orchestra::gateway::{
+    BreakerPhase, BreakerState, Gateway, MemoryRateLimits, ProxyInfo, RateLimitStore,
+    RedisCacheStore, RedisRateLimits,
+};
+use omc_orchestra::{Backends, RedisStore};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+/// What the gateway handlers share.
+#[derive(Clone)]
+pub struct GatewayState {
+    /// The pipeline.
+    pub gateway: Arc<Gateway>,
+    /// Facts for `GET /health`.
+    pub status: ServerStatus,
+    /// Per-route metrics.
+    pub metrics: GatewayMetrics,
+}
+
+/// The gateway's own Prometheus metrics, next to the shared HTTP ones.
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    breakers: IntGaugeVec,
+    degraded: IntCounterVec,
+    cache: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    /// Register the gateway's metrics in `metrics`' registry.
+    pub fn new(metrics: &HttpMetrics) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Proxied requests by route, service and status.",
+            ),
+            &["route", "service", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time to answer proxied requests, by route and service.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route", "service"],
+        )?;
+        let breakers = IntGaugeVec::new(
+            Opts::new(
+                "gateway_breaker_state",
+                "Circuit breaker per upstream instance: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["service", "instance"],
+        )?;
+        let degraded = IntCounterVec::new(
+            Opts::new(
+                "gateway_ratelimit_degraded_total",
+                "Requests decided by the failure policy because the rate-limit store failed.",
+            ),
+            &["route"],
+        )?;
+        let cache = IntCounterVec::new(
+            Opts::new("gateway_cache_total", "Response cache lookups by result."),
+            &["result"],
+        )?;
+        let registry = metrics.registry();
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(breakers.clone()))?;
+        registry.register(Box::new(degraded.clone()))?;
+        registry.register(Box::new(cache.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            breakers,
+            degraded,
+            cache,
+        })
+    }
+
+    fn observe(&self, info: &ProxyInfo, status: u16, seconds: f64) {
+        let service = if info.service.is_empty() {
+            "-"
+        } else {
+            &info.service
+        };
+        self.requests
+            .with_label_values(&[info.route.as_str(), service, &status.to_string()])
+            .inc();
+        self.duration
+            .with_label_values(&[info.route.as_str(), service])
+            .observe(seconds);
+        if info.rate_limit_degraded {
+            self.degraded
+                .with_label_values(&[info.route.as_str()])
+                .inc();
+        }
+        if let Some(result) = info.cache {
+            self.cache.with_label_values(&[result]).inc();
+        }
+    }
+
+    fn breakers(&self, states: &[BreakerState]) {
+        self.breakers.reset();
+        for state in states {
+            let value = match state.phase {
+                BreakerPhase::Closed => 0,
+                BreakerPhase::HalfOpen => 1,
+                BreakerPhase::Open => 2,
+            };
+            self.breakers
+                .with_label_values(&[state.service.as_str(), state.instance.as_str()])
+                .set(value);
+        }
+    }
+}
+
+/// The OpenAPI document of the gateway server.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "omc-orchestra gateway",
+        description = "API gateway: `/api/{service}/...` and configured routes are proxied."
+    ),
+    paths(breakers, purge_cache, crate::status::health),
+    components(schemas(
+        BreakerState,
+        BreakerPhase,
+        ErrorBody,
+        Purged,
+        crate::status::HealthAnswer
+    ))
+)]
+pub struct GatewayDoc;
+
+/// Build the gateway from `config` over `backends` and start its background tasks;
+/// returns its router, the gateway (for reloads) and the tasks.
+pub async fn start(
+    config: &Config,
+    backends: &Backends,
+    status: ServerStatus,
+    metrics: &HttpMetrics,
+) -> omc_orchestra::Result<(Router, Arc<Gateway>, Vec<JoinHandle<()>>)> {
+    let mut gateway_config = config.gateway.clone();
+    if gateway_config.auth.jwt_secret.is_none() {
+        gateway_config.auth.jwt_secret = config.jwt_secret.clone();
+    }
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisStore::connect(url, &config.redis_prefix).await?),
+        None => None,
+    };
+    let rate_store: Arc<dyn RateLimitStore> = match &redis {
+        Some(store) if gateway_config.rate_limit.redis => {
+            Arc::new(RedisRateLimits::new(store.clone(), backends.clock.clone()))
+        }
+        _ => Arc::new(MemoryRateLimits::new(backends.clock.clone())),
+    };
+    let access_log = gateway_config.access_log;
+    let cache_config = gateway_config.cache.clone();
+    let mut gateway = Gateway::new(
+        gateway_config,
+        backends.registry.clone(),
+        backends.clock.clone(),
+        rate_store,
+        config.panic_threshold,
+    )?;
+    if let Some(store) = redis.filter(|_| cache_config.redis) {
+        let cache = RedisCacheStore::new(store, cache_config, backends.clock.clone());
+        gateway = gateway.with_cache_store(Arc::new(cache));
+    }
+    let mut tasks = Vec::new();
+    if access_log {
+        tasks.push(gateway.log_to(backends.logs.clone()));
+    }
+    let gateway = Arc::new(gateway);
+    let metrics = GatewayMetrics::new(metrics).map_err(omc_orchestra::Error::backend)?;
+    tasks.extend(gateway.spawn());
+    let (watched, gauges) = (gateway.clone(), metrics.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            gauges.breakers(&watched.breakers().snapshot());
+        }
+    }));
+    let state = GatewayState {
+        gateway: gateway.clone(),
+        status,
+        metrics,
+    };
+    let admin = config
+        .jwt_secret
+        .as_deref()
+        .map(|secret| Arc::new(Jwt::new(secret)));
+    Ok((router(state, admin), gateway, tasks))
+}
+
+/// The gateway router; with `admin`, `/gateway/*` needs a service token.
+pub fn router(state: GatewayState, admin: Option<Arc<Jwt>>) -> Router {
+    let admin_routes = Router::new()
+        .route("/gateway/breakers", get(breakers))
+        .route("/gateway/cache", delete(purge_cache))
+        .route_layer(middleware::from_fn_with_state(admin, require_admin));
+    Router::new()
+        .route(
+            "/health",
+            get(status::health).with_state(state.status.clone()),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async { Json(GatewayDoc::openapi()) }),
+        )
+        .merge(admin_routes)
+        .fallback(proxy)
+        .with_state(state)
+}
+
+async fn require_admin(State(jwt): State<Option<Arc<Jwt>>>, req: Request, next: Next) -> Response {
+    if let Some(jwt) = jwt {
+        if let Err(err) = jwt.verify(req.headers().get(axum::http::header::AUTHORIZATION)) {
+            return err.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
+    let started = Instant::now();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+    let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+    let response = state.gateway.handle(req, client).await;
+    if let Some(info) = response.extensions().get::<ProxyInfo>() {
+        state.metrics.observe(
+            info,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    response.map(axum::body::Body::new)
+}
+
+/// Every upstream instance's circuit breaker.
+#[utoipa::path(get, path = "/gateway/breakers",
+    responses((status = 200, body = [BreakerState])))]
+async fn breakers(State(state): State<GatewayState>) -> Json<Vec<BreakerState>> {
+    let snapshot = state.gateway.breakers().snapshot();
+    state.metrics.breakers(&snapshot);
+    Json(snapshot)
+}
+
+/// Which cached entries to drop.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PurgeQuery {
+    /// The route's name (`/api/pricing-service` for a discovery route).
+    pub route: String,
+    /// One path with its query; the whole route when absent.
+    pub path: Option<String>,
+}
+
+/// How many entries were dropped.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Purged {
+    /// Entries dropped.
+    pub purged: usize,
+}
+
+/// Drop cached answers of a route, or of one path under it.
+#[utoipa::path(delete, path = "/gateway/cache", params(PurgeQuery),
+    responses((status = 200, body = Purged), (status = 400, body = ErrorBody)))]
+async fn purge_cache(
+    State(state): State<GatewayState>,
+    query: Result<Query<PurgeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return ApiError::invalid("route", "the `route` query parameter is required")
+            .into_response();
+    };
+    let cache = state.gateway.cache();
+    let purged = match &query.path {
+        Some(path) => cache.purge_key(&query.route, path).await,
+        None => cache.purge_route(&query.route).await,
+    };
+    match purged {
+        Ok(purged) => Json(Purged { purged }).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}

@@ -1,0 +1,296 @@
+//! Health monitoring on the registry server (3010): the checker, the system monitor and
+//! the alert engine as background tasks, and `GET /system/metrics`, `GET /system/dashboard`,
+//! `GET /health/dependencies` and `GET /alerts`.
+
+use crate::app::Config;
+use crate::http::{ApiQuery, ApiResult, ErrorBody, HttpMetrics};
+use crate::system_gauges::{ProbeGauges, SystemGauges};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use omc_orchestra::health::{
+    ActiveAlert, AlertEngine, AlertNotice, AlertRule, CheckerOptions, DependencyHealth,
+    HealthChecker, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
+};
+use omc_orchestra::registry::{HealthStatus, ServiceFilter};
+use omc_orchestra::Backends;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+/// The health engines the registry server runs and its handlers read.
+#[derive(Clone, Debug)]
+pub struct HealthState {
+    /// Probes every instance and dependency.
+    pub checker: Arc<HealthChecker>,
+    /// Samples the host.
+    pub monitor: Arc<SystemMonitor>,
+    /// Evaluates alert rules.
+    pub alerts: Arc<AlertEngine>,
+    /// The stores.
+    pub backends: Backends,
+}
+
+impl HealthState {
+    /// Build the engines and start their background tasks (returned, for the app to stop).
+    pub async fn start(
+        config: &Config,
+        backends: &Backends,
+        metrics: &HttpMetrics,
+    ) -> (Self, Vec<JoinHandle<()>>) {
+        let clock = backends.clock.clone();
+        let alerts = Arc::new(
+            AlertEngine::new(config.alert_rules.clone(), clock.clone())
+                .with_events(backends.events.clone(), "registry"),
+        );
+        let options = CheckerOptions {
+            interval: config.health_interval,
+            dependencies: config.health_dependencies.clone(),
+            ..CheckerOptions::default()
+        };
+        let mut checker = HealthChecker::new(backends.registry.clone(), clock.clone(), options)
+            .with_alerts(alerts.clone());
+        if let Some(url) = &config.redis_url {
+            match omc_orchestra::RedisStore::connect(url, &config.redis_prefix).await {
+                Ok(store) => {
+                    checker = checker.with_redis_lock(store, uuid::Uuid::new_v4().to_string());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "health checks not shared between replicas")
+                }
+            }
+        }
+        let checker = Arc::new(checker);
+        let monitor = Arc::new(
+            SystemMonitor::new(clock, DEFAULT_SYSTEM_HISTORY)
+                .with_alerts(alerts.clone())
+                .with_events(backends.events.clone()),
+        );
+        let gauges = SystemGauges::register(metrics.registry())
+            .map_err(|err| tracing::warn!(error = %err, "system gauges not registered"))
+            .ok();
+        let tick = config
+            .health_interval
+            .min(std::time::Duration::from_secs(1));
+        let mut tasks = vec![
+            checker.clone().spawn(tick),
+            monitor
+                .clone()
+                .spawn(config.system_sample_every, move |sample| {
+                    if let Some(gauges) = &gauges {
+                        gauges.update(sample);
+                    }
+                }),
+        ];
+        if let Ok(probe_gauges) = ProbeGauges::register(metrics.registry()) {
+            let checker = checker.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    ticker.tick().await;
+                    probe_gauges.update(&checker.instances());
+                }
+            }));
+        }
+        let engine = alerts.clone();
+        let every = config.alert_eval_every;
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                engine.evaluate().await;
+            }
+        }));
+        let state = Self {
+            checker,
+            monitor,
+            alerts,
+            backends: backends.clone(),
+        };
+        (state, tasks)
+    }
+}
+
+/// The OpenAPI paths of the health endpoints (merged into the registry's document).
+#[derive(OpenApi)]
+#[openapi(
+    paths(system_metrics, dashboard, dependencies, alerts),
+    components(schemas(
+        SystemMetrics,
+        Dashboard,
+        AlertsAnswer,
+        ServiceCounts,
+        DependencyHealth
+    ))
+)]
+pub struct HealthDoc;
+
+/// The health router.
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route("/system/metrics", get(system_metrics))
+        .route("/system/dashboard", get(dashboard))
+        .route("/health/dependencies", get(dependencies))
+        .route("/alerts", get(alerts))
+        .with_state(state)
+}
+
+/// How many entries to answer.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Most entries (newest kept).
+    pub limit: Option<usize>,
+}
+
+/// The host now and its recent past.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemMetrics {
+    /// The newest sample (absent until the first one is taken).
+    pub latest: Option<SystemSample>,
+    /// Recent samples, oldest first.
+    pub history: Vec<SystemSample>,
+}
+
+/// Host metrics.
+#[utoipa::path(get, path = "/system/metrics", params(Limit),
+    responses((status = 200, body = SystemMetrics), (status = 400, body = ErrorBody)))]
+async fn system_metrics(
+    State(state): State<HealthState>,
+    ApiQuery(limit): ApiQuery<Limit>,
+) -> Json<SystemMetrics> {
+    Json(SystemMetrics {
+        latest: state.monitor.latest(),
+        history: state.monitor.history(limit.limit.unwrap_or(60)),
+    })
+}
+
+/// Instances by effective status.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCounts {
+    /// All registered instances.
+    pub total: usize,
+    /// Passing.
+    pub passing: usize,
+    /// Warning (degraded, still served).
+    pub warning: usize,
+    /// Critical (not served).
+    pub critical: usize,
+}
+
+/// The numbers behind the system dashboard.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dashboard {
+    /// Instances by status.
+    pub services: ServiceCounts,
+    /// Distinct service names.
+    pub service_names: usize,
+    /// The newest host sample.
+    pub system: Option<SystemSample>,
+    /// Alerts firing now.
+    pub alerts_firing: usize,
+    /// Dependencies and what their probes found.
+    pub dependencies: Vec<DependencyHealth>,
+    /// Mean health-probe response time over all instances, in milliseconds.
+    pub mean_probe_latency_ms: f64,
+    /// Share of recent health probes that failed, over all instances.
+    pub probe_error_rate: f64,
+}
+
+/// Dashboard figures.
+#[utoipa::path(get, path = "/system/dashboard",
+    responses((status = 200, body = Dashboard), (status = 503, body = ErrorBody)))]
+async fn dashboard(State(state): State<HealthState>) -> ApiResult<Json<Dashboard>> {
+    Ok(Json(state.dashboard().await?))
+}
+
+impl HealthState {
+    /// The dashboard figures (also what the WebSocket's `get_system_dashboard` answers).
+    pub async fn dashboard(&self) -> omc_orchestra::Result<Dashboard> {
+        let state = self;
+        let all = state
+            .backends
+            .registry
+            .list(&ServiceFilter::default())
+            .await?;
+        let mut services = ServiceCounts {
+            total: all.len(),
+            ..ServiceCounts::default()
+        };
+        let (mut latency, mut errors, mut probed) = (0.0, 0.0, 0usize);
+        for instance in &all {
+            match instance.status {
+                HealthStatus::Passing => services.passing += 1,
+                HealthStatus::Warning => services.warning += 1,
+                HealthStatus::Critical => services.critical += 1,
+            }
+            if let Some(view) = state.checker.instance(&instance.id) {
+                if !view.results.is_empty() {
+                    latency += view.mean_latency_ms;
+                    errors += view.error_rate;
+                    probed += 1;
+                }
+            }
+        }
+        let mut names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        names.dedup();
+        let mean = |sum: f64| {
+            if probed == 0 {
+                0.0
+            } else {
+                sum / probed as f64
+            }
+        };
+        Ok(Dashboard {
+            services,
+            service_names: names.len(),
+            system: state.monitor.latest(),
+            alerts_firing: state
+                .alerts
+                .active()
+                .iter()
+                .filter(|a| a.state == omc_orchestra::health::AlertState::Firing)
+                .count(),
+            dependencies: state.checker.dependencies(),
+            mean_probe_latency_ms: mean(latency),
+            probe_error_rate: mean(errors),
+        })
+    }
+}
+
+/// Dependencies (databases, caches, external services) and their probes.
+#[utoipa::path(get, path = "/health/dependencies",
+    responses((status = 200, body = [DependencyHealth])))]
+async fn dependencies(State(state): State<HealthState>) -> Json<Vec<DependencyHealth>> {
+    Json(state.checker.dependencies())
+}
+
+/// Alerts now and before.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsAnswer {
+    /// Alerts pending or firing now.
+    pub active: Vec<ActiveAlert>,
+    /// Firing and resolved notices, oldest first.
+    pub history: Vec<AlertNotice>,
+    /// The rules in force.
+    pub rules: Vec<AlertRule>,
+}
+
+/// Alerts: active, history and rules.
+#[utoipa::path(get, path = "/alerts", params(Limit),
+    responses((status = 200, body = AlertsAnswer), (status = 400, body = ErrorBody)))]
+async fn alerts(
+    State(state): State<HealthState>,
+    ApiQuery(limit): ApiQuery<Limit>,
+) -> Json<AlertsAnswer> {
+    Json(AlertsAnswer {
+        active: state.alerts.active(),
+        history: state.alerts.history(limit.limit.unwrap_or(100)),
+        rules: state.alerts.rules().to_vec(),
+    })
+}

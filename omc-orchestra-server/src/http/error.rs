@@ -1,0 +1,111 @@
+//! The one mapping from errors to HTTP answers: a status and a JSON body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use omc_orchestra::Error;
+use serde::Serialize;
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (`validation_failed`, `not_found`, …).
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Specifics, e.g. `{"field": "port", "reason": "..."}` for a validation failure.
+    pub details: Vec<serde_json::Value>,
+}
+
+/// An error answer: status plus [`ErrorBody`].
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message` and no details.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: code.to_owned(),
+                message: message.into(),
+                details: Vec::new(),
+            },
+        }
+    }
+
+    /// 400 `validation_failed` naming `field`.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("{field}: {reason}"),
+        );
+        error.body.details = vec![serde_json::json!({ "field": field, "reason": reason })];
+        error
+    }
+
+    /// 404 for a path nothing serves.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {path}"),
+        )
+    }
+
+    /// 401 with `reason`.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid { field, reason } => Self::invalid(&field, reason),
+            Error::NotFound { kind, id } => {
+                let mut e = Self::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("{kind} `{id}` not found"),
+                );
+                e.body.details = vec![serde_json::json!({ "kind": kind, "id": id })];
+                e
+            }
+            Error::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            Error::Unavailable { service } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("no healthy instance of `{service}`"),
+            ),
+            Error::Overloaded(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            }
+            other => {
+                // Backend details stay in the logs.
+                tracing::error!(error = %other, "backend failure");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    "the backing store is unavailable; retry shortly",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

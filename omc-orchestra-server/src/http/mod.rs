@@ -1,0 +1,11 @@
+//! What every server shares: errors, extractors, the tower stack and metrics.
+
+pub mod error;
+pub mod extract;
+pub mod layers;
+pub mod metrics;
+
+pub use error::{ApiError, ApiResult, ErrorBody};
+pub use extract::{ApiJson, ApiQuery};
+pub use layers::{with_stack, StackConfig};
+pub use metrics::HttpMetrics;

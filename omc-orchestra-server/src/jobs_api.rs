@@ -1,0 +1,201 @@
+//! The jobs server's API on 3013: the seed's paths plus schedules.
+
+use crate::http::{ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::status::{self, ServerStatus};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use omc_orchestra::events::{EventBus, NewEvent};
+use omc_orchestra::jobs::{
+    Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue, JobState, JobStats, NewJob,
+    NewSchedule, PriorityCounts, Schedule, Scheduler, Window,
+};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// What the jobs handlers share.
+#[derive(Clone)]
+pub struct JobsState {
+    /// The queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// Cron schedules over the same store.
+    pub scheduler: Scheduler,
+    /// Facts for `GET /health`.
+    pub status: ServerStatus,
+    /// Where `JOB_QUEUED` events go (and from there the WebSocket `jobs` channel).
+    pub events: Arc<dyn EventBus>,
+}
+
+/// The OpenAPI document of the jobs server.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "omc-orchestra jobs",
+        description = "Background jobs and cron schedules."
+    ),
+    paths(
+        enqueue,
+        list_jobs,
+        get_job,
+        cancel_job,
+        stats,
+        retry_failed,
+        add_schedule,
+        list_schedules,
+        remove_schedule,
+        crate::status::health
+    ),
+    components(schemas(
+        NewJob,
+        Job,
+        JobPriority,
+        JobState,
+        Backoff,
+        BackoffKind,
+        JobStats,
+        PriorityCounts,
+        Window,
+        JobPage,
+        Retried,
+        NewSchedule,
+        Schedule,
+        ErrorBody,
+        crate::status::HealthAnswer
+    ))
+)]
+pub struct JobsDoc;
+
+/// The jobs router.
+pub fn router(state: JobsState) -> Router {
+    Router::new()
+        .route("/jobs", post(enqueue).get(list_jobs))
+        .route("/jobs/stats", get(stats))
+        .route("/jobs/retry-failed", post(retry_failed))
+        .route("/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/schedules", post(add_schedule).get(list_schedules))
+        .route("/schedules/{id}", delete(remove_schedule))
+        .route(
+            "/health",
+            get(status::health).with_state(state.status.clone()),
+        )
+        .route("/openapi.json", get(|| async { Json(JobsDoc::openapi()) }))
+        .with_state(state)
+}
+
+/// Enqueue a job (a pending job with the same `uniqueKey` is returned instead).
+#[utoipa::path(post, path = "/jobs", request_body = NewJob,
+    responses((status = 201, body = Job), (status = 400, body = ErrorBody)))]
+async fn enqueue(
+    State(state): State<JobsState>,
+    ApiJson(job): ApiJson<NewJob>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let job = state.queue.enqueue(job).await?;
+    let data = serde_json::json!({
+        "id": job.id, "type": job.job_type, "state": job.state, "priority": job.priority,
+    });
+    // The job is stored; a lost notice only delays a dashboard's refresh.
+    if let Err(err) = state
+        .events
+        .publish(NewEvent::new("JOB_QUEUED", "job-scheduler", data))
+        .await
+    {
+        tracing::debug!(error = %err, "JOB_QUEUED not published");
+    }
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// How many matches were skipped.
+    pub offset: usize,
+    /// The page size.
+    pub limit: usize,
+}
+
+/// Jobs by state and type, paged with `offset` and `limit`.
+#[utoipa::path(get, path = "/jobs", params(JobFilter),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
+async fn list_jobs(
+    State(state): State<JobsState>,
+    ApiQuery(filter): ApiQuery<JobFilter>,
+) -> ApiResult<Json<JobPage>> {
+    let jobs = state.queue.list(&filter).await?;
+    Ok(Json(JobPage {
+        jobs,
+        offset: filter.offset,
+        limit: filter.page_size(),
+    }))
+}
+
+/// One job.
+#[utoipa::path(get, path = "/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+async fn get_job(State(state): State<JobsState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+    Ok(Json(state.queue.get(&id).await?))
+}
+
+/// Cancel a job: removed unless running; a running job's worker is told to stop.
+#[utoipa::path(delete, path = "/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+async fn cancel_job(
+    State(state): State<JobsState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(state.queue.cancel(&id).await?))
+}
+
+/// Counts per state and priority, throughput, failure rate and timings.
+#[utoipa::path(get, path = "/jobs/stats", responses((status = 200, body = JobStats)))]
+async fn stats(State(state): State<JobsState>) -> ApiResult<Json<JobStats>> {
+    Ok(Json(state.queue.stats().await?))
+}
+
+/// How many failed jobs went back to waiting.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Retried {
+    /// The count.
+    pub retried: u64,
+}
+
+/// Put every failed job back to waiting.
+#[utoipa::path(post, path = "/jobs/retry-failed", responses((status = 200, body = Retried)))]
+async fn retry_failed(State(state): State<JobsState>) -> ApiResult<Json<Retried>> {
+    Ok(Json(Retried {
+        retried: state.queue.retry_failed().await?,
+    }))
+}
+
+/// Add a cron schedule.
+#[utoipa::path(post, path = "/schedules", request_body = NewSchedule,
+    responses((status = 201, body = Schedule), (status = 400, body = ErrorBody)))]
+async fn add_schedule(
+    State(state): State<JobsState>,
+    ApiJson(schedule): ApiJson<NewSchedule>,
+) -> ApiResult<(StatusCode, Json<Schedule>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.scheduler.add(schedule).await?),
+    ))
+}
+
+/// Every schedule.
+#[utoipa::path(get, path = "/schedules", responses((status = 200, body = [Schedule])))]
+async fn list_schedules(State(state): State<JobsState>) -> ApiResult<Json<Vec<Schedule>>> {
+    Ok(Json(state.scheduler.list().await?))
+}
+
+/// Remove a schedule.
+#[utoipa::path(delete, path = "/schedules/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Schedule), (status = 404, body = ErrorBody)))]
+async fn remove_schedule(
+    State(state): State<JobsState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Schedule>> {
+    Ok(Json(state.scheduler.remove(&id).await?))
+}

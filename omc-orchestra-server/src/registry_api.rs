@@ -1,0 +1,276 @@
+//! The registry server's API on 3010: the seed's paths, exactly.
+
+use crate::http::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::status::{self, ServerStatus};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use omc_orchestra::health::{DependencyHealth, HealthChecker, ProbeResult};
+use omc_orchestra::registry::{
+    Discovered, Discovery, HealthStatus, Registration, ServiceFilter, ServiceInstance,
+};
+use omc_orchestra::SharedClock;
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+/// What the registry handlers share.
+#[derive(Clone)]
+pub struct RegistryState {
+    /// Discovery over the registry (and the registry itself).
+    pub discovery: Arc<Discovery>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Facts for `GET /health`.
+    pub status: ServerStatus,
+    /// The health checker, for probe results.
+    pub checker: Arc<HealthChecker>,
+}
+
+/// The OpenAPI document of the registry server.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "omc-orchestra registry",
+        description = "Service registry and discovery."
+    ),
+    paths(
+        register,
+        list_services,
+        get_service,
+        discover,
+        heartbeat,
+        deregister,
+        service_health,
+        service_metrics,
+        crate::status::health
+    ),
+    components(schemas(
+        Registration,
+        ServiceInstance,
+        HealthStatus,
+        Discovered,
+        ErrorBody,
+        InstanceHealth,
+        InstanceMetrics,
+        ProbeResult,
+        DependencyHealth,
+        crate::status::HealthAnswer
+    ))
+)]
+pub struct RegistryDoc;
+
+/// The registry router.
+pub fn router(state: RegistryState) -> Router {
+    Router::new()
+        .route("/registry/register", post(register))
+        .route("/registry/services", get(list_services))
+        .route(
+            "/registry/services/{id}",
+            get(get_service).delete(deregister),
+        )
+        .route("/registry/services/{id}/health", get(service_health))
+        .route("/registry/services/{id}/metrics", get(service_metrics))
+        .route("/registry/discovery/{service_name}", get(discover))
+        .route("/registry/heartbeat/{service_id}", put(heartbeat))
+        .route(
+            "/health",
+            get(status::health).with_state(state.status.clone()),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async {
+                let mut doc = RegistryDoc::openapi();
+                doc.merge(crate::events_api::EventsDoc::openapi());
+                doc.merge(crate::health_api::HealthDoc::openapi());
+                Json(doc)
+            }),
+        )
+        .with_state(state)
+}
+
+/// Register an instance (or update it: same name, host and port).
+#[utoipa::path(post, path = "/registry/register", request_body = Registration,
+    responses((status = 201, body = ServiceInstance), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody)))]
+async fn register(
+    State(state): State<RegistryState>,
+    ApiJson(registration): ApiJson<Registration>,
+) -> ApiResult<(StatusCode, Json<ServiceInstance>)> {
+    let instance = state.discovery.registry().register(registration).await?;
+    Ok((StatusCode::CREATED, Json(instance)))
+}
+
+/// List instances, filtered by name, tag, status and type.
+#[utoipa::path(get, path = "/registry/services", params(ServiceFilter),
+    responses((status = 200, body = [ServiceInstance]), (status = 400, body = ErrorBody)))]
+async fn list_services(
+    State(state): State<RegistryState>,
+    ApiQuery(filter): ApiQuery<ServiceFilter>,
+) -> ApiResult<Json<Vec<ServiceInstance>>> {
+    Ok(Json(state.discovery.registry().list(&filter).await?))
+}
+
+/// One instance.
+#[utoipa::path(get, path = "/registry/services/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ServiceInstance), (status = 404, body = ErrorBody)))]
+async fn get_service(
+    State(state): State<RegistryState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ServiceInstance>> {
+    Ok(Json(state.discovery.registry().get(&id).await?))
+}
+
+/// Healthy instances of a service and the one the weighted balancer picks.
+#[utoipa::path(get, path = "/registry/discovery/{service_name}",
+    params(("service_name" = String, Path)),
+    responses((status = 200, body = Discovered), (status = 400, body = ErrorBody)))]
+async fn discover(
+    State(state): State<RegistryState>,
+    Path(service_name): Path<String>,
+) -> ApiResult<Json<Discovered>> {
+    if service_name.is_empty()
+        || service_name.len() > 253
+        || !service_name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ApiError::invalid(
+            "serviceName",
+            "must contain only lowercase letters, digits and `-`",
+        ));
+    }
+    Ok(Json(state.discovery.discover(&service_name).await?))
+}
+
+/// Record a heartbeat.
+#[utoipa::path(put, path = "/registry/heartbeat/{service_id}",
+    params(("service_id" = String, Path)),
+    responses((status = 200, body = ServiceInstance), (status = 404, body = ErrorBody)))]
+async fn heartbeat(
+    State(state): State<RegistryState>,
+    Path(service_id): Path<String>,
+) -> ApiResult<Json<ServiceInstance>> {
+    Ok(Json(
+        state.discovery.registry().heartbeat(&service_id).await?,
+    ))
+}
+
+/// Deregister an instance; answers it as it was.
+#[utoipa::path(delete, path = "/registry/services/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ServiceInstance), (status = 404, body = ErrorBody)))]
+async fn deregister(
+    State(state): State<RegistryState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ServiceInstance>> {
+    Ok(Json(state.discovery.registry().deregister(&id).await?))
+}
+
+/// An instance's health as the registry sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceHealth {
+    /// Instance id.
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// Effective status.
+    pub status: HealthStatus,
+    /// The health checks' verdict alone.
+    pub check_status: HealthStatus,
+    /// Whether the heartbeat is older than the TTL.
+    pub heartbeat_expired: bool,
+    /// The last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// When the heartbeat runs out.
+    pub expires_at: DateTime<Utc>,
+    /// Since when the health checks' verdict holds (registration until first checked).
+    pub since: DateTime<Utc>,
+    /// The last probe results, oldest first.
+    pub results: Vec<ProbeResult>,
+    /// The dependencies the instance names that the checker probes.
+    pub dependencies: Vec<DependencyHealth>,
+}
+
+/// An instance's health.
+#[utoipa::path(get, path = "/registry/services/{id}/health", params(("id" = String, Path)),
+    responses((status = 200, body = InstanceHealth), (status = 404, body = ErrorBody)))]
+async fn service_health(
+    State(state): State<RegistryState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceHealth>> {
+    let instance = state.discovery.registry().get(&id).await?;
+    let view = state.checker.instance(&instance.id);
+    let dependencies = state
+        .checker
+        .dependencies()
+        .into_iter()
+        .filter(|d| instance.dependencies.contains(&d.name))
+        .collect();
+    Ok(Json(InstanceHealth {
+        since: view.as_ref().map_or(instance.registered_at, |v| v.since),
+        results: view.map(|v| v.results).unwrap_or_default(),
+        dependencies,
+        heartbeat_expired: instance.is_expired(state.clock.now()),
+        expires_at: instance.expires_at(),
+        id: instance.id,
+        name: instance.name,
+        status: instance.status,
+        check_status: instance.check_status,
+        last_heartbeat: instance.last_heartbeat,
+    }))
+}
+
+/// An instance's figures.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceMetrics {
+    /// Instance id.
+    pub id: String,
+    /// Seconds since the instance first registered.
+    pub uptime_seconds: i64,
+    /// Seconds since the last heartbeat.
+    pub seconds_since_heartbeat: i64,
+    /// Heartbeat TTL in seconds.
+    pub ttl_seconds: u32,
+    /// Load-balancing weight.
+    pub weight: u32,
+    /// Health probes run.
+    pub checks_total: u64,
+    /// Health probes that were not passing.
+    pub failures_total: u64,
+    /// Share of the recent probes that were not passing.
+    pub error_rate: f64,
+    /// Mean response time of the recent probes, in milliseconds.
+    pub mean_response_ms: f64,
+    /// The last probe's response time, in milliseconds.
+    pub last_response_ms: Option<f64>,
+}
+
+/// An instance's metrics.
+#[utoipa::path(get, path = "/registry/services/{id}/metrics", params(("id" = String, Path)),
+    responses((status = 200, body = InstanceMetrics), (status = 404, body = ErrorBody)))]
+async fn service_metrics(
+    State(state): State<RegistryState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceMetrics>> {
+    let instance = state.discovery.registry().get(&id).await?;
+    let now = state.clock.now();
+    let view = state.checker.instance(&instance.id);
+    Ok(Json(InstanceMetrics {
+        checks_total: view.as_ref().map_or(0, |v| v.checks_total),
+        failures_total: view.as_ref().map_or(0, |v| v.failures_total),
+        error_rate: view.as_ref().map_or(0.0, |v| v.error_rate),
+        mean_response_ms: view.as_ref().map_or(0.0, |v| v.mean_latency_ms),
+        last_response_ms: view
+            .as_ref()
+            .and_then(|v| v.results.last().map(|r| r.latency_ms)),
+        uptime_seconds: (now - instance.registered_at).num_seconds(),
+        seconds_since_heartbeat: (now - instance.last_heartbeat).num_seconds(),
+        ttl_seconds: instance.ttl_seconds,
+        weight: instance.weight,
+        id: instance.id,
+    }))
+}

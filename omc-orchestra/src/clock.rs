@@ -1,0 +1,72 @@
+//! Injectable time, so expiry, cron and backoff are tested without sleeping.
+
+use chrono::{DateTime, Duration, Utc};
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// The current time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+}
+
+/// A shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to; for tests.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            now: Arc::new(Mutex::new(start)),
+        }
+    }
+
+    /// A clock stopped at the current wall-clock time.
+    pub fn starting_now() -> Self {
+        Self::new(Utc::now())
+    }
+
+    /// Move the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = Duration::from_std(by).unwrap_or(Duration::MAX);
+        let mut now = self.now.lock();
+        *now += by;
+    }
+
+    /// Set the clock to `to`.
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.now.lock() = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock()
+    }
+}
+
+/// The wall clock as a [`SharedClock`].
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}

@@ -1,0 +1,135 @@
+//! Group commit of publishes: the events that queued up while earlier batches were in
+//! flight go to Redis in one script call, each with the semantics of a lone publish
+//! (ids, idempotency keys, history trim, per-priority streams, stats).
+
+use crate::backend::RedisStore;
+use crate::Result;
+use redis::Script;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Publishes `ARGV[1]` events. `ARGV[2..5]`: history length, oldest ms kept, backlog,
+/// most stat types. Then 8 arguments per event: ms, JSON, type, source, target, tags,
+/// priority rank, idempotency window (`''` for none). `KEYS`: history, stats, the four
+/// priority streams, then one idempotency key per event (history when it has none).
+/// Answers `{fresh, id}` per event, `fresh` 0 when the key had been used already.
+const PUBLISH_MANY: &str = r#"
+local HIST, STATS = KEYS[1], KEYS[2]
+local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local most = tonumber(ARGV[5]) * 4
+local out = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 8
+  local ms, window, once = ARGV[a + 1], ARGV[a + 8], KEYS[6 + i]
+  local first = window ~= '' and redis.call('GET', once)
+  if first then
+    out[i] = {0, first}
+  else
+    local fields = {'e', ARGV[a + 2], 't', ARGV[a + 3], 's', ARGV[a + 4], 'r', ARGV[a + 5], 'g', ARGV[a + 6]}
+    local id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, ms .. '-*', unpack(fields))
+    if type(id) == 'table' and id.err then
+      -- The clock is behind the newest entry (another replica's clock, or a clock set
+      -- back): keep the newest entry's millisecond so ids stay ordered.
+      local last = redis.call('XREVRANGE', HIST, '+', '-', 'COUNT', 1)
+      local at = last[1] and string.match(last[1][1], '^(%d+)-') or ms
+      id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, at .. '-*', unpack(fields))
+      if type(id) == 'table' and id.err then
+        id = redis.call('XADD', HIST, 'MAXLEN', hlen, '*', unpack(fields))
+      end
+    end
+    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 7])], 'MAXLEN', '~', backlog, id, unpack(fields))
+    local t = ARGV[a + 3]
+    if redis.call('HLEN', STATS) >= most
+      and redis.call('HEXISTS', STATS, 'published|' .. t) == 0 then t = '_other' end
+    redis.call('HINCRBY', STATS, 'published|' .. t, 1)
+    if window ~= '' then redis.call('SET', once, id, 'PX', window) end
+    out[i] = {1, id}
+  end
+end
+redis.call('XTRIM', HIST, 'MINID', oldest)
+return out
+"#;
+
+/// Most events sent in one script call.
+const MOST: usize = 256;
+
+/// One event ready to send: its idempotency key (the full Redis key), the oldest history
+/// time to keep when it is published, and its 8 script arguments.
+pub(super) struct Outgoing {
+    /// Oldest history time (ms) to keep, read from the clock at publish.
+    pub oldest_ms: i64,
+    /// Key holding the id published under the event's idempotency key, if it has one.
+    pub once: Option<String>,
+    /// ms, JSON, type, source, target, tags, priority rank, idempotency window.
+    pub args: [String; 8],
+}
+
+/// What the script answers for one event: whether it was stored now, and its id.
+pub(super) type Published = (u8, String);
+
+/// One publish waiting for its batch, and where to answer.
+pub(super) type Pending = crate::backend::Pending<Outgoing, Published>;
+
+/// Where a batch goes, and the bus-wide arguments of the script.
+pub(super) struct Publisher {
+    /// The bus's store.
+    pub store: RedisStore,
+    /// History stream, stats hash, then the four priority streams.
+    pub keys: [String; 6],
+    /// Most events kept in history.
+    pub history_len: String,
+    /// Backlog of each priority stream.
+    pub backlog: String,
+    /// Most distinct event types counted in stats.
+    pub max_types: String,
+    /// The batch script.
+    pub script: Script,
+}
+
+impl Publisher {
+    /// The script that publishes a batch.
+    pub(super) fn script() -> Script {
+        Script::new(PUBLISH_MANY)
+    }
+
+    /// Publish `events` in one script call, keeping history from `oldest_ms` on.
+    async fn send(&self, events: &[Outgoing]) -> Result<Vec<Published>> {
+        let oldest_ms = events.iter().map(|e| e.oldest_ms).max().unwrap_or(0);
+        self.store
+            .retry(|mut conn| {
+                let mut invocation = self.script.prepare_invoke();
+                for key in &self.keys {
+                    invocation.key(key);
+                }
+                for event in events {
+                    invocation.key(event.once.as_deref().unwrap_or(&self.keys[0]));
+                }
+                invocation
+                    .arg(events.len())
+                    .arg(&self.history_len)
+                    .arg(oldest_ms)
+                    .arg(&self.backlog)
+                    .arg(&self.max_types);
+                for event in events {
+                    for arg in &event.args {
+                        invocation.arg(arg);
+                    }
+                }
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await
+    }
+}
+
+/// Send the publishes that queued up meanwhile in one script call, until the bus is
+/// dropped.
+pub(super) async fn publish_in_batches(
+    publisher: Arc<Publisher>,
+    pending: mpsc::UnboundedReceiver<Pending>,
+) {
+    crate::backend::group_commit(pending, MOST, move |events: Vec<Outgoing>| {
+        let publisher = publisher.clone();
+        async move { publisher.send(&events).await }
+    })
+    .await;
+}

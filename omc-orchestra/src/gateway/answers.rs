@@ -1,0 +1,82 @@
+//! The answers the gateway makes itself: JSON errors, 429s, rate-limit headers, and the
+//! identity it forwards.
+
+use super::auth::Identity;
+use super::full_body;
+use super::ratelimit::RateDecision;
+use super::GatewayBody;
+use http::header::HeaderValue;
+use http::{Response, StatusCode};
+
+pub(super) fn forward_identity(headers: &mut http::HeaderMap, identity: &Identity) {
+    if let Ok(value) = HeaderValue::from_str(&identity.subject) {
+        headers.insert("x-user-id", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&identity.roles.join(",")) {
+        headers.insert("x-user-roles", value);
+    }
+}
+
+/// A JSON error in the servers' shape: `{"error", "message", "details"}`.
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<GatewayBody> {
+    let body = serde_json::json!({"error": code, "message": message, "details": []});
+    let mut res = Response::new(full_body(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<GatewayBody> {
+    if decision.degraded {
+        let mut res = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limiter_unavailable",
+            "the rate-limit store is unavailable and the gateway fails closed",
+        );
+        rate_headers(res.headers_mut(), decision);
+        return res;
+    }
+    let body = serde_json::json!({"message": "API rate limit exceeded", "requestId": request_id});
+    let mut res = Response::new(full_body(body.to_string()));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = res.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::RETRY_AFTER,
+        decision.retry_after_secs().into(),
+    );
+    rate_headers(headers, decision);
+    res
+}
+
+pub(super) fn rate_headers(headers: &mut http::HeaderMap, decision: &RateDecision) {
+    if decision.degraded {
+        headers.insert("x-ratelimit-status", HeaderValue::from_static("degraded"));
+        return;
+    }
+    for window in &decision.windows {
+        let title = window.limit.window.title();
+        if let Ok(name) =
+            http::HeaderName::try_from(format!("x-ratelimit-limit-{title}").to_ascii_lowercase())
+        {
+            headers.insert(name, window.limit.max.into());
+        }
+        if let Ok(name) = http::HeaderName::try_from(
+            format!("x-ratelimit-remaining-{title}").to_ascii_lowercase(),
+        ) {
+            headers.insert(name, window.remaining().into());
+        }
+    }
+    if let Some(tightest) = decision.tightest() {
+        headers.insert("ratelimit-limit", tightest.limit.max.into());
+        headers.insert("ratelimit-remaining", tightest.remaining().into());
+        let reset = (tightest.reset_ms.max(1) as u64).div_ceil(1000);
+        headers.insert("ratelimit-reset", reset.into());
+    }
+}

@@ -1,0 +1,299 @@
+//! Who is calling: JWT (HS256 with a secret, RS256/ES256 with public keys; `exp`, `nbf`,
+//! `iss`, `aud` checked) or an API key.
+
+use crate::{Error, Result};
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Keys and rules for authentication.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret (the server's `JWT_SECRET` when absent).
+    pub jwt_secret: Option<String>,
+    /// RS256 public key, PEM.
+    pub rsa_public_key_pem: Option<String>,
+    /// ES256 public key, PEM.
+    pub ec_public_key_pem: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// The claim that holds roles (`roles` when absent): an array or a space-separated
+    /// string.
+    pub roles_claim: Option<String>,
+    /// Accepted API keys (sent in `X-API-Key`).
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// One API key and the consumer it stands for.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKey {
+    /// The key.
+    pub key: String,
+    /// The consumer's id (forwarded as `X-User-Id`).
+    pub consumer: String,
+    /// The consumer's roles.
+    pub roles: Vec<String>,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// JWT `sub` or the API key's consumer.
+    pub subject: String,
+    /// Roles.
+    pub roles: Vec<String>,
+}
+
+/// Why authentication failed, for the 401 body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure(pub String);
+
+impl std::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Verifies credentials against an [`AuthConfig`].
+pub struct Authenticator {
+    keys: Vec<(Algorithm, DecodingKey)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    roles_claim: String,
+    api_keys: HashMap<String, Identity>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field(
+                "algorithms",
+                &self.keys.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
+            .field("api_keys", &self.api_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The API-key header.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+impl Authenticator {
+    /// An authenticator for `config`; a key that does not parse is an error naming it.
+    pub fn new(config: &AuthConfig) -> Result<Self> {
+        let mut keys = Vec::new();
+        if let Some(secret) = config.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+            keys.push((
+                Algorithm::HS256,
+                DecodingKey::from_secret(secret.as_bytes()),
+            ));
+        }
+        if let Some(pem) = &config.rsa_public_key_pem {
+            let key = DecodingKey::from_rsa_pem(pem.as_bytes())
+                .map_err(|err| Error::invalid("gateway.auth.rsaPublicKeyPem", err.to_string()))?;
+            keys.push((Algorithm::RS256, key));
+        }
+        if let Some(pem) = &config.ec_public_key_pem {
+            let key = DecodingKey::from_ec_pem(pem.as_bytes())
+                .map_err(|err| Error::invalid("gateway.auth.ecPublicKeyPem", err.to_string()))?;
+            keys.push((Algorithm::ES256, key));
+        }
+        let mut api_keys = HashMap::new();
+        for (index, key) in config.api_keys.iter().enumerate() {
+            if key.key.is_empty() || key.consumer.is_empty() {
+                return Err(Error::invalid(
+                    format!("gateway.auth.apiKeys[{index}]"),
+                    "key and consumer must not be empty",
+                ));
+            }
+            api_keys.insert(
+                key.key.clone(),
+                Identity {
+                    subject: key.consumer.clone(),
+                    roles: key.roles.clone(),
+                },
+            );
+        }
+        Ok(Self {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+            roles_claim: config.roles_claim.clone().unwrap_or_else(|| "roles".into()),
+            api_keys,
+        })
+    }
+
+    /// Verify the request's credentials: an API key in `X-API-Key`, else a bearer token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
+        if let Some(key) = headers.get(API_KEY_HEADER) {
+            return key
+                .to_str()
+                .ok()
+                .and_then(|k| self.api_keys.get(k.trim()))
+                .cloned()
+                .ok_or_else(|| AuthFailure("unknown API key".into()));
+        }
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| AuthFailure("missing bearer token or API key".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                AuthFailure("the Authorization header must be `Bearer <token>`".into())
+            })?;
+        self.verify_jwt(token)
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|err| AuthFailure(format!("malformed token: {err}")))?;
+        let key = self
+            .keys
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, key)| key)
+            .ok_or_else(|| AuthFailure(format!("algorithm {:?} is not accepted", header.alg)))?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(|err| {
+                use jsonwebtoken::errors::ErrorKind;
+                AuthFailure(match err.kind() {
+                    ErrorKind::ExpiredSignature => "token expired".into(),
+                    ErrorKind::ImmatureSignature => "token not valid yet (nbf)".into(),
+                    ErrorKind::InvalidSignature => "invalid token signature".into(),
+                    ErrorKind::InvalidIssuer => "wrong token issuer".into(),
+                    ErrorKind::InvalidAudience => "wrong token audience".into(),
+                    ErrorKind::MissingRequiredClaim(claim) => format!("token lacks `{claim}`"),
+                    _ => format!("invalid token: {err}"),
+                })
+            })?;
+        let claims = data.claims;
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthFailure("token `sub` must be a non-empty string".into()))?
+            .to_owned();
+        let roles = match claims.get(&self.roles_claim) {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Identity { subject, roles })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            jwt_secret: Some("s3cret".into()),
+            issuer: Some("omc-auth".into()),
+            api_keys: vec![ApiKey {
+                key: "k1".into(),
+                consumer: "reports".into(),
+                roles: vec!["reader".into()],
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn bearer(claims: serde_json::Value, secret: &str) -> HeaderMap {
+        let token = encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    #[test]
+    fn jwt_claims_are_checked() {
+        let a = auth();
+        let ok = bearer(
+            serde_json::json!({"sub":"u1","exp":now()+60,"iss":"omc-auth","roles":["admin","ops"]}),
+            "s3cret",
+        );
+        let id = a.authenticate(&ok).unwrap();
+        assert_eq!(id.subject, "u1");
+        assert_eq!(id.roles, ["admin", "ops"]);
+
+        let expired = bearer(
+            serde_json::json!({"sub":"u1","exp":now()-120,"iss":"omc-auth"}),
+            "s3cret",
+        );
+        assert_eq!(a.authenticate(&expired).unwrap_err().0, "token expired");
+        let forged = bearer(
+            serde_json::json!({"sub":"u1","exp":now()+60,"iss":"omc-auth"}),
+            "other",
+        );
+        assert_eq!(
+            a.authenticate(&forged).unwrap_err().0,
+            "invalid token signature"
+        );
+        let issuer = bearer(
+            serde_json::json!({"sub":"u1","exp":now()+60,"iss":"x"}),
+            "s3cret",
+        );
+        assert_eq!(a.authenticate(&issuer).unwrap_err().0, "wrong token issuer");
+        let early = bearer(
+            serde_json::json!({"sub":"u1","exp":now()+600,"nbf":now()+300,"iss":"omc-auth"}),
+            "s3cret",
+        );
+        assert_eq!(
+            a.authenticate(&early).unwrap_err().0,
+            "token not valid yet (nbf)"
+        );
+        assert!(a.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn api_keys_identify_consumers() {
+        let a = auth();
+        let mut headers = HeaderMap::new();
+        headers.insert(API_KEY_HEADER, "k1".parse().unwrap());
+        assert_eq!(a.authenticate(&headers).unwrap().subject, "reports");
+        headers.insert(API_KEY_HEADER, "nope".parse().unwrap());
+        assert_eq!(a.authenticate(&headers).unwrap_err().0, "unknown API key");
+    }
+}

@@ -1,0 +1,418 @@
+//! The request pipeline: route → auth → rate limit → trace context → cache → forward.
+
+use super::access_log::{Access, AccessLog};
+use super::answers::{error, forward_identity, rate_headers, rejected};
+use super::auth::Authenticator;
+use super::breaker::Breakers;
+use super::cache::{
+    request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
+};
+use super::config::GatewayConfig;
+use super::proxy::{forward_headers, upstream_client, Target, UpstreamClient};
+use super::ratelimit::{RateLimitStore, RateLimiter};
+use super::retry::RetryBudget;
+use super::routes::{RouteMatch, RouteTable};
+use super::trace::next_traceparent;
+use super::view::ServiceView;
+use super::GatewayBody;
+use crate::registry::Registry;
+use crate::{Result, SharedClock};
+use http::header::HeaderValue;
+use http::{Method, Request, Response, StatusCode};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the gateway did with a request, attached to every response as an extension so
+/// the server can count it.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyInfo {
+    /// The route's name (`unmatched` when none).
+    pub route: String,
+    /// The service (empty when no route matched).
+    pub service: String,
+    /// The instance that answered (`static:{service}` for a static fallback).
+    pub instance: Option<String>,
+    /// `HIT` or `MISS` on cached routes.
+    pub cache: Option<&'static str>,
+    /// The rate-limit store failed and the failure policy decided.
+    pub rate_limit_degraded: bool,
+    /// Upstream attempts made (retries included).
+    pub attempts: u32,
+    /// The W3C trace id the upstream got.
+    pub trace_id: Option<String>,
+    /// The span id the gateway gave its upstream call.
+    pub span_id: Option<String>,
+}
+
+/// The part of the gateway a reload replaces: routes, keys, static fallbacks and the
+/// settings read per request.
+pub(super) struct Dynamic {
+    pub(super) config: GatewayConfig,
+    pub(super) routes: RouteTable,
+    pub(super) auth: Authenticator,
+    pub(super) statics: HashMap<String, Target>,
+}
+
+impl Dynamic {
+    fn build(config: GatewayConfig) -> Result<Self> {
+        config.validate()?;
+        let statics = config
+            .static_services
+            .iter()
+            .filter_map(|(service, url)| Some((service.clone(), Target::fixed(service, url)?)))
+            .collect();
+        Ok(Self {
+            routes: RouteTable::new(&config),
+            auth: Authenticator::new(&config.auth)?,
+            statics,
+            config,
+        })
+    }
+}
+
+/// The gateway: every engine, composed.
+pub struct Gateway {
+    pub(super) dynamic: RwLock<Arc<Dynamic>>,
+    pub(super) view: Arc<ServiceView>,
+    pub(super) breakers: Breakers,
+    pub(super) limiter: RateLimiter,
+    pub(super) cache: ResponseCache,
+    pub(super) client: UpstreamClient,
+    pub(super) budget: RetryBudget,
+    pub(super) clock: SharedClock,
+    pub(super) access_log: Option<AccessLog>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routes", &self.current().routes)
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway over `registry` with `config` (validated here), its time from `clock`
+    /// and its rate-limit counters in `rate_store`.
+    pub fn new(
+        config: GatewayConfig,
+        registry: Arc<dyn Registry>,
+        clock: SharedClock,
+        rate_store: Arc<dyn RateLimitStore>,
+        panic_threshold_percent: Option<u8>,
+    ) -> Result<Self> {
+        let breakers = Breakers::new(config.breaker.clone(), clock.clone());
+        let limiter = RateLimiter::new(rate_store, config.rate_limit.fail_open);
+        let memory = Arc::new(MemoryCacheStore::new(config.cache.clone(), clock.clone()));
+        let cache = ResponseCache::new(config.cache.clone(), clock.clone(), memory);
+        let budget = RetryBudget::new(config.retry_budget_percent, 10);
+        Ok(Self {
+            dynamic: RwLock::new(Arc::new(Dynamic::build(config)?)),
+            view: Arc::new(ServiceView::new(registry, panic_threshold_percent)),
+            breakers,
+            limiter,
+            cache,
+            client: upstream_client(),
+            budget,
+            clock,
+            access_log: None,
+        })
+    }
+
+    /// Keep cached answers in `store` (in process by default).
+    pub fn with_cache_store(mut self, store: Arc<dyn CacheStore>) -> Self {
+        self.cache = ResponseCache::new(self.cache.config().clone(), self.clock.clone(), store);
+        self
+    }
+
+    /// Replace the routes, keys, static fallbacks, limits, timeouts and retry settings
+    /// with those of `config`, without dropping a connection; requests in flight finish
+    /// on the old ones. Breaker, cache and rate-limit store settings stay as started.
+    /// An invalid `config` changes nothing.
+    pub fn reload(&self, config: GatewayConfig) -> Result<()> {
+        let dynamic = Dynamic::build(config)?;
+        *self.dynamic.write() = Arc::new(dynamic);
+        Ok(())
+    }
+
+    pub(super) fn current(&self) -> Arc<Dynamic> {
+        self.dynamic.read().clone()
+    }
+
+    /// Also send one record per request to `sink` (through a queue: requests never wait
+    /// for it). Returns the writer task.
+    pub fn log_to(&mut self, sink: Arc<dyn crate::logs::LogSink>) -> tokio::task::JoinHandle<()> {
+        let (log, task) = AccessLog::spawn(sink);
+        self.access_log = Some(log);
+        task
+    }
+
+    /// Start the background work (following the registry, forgetting breakers of
+    /// instances that left) until the returned tasks are aborted.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let every = Duration::from_secs(self.current().config.resync_secs);
+        let view = self.view.spawn(every);
+        let gateway = self.clone();
+        let prune = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let mut live = gateway.view.instance_ids();
+                live.extend(gateway.current().statics.values().map(|t| t.id.clone()));
+                gateway.breakers.retain(&live);
+            }
+        });
+        vec![view, prune]
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> GatewayConfig {
+        self.current().config.clone()
+    }
+
+    /// The local registry view.
+    pub fn view(&self) -> &Arc<ServiceView> {
+        &self.view
+    }
+
+    /// The circuit breakers.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    /// Serve one request from `client_ip`. Never fails: errors are JSON answers (404 no
+    /// route, 401, 429, 502/504 upstream failure, 503 no instance). Logs one line.
+    pub async fn handle(
+        &self,
+        req: Request<GatewayBody>,
+        client_ip: IpAddr,
+    ) -> Response<GatewayBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let mut info = ProxyInfo {
+            route: "unmatched".into(),
+            ..ProxyInfo::default()
+        };
+        let mut response = self.route(req, client_ip, &request_id, &mut info).await;
+        let status = response.status().as_u16();
+        let bytes = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "orchestra::gateway",
+            method = %method,
+            path,
+            route = %info.route,
+            service = %info.service,
+            instance = info.instance.as_deref().unwrap_or("-"),
+            status,
+            latency_ms,
+            bytes,
+            cache = info.cache.unwrap_or("-"),
+            request_id = %request_id,
+            "gateway request"
+        );
+        if let Some(log) = &self.access_log {
+            let access = Access {
+                method: method.as_str(),
+                path: &path,
+                status,
+                latency_ms,
+                bytes,
+                request_id: &request_id,
+                info: &info,
+            };
+            log.send(access.record(self.clock.now()));
+        }
+        // This request's id, also over a cached answer that carried another one.
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        response.extensions_mut().insert(info);
+        response
+    }
+
+    async fn route(
+        &self,
+        req: Request<GatewayBody>,
+        client_ip: IpAddr,
+        request_id: &str,
+        info: &mut ProxyInfo,
+    ) -> Response<GatewayBody> {
+        let (mut parts, body) = req.into_parts();
+        let dynamic = self.current();
+        let Some(mut matched) = dynamic.routes.find(parts.uri.path()) else {
+            let message = format!("no route for {}", parts.uri.path());
+            return error(StatusCode::NOT_FOUND, "not_found", &message);
+        };
+        matched.service = self.resolve(&dynamic, matched.service);
+        info.route = matched.route.name.clone();
+        info.service = matched.service.clone();
+        let spec = matched.route.clone();
+        if !spec.methods.is_empty() && !spec.methods.contains(&parts.method) {
+            let message = format!("{} is not allowed on {}", parts.method, parts.uri.path());
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &message,
+            );
+        }
+
+        // Identity headers come from the gateway only.
+        parts.headers.remove("x-user-id");
+        parts.headers.remove("x-user-roles");
+        let identity = if spec.auth {
+            match dynamic.auth.authenticate(&parts.headers) {
+                Ok(identity) => Some(identity),
+                Err(failure) => {
+                    let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", &failure.0);
+                    res.headers_mut()
+                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                    return res;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(identity) = &identity {
+            forward_identity(&mut parts.headers, identity);
+        }
+
+        let limits = spec.limits.to_list();
+        let decision = if limits.is_empty() {
+            None
+        } else {
+            let consumer = identity.as_ref().map_or_else(
+                || format!("ip:{client_ip}"),
+                |i| format!("sub:{}", i.subject),
+            );
+            let decision = self
+                .limiter
+                .check(&format!("{}|{consumer}", spec.name), &limits)
+                .await;
+            info.rate_limit_degraded = decision.degraded;
+            if !decision.allowed {
+                return rejected(&decision, request_id);
+            }
+            Some(decision)
+        };
+
+        let trace = next_traceparent(
+            parts
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Ok(value) = HeaderValue::from_str(&trace.header()) {
+            parts.headers.insert("traceparent", value);
+        }
+        info.trace_id = Some(trace.trace_id);
+        info.span_id = Some(trace.parent_id);
+        if !parts.headers.contains_key("x-request-id") {
+            if let Ok(value) = HeaderValue::from_str(request_id) {
+                parts.headers.insert("x-request-id", value);
+            }
+        }
+        let upgrade = super::upgrade::requested(&parts.headers);
+        forward_headers(&mut parts.headers, client_ip);
+        if let Some(protocol) = upgrade {
+            drop(body);
+            let mut response = self.upgrade(parts, protocol, &matched, info).await;
+            if let Some(decision) = &decision {
+                rate_headers(response.headers_mut(), decision);
+            }
+            return response;
+        }
+
+        let cacheable = spec.cache_ttl.is_some()
+            && matches!(parts.method, Method::GET | Method::HEAD)
+            && !request_bypasses(&parts.headers);
+        let mut response = if cacheable {
+            let subject = identity.as_ref().map(|i| i.subject.as_str());
+            self.cached(parts, body, &matched, subject, info).await
+        } else {
+            self.forward(parts, body, &matched, info).await
+        };
+        if let Some(decision) = &decision {
+            rate_headers(response.headers_mut(), decision);
+        }
+        response
+    }
+
+    /// `/api/pricing/...` serves `pricing-service` when only that one is known.
+    fn resolve(&self, dynamic: &Dynamic, service: String) -> String {
+        if !self.view.instances(&service).is_empty() || dynamic.statics.contains_key(&service) {
+            return service;
+        }
+        let long = format!("{service}-service");
+        if !self.view.instances(&long).is_empty() || dynamic.statics.contains_key(&long) {
+            long
+        } else {
+            service
+        }
+    }
+
+    async fn cached(
+        &self,
+        parts: http::request::Parts,
+        body: GatewayBody,
+        matched: &RouteMatch,
+        subject: Option<&str>,
+        info: &mut ProxyInfo,
+    ) -> Response<GatewayBody> {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        let key = CacheKey {
+            route: matched.route.name.clone(),
+            consumer: subject.unwrap_or_default().to_owned(),
+            path: path_and_query,
+        };
+        let refresh = request_refreshes(&parts.headers);
+        let head = parts.method == Method::HEAD;
+        if !refresh {
+            if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
+                info.cache = Some("HIT");
+                return super::forward::from_cache(&hit, head);
+            }
+        }
+        let _fill = self.cache.fill(&key).await;
+        if !refresh {
+            if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
+                info.cache = Some("HIT");
+                return super::forward::from_cache(&hit, head);
+            }
+        }
+        info.cache = Some("MISS");
+        let request_headers = parts.headers.clone();
+        let response = self.forward(parts, body, matched, info).await;
+        let mut response = if head {
+            response
+        } else {
+            self.store(&key, &request_headers, response, matched.route.cache_ttl)
+                .await
+        };
+        response
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static("MISS"));
+        response
+    }
+}

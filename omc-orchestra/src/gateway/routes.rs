@@ -1,0 +1,202 @@
+//! Which route a request takes: configured prefixes first (longest wins), then the
+//! discovery routes `{prefix}/{service}/rest`.
+
+use super::config::{GatewayConfig, Limits};
+use http::Method;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a matched route asks of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// The route's name (metrics, logs, rate-limit and cache keys).
+    pub name: String,
+    /// Allowed methods; empty allows all.
+    pub methods: Vec<Method>,
+    /// Upstream timeout.
+    pub timeout: Duration,
+    /// Authentication required.
+    pub auth: bool,
+    /// Rate limits per consumer.
+    pub limits: Limits,
+    /// Cache GET/HEAD answers this long unless the upstream says otherwise.
+    pub cache_ttl: Option<Duration>,
+}
+
+/// A request's route.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    /// The route.
+    pub route: Arc<RouteSpec>,
+    /// The service to forward to.
+    pub service: String,
+    /// The path to send upstream (query not included).
+    pub upstream_path: String,
+}
+
+#[derive(Debug)]
+struct Configured {
+    prefix: String,
+    service: String,
+    strip: bool,
+    spec: Arc<RouteSpec>,
+}
+
+/// The gateway's routes, built once from its configuration.
+#[derive(Debug)]
+pub struct RouteTable {
+    configured: Vec<Configured>,
+    discovery: Option<(String, bool, RouteSpec)>,
+}
+
+fn methods(list: &[String]) -> Vec<Method> {
+    list.iter()
+        .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+        .collect()
+}
+
+fn under(path: &str, prefix: &str) -> Option<String> {
+    if prefix == "/" {
+        return Some(path.to_owned());
+    }
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("/".to_owned())
+    } else if rest.starts_with('/') {
+        Some(rest.to_owned())
+    } else {
+        None
+    }
+}
+
+impl RouteTable {
+    /// Routes from `config` (validated beforehand).
+    pub fn new(config: &GatewayConfig) -> Self {
+        let d = &config.discovery;
+        let mut configured: Vec<Configured> = config
+            .routes
+            .iter()
+            .map(|r| Configured {
+                prefix: r.prefix.clone(),
+                service: r.service.clone(),
+                strip: r.strip_prefix,
+                spec: Arc::new(RouteSpec {
+                    name: if r.name.is_empty() {
+                        r.prefix.clone()
+                    } else {
+                        r.name.clone()
+                    },
+                    methods: methods(&r.methods),
+                    timeout: Duration::from_millis(r.timeout_ms.unwrap_or(d.timeout_ms)),
+                    auth: r.auth,
+                    limits: r.limits,
+                    cache_ttl: r.cache_ttl_secs.map(Duration::from_secs),
+                }),
+            })
+            .collect();
+        configured.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let discovery = d.enabled.then(|| {
+            (
+                d.prefix.clone(),
+                d.strip_prefix,
+                RouteSpec {
+                    name: String::new(),
+                    methods: Vec::new(),
+                    timeout: Duration::from_millis(d.timeout_ms),
+                    auth: d.auth,
+                    limits: d.limits,
+                    cache_ttl: d.cache_ttl_secs.map(Duration::from_secs),
+                },
+            )
+        });
+        Self {
+            configured,
+            discovery,
+        }
+    }
+
+    /// The route of `path`, or `None`. The method is checked by the caller against
+    /// [`RouteSpec::methods`].
+    pub fn find(&self, path: &str) -> Option<RouteMatch> {
+        for route in &self.configured {
+            if let Some(rest) = under(path, &route.prefix) {
+                return Some(RouteMatch {
+                    route: route.spec.clone(),
+                    service: route.service.clone(),
+                    upstream_path: if route.strip { rest } else { path.to_owned() },
+                });
+            }
+        }
+        let (prefix, strip, spec) = self.discovery.as_ref()?;
+        let rest = under(path, prefix)?;
+        let trimmed = rest.trim_start_matches('/');
+        let (service, tail) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        if service.is_empty() {
+            return None;
+        }
+        let route = Arc::new(RouteSpec {
+            name: format!("{prefix}/{service}"),
+            ..spec.clone()
+        });
+        Some(RouteMatch {
+            route,
+            service: service.to_owned(),
+            upstream_path: if *strip {
+                format!("/{tail}")
+            } else {
+                path.to_owned()
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::RouteConfig;
+
+    fn table() -> RouteTable {
+        let mut config = GatewayConfig::default();
+        for (prefix, service, strip) in [
+            ("/prices", "pricing-service", true),
+            ("/prices/special", "special", false),
+        ] {
+            config.routes.push(RouteConfig {
+                prefix: prefix.into(),
+                service: service.into(),
+                strip_prefix: strip,
+                ..RouteConfig::default()
+            });
+        }
+        RouteTable::new(&config)
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = table();
+        let m = t.find("/prices/special/x").unwrap();
+        assert_eq!(
+            (m.service.as_str(), m.upstream_path.as_str()),
+            ("special", "/prices/special/x")
+        );
+        let m = t.find("/prices/a/b").unwrap();
+        assert_eq!(
+            (m.service.as_str(), m.upstream_path.as_str()),
+            ("pricing-service", "/a/b")
+        );
+        assert_eq!(t.find("/prices").unwrap().upstream_path, "/");
+        assert!(t.find("/pricesx").is_none());
+    }
+
+    #[test]
+    fn discovery_routes_name_the_service() {
+        let t = table();
+        let m = t.find("/api/inventory-service/items/7").unwrap();
+        assert_eq!(m.service, "inventory-service");
+        assert_eq!(m.upstream_path, "/items/7");
+        assert_eq!(m.route.name, "/api/inventory-service");
+        assert_eq!(t.find("/api/inventory-service").unwrap().upstream_path, "/");
+        assert!(t.find("/api/").is_none());
+        assert!(t.find("/other").is_none());
+    }
+}

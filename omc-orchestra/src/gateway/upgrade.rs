@@ -1,0 +1,92 @@
+//! Protocol upgrades (WebSocket): the handshake goes through like any request, then the
+//! gateway splices the client's and the upstream's connections together.
+
+use super::answers::error;
+use super::pipeline::{Gateway, ProxyInfo};
+use super::routes::RouteMatch;
+use super::{empty_body, GatewayBody};
+use http::header::{HeaderValue, CONNECTION, UPGRADE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+/// The `Upgrade` header of a request that asks for one (`Connection: upgrade`).
+pub(super) fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+impl Gateway {
+    pub(super) async fn upgrade(
+        &self,
+        mut parts: http::request::Parts,
+        protocol: HeaderValue,
+        matched: &RouteMatch,
+        info: &mut ProxyInfo,
+    ) -> Response<GatewayBody> {
+        let service = matched.service.as_str();
+        let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "upgrade_unsupported",
+                "this connection cannot be upgraded",
+            );
+        };
+        let Some((target, instances)) = self.pick(service, &[]) else {
+            let message = format!("no healthy instance of `{service}`");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message);
+        };
+        info.attempts = 1;
+        info.instance = Some(target.id.clone());
+        let uri = match target.uri(&matched.upstream_path, parts.uri.query()) {
+            Ok(uri) => uri,
+            Err(err) => {
+                let message = format!("cannot build the upstream URL: {err}");
+                return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            }
+        };
+        let mut request = Request::new(empty_body());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = parts.headers;
+        request
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        request.headers_mut().insert(UPGRADE, protocol);
+        let sent = tokio::time::timeout(matched.route.timeout, self.client.request(request)).await;
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) | Err(_) => {
+                self.breakers.record(service, &target.id, false, instances);
+                let message = format!("the upstream of `{service}` failed the upgrade");
+                return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            }
+        };
+        let ok = !response.status().is_server_error();
+        self.breakers.record(service, &target.id, ok, instances);
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return super::forward::relay(response);
+        }
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+            }
+        });
+        let (parts, _) = response.into_parts();
+        Response::from_parts(parts, empty_body())
+    }
+}

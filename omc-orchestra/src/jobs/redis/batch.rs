@@ -1,0 +1,81 @@
+//! Group commit of enqueues: what queued up while earlier batches were in flight goes
+//! in one script call.
+
+use super::Inner;
+use crate::jobs::{Job, JobState, NewJob};
+use crate::Result;
+use chrono::{DateTime, Utc};
+use redis::Value;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One enqueue waiting for its batch, and where to answer.
+pub(super) type PendingEnqueue = crate::backend::Pending<NewJob, Job>;
+
+/// The job a fresh enqueue of `new` as `id` at `now` stored (what `get` reads back).
+fn fresh_job(new: &NewJob, id: String, now: DateTime<Utc>) -> Job {
+    let run_at =
+        DateTime::from_timestamp_millis(new.first_run(now).timestamp_millis()).unwrap_or_default();
+    Job {
+        id,
+        job_type: new.job_type.clone(),
+        data: new.data.clone(),
+        priority: new.priority,
+        state: if run_at > now {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        },
+        attempts: 0,
+        max_attempts: new.max_attempts.unwrap_or(3),
+        backoff: new.backoff.unwrap_or_default(),
+        unique_key: new.unique_key.clone(),
+        timeout_ms: new.timeout_ms,
+        created_at: now,
+        run_at,
+        started_at: None,
+        finished_at: None,
+        worker: None,
+        progress: None,
+        result: None,
+        error: None,
+        cancel_requested: false,
+    }
+}
+
+/// Send the enqueues that queued up meanwhile in one script call, until the queue handle
+/// is dropped.
+pub(super) async fn enqueue_in_batches(
+    inner: Arc<Inner>,
+    pending: mpsc::UnboundedReceiver<PendingEnqueue>,
+) {
+    crate::backend::group_commit(pending, 256, move |jobs: Vec<NewJob>| {
+        let inner = inner.clone();
+        async move { inner.enqueue_now(&jobs).await }
+    })
+    .await;
+}
+
+impl Inner {
+    /// Enqueue validated jobs in one script call. New jobs are built here from what was
+    /// sent; only jobs that already existed come back from Redis.
+    async fn enqueue_now(&self, jobs: &[NewJob]) -> Result<Vec<Job>> {
+        let now_ms = self.clock.now_ms();
+        let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        let mut args = Vec::with_capacity(1 + jobs.len() * 11);
+        args.push(jobs.len().to_string());
+        for job in jobs {
+            args.push(job.id.clone().unwrap_or_default());
+            args.extend(self.job_args(job, now)?);
+        }
+        let rows: Vec<(String, Value)> =
+            redis::from_redis_value(self.run_at(now_ms, &self.scripts.enqueue, &args).await?)?;
+        rows.into_iter()
+            .zip(jobs)
+            .map(|((created, reply), new)| match created.as_str() {
+                "1" => Ok(fresh_job(new, redis::from_redis_value(reply)?, now)),
+                _ => super::parse::job_from(reply),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,474 @@
+//! The Redis job queue: any number of producers, workers and schedulers share one queue.
+//!
+//! Keys (the queue name is the hash tag, so every script works on Redis Cluster):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `{prefix}:job:{queue}:wait` | zset | waiting ids, score `priority × 10¹³ + sequence` |
+//! | `{prefix}:job:{queue}:delayed` | zset | delayed ids by run-at (ms) |
+//! | `{prefix}:job:{queue}:active` | zset | leased ids by lease end (ms) |
+//! | `{prefix}:job:{queue}:completed` | zset | by finish time; trimmed by count and age |
+//! | `{prefix}:job:{queue}:failed` | zset | by finish time; trimmed by count and age |
+//! | `{prefix}:job:{queue}:unique` | hash | unique key → id of the pending job holding it |
+//! | `{prefix}:job:{queue}:seq` | string | the sequence (FIFO order and default ids) |
+//! | `{prefix}:job:{queue}:sched` | hash | schedule id → schedule JSON |
+//! | `{prefix}:job:{queue}:schedlast` | hash | schedule id → last fired tick (ms) |
+//! | `{prefix}:job:{queue}:j:{id}` | hash | one job; deleted when trimmed or cancelled |
+//! | `{prefix}:job:{queue}:m:{minute}` | hash | per-minute figures; expire after an hour |
+//!
+//! Every transition is one Lua script that gets the time from the injected clock as an
+//! argument, so a `ManualClock` drives Redis exactly as it drives memory.
+
+mod batch;
+mod parse;
+mod scripts;
+
+use super::{
+    tick_job_id, Completion, FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats,
+    LeaseRenewal, Maintenance, NewJob, QueueOptions, Schedule,
+};
+use crate::backend::RedisStore;
+use crate::clock::SharedClock;
+use crate::{Error, Result};
+use async_trait::async_trait;
+use batch::{enqueue_in_batches, PendingEnqueue};
+use chrono::{DateTime, Utc};
+use parse::{job_from, leases_from, stats_from, status_of};
+use redis::{Script, Value};
+use scripts::Scripts;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A job queue kept in Redis.
+///
+/// Concurrent enqueues through one handle are sent together: whatever queued up while
+/// the previous batch was in flight goes in one script call (group commit).
+pub struct RedisJobQueue {
+    inner: Arc<Inner>,
+    batcher: OnceLock<mpsc::UnboundedSender<PendingEnqueue>>,
+}
+
+/// What every call needs: the store, the keys, the scripts, the clock.
+struct Inner {
+    store: RedisStore,
+    keys: [String; 9],
+    job_base: String,
+    metrics_base: String,
+    scripts: Scripts,
+    clock: SharedClock,
+    options: QueueOptions,
+}
+
+impl std::fmt::Debug for RedisJobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisJobQueue")
+            .field("wait", &self.inner.keys[0])
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("wait", &self.keys[0])
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> String {
+    d.as_millis().min(i64::MAX as u128).to_string()
+}
+
+impl RedisJobQueue {
+    /// The queue `queue` (e.g. `default`) in `store`.
+    pub fn new(
+        store: RedisStore,
+        queue: &str,
+        clock: SharedClock,
+        options: QueueOptions,
+    ) -> Result<Self> {
+        if queue.is_empty() || queue.contains(['{', '}', ':']) {
+            return Err(Error::invalid(
+                "queue",
+                "must be non-empty without braces or colons",
+            ));
+        }
+        let keys = [
+            "wait",
+            "delayed",
+            "active",
+            "completed",
+            "failed",
+            "unique",
+            "seq",
+            "sched",
+            "schedlast",
+        ]
+        .map(|name| store.key("job", queue, name));
+        let inner = Inner {
+            job_base: store.key("job", queue, "j:"),
+            metrics_base: store.key("job", queue, "m:"),
+            store,
+            keys,
+            scripts: Scripts::new(),
+            clock,
+            options,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+            batcher: OnceLock::new(),
+        })
+    }
+}
+
+impl Inner {
+    async fn run(&self, script: &Script, args: &[String]) -> Result<Value> {
+        self.run_at(self.clock.now_ms(), script, args).await
+    }
+
+    /// Run `script` as of `now_ms`.
+    async fn run_at(&self, now_ms: i64, script: &Script, args: &[String]) -> Result<Value> {
+        let lead = [
+            now_ms.to_string(),
+            self.job_base.clone(),
+            self.metrics_base.clone(),
+            self.options.keep_completed.to_string(),
+            ms(self.options.completed_max_age),
+            self.options.keep_failed.to_string(),
+            ms(self.options.failed_max_age),
+        ];
+        self.store
+            .retry(|mut conn| {
+                let mut invocation = script.prepare_invoke();
+                for key in &self.keys {
+                    invocation.key(key);
+                }
+                for arg in lead.iter().chain(args) {
+                    invocation.arg(arg);
+                }
+                async move { invocation.invoke_async::<Value>(&mut conn).await }
+            })
+            .await
+    }
+
+    /// The ten enqueue arguments of a job (after its id).
+    fn job_args(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let backoff = job.backoff.unwrap_or_default();
+        let kind = match backoff.kind {
+            super::BackoffKind::Fixed => "fixed",
+            super::BackoffKind::Exponential => "exponential",
+        };
+        Ok(vec![
+            job.unique_key.clone().unwrap_or_default(),
+            job.job_type.clone(),
+            serde_json::to_string(&job.data)?,
+            job.priority.rank().to_string(),
+            job.max_attempts.unwrap_or(3).to_string(),
+            kind.into(),
+            backoff.delay_ms.to_string(),
+            backoff.jitter.to_string(),
+            job.timeout_ms.map(|t| t.to_string()).unwrap_or_default(),
+            job.first_run(now).timestamp_millis().to_string(),
+        ])
+    }
+
+    fn fetch_args(request: &FetchRequest) -> Vec<String> {
+        let mut args = vec![
+            request.max.to_string(),
+            request.worker.clone(),
+            format!("{}:{}", request.worker, uuid::Uuid::new_v4().simple()),
+            ms(request.lease),
+        ];
+        args.extend(request.types.iter().cloned());
+        args
+    }
+
+    async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
+        let reply = self.run(script, &args).await?;
+        status_of(reply, id)
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisJobQueue {
+    async fn enqueue(&self, new: NewJob) -> Result<Job> {
+        new.validate()?;
+        let sender = self.batcher.get_or_init(|| {
+            let (sender, pending) = mpsc::unbounded_channel();
+            tokio::spawn(enqueue_in_batches(self.inner.clone(), pending));
+            sender
+        });
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send((new, reply))
+            .map_err(|_| Error::Backend("the enqueue batcher stopped".into()))?;
+        match answer.await {
+            Ok(Ok(job)) => Ok(job),
+            Ok(Err(message)) => Err(Error::Backend(message.into())),
+            Err(_) => Err(Error::Backend("the enqueue batcher stopped".into())),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Job> {
+        let key = format!("{}{id}", self.inner.job_base);
+        let fields: HashMap<String, String> = self
+            .inner
+            .store
+            .retry(|mut conn| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(&key);
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        if fields.is_empty() {
+            return Err(Error::not_found("job", id));
+        }
+        parse::job_from_map(fields)
+    }
+
+    async fn fetch_batch(&self, request: &FetchRequest) -> Result<Vec<JobLease>> {
+        let reply = self
+            .inner
+            .run(&self.inner.scripts.fetch, &Inner::fetch_args(request))
+            .await?;
+        leases_from(reply)
+    }
+
+    async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<LeaseRenewal> {
+        let args = vec![id.into(), token.into(), ms(lease), String::new()];
+        parse::renewal_from(
+            self.inner
+                .held_op(&self.inner.scripts.extend, id, args)
+                .await?,
+        )
+    }
+
+    async fn progress(
+        &self,
+        id: &str,
+        token: &str,
+        progress: serde_json::Value,
+    ) -> Result<LeaseRenewal> {
+        let args = vec![
+            id.into(),
+            token.into(),
+            String::new(),
+            serde_json::to_string(&progress)?,
+        ];
+        parse::renewal_from(
+            self.inner
+                .held_op(&self.inner.scripts.extend, id, args)
+                .await?,
+        )
+    }
+
+    async fn complete(&self, id: &str, token: &str, result: serde_json::Value) -> Result<Job> {
+        let none = FetchRequest::new("", Duration::ZERO, 0);
+        Ok(self.complete_and_fetch(id, token, result, &none).await?.0)
+    }
+
+    async fn complete_and_fetch(
+        &self,
+        id: &str,
+        token: &str,
+        result: serde_json::Value,
+        next: &FetchRequest,
+    ) -> Result<(Job, Vec<JobLease>)> {
+        let mut args = vec![id.into(), token.into(), serde_json::to_string(&result)?];
+        args.extend(Inner::fetch_args(next));
+        let mut parts = self
+            .inner
+            .held_op(&self.inner.scripts.complete, id, args)
+            .await?
+            .into_iter();
+        let job = job_from(parts.next().unwrap_or(Value::Nil))?;
+        let leases = leases_from(parts.next().unwrap_or(Value::Nil))?;
+        Ok((job, leases))
+    }
+
+    async fn complete_many(
+        &self,
+        done: &[Completion],
+        next: &FetchRequest,
+    ) -> Result<(Vec<Result<()>>, Vec<JobLease>)> {
+        let mut args = Vec::with_capacity(1 + done.len() * 3 + 4 + next.types.len());
+        args.push(done.len().to_string());
+        for c in done {
+            args.extend([
+                c.id.clone(),
+                c.token.clone(),
+                serde_json::to_string(&c.result)?,
+            ]);
+        }
+        args.extend(Inner::fetch_args(next));
+        let (statuses, leases): (Vec<String>, Value) = redis::from_redis_value(
+            self.inner
+                .run(&self.inner.scripts.complete_many, &args)
+                .await?,
+        )?;
+        let outcomes = statuses
+            .iter()
+            .zip(done)
+            .map(|(status, c)| parse::outcome(status, &c.id))
+            .collect();
+        Ok((outcomes, leases_from(leases)?))
+    }
+
+    async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {
+        let random: f64 = rand::random();
+        let args = vec![id.into(), token.into(), error.into(), random.to_string()];
+        parse::first_job(
+            self.inner
+                .held_op(&self.inner.scripts.fail, id, args)
+                .await?,
+        )
+    }
+
+    async fn release(&self, id: &str, token: &str) -> Result<Job> {
+        let args = vec![id.into(), token.into()];
+        parse::first_job(
+            self.inner
+                .held_op(&self.inner.scripts.release, id, args)
+                .await?,
+        )
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Job> {
+        let mut job = parse::first_job(
+            self.inner
+                .held_op(&self.inner.scripts.cancel, id, vec![id.into()])
+                .await?,
+        )?;
+        if job.state != JobState::Active {
+            job.state = JobState::Cancelled;
+        }
+        Ok(job)
+    }
+
+    async fn maintain(&self) -> Result<Maintenance> {
+        let (promoted, stalled, trimmed): (u64, Vec<String>, u64) =
+            redis::from_redis_value(self.inner.run(&self.inner.scripts.maintain, &[]).await?)?;
+        Ok(Maintenance {
+            promoted,
+            stalled,
+            trimmed,
+        })
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let args = vec![
+            filter.state.map(|s| s.as_str()).unwrap_or("").to_owned(),
+            filter.job_type.clone().unwrap_or_default(),
+            filter.offset.to_string(),
+            filter.page_size().to_string(),
+        ];
+        let rows: Vec<Value> =
+            redis::from_redis_value(self.inner.run(&self.inner.scripts.list, &args).await?)?;
+        rows.into_iter().map(job_from).collect()
+    }
+
+    async fn stats(&self) -> Result<JobStats> {
+        let reply = self.inner.run(&self.inner.scripts.stats, &[]).await?;
+        stats_from(reply, self.inner.clock.now_ms())
+    }
+
+    async fn retry_failed(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n: u64 = redis::from_redis_value(
+                self.inner
+                    .run(&self.inner.scripts.retry_failed, &[])
+                    .await?,
+            )?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
+        schedule.validate()?;
+        let mut stored = schedule.clone();
+        stored.last_fired_at = None;
+        let json = serde_json::to_string(&stored)?;
+        self.inner
+            .store
+            .retry(|mut conn| {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(&self.inner.keys[7]).arg(&schedule.id).arg(&json);
+                async move { cmd.query_async::<()>(&mut conn).await }
+            })
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let (all, last): (HashMap<String, String>, HashMap<String, i64>) = self
+            .inner
+            .store
+            .retry(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hgetall(&self.inner.keys[7])
+                    .hgetall(&self.inner.keys[8]);
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut schedules = Vec::with_capacity(all.len());
+        for (id, json) in all {
+            let mut schedule: Schedule = serde_json::from_str(&json)?;
+            schedule.last_fired_at = last
+                .get(&id)
+                .and_then(|t| DateTime::from_timestamp_millis(*t));
+            schedules.push(schedule);
+        }
+        schedules.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(schedules)
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<Schedule> {
+        let (json, last, _, _): (Option<String>, Option<i64>, u64, u64) = self
+            .inner
+            .store
+            .retry(|mut conn| {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hget(&self.inner.keys[7], id)
+                    .hget(&self.inner.keys[8], id)
+                    .hdel(&self.inner.keys[7], id)
+                    .hdel(&self.inner.keys[8], id);
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let json = json.ok_or_else(|| Error::not_found("schedule", id))?;
+        let mut schedule: Schedule = serde_json::from_str(&json)?;
+        schedule.last_fired_at = last.and_then(DateTime::from_timestamp_millis);
+        Ok(schedule)
+    }
+
+    async fn fire_schedule(
+        &self,
+        id: &str,
+        tick: DateTime<Utc>,
+        job: NewJob,
+    ) -> Result<Option<Job>> {
+        job.validate()?;
+        let mut args = vec![
+            id.to_owned(),
+            tick.timestamp_millis().to_string(),
+            tick_job_id(id, tick),
+        ];
+        args.extend(self.inner.job_args(&job, self.inner.clock.now())?);
+        let reply: Vec<Value> =
+            redis::from_redis_value(self.inner.run(&self.inner.scripts.fire, &args).await?)?;
+        let mut parts = reply.into_iter();
+        let status: String = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
+        match status.as_str() {
+            "ok" => Ok(Some(job_from(parts.next().unwrap_or(Value::Nil))?)),
+            "skip" => Ok(None),
+            _ => Err(Error::not_found("schedule", id)),
+        }
+    }
+}

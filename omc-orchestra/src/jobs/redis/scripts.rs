@@ -1,0 +1,417 @@
+//! The Lua scripts of the Redis job queue: one per transition.
+//!
+//! Every script gets the same nine keys and seven leading arguments (see `PRELUDE`); a
+//! job's own hash key is `ARGV[2] .. id`, under the same hash tag as the declared keys.
+
+use redis::Script;
+
+/// Every script, loaded once per queue handle.
+pub(super) struct Scripts {
+    pub(super) enqueue: Script,
+    pub(super) fetch: Script,
+    pub(super) complete: Script,
+    pub(super) complete_many: Script,
+    pub(super) fail: Script,
+    pub(super) extend: Script,
+    pub(super) release: Script,
+    pub(super) cancel: Script,
+    pub(super) maintain: Script,
+    pub(super) retry_failed: Script,
+    pub(super) fire: Script,
+    pub(super) stats: Script,
+    pub(super) list: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            enqueue: s(ENQUEUE),
+            fetch: s(FETCH),
+            complete: s(COMPLETE),
+            complete_many: s(COMPLETE_MANY),
+            fail: s(FAIL),
+            extend: s(EXTEND),
+            release: s(RELEASE),
+            cancel: s(CANCEL),
+            maintain: s(MAINTAIN),
+            retry_failed: s(RETRY_FAILED),
+            fire: s(FIRE),
+            stats: s(STATS),
+            list: s(LIST),
+        }
+    }
+}
+
+pub(super) const PRELUDE: &str = r#"
+local WAIT, DELAYED, ACTIVE, COMPLETED, FAILED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local UNIQUE, SEQ, SCHED, SCHEDLAST = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local NOW = tonumber(ARGV[1])
+local JB, MB = ARGV[2], ARGV[3]
+local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local MAXBACKOFF = 86400000
+local FIELDS = {'id', 'type', 'data', 'pri', 'state', 'att', 'max', 'bk', 'bd', 'bj', 'uk', 'to',
+  'cr', 'ra', 'st', 'fi', 'wk', 'pg', 'rs', 'er', 'cx', 'tok', 'lu'}
+local function jk(id) return JB .. id end
+local function fmt(n) return string.format("%d", n) end
+local function score(k)
+  local h = redis.call('HMGET', k, 'pri', 'seq')
+  return tonumber(h[1]) * 1e13 + tonumber(h[2])
+end
+local pending_figures = {}
+local function bucket(field, by)
+  pending_figures[field] = (pending_figures[field] or 0) + by
+end
+local function flush()
+  local k = MB .. fmt(math.floor(NOW / 60000))
+  for field, by in pairs(pending_figures) do
+    if redis.call('HINCRBY', k, field, by) == by then redis.call('EXPIRE', k, 3660) end
+  end
+  pending_figures = {}
+end
+local function ready(id)
+  local k = jk(id)
+  if redis.call('EXISTS', k) == 0 then return end
+  redis.call('HSET', k, 'state', 'waiting')
+  redis.call('ZADD', WAIT, score(k), id)
+end
+local function unlock(id, k)
+  local uk = redis.call('HGET', k, 'uk')
+  if uk and redis.call('HGET', UNIQUE, uk) == id then redis.call('HDEL', UNIQUE, uk) end
+end
+local function drop(set, ids)
+  for _, id in ipairs(ids) do redis.call('DEL', jk(id)) end
+  if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
+  return #ids
+end
+local function trim(set, keep, age)
+  local n = drop(set, redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. fmt(NOW - age), 'LIMIT', 0, 1000))
+  local extra = redis.call('ZCARD', set) - keep
+  if extra > 0 then
+    if extra > 1000 then extra = 1000 end
+    n = n + drop(set, redis.call('ZRANGE', set, 0, extra - 1))
+  end
+  return n
+end
+local function finish(id, k, state)
+  redis.call('HSET', k, 'state', state, 'fi', fmt(NOW), 'tok', '')
+  unlock(id, k)
+  if state == 'completed' then redis.call('ZADD', COMPLETED, NOW, id)
+  else redis.call('ZADD', FAILED, NOW, id) end
+end
+local function trim_all()
+  return trim(COMPLETED, KEEPC, AGEC) + trim(FAILED, KEEPF, AGEF)
+end
+local function maintain(limit)
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, limit)
+  if #due > 0 then redis.call('ZREM', DELAYED, unpack(due)) end
+  for _, id in ipairs(due) do ready(id) end
+  local stalled = redis.call('ZRANGEBYSCORE', ACTIVE, '-inf', NOW, 'LIMIT', 0, limit)
+  if #stalled > 0 then redis.call('ZREM', ACTIVE, unpack(stalled)) end
+  for _, id in ipairs(stalled) do
+    local k = jk(id)
+    if redis.call('EXISTS', k) == 1 then
+      redis.call('HSET', k, 'tok', '')
+      local h = redis.call('HMGET', k, 'att', 'max')
+      if tonumber(h[1]) >= tonumber(h[2]) then
+        redis.call('HSET', k, 'er', 'lease expired: the worker stalled or died')
+        finish(id, k, 'failed')
+      else
+        ready(id)
+      end
+    end
+  end
+  return #due, stalled
+end
+local function take(max, worker, tokbase, leasems, first_type)
+  local out = {}
+  if max <= 0 then return out end
+  local ids
+  if first_type > #ARGV then
+    ids = redis.call('ZRANGE', WAIT, 0, max - 1)
+  else
+    local types = {}
+    for i = first_type, #ARGV do types[ARGV[i]] = true end
+    ids = {}
+    for _, id in ipairs(redis.call('ZRANGE', WAIT, 0, 999)) do
+      if types[redis.call('HGET', jk(id), 'type')] then
+        table.insert(ids, id)
+        if #ids >= max then break end
+      end
+    end
+  end
+  if #ids > 0 then redis.call('ZREM', WAIT, unpack(ids)) end
+  local lu = NOW + leasems
+  for i, id in ipairs(ids) do
+    local k = jk(id)
+    local ra = redis.call('HGET', k, 'ra')
+    if ra then
+      redis.call('HINCRBY', k, 'att', 1)
+      redis.call('HSET', k, 'state', 'active', 'st', fmt(NOW), 'wk', worker,
+        'tok', tokbase .. ':' .. i, 'lu', fmt(lu))
+      redis.call('ZADD', ACTIVE, lu, id)
+      local wait = NOW - tonumber(ra)
+      bucket('s', 1)
+      if wait > 0 then bucket('w', wait) end
+      table.insert(out, redis.call('HMGET', k, unpack(FIELDS)))
+    end
+  end
+  return out
+end
+local function held(id, token)
+  local k = jk(id)
+  local h = redis.call('HMGET', k, 'state', 'tok')
+  if not h[1] then return nil, 'missing' end
+  if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
+  return k, 'ok'
+end
+local function complete_one(id, token, result)
+  local k = jk(id)
+  local h = redis.call('HMGET', k, 'state', 'tok', 'st', 'uk')
+  if not h[1] then return nil, 'missing' end
+  if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
+  redis.call('ZREM', ACTIVE, id)
+  redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', fmt(NOW), 'tok', '')
+  if h[4] and redis.call('HGET', UNIQUE, h[4]) == id then redis.call('HDEL', UNIQUE, h[4]) end
+  redis.call('ZADD', COMPLETED, NOW, id)
+  bucket('c', 1)
+  bucket('r', NOW - tonumber(h[3]))
+  return k, 'ok'
+end
+local function enqueue(id, a)
+  local uk = ARGV[a + 1]
+  if uk ~= '' then
+    local ex = redis.call('HGET', UNIQUE, uk)
+    if ex and redis.call('EXISTS', jk(ex)) == 1 then return ex, false end
+  end
+  if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
+  local seq = redis.call('INCR', SEQ)
+  if id == '' then id = fmt(seq) end
+  local k = jk(id)
+  local ra = tonumber(ARGV[a + 10])
+  redis.call('HSET', k, 'id', id, 'seq', fmt(seq), 'type', ARGV[a + 2], 'data', ARGV[a + 3],
+    'pri', ARGV[a + 4], 'max', ARGV[a + 5], 'bk', ARGV[a + 6], 'bd', ARGV[a + 7],
+    'bj', ARGV[a + 8], 'att', 0, 'cr', fmt(NOW), 'ra', fmt(ra), 'cx', '0')
+  if ARGV[a + 9] ~= '' then redis.call('HSET', k, 'to', ARGV[a + 9]) end
+  if uk ~= '' then
+    redis.call('HSET', k, 'uk', uk)
+    redis.call('HSET', UNIQUE, uk, id)
+  end
+  if ra > NOW then
+    redis.call('HSET', k, 'state', 'delayed')
+    redis.call('ZADD', DELAYED, ra, id)
+  else
+    redis.call('HSET', k, 'state', 'waiting')
+    redis.call('ZADD', WAIT, tonumber(ARGV[a + 4]) * 1e13 + seq, id)
+  end
+  return id, true
+end
+"#;
+
+/// ARGV[8] n, then n × (id or '', the ten job fields of `enqueue`).
+pub(super) const ENQUEUE: &str = r#"
+local out = {}
+for i = 0, tonumber(ARGV[8]) - 1 do
+  local id, created = enqueue(ARGV[9 + i * 11], 9 + i * 11)
+  if created then table.insert(out, {'1', id})
+  else table.insert(out, {'0', redis.call('HGETALL', jk(id))}) end
+end
+return out
+"#;
+
+/// ARGV[8] max, [9] worker, [10] token base, [11] lease ms, [12..] types.
+pub(super) const FETCH: &str = r#"
+maintain(1000)
+local taken = take(tonumber(ARGV[8]), ARGV[9], ARGV[10], tonumber(ARGV[11]), 12)
+flush()
+return taken
+"#;
+
+/// ARGV[8] id, [9] token, [10] result, [11] next max, [12] worker, [13] token base,
+/// [14] lease ms, [15..] types.
+pub(super) const COMPLETE: &str = r#"
+local k, status = complete_one(ARGV[8], ARGV[9], ARGV[10])
+if not k then return {status} end
+local job = redis.call('HGETALL', k)
+trim_all()
+local next = {}
+if tonumber(ARGV[11]) > 0 then
+  maintain(100)
+  next = take(tonumber(ARGV[11]), ARGV[12], ARGV[13], tonumber(ARGV[14]), 15)
+end
+flush()
+return {'ok', job, next}
+"#;
+
+/// ARGV[8] n, then n × (id, token, result), then max, worker, token base, lease ms,
+/// types. Answers `{statuses, leases}`.
+pub(super) const COMPLETE_MANY: &str = r#"
+local n = tonumber(ARGV[8])
+local statuses = {}
+for i = 0, n - 1 do
+  local b = 9 + i * 3
+  local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2])
+  table.insert(statuses, status)
+end
+trim_all()
+local f = 9 + n * 3
+local next = {}
+if tonumber(ARGV[f]) > 0 then
+  maintain(100)
+  next = take(tonumber(ARGV[f]), ARGV[f + 1], ARGV[f + 2], tonumber(ARGV[f + 3]), f + 4)
+end
+flush()
+return {statuses, next}
+"#;
+
+/// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1).
+pub(super) const FAIL: &str = r#"
+local id = ARGV[8]
+local k, status = held(id, ARGV[9])
+if not k then return {status} end
+local h = redis.call('HMGET', k, 'st', 'att', 'max', 'bk', 'bd', 'bj')
+redis.call('ZREM', ACTIVE, id)
+redis.call('HSET', k, 'er', ARGV[10])
+bucket('f', 1)
+bucket('r', NOW - tonumber(h[1]))
+flush()
+local att = tonumber(h[2])
+if att >= tonumber(h[3]) then
+  finish(id, k, 'failed')
+  local job = redis.call('HGETALL', k)
+  trim_all()
+  return {'ok', job}
+end
+local base = tonumber(h[5])
+if h[4] == 'exponential' then
+  local exp = att - 1
+  if exp > 40 then exp = 40 end
+  base = base * (2 ^ exp)
+end
+if base > MAXBACKOFF then base = MAXBACKOFF end
+local delay = base - math.floor(base * tonumber(h[6]) * tonumber(ARGV[11]))
+local ra = NOW + delay
+redis.call('HSET', k, 'state', 'delayed', 'ra', fmt(ra), 'tok', '')
+redis.call('ZADD', DELAYED, ra, id)
+return {'ok', redis.call('HGETALL', k)}
+"#;
+
+/// ARGV[8] id, [9] token, [10] lease ms or '' (progress only), [11] progress or ''.
+pub(super) const EXTEND: &str = r#"
+local id = ARGV[8]
+local k, status = held(id, ARGV[9])
+if not k then return {status} end
+if ARGV[10] ~= '' then
+  local lu = NOW + tonumber(ARGV[10])
+  redis.call('HSET', k, 'lu', fmt(lu))
+  redis.call('ZADD', ACTIVE, lu, id)
+end
+if ARGV[11] ~= '' then redis.call('HSET', k, 'pg', ARGV[11]) end
+local h = redis.call('HMGET', k, 'lu', 'cx')
+return {'ok', h[1], h[2]}
+"#;
+
+/// ARGV[8] id, [9] token.
+pub(super) const RELEASE: &str = r#"
+local id = ARGV[8]
+local k, status = held(id, ARGV[9])
+if not k then return {status} end
+redis.call('ZREM', ACTIVE, id)
+redis.call('HINCRBY', k, 'att', -1)
+redis.call('HSET', k, 'tok', '')
+ready(id)
+return {'ok', redis.call('HGETALL', k)}
+"#;
+
+/// ARGV[8] id.
+pub(super) const CANCEL: &str = r#"
+local id = ARGV[8]
+local k = jk(id)
+local state = redis.call('HGET', k, 'state')
+if not state then return {'missing'} end
+if state == 'active' then
+  redis.call('HSET', k, 'cx', '1')
+  return {'ok', redis.call('HGETALL', k)}
+end
+for _, set in ipairs({WAIT, DELAYED, COMPLETED, FAILED}) do redis.call('ZREM', set, id) end
+unlock(id, k)
+local job = redis.call('HGETALL', k)
+redis.call('DEL', k)
+return {'ok', job}
+"#;
+
+pub(super) const MAINTAIN: &str = r#"
+local promoted, stalled = maintain(1000)
+return {promoted, stalled, trim_all()}
+"#;
+
+pub(super) const RETRY_FAILED: &str = r#"
+local ids = redis.call('ZRANGE', FAILED, 0, 999)
+if #ids > 0 then redis.call('ZREM', FAILED, unpack(ids)) end
+for _, id in ipairs(ids) do
+  local k = jk(id)
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('HSET', k, 'att', 0)
+    redis.call('HDEL', k, 'fi')
+    ready(id)
+  end
+end
+return #ids
+"#;
+
+/// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..20] the job.
+pub(super) const FIRE: &str = r#"
+local sid, tick = ARGV[8], tonumber(ARGV[9])
+if redis.call('HEXISTS', SCHED, sid) == 0 then return {'missing'} end
+local last = redis.call('HGET', SCHEDLAST, sid)
+if last and tonumber(last) >= tick then return {'skip'} end
+redis.call('HSET', SCHEDLAST, sid, ARGV[9])
+local id = enqueue(ARGV[10], 10)
+return {'ok', redis.call('HGETALL', jk(id))}
+"#;
+
+pub(super) const STATS: &str = r#"
+local counts = {}
+for _, set in ipairs({WAIT, DELAYED, ACTIVE, COMPLETED, FAILED}) do
+  table.insert(counts, redis.call('ZCARD', set))
+end
+for r = 0, 3 do
+  table.insert(counts, redis.call('ZCOUNT', WAIT, r * 1e13, '(' .. fmt((r + 1) * 1e13)))
+end
+local buckets = {}
+local current = math.floor(NOW / 60000)
+for m = current - 59, current do
+  local h = redis.call('HMGET', MB .. fmt(m), 'c', 'f', 's', 'w', 'r')
+  if h[1] or h[2] or h[3] then
+    table.insert(buckets, {fmt(m), h[1] or '0', h[2] or '0', h[3] or '0', h[4] or '0', h[5] or '0'})
+  end
+end
+return {counts, buckets}
+"#;
+
+/// ARGV[8] state or '', [9] type or '', [10] offset, [11] limit.
+pub(super) const LIST: &str = r#"
+local want, jtype = ARGV[8], ARGV[9]
+local skip, limit = tonumber(ARGV[10]), tonumber(ARGV[11])
+local out = {}
+local sets = {{'waiting', WAIT, false}, {'delayed', DELAYED, false}, {'active', ACTIVE, false},
+  {'completed', COMPLETED, true}, {'failed', FAILED, true}}
+for _, s in ipairs(sets) do
+  if want == '' or want == s[1] then
+    local ids
+    if s[3] then ids = redis.call('ZREVRANGE', s[2], 0, 9999)
+    else ids = redis.call('ZRANGE', s[2], 0, 9999) end
+    for _, id in ipairs(ids) do
+      local k = jk(id)
+      if jtype == '' or redis.call('HGET', k, 'type') == jtype then
+        if skip > 0 then skip = skip - 1
+        else
+          table.insert(out, redis.call('HGETALL', k))
+          if #out >= limit then return out end
+        end
+      end
+    end
+  end
+end
+return out
+"#;

@@ -1,0 +1,250 @@
+//! The in-memory registry: one process, no dependencies.
+
+use super::{
+    ChangeKind, HealthStatus, Registration, Registry, RegistryChange, RegistryOptions,
+    ServiceFilter, ServiceInstance, WATCH_CAPACITY,
+};
+use crate::clock::SharedClock;
+use crate::{Error, Result};
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use tokio::sync::broadcast;
+
+#[derive(Default)]
+struct State {
+    /// Instances by id; `status` is refreshed on the way out.
+    instances: HashMap<String, ServiceInstance>,
+    /// `name|host|port` → id.
+    by_address: HashMap<String, String>,
+    /// Ids whose expiry has been announced.
+    expired: std::collections::HashSet<String>,
+}
+
+/// A registry held in this process's memory.
+pub struct MemoryRegistry {
+    state: RwLock<State>,
+    changes: broadcast::Sender<RegistryChange>,
+    clock: SharedClock,
+    options: RegistryOptions,
+}
+
+impl std::fmt::Debug for MemoryRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRegistry")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new(clock: SharedClock, options: RegistryOptions) -> Self {
+        Self {
+            state: RwLock::new(State::default()),
+            changes: broadcast::channel(WATCH_CAPACITY).0,
+            clock,
+            options,
+        }
+    }
+
+    fn announce(
+        &self,
+        kind: ChangeKind,
+        instance: &ServiceInstance,
+        previous_status: Option<HealthStatus>,
+    ) -> RegistryChange {
+        let change = RegistryChange {
+            kind,
+            instance: instance.clone(),
+            previous_status,
+            at: self.clock.now(),
+        };
+        // No watcher is not an error.
+        let _ = self.changes.send(change.clone());
+        change
+    }
+
+    fn view(&self, instance: &ServiceInstance, expired: bool) -> ServiceInstance {
+        let mut view = instance.clone();
+        view.refresh_status(self.clock.now());
+        if expired {
+            view.status = HealthStatus::Critical;
+        }
+        view
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn register(&self, registration: Registration) -> Result<ServiceInstance> {
+        registration.validate()?;
+        let now = self.clock.now();
+        let mut instance =
+            ServiceInstance::from_registration(&registration, self.options.default_ttl, now);
+        let address = instance.address_key();
+        let mut replaced = None;
+        let (kind, previous) = {
+            let mut state = self.state.write();
+            if let Some(old_id) = state.by_address.get(&address).cloned() {
+                if old_id != instance.id {
+                    state.expired.remove(&old_id);
+                    replaced = state.instances.remove(&old_id);
+                }
+            }
+            let previous = state.instances.get(&instance.id).cloned();
+            if let Some(previous) = &previous {
+                instance.registered_at = previous.registered_at;
+                let old_address = previous.address_key();
+                if old_address != address {
+                    state.by_address.remove(&old_address);
+                }
+            }
+            let was_expired = state.expired.remove(&instance.id);
+            state.by_address.insert(address, instance.id.clone());
+            state
+                .instances
+                .insert(instance.id.clone(), instance.clone());
+            match previous {
+                Some(previous) => {
+                    let before = self.view(&previous, was_expired).status;
+                    (ChangeKind::Updated, Some(before))
+                }
+                None => (ChangeKind::Registered, None),
+            }
+        };
+        if let Some(old) = replaced {
+            self.announce(ChangeKind::Deregistered, &old, Some(old.status));
+        }
+        instance.refresh_status(now);
+        self.announce(kind, &instance, previous);
+        Ok(instance)
+    }
+
+    async fn heartbeat(&self, id: &str) -> Result<ServiceInstance> {
+        let now = self.clock.now();
+        let (instance, previous) = {
+            let mut state = self.state.write();
+            let was_expired = state.expired.remove(id);
+            let stored = state
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| Error::not_found("service", id))?;
+            let mut before = stored.clone();
+            before.refresh_status(now);
+            if was_expired {
+                before.status = HealthStatus::Critical;
+            }
+            stored.last_heartbeat = now;
+            let mut after = stored.clone();
+            after.refresh_status(now);
+            (after, before.status)
+        };
+        if previous != instance.status {
+            self.announce(ChangeKind::HealthChanged, &instance, Some(previous));
+        }
+        Ok(instance)
+    }
+
+    async fn deregister(&self, id: &str) -> Result<ServiceInstance> {
+        let (instance, expired) = {
+            let mut state = self.state.write();
+            let instance = state
+                .instances
+                .remove(id)
+                .ok_or_else(|| Error::not_found("service", id))?;
+            state.by_address.remove(&instance.address_key());
+            let expired = state.expired.remove(id);
+            (instance, expired)
+        };
+        let instance = self.view(&instance, expired);
+        self.announce(ChangeKind::Deregistered, &instance, Some(instance.status));
+        Ok(instance)
+    }
+
+    async fn get(&self, id: &str) -> Result<ServiceInstance> {
+        let state = self.state.read();
+        let instance = state
+            .instances
+            .get(id)
+            .ok_or_else(|| Error::not_found("service", id))?;
+        Ok(self.view(instance, state.expired.contains(id)))
+    }
+
+    async fn list(&self, filter: &ServiceFilter) -> Result<Vec<ServiceInstance>> {
+        let mut found: Vec<ServiceInstance> = {
+            let state = self.state.read();
+            state
+                .instances
+                .values()
+                .filter(|i| filter.name.as_ref().is_none_or(|n| *n == i.name))
+                .map(|i| self.view(i, state.expired.contains(&i.id)))
+                .filter(|i| filter.matches(i))
+                .collect()
+        };
+        found.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(found)
+    }
+
+    async fn set_health(&self, id: &str, status: HealthStatus) -> Result<ServiceInstance> {
+        let (instance, previous) = {
+            let mut state = self.state.write();
+            let expired = state.expired.contains(id);
+            let stored = state
+                .instances
+                .get_mut(id)
+                .ok_or_else(|| Error::not_found("service", id))?;
+            let before = self.view(stored, expired).status;
+            stored.check_status = status;
+            (self.view(stored, expired), before)
+        };
+        if previous != instance.status {
+            self.announce(ChangeKind::HealthChanged, &instance, Some(previous));
+        }
+        Ok(instance)
+    }
+
+    async fn reap(&self) -> Result<Vec<RegistryChange>> {
+        let now = self.clock.now();
+        let grace = chrono::Duration::from_std(self.options.grace).unwrap_or(chrono::Duration::MAX);
+        let mut removed = Vec::new();
+        let mut marked = Vec::new();
+        {
+            let mut state = self.state.write();
+            let stale: Vec<String> = state
+                .instances
+                .values()
+                .filter(|i| i.is_expired(now))
+                .map(|i| i.id.clone())
+                .collect();
+            for id in stale {
+                let Some(instance) = state.instances.get(&id).cloned() else {
+                    continue;
+                };
+                if now > instance.expires_at() + grace {
+                    if let Some(instance) = state.instances.remove(&id) {
+                        state.by_address.remove(&instance.address_key());
+                        let was_announced = state.expired.remove(&id);
+                        removed.push((instance, was_announced));
+                    }
+                } else if state.expired.insert(id.clone()) {
+                    let before = instance.check_status;
+                    marked.push((self.view(&instance, true), before));
+                }
+            }
+        }
+        let mut changes = Vec::with_capacity(removed.len() + marked.len());
+        for (instance, before) in marked {
+            changes.push(self.announce(ChangeKind::HealthChanged, &instance, Some(before)));
+        }
+        for (instance, _) in removed {
+            let view = self.view(&instance, true);
+            changes.push(self.announce(ChangeKind::Expired, &view, Some(HealthStatus::Critical)));
+        }
+        Ok(changes)
+    }
+
+    fn watch(&self) -> broadcast::Receiver<RegistryChange> {
+        self.changes.subscribe()
+    }
+}

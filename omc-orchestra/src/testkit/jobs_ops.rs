@@ -1,0 +1,161 @@
+//! More of the job queue contract: batch completion, cancellation and progress, listing
+//! and stats.
+
+use super::jobs::{fresh, job, next_id, MakeQueue, LEASE};
+use crate::jobs::{Completion, FetchRequest, JobFilter, JobPriority, JobState};
+use crate::Error;
+use serde_json::json;
+use std::time::Duration;
+
+/// Several completions in one call: each gets its own outcome, and new leases come
+/// back for the next jobs.
+pub async fn complete_many_in_one_go(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            queue
+                .enqueue(job("price-calculation", JobPriority::Normal))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let held = queue
+        .fetch_batch(&FetchRequest::new("w", LEASE, 2))
+        .await
+        .unwrap();
+    let done = [
+        Completion {
+            id: held[0].job.id.clone(),
+            token: held[0].token.clone(),
+            result: json!(1),
+        },
+        Completion {
+            id: held[1].job.id.clone(),
+            token: "stolen".into(),
+            result: json!(2),
+        },
+    ];
+    let (outcomes, next) = queue
+        .complete_many(&done, &FetchRequest::new("w", LEASE, 2))
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(outcomes[1], Err(Error::Conflict(_))));
+    let next: Vec<&str> = next.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(next, [&ids[2], &ids[3]]);
+    let first = queue.get(&ids[0]).await.unwrap();
+    assert_eq!(
+        (first.state, first.result),
+        (JobState::Completed, Some(json!(1)))
+    );
+    assert_eq!(queue.get(&ids[1]).await.unwrap().state, JobState::Active);
+}
+
+/// Cancelling a queued job removes it; a running one is flagged and its worker told at
+/// the next renewal. Progress is kept.
+pub async fn cancel_and_progress(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    let queued = queue
+        .enqueue(job("report-generation", JobPriority::Low))
+        .await
+        .unwrap();
+    let running = queue
+        .enqueue(job("report-generation", JobPriority::High))
+        .await
+        .unwrap();
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, running.id);
+    let renewal = queue
+        .progress(&running.id, &lease.token, json!({"pct": 40}))
+        .await
+        .unwrap();
+    assert!(!renewal.cancel_requested);
+    assert_eq!(
+        queue.get(&running.id).await.unwrap().progress,
+        Some(json!({"pct": 40}))
+    );
+    let cancelled = queue.cancel(&queued.id).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(matches!(
+        queue.get(&queued.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let flagged = queue.cancel(&running.id).await.unwrap();
+    assert!(flagged.cancel_requested);
+    let renewal = queue
+        .extend(&running.id, &lease.token, LEASE)
+        .await
+        .unwrap();
+    assert!(renewal.cancel_requested);
+    assert!(matches!(
+        queue.cancel("nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(next_id(&*queue).await, None);
+}
+
+/// Listing filters by state and type and pages; stats count per state and priority and
+/// time waits and runs.
+pub async fn list_and_stats(make: &MakeQueue) {
+    let (queue, clock) = fresh(make).await;
+    for i in 0..5 {
+        let p = if i % 2 == 0 {
+            JobPriority::High
+        } else {
+            JobPriority::Background
+        };
+        queue.enqueue(job("price-calculation", p)).await.unwrap();
+    }
+    queue
+        .enqueue(job("inventory-sync", JobPriority::Normal))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(400));
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    clock.advance(Duration::from_millis(200));
+    queue
+        .complete(&lease.job.id, &lease.token, json!(1))
+        .await
+        .unwrap();
+    let page = |state, job_type: Option<&str>, offset, limit| JobFilter {
+        state,
+        job_type: job_type.map(Into::into),
+        offset,
+        limit: Some(limit),
+    };
+    let waiting = queue
+        .list(&page(
+            Some(JobState::Waiting),
+            Some("price-calculation"),
+            1,
+            2,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 2);
+    assert!(waiting
+        .iter()
+        .all(|j| j.job_type == "price-calculation" && j.state == JobState::Waiting));
+    let all = queue.list(&page(None, None, 0, 100)).await.unwrap();
+    assert_eq!(all.len(), 6);
+    let done = queue
+        .list(&page(Some(JobState::Completed), None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(done[0].id, lease.job.id);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.waiting, stats.active, stats.completed), (5, 0, 1));
+    assert_eq!(
+        (
+            stats.waiting_by_priority.high,
+            stats.waiting_by_priority.normal,
+            stats.waiting_by_priority.background
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(stats.last_hour.completed, 1);
+    assert!((stats.avg_wait_ms - 400.0).abs() < 1.0, "{stats:?}");
+    assert!((stats.avg_run_ms - 200.0).abs() < 1.0, "{stats:?}");
+}

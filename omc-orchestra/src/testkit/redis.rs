@@ -1,0 +1,161 @@
+//! A real Redis for tests: the shared one, or one of the test's own.
+//!
+//! [`url`] answers `ORCHESTRA_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). When no
+//! Redis answers there it starts `redis-server` on a free port, and when that binary is
+//! missing it panics with a message saying how to get one: no Redis test is skipped.
+//! [`store`] gives each test its own key prefix; tests delete only their own prefix.
+
+use crate::RedisStore;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The Redis tests use when nothing says otherwise.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+static FALLBACK: OnceLock<RedisProcess> = OnceLock::new();
+
+/// The URL of a Redis that answers `PING`.
+pub async fn url() -> String {
+    URL.get_or_init(|| async {
+        let wanted =
+            std::env::var("ORCHESTRA_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        if ping(&wanted).await {
+            return wanted;
+        }
+        let process = RedisProcess::start(false).unwrap_or_else(|err| {
+            panic!(
+                "no Redis answers at {wanted} and `redis-server` could not be started ({err}). \
+                 Start one (`apt-get install redis-server && redis-server --daemonize yes`) \
+                 or point ORCHESTRA_TEST_REDIS_URL at one."
+            )
+        });
+        let url = process.url();
+        let _ = FALLBACK.set(process);
+        url
+    })
+    .await
+    .clone()
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let connect = client.get_multiplexed_async_connection();
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(mut conn)) => redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok(),
+        _ => false,
+    }
+}
+
+/// A store on the test Redis under a fresh prefix of its own.
+pub async fn store() -> RedisStore {
+    let url = url().await;
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    RedisStore::connect(&url, &prefix)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to the test Redis at {url}: {err}"))
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|err| panic!("no free port: {err}"))
+}
+
+/// A `redis-server` of the test's own, for fault tests (restarts, AOF durability); it is
+/// killed when dropped and never touches the shared Redis.
+#[derive(Debug)]
+pub struct RedisProcess {
+    port: u16,
+    dir: PathBuf,
+    aof: bool,
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+impl RedisProcess {
+    /// Start `redis-server` on a free port, with an append-only file when `aof`.
+    pub fn start(aof: bool) -> std::io::Result<Self> {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("orchestra-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let process = Self {
+            port,
+            dir,
+            aof,
+            child: std::sync::Mutex::new(None),
+        };
+        process.launch()?;
+        Ok(process)
+    }
+
+    fn launch(&self) -> std::io::Result<()> {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if self.aof { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        if let Ok(mut slot) = self.child.lock() {
+            *slot = Some(child);
+        }
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(std::io::Error::other(format!(
+            "redis-server did not listen on port {} within 5 s",
+            self.port
+        )))
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server (SIGKILL): whatever it had not written is gone.
+    pub fn kill(&self) {
+        if let Ok(mut slot) = self.child.lock() {
+            if let Some(mut child) = slot.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Kill the server and start it again on the same port and folder.
+    pub fn restart(&self) -> std::io::Result<()> {
+        self.kill();
+        self.launch()
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,160 @@
+//! Alert rules on a [`ManualClock`]: `for`, hysteresis, dedupe, repeat, publishing.
+
+use omc_orchestra::events::{types, EventBus, EventQuery, MemoryEventBus};
+use omc_orchestra::health::{
+    builtin_rules, AlertEngine, AlertRule, AlertState, Comparison, Labels, Severity,
+};
+use omc_orchestra::{Error, ManualClock};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// CPU above 90 for a minute fires; below 80 resolves.
+fn cpu_rule() -> AlertRule {
+    AlertRule::new("HighCpu", "cpu", Comparison::Above, 90.0, Severity::Warning)
+        .clear_at(80.0)
+        .for_secs(60)
+}
+
+fn engine(rule: AlertRule) -> (AlertEngine, ManualClock) {
+    let clock = ManualClock::starting_now();
+    (AlertEngine::new(vec![rule], Arc::new(clock.clone())), clock)
+}
+
+/// Observe `values` ten seconds apart; every notice they caused, as states.
+async fn feed(engine: &AlertEngine, clock: &ManualClock, values: &[f64]) -> Vec<AlertState> {
+    let mut states = Vec::new();
+    for &value in values {
+        for notice in engine.observe("cpu", Labels::new(), value).await {
+            states.push(notice.state);
+        }
+        clock.advance(Duration::from_secs(10));
+        states.extend(engine.evaluate().await.into_iter().map(|n| n.state));
+    }
+    states
+}
+
+#[tokio::test]
+async fn above_threshold_for_less_than_for_never_fires() {
+    let (engine, clock) = engine(cpu_rule());
+    // 50 s above, then a dip below the threshold resets the pending timer.
+    let states = feed(
+        &engine,
+        &clock,
+        &[95.0, 95.0, 95.0, 95.0, 95.0, 85.0, 95.0, 95.0],
+    )
+    .await;
+    assert!(states.is_empty(), "{states:?}");
+    assert_eq!(engine.active()[0].state, AlertState::Pending);
+}
+
+#[tokio::test]
+async fn above_for_longer_fires_once_and_below_clear_resolves_once() {
+    let (engine, clock) = engine(cpu_rule());
+    let fired = feed(&engine, &clock, &[95.0; 12]).await;
+    assert_eq!(fired, [AlertState::Firing]);
+    let resolved = feed(&engine, &clock, &[70.0, 60.0, 75.0]).await;
+    assert_eq!(resolved, [AlertState::Resolved]);
+    assert!(engine.active().is_empty());
+    let history = engine.history(10);
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].value, 70.0);
+    assert_eq!(history[1].firing_since, history[0].at);
+}
+
+#[tokio::test]
+async fn oscillating_inside_the_hysteresis_band_does_not_flap() {
+    let (engine, clock) = engine(cpu_rule());
+    assert_eq!(
+        feed(&engine, &clock, &[95.0; 8]).await,
+        [AlertState::Firing]
+    );
+    let wobble = [85.0, 92.0, 81.0, 91.0, 89.0, 95.0, 80.0, 90.5];
+    assert!(feed(&engine, &clock, &wobble).await.is_empty());
+    assert_eq!(engine.active()[0].state, AlertState::Firing);
+}
+
+#[tokio::test]
+async fn a_firing_alert_repeats_only_on_its_interval() {
+    let (engine, clock) = engine(cpu_rule().repeat_secs(60));
+    let states = feed(&engine, &clock, &[95.0; 20]).await;
+    // Fires at 60 s, repeats at 120 s and 180 s within 200 s.
+    assert_eq!(states.len(), 3, "{states:?}");
+    let history = engine.history(10);
+    assert_eq!(
+        history.iter().map(|n| n.repeat).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+}
+
+#[tokio::test]
+async fn each_series_alerts_on_its_own_and_notices_are_published() {
+    let clock = ManualClock::starting_now();
+    let shared = Arc::new(clock.clone());
+    let bus = Arc::new(MemoryEventBus::new(shared.clone()));
+    let engine = AlertEngine::new(builtin_rules(), shared).with_events(bus.clone(), "registry");
+    let root = Labels::from([("mount".to_owned(), "/".to_owned())]);
+    let data = Labels::from([("mount".to_owned(), "/data".to_owned())]);
+    engine.observe("disk_free_percent", root.clone(), 3.0).await;
+    engine
+        .observe("disk_free_percent", data.clone(), 40.0)
+        .await;
+    clock.advance(Duration::from_secs(61));
+    engine.observe("disk_free_percent", root.clone(), 3.0).await;
+    engine.observe("disk_free_percent", data, 40.0).await;
+    let active = engine.active();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].rule.as_str(), &active[0].labels),
+        ("LowDisk", &root)
+    );
+    // 6 % is inside the band (clear at 8 %): still firing; 9 % resolves.
+    engine.observe("disk_free_percent", root.clone(), 6.0).await;
+    engine.observe("disk_free_percent", root, 9.0).await;
+    let events = bus
+        .history(&EventQuery {
+            event_type: Some(types::SYSTEM_ALERT.into()),
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    let states: Vec<_> = events.iter().map(|e| e.data["state"].clone()).collect();
+    assert_eq!(states, ["firing", "resolved"]);
+    assert_eq!(events[0].source, "registry");
+    assert_eq!(events[0].data["rule"], "LowDisk");
+}
+
+#[tokio::test]
+async fn job_failures_fed_through_observe_alert() {
+    let clock = ManualClock::starting_now();
+    let engine = AlertEngine::new(builtin_rules(), Arc::new(clock));
+    let labels = Labels::from([("type".to_owned(), "uppf-claim".to_owned())]);
+    for failures in 1..=4 {
+        let notices = engine
+            .observe(
+                "job_consecutive_failures",
+                labels.clone(),
+                f64::from(failures),
+            )
+            .await;
+        assert!(notices.is_empty());
+    }
+    let notices = engine
+        .observe("job_consecutive_failures", labels.clone(), 5.0)
+        .await;
+    assert_eq!(notices[0].rule, "JobTypeFailing");
+    let notices = engine
+        .observe("job_consecutive_failures", labels, 0.0)
+        .await;
+    assert_eq!(notices[0].state, AlertState::Resolved);
+}
+
+#[test]
+fn a_clear_threshold_on_the_wrong_side_is_named() {
+    let rule = cpu_rule().clear_at(95.0);
+    match rule.validate() {
+        Err(Error::Invalid { field, .. }) => assert_eq!(field, "clear"),
+        other => panic!("expected an invalid clear threshold, got {other:?}"),
+    }
+    let (engine, _) = engine(rule);
+    assert!(engine.rules().is_empty(), "an invalid rule is skipped");
+}

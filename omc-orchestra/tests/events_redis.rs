@@ -1,0 +1,289 @@
+//! The event bus contract against a real Redis, plus what only a shared store can show:
+//! a consumer dropped mid-stream loses nothing, and two buses on one Redis share events.
+
+use omc_orchestra::events::{BusOptions, EventBus, EventConsumer, RedisEventBus};
+use omc_orchestra::testkit::events::{consumer, event, run_all, MakeBus};
+use omc_orchestra::testkit::redis::{store, url, RedisProcess};
+use omc_orchestra::{ManualClock, RedisStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test]
+async fn redis_event_bus_keeps_the_contract() {
+    let stores = Arc::new(Mutex::new(Vec::<RedisStore>::new()));
+    let seen = stores.clone();
+    let make: MakeBus = Arc::new(move |clock, options| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let store = store().await;
+            seen.lock().unwrap().push(store.clone());
+            Arc::new(
+                RedisEventBus::new(store, Arc::new(clock), options)
+                    .await
+                    .unwrap(),
+            ) as Arc<dyn EventBus>
+        })
+    });
+    run_all(make).await;
+    let stores = std::mem::take(&mut *stores.lock().unwrap());
+    for store in stores {
+        store.delete_prefix().await.unwrap();
+    }
+}
+
+/// Drain `consumer`, acknowledging everything, until it has nothing for a while; record
+/// which ids this consumer's acknowledgements settled.
+async fn drain(mut consumer: Box<dyn EventConsumer>, settled: Arc<Mutex<HashMap<String, u32>>>) {
+    while let Some(delivery) = consumer.next(Duration::from_millis(300)).await.unwrap() {
+        if consumer.ack(&delivery.event.id).await.unwrap() {
+            *settled
+                .lock()
+                .unwrap()
+                .entry(delivery.event.id)
+                .or_default() += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_dropped_mid_stream_loses_nothing() {
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let bus = RedisEventBus::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        BusOptions::default(),
+    )
+    .await
+    .unwrap();
+    let vis = Duration::from_secs(30);
+    let mut doomed = consumer(&bus, "inventory-service", "doomed", vis, 5).await;
+    let survivors = [
+        consumer(&bus, "inventory-service", "s1", vis, 5).await,
+        consumer(&bus, "inventory-service", "s2", vis, 5).await,
+    ];
+    let mut published = Vec::new();
+    for n in 0..200 {
+        published.push(
+            bus.publish(event("INVENTORY_UPDATED", "depot", n))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // The doomed consumer takes ten events, acknowledges three, and dies holding seven.
+    for i in 0..10 {
+        let delivery = doomed.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        if i < 3 {
+            assert!(doomed.ack(&delivery.event.id).await.unwrap());
+        }
+    }
+    drop(doomed);
+    let mut settled_by_doomed = HashMap::new();
+    for id in &published[..3] {
+        settled_by_doomed.insert(id.clone(), 1);
+    }
+    let settled = Arc::new(Mutex::new(settled_by_doomed));
+    let [s1, s2] = survivors;
+    let tasks = [
+        tokio::spawn(drain(s1, settled.clone())),
+        tokio::spawn(drain(s2, settled.clone())),
+    ];
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        settled.lock().unwrap().len(),
+        193,
+        "the dead consumer's seven wait"
+    );
+    // Its seven come back once their visibility timeout runs out.
+    clock.advance(vis + Duration::from_secs(1));
+    let again = [
+        consumer(&bus, "inventory-service", "s1", vis, 5).await,
+        consumer(&bus, "inventory-service", "s2", vis, 5).await,
+    ];
+    let [s1, s2] = again;
+    let tasks = [
+        tokio::spawn(drain(s1, settled.clone())),
+        tokio::spawn(drain(s2, settled.clone())),
+    ];
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let settled = settled.lock().unwrap().clone();
+    assert_eq!(settled.len(), published.len(), "every event settled");
+    assert!(
+        settled.values().all(|&times| times == 1),
+        "each settled exactly once"
+    );
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
+    store.delete_prefix().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_buses_on_one_redis_share_events_and_groups() {
+    let first = store().await;
+    let second = RedisStore::connect(&url().await, first.prefix())
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let a = RedisEventBus::new(first.clone(), clock.clone(), BusOptions::default())
+        .await
+        .unwrap();
+    let b = RedisEventBus::new(second, clock, BusOptions::default())
+        .await
+        .unwrap();
+    let mut live_b = b.subscribe();
+    let vis = Duration::from_secs(30);
+    let mut on_a = consumer(&a, "pricing-service", "a", vis, 5).await;
+    let mut on_b = consumer(&b, "pricing-service", "b", vis, 5).await;
+    let published = a
+        .publish(event("PRICE_UPDATED", "pricing-service", 1))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), live_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, published);
+    // One group across both replicas: exactly one of its consumers gets the event.
+    let first_try = on_b.next(Duration::from_secs(2)).await.unwrap();
+    let second_try = on_a.next(Duration::from_millis(200)).await.unwrap();
+    assert_eq!(
+        first_try.iter().chain(second_try.iter()).count(),
+        1,
+        "{first_try:?} {second_try:?}"
+    );
+    first.delete_prefix().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_registry_changes_are_announced() {
+    use omc_orchestra::registry::{RedisRegistry, RegistryOptions};
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let shared: omc_orchestra::SharedClock = Arc::new(clock.clone());
+    let registry = RedisRegistry::new(store.clone(), shared.clone(), RegistryOptions::default())
+        .await
+        .unwrap();
+    let bus = RedisEventBus::new(store.clone(), shared, BusOptions::default())
+        .await
+        .unwrap();
+    omc_orchestra::testkit::announce::registry_changes_are_announced(
+        Arc::new(registry),
+        Arc::new(bus),
+        clock,
+    )
+    .await;
+    store.delete_prefix().await.unwrap();
+}
+
+#[tokio::test]
+async fn acknowledged_stays_acknowledged_and_pending_survives_a_redis_restart() {
+    let redis = RedisProcess::start(true).expect("redis-server must be installed for this test");
+    let store = RedisStore::connect(&redis.url(), "orc").await.unwrap();
+    let clock = ManualClock::starting_now();
+    let bus = RedisEventBus::new(store, Arc::new(clock.clone()), BusOptions::default())
+        .await
+        .unwrap();
+    let vis = Duration::from_secs(30);
+    let mut worker = consumer(&bus, "uppf-service", "u1", vis, 5).await;
+    let mut published = Vec::new();
+    for n in 0..5 {
+        published.push(
+            bus.publish(event("UPPF_CLAIM_SUBMITTED", "uppf", n))
+                .await
+                .unwrap(),
+        );
+    }
+    for expected in &published[..2] {
+        let delivery = worker.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(&delivery.event, expected);
+        assert!(worker.ack(&delivery.event.id).await.unwrap());
+    }
+    // Delivered but not acknowledged when Redis goes down.
+    let in_flight = worker.next(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(in_flight.event, published[2]);
+
+    redis.restart().unwrap();
+
+    let mut after = Vec::new();
+    while let Some(d) = worker.next(Duration::from_millis(300)).await.unwrap() {
+        assert!(worker.ack(&d.event.id).await.unwrap());
+        after.push(d.event);
+    }
+    assert_eq!(after, published[3..].to_vec(), "the rest, once each");
+    clock.advance(vis + Duration::from_secs(1));
+    let again = worker.next(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(
+        (again.event.clone(), again.deliveries),
+        (published[2].clone(), 2)
+    );
+    assert!(worker.ack(&again.event.id).await.unwrap());
+    assert!(worker
+        .next(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_none());
+    let history = bus.history(&Default::default()).await.unwrap();
+    assert_eq!(history, published);
+}
+
+#[tokio::test]
+async fn two_replicas_announce_each_registry_change_once() {
+    use omc_orchestra::events::{announce_registry, types, EventQuery};
+    use omc_orchestra::registry::{RedisRegistry, Registration, Registry, RegistryOptions};
+    let first = store().await;
+    let second = RedisStore::connect(&url().await, first.prefix())
+        .await
+        .unwrap();
+    let clock: omc_orchestra::SharedClock = Arc::new(ManualClock::starting_now());
+    let mut announcers = Vec::new();
+    let mut registries: Vec<Arc<dyn Registry>> = Vec::new();
+    let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
+    for store in [first.clone(), second] {
+        let registry = RedisRegistry::new(store.clone(), clock.clone(), RegistryOptions::default())
+            .await
+            .unwrap();
+        let bus = RedisEventBus::new(store, clock.clone(), BusOptions::default())
+            .await
+            .unwrap();
+        let (registry, bus): (Arc<dyn Registry>, Arc<dyn EventBus>) =
+            (Arc::new(registry), Arc::new(bus));
+        announcers.push(announce_registry(registry.clone(), bus.clone()));
+        registries.push(registry);
+        buses.push(bus);
+    }
+    let mut live = buses[1].subscribe();
+    let instance = registries[0]
+        .register(Registration::new("pricing-service", "10.0.0.5", 3006))
+        .await
+        .unwrap();
+    omc_orchestra::testkit::announce::expect_event(
+        &mut live,
+        types::SERVICE_REGISTERED,
+        "registered",
+    )
+    .await;
+    registries[1].deregister(&instance.id).await.unwrap();
+    omc_orchestra::testkit::announce::expect_event(
+        &mut live,
+        types::SERVICE_DEREGISTERED,
+        "deregistered",
+    )
+    .await;
+    // Both announcers have seen both changes by now; history holds one event for each.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let history = buses[0].history(&EventQuery::default()).await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![types::SERVICE_REGISTERED, types::SERVICE_DEREGISTERED]
+    );
+    for announcer in announcers {
+        announcer.abort();
+    }
+    first.delete_prefix().await.unwrap();
+}

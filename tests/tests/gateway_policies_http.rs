@@ -1,0 +1,269 @@
+//! The gateway end to end, policies: rate limits (one gateway and two sharing Redis),
+//! JWT authentication and the response cache, with real upstreams on loopback.
+
+mod gateway_support;
+
+use gateway_support::*;
+use omc_orchestra::gateway::{GatewayConfig, RouteConfig};
+use omc_orchestra::registry::{Registration, RegistryOptions};
+use omc_orchestra::{Backends, ManualClock, RedisStore};
+use omc_orchestra_server::app::{App, Config, ServerKind};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_second_limit_of_ten_lets_exactly_ten_of_fifty_through() {
+    let clock = ManualClock::starting_now();
+    let up = upstream("limited").await;
+    let app = start(with_gateway(limited(10)), Some(&clock)).await;
+    let base = app.url(ServerKind::Gateway);
+    let http = reqwest::Client::new();
+    register(&app, "stock-service", &up, 1).await;
+    let url = format!("{base}/api/stock-service/level");
+    routed(&http, &url, "limited").await;
+    clock.advance(Duration::from_secs(1));
+
+    let responses = burst(&http, vec![url.clone(); 50]).await;
+    let ok: Vec<&reqwest::Response> = responses.iter().filter(|r| r.status() == 200).collect();
+    assert_eq!(ok.len(), 10);
+    assert_eq!(ok[0].headers()["x-ratelimit-limit-second"], "10");
+    assert!(ok[0].headers().contains_key("ratelimit-remaining"));
+    assert!(ok[0].headers().contains_key("ratelimit-reset"));
+    let rejected: Vec<reqwest::Response> = responses
+        .into_iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(rejected.len(), 40);
+    let first = rejected.into_iter().next().unwrap();
+    assert_eq!(first.headers()["retry-after"], "1");
+    assert_eq!(first.headers()["x-ratelimit-remaining-second"], "0");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["message"], "API rate limit exceeded");
+    assert!(!body["requestId"].as_str().unwrap().is_empty());
+
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(get(&http, &url).await.0, StatusCode::OK, "a new second");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_let_exactly_ten_through() {
+    let clock = ManualClock::starting_now();
+    let up = upstream("shared").await;
+    let prefix = format!("gwtest-{}", uuid::Uuid::new_v4().simple());
+    let url = omc_orchestra::testkit::redis::url().await;
+    let backends = Backends::memory_with(Arc::new(clock.clone()), RegistryOptions::default());
+    let mut gateway = limited(10);
+    gateway.routes.push(RouteConfig {
+        prefix: "/stock".into(),
+        service: "stock-service".into(),
+        cache_ttl_secs: Some(30),
+        ..RouteConfig::default()
+    });
+    let config = Config {
+        redis_url: Some(url.clone()),
+        redis_prefix: prefix.clone(),
+        ..with_gateway(gateway)
+    };
+    let one = App::start_with(config.clone(), &[ServerKind::Gateway], backends.clone())
+        .await
+        .unwrap();
+    let two = App::start_with(config, &[ServerKind::Gateway], backends.clone())
+        .await
+        .unwrap();
+    let mut registration = Registration::new("stock-service", "127.0.0.1", up.addr.port());
+    registration.weight = Some(1);
+    backends.registry.register(registration).await.unwrap();
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = [&one, &two]
+        .iter()
+        .map(|app| format!("{}/api/stock-service/level", app.url(ServerKind::Gateway)))
+        .collect();
+    for u in &urls {
+        routed(&http, u, "shared").await;
+    }
+    clock.advance(Duration::from_secs(1));
+
+    let all: Vec<String> = (0..50).map(|i| urls[i % 2].clone()).collect();
+    let responses = burst(&http, all).await;
+    let ok = responses.iter().filter(|r| r.status() == 200).count();
+    let limited = responses.iter().filter(|r| r.status() == 429).count();
+    assert_eq!((ok, limited), (10, 40));
+
+    // The response cache is shared too: one gateway fills, the other hits.
+    let cached = |app: &App| format!("{}/stock/shelf/cached", app.url(ServerKind::Gateway));
+    let hits = up.hits.load(Ordering::SeqCst);
+    let first = http.get(cached(&one)).send().await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let second = http.get(cached(&two)).send().await.unwrap();
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(up.hits.load(Ordering::SeqCst), hits + 1);
+    one.shutdown().await;
+    two.shutdown().await;
+    RedisStore::connect(&url, &prefix)
+        .await
+        .unwrap()
+        .delete_prefix()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
+    let up = upstream("secure").await;
+    let mut gateway = GatewayConfig::default();
+    gateway.auth.jwt_secret = Some("gw-secret".into());
+    gateway.routes.push(RouteConfig {
+        prefix: "/secure".into(),
+        service: "accounts-service".into(),
+        auth: true,
+        ..RouteConfig::default()
+    });
+    let config = Config {
+        jwt_secret: Some("service-secret".into()),
+        ..with_gateway(gateway)
+    };
+    let app = start(config, None).await;
+    let base = app.url(ServerKind::Gateway);
+    let http = reqwest::Client::new();
+    register(&app, "accounts-service", &up, 1).await;
+    routed(&http, &format!("{base}/api/accounts-service/x"), "secure").await;
+
+    let now = chrono::Utc::now().timestamp();
+    let call = |bearer: Option<String>| {
+        let mut req = http
+            .get(format!("{base}/secure/me"))
+            .header("x-user-id", "spoofed");
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let good = token(
+        json!({"sub": "u-42", "exp": now + 60, "roles": ["admin", "ops"]}),
+        "gw-secret",
+    );
+    let (status, body) = call(Some(good)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["userId"], "u-42");
+    assert_eq!(body["roles"], "admin,ops");
+    assert_eq!(body["path"], "/me");
+
+    let expired = token(json!({"sub": "u-42", "exp": now - 120}), "gw-secret");
+    let (status, body) = call(Some(expired)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token expired"))
+    );
+    let forged = token(json!({"sub": "u-42", "exp": now + 60}), "not-the-secret");
+    let (status, body) = call(Some(forged)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token signature"))
+    );
+    let (status, _) = call(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The gateway's own endpoints need a service token when JWT_SECRET is set.
+    let breakers = format!("{base}/gateway/breakers");
+    assert_eq!(get(&http, &breakers).await.0, StatusCode::UNAUTHORIZED);
+    let service = token(json!({"sub": "ops", "exp": now + 60}), "service-secret");
+    let res = http
+        .get(&breakers)
+        .bearer_auth(service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Public routes never pass a caller's own identity headers on.
+    let res = http
+        .get(format!("{base}/api/accounts-service/me"))
+        .header("x-user-id", "spoofed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["userId"], "");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cached_gets_skip_the_upstream_and_no_store_is_honoured() {
+    let up = upstream("cacheable").await;
+    let mut gateway = GatewayConfig::default();
+    gateway.routes.push(RouteConfig {
+        prefix: "/catalog".into(),
+        service: "catalog-service".into(),
+        cache_ttl_secs: Some(30),
+        ..RouteConfig::default()
+    });
+    let app = start(with_gateway(gateway), None).await;
+    let base = app.url(ServerKind::Gateway);
+    let http = reqwest::Client::new();
+    register(&app, "catalog-service", &up, 1).await;
+    routed(&http, &format!("{base}/api/catalog-service/x"), "cacheable").await;
+
+    let hits = || up.hits.load(Ordering::SeqCst);
+    let fetch = |path: &'static str| {
+        let req = http
+            .get(format!("{base}/catalog{path}"))
+            .header("x-request-id", format!("cache-{}", uuid::Uuid::new_v4()));
+        async move {
+            let sent = req.build().unwrap();
+            let id = sent.headers()["x-request-id"].clone();
+            let res = reqwest::Client::new().execute(sent).await.unwrap();
+            assert_eq!(
+                res.headers()["x-request-id"],
+                id,
+                "each answer carries its own id"
+            );
+            let cache = res.headers()["x-cache"].to_str().unwrap().to_owned();
+            (res.status(), cache)
+        }
+    };
+    let start_hits = hits();
+    assert_eq!(
+        fetch("/items/cached").await,
+        (StatusCode::OK, "MISS".into())
+    );
+    assert_eq!(fetch("/items/cached").await, (StatusCode::OK, "HIT".into()));
+    assert_eq!(fetch("/items/cached").await, (StatusCode::OK, "HIT".into()));
+    assert_eq!(
+        hits(),
+        start_hits + 1,
+        "cached answers do not reach the upstream"
+    );
+
+    assert_eq!(
+        fetch("/items/nostore").await,
+        (StatusCode::OK, "MISS".into())
+    );
+    assert_eq!(
+        fetch("/items/nostore").await,
+        (StatusCode::OK, "MISS".into())
+    );
+    assert_eq!(hits(), start_hits + 3, "no-store answers are never cached");
+
+    // Concurrent misses on a fresh entry fill it once.
+    let responses = burst(&http, vec![format!("{base}/catalog/other/cached"); 20]).await;
+    assert!(responses.iter().all(|r| r.status() == 200));
+    assert_eq!(hits(), start_hits + 4, "one request fills, the others wait");
+
+    let res = http
+        .delete(format!("{base}/gateway/cache?route=/catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["purged"], 2);
+    assert_eq!(
+        fetch("/items/cached").await,
+        (StatusCode::OK, "MISS".into())
+    );
+    app.shutdown().await;
+}

@@ -1,0 +1,188 @@
+//! Shared by the gateway end-to-end tests: upstream servers on loopback that echo what
+//! reached them, and small HTTP helpers. Each test binary uses a part of it.
+
+#![allow(dead_code)]
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use omc_orchestra::gateway::{GatewayConfig, Limits};
+use omc_orchestra::registry::{Registration, RegistryOptions};
+use omc_orchestra::testkit::eventually;
+use omc_orchestra::{Backends, ManualClock};
+use omc_orchestra_server::app::{App, Config, ServerKind};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An upstream that answers with what it received and counts its hits.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    pub(crate) name: &'static str,
+    pub(crate) addr: SocketAddr,
+    pub(crate) hits: Arc<AtomicUsize>,
+    pub(crate) failing: Arc<AtomicBool>,
+}
+
+pub(crate) async fn echo(State(up): State<Upstream>, req: Request) -> Response {
+    up.hits.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path().ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if up.failing.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let path = req.uri().path().to_owned();
+    let body = json!({
+        "upstream": up.name,
+        "method": req.method().as_str(),
+        "path": path,
+        "query": req.uri().query(),
+        "requestId": header("x-request-id"),
+        "traceparent": header("traceparent"),
+        "forwardedFor": header("x-forwarded-for"),
+        "userId": header("x-user-id"),
+        "roles": header("x-user-roles"),
+    });
+    let mut res = Json(body).into_response();
+    let cache = if path.ends_with("/cached") {
+        Some("public, max-age=60")
+    } else if path.ends_with("/nostore") {
+        Some("no-store")
+    } else {
+        None
+    };
+    if let Some(value) = cache {
+        res.headers_mut()
+            .insert("cache-control", value.parse().unwrap());
+    }
+    res
+}
+
+pub(crate) async fn ws_echo(ws: axum::extract::ws::WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let axum::extract::ws::Message::Text(text) = message {
+                let reply = format!("echo: {}", text.as_str());
+                if socket.send(reply.into()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+pub(crate) async fn upstream(name: &'static str) -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = Upstream {
+        name,
+        addr: listener.local_addr().unwrap(),
+        hits: Arc::default(),
+        failing: Arc::default(),
+    };
+    let router = Router::new()
+        .route("/ws", axum::routing::get(ws_echo))
+        .fallback(echo)
+        .with_state(up.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    up
+}
+
+pub(crate) async fn register(app: &App, service: &str, up: &Upstream, weight: i64) -> String {
+    let mut registration = Registration::new(service, "127.0.0.1", up.addr.port());
+    registration.weight = Some(weight);
+    app.backends()
+        .registry
+        .register(registration)
+        .await
+        .unwrap()
+        .id
+}
+
+pub(crate) async fn start(config: Config, clock: Option<&ManualClock>) -> App {
+    match clock {
+        Some(clock) => {
+            let backends =
+                Backends::memory_with(Arc::new(clock.clone()), RegistryOptions::default());
+            App::start_with(config, &ServerKind::ALL, backends)
+                .await
+                .unwrap()
+        }
+        None => App::start(config, &ServerKind::ALL).await.unwrap(),
+    }
+}
+
+pub(crate) fn with_gateway(gateway: GatewayConfig) -> Config {
+    Config {
+        gateway,
+        ..Config::ephemeral()
+    }
+}
+
+pub(crate) async fn get(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let res = http.get(url).send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Wait until the gateway's view routes `url` to `upstream`.
+pub(crate) async fn routed(http: &reqwest::Client, url: &str, upstream: &str) {
+    eventually(
+        &format!("{url} to reach {upstream}"),
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = get(http, url).await;
+            (status == StatusCode::OK && body["upstream"] == upstream).then_some(())
+        },
+    )
+    .await;
+}
+
+pub(crate) async fn breaker_phase(http: &reqwest::Client, base: &str, id: &str) -> String {
+    let (_, list) = get(http, &format!("{base}/gateway/breakers")).await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["instance"] == id)
+        .map_or("closed".into(), |b| b["phase"].as_str().unwrap().to_owned())
+}
+
+pub(crate) fn limited(second: u64) -> GatewayConfig {
+    let mut gateway = GatewayConfig::default();
+    gateway.discovery.limits = Limits {
+        second: Some(second),
+        ..Limits::default()
+    };
+    gateway
+}
+
+pub(crate) async fn burst(http: &reqwest::Client, urls: Vec<String>) -> Vec<reqwest::Response> {
+    futures::future::join_all(urls.into_iter().map(|url| http.get(url).send()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+pub(crate) fn token(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
