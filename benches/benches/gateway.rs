@@ -7,12 +7,16 @@
 //! upstream over keep-alive connections. Direct hits on the upstream show the latency
 //! each proxy adds.
 //!
+//! Then each of the three is driven at half of the gateway's peak at a constant rate
+//! (this crate's open-loop `constant-rate` driver) for the latency the proxies add
+//! there, and the CPU time each proxy spent per request is printed.
+//!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
 //! (`apt-get install wrk nginx`). Settings: `BENCH_SECONDS` (default 5),
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_THREADS` (gateway runtime workers,
 //! default 2).
 
-use benches::{free_port, wrk, wrk_with, Nginx};
+use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
 use omc_orchestra::registry::Registration;
 use omc_orchestra_server::app::{App, Config, ServerKind};
@@ -102,13 +106,27 @@ fn main() {
     }
 
     let direct = wrk(&upstream.url("/body.json"), connections, seconds);
+    let before = cpu_seconds(std::process::id());
     let ours = wrk_with(&ours_url, connections, seconds, &[&auth]);
+    let ours_cpu = cpu_seconds(std::process::id()) - before;
+    let before = peer.cpu_seconds();
     let theirs = wrk_with(
         &peer.url("/api/bench-service/body.json"),
         connections,
         seconds,
         &[&auth],
     );
+    let theirs_cpu = peer.cpu_seconds() - before;
+
+    // Latency at half of the gateway's peak, at a fixed rate (open loop), on all three.
+    let half = ((ours.rps / 2.0) as u64).max(100);
+    let driver = env!("CARGO_BIN_EXE_constant-rate");
+    let paced = |url: &str, headers: &[&str]| {
+        constant_rate(driver, url, half, seconds, connections, headers)
+    };
+    let paced_direct = paced(&upstream.url("/body.json"), &[]);
+    let paced_ours = paced(&ours_url, &[&auth]);
+    let paced_theirs = paced(&peer.url("/api/bench-service/body.json"), &[&auth]);
     drop(peer);
     drop(upstream);
     runtime.block_on(app.shutdown());
@@ -132,5 +150,28 @@ fn main() {
         ours.rps / theirs.rps,
         ours.p99_ms - direct.p99_ms,
         theirs.p99_ms - direct.p99_ms
+    );
+    println!("at half of the gateway's peak, {half} req/s (constant rate, open loop):");
+    for (name, load) in [
+        ("upstream direct", paced_direct),
+        ("orchestra gateway", paced_ours),
+        ("nginx proxy", paced_theirs),
+    ] {
+        println!(
+            "  {name:<18} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+            load.rps, load.p50_ms, load.p99_ms
+        );
+    }
+    println!(
+        "  p99 added over direct: gateway {:.3} ms (goal: at most 1 ms), nginx {:.3} ms",
+        paced_ours.p99_ms - paced_direct.p99_ms,
+        paced_theirs.p99_ms - paced_direct.p99_ms
+    );
+    // CPU per request tells the two proxies apart even on a busy machine.
+    let per_request = |cpu: f64, load: &benches::Load| cpu * 1e6 / (load.rps * seconds as f64);
+    println!(
+        "  CPU per proxied request: gateway {:.1} us, nginx {:.1} us",
+        per_request(ours_cpu, &ours),
+        per_request(theirs_cpu, &theirs)
     );
 }

@@ -1,5 +1,9 @@
 //! Shared pieces of the benchmarks: a peer nginx, the wrk load driver, free ports.
 
+/// Every benchmark runs on the allocator the `orchestra` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -108,6 +112,96 @@ pub fn wrk_with(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> 
     load
 }
 
+/// CPU time (user + system, in seconds) used so far by process `pid` and its direct
+/// children (an nginx master and its workers), read from `/proc`. Zero where there is
+/// no `/proc`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    fn stat(pid: &str) -> Option<(u32, f64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which may hold spaces: state, ppid, ...
+        let rest = &text[text.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((ppid, ticks / 100.0))
+    }
+    let own = stat(&pid.to_string()).map_or(0.0, |(_, cpu)| cpu);
+    let children: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| stat(entry.file_name().to_str()?))
+        .filter(|(ppid, _)| *ppid == pid)
+        .map(|(_, cpu)| cpu)
+        .sum();
+    own + children
+}
+
+/// Latency at a fixed request rate, from the `constant-rate` driver of this crate.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLoad {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests that failed or answered non-2xx.
+    pub errors: u64,
+    /// The rate achieved.
+    pub rps: f64,
+    /// Median latency from each request's scheduled start, in ms.
+    pub p50_ms: f64,
+    /// 99th percentile, in ms.
+    pub p99_ms: f64,
+}
+
+/// Drive `url` at `rate` requests/s for `seconds` over `connections` connections with
+/// the `constant-rate` binary at `driver` (a bench finds it with
+/// `env!("CARGO_BIN_EXE_constant-rate")`).
+pub fn constant_rate(
+    driver: &str,
+    url: &str,
+    rate: u64,
+    seconds: u64,
+    connections: u32,
+    headers: &[&str],
+) -> RateLoad {
+    let output = Command::new(driver)
+        .args([
+            url,
+            &rate.to_string(),
+            &seconds.to_string(),
+            &connections.to_string(),
+        ])
+        .args(headers)
+        .output()
+        .expect("the constant-rate driver runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut load = RateLoad {
+        sent: 0,
+        errors: 0,
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    };
+    for field in text.split_whitespace() {
+        match field.split_once('=') {
+            Some(("sent", v)) => load.sent = v.parse().unwrap_or(0),
+            Some(("errors", v)) => load.errors = v.parse().unwrap_or(0),
+            Some(("rps", v)) => load.rps = v.parse().unwrap_or(f64::NAN),
+            Some(("p50_ms", v)) => load.p50_ms = v.parse().unwrap_or(f64::NAN),
+            Some(("p99_ms", v)) => load.p99_ms = v.parse().unwrap_or(f64::NAN),
+            _ => {}
+        }
+    }
+    if !output.status.success() || load.errors > 0 {
+        eprintln!(
+            "warning: the constant-rate driver on {url}: {}{}",
+            String::from_utf8_lossy(&output.stderr),
+            text
+        );
+    }
+    load
+}
+
 /// An nginx of the benchmark's own, killed when dropped.
 pub struct Nginx {
     child: Child,
@@ -174,6 +268,11 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(std::io::Error::other("nginx did not start listening"))
+    }
+
+    /// CPU time its master and workers have used, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
     }
 
     /// The port it listens on.

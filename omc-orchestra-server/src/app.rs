@@ -97,6 +97,7 @@ impl App {
             auth_required: config.jwt_secret.is_some(),
         };
         for (kind, listener) in listeners {
+            let mut proxy = None;
             let metrics = HttpMetrics::new(kind.name());
             let status = ServerStatus {
                 server: kind.name(),
@@ -146,11 +147,11 @@ impl App {
                     shutdown: stopped.clone(),
                 }),
                 ServerKind::Gateway => {
-                    let (router, gateway, tasks) =
-                        gateway_api::start(&config, &backends, status, &metrics).await?;
-                    app.tasks.extend(tasks);
-                    app.gateway = Some(gateway);
-                    router
+                    let started = gateway_api::start(&config, &backends, status, &metrics).await?;
+                    app.tasks.extend(started.tasks);
+                    app.gateway = Some(started.gateway);
+                    proxy = Some(started.state);
+                    started.router
                 }
                 ServerKind::Jobs => app.jobs_router(&config, status),
             };
@@ -172,6 +173,13 @@ impl App {
                     own_fallback: kind == ServerKind::Gateway,
                 },
             );
+            // Proxied requests bypass the stack: the pipeline does its own bookkeeping.
+            let router = match proxy.take() {
+                Some(state) => {
+                    router.fallback_service(gateway_api::proxy_service(state, &config.cors_origins))
+                }
+                None => router,
+            };
             app.servers
                 .push(tokio::spawn(serve(listener, router, stopped.clone())));
         }

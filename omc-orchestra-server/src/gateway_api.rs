@@ -154,14 +154,13 @@ impl GatewayMetrics {
 )]
 pub struct GatewayDoc;
 
-/// Build the gateway from `config` over `backends` and start its background tasks;
-/// returns its router, the gateway (for reloads) and the tasks.
+/// Build the gateway from `config` over `backends` and start its background tasks.
 pub async fn start(
     config: &Config,
     backends: &Backends,
     status: ServerStatus,
     metrics: &HttpMetrics,
-) -> omc_orchestra::Result<(Router, Arc<Gateway>, Vec<JoinHandle<()>>)> {
+) -> omc_orchestra::Result<Started> {
     let mut gateway_config = config.gateway.clone();
     if gateway_config.auth.jwt_secret.is_none() {
         gateway_config.auth.jwt_secret = config.jwt_secret.clone();
@@ -213,10 +212,56 @@ pub async fn start(
         .jwt_secret
         .as_deref()
         .map(|secret| Arc::new(Jwt::new(secret)));
-    Ok((router(state, admin), gateway, tasks))
+    Ok(Started {
+        router: router(state.clone(), admin),
+        state,
+        gateway,
+        tasks,
+    })
 }
 
-/// The gateway router; with `admin`, `/gateway/*` needs a service token.
+/// A started gateway server.
+pub struct Started {
+    /// Its own routes, to wrap in the shared stack.
+    pub router: Router,
+    /// What the proxy serves with (see [`proxy_service`]).
+    pub state: GatewayState,
+    /// The pipeline (for reloads).
+    pub gateway: Arc<Gateway>,
+    /// Background tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// The proxying half of the gateway server: every path the gateway router does not
+/// answer itself. It skips the shared stack: the pipeline sets the request id, logs and
+/// counts each request itself (`orchestra_gateway_*` metrics), so only CORS and panic
+/// safety wrap it here.
+pub fn proxy_service(
+    state: GatewayState,
+    cors_origins: &[String],
+) -> impl tower::Service<
+    Request,
+    Response = impl IntoResponse,
+    Error = std::convert::Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    let handler = move |req: Request| {
+        let state = state.clone();
+        async move { proxy(State(state), req).await }
+    };
+    tower::ServiceBuilder::new()
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::http::layers::panic_answer,
+        ))
+        .layer(crate::http::layers::cors(cors_origins))
+        .service(axum::handler::HandlerWithoutStateExt::into_service(handler))
+}
+
+/// The gateway's own routes (`/health`, `/openapi.json`, `/gateway/*`); with `admin`,
+/// `/gateway/*` needs a service token. Everything else goes to [`proxy_service`].
 pub fn router(state: GatewayState, admin: Option<Arc<Jwt>>) -> Router {
     let admin_routes = Router::new()
         .route("/gateway/breakers", get(breakers))
@@ -232,7 +277,6 @@ pub fn router(state: GatewayState, admin: Option<Arc<Jwt>>) -> Router {
             get(|| async { Json(GatewayDoc::openapi()) }),
         )
         .merge(admin_routes)
-        .fallback(proxy)
         .with_state(state)
 }
 

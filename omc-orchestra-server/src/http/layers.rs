@@ -60,14 +60,7 @@ pub fn with_stack(router: Router, config: StackConfig) -> Router {
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(cors)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the server failed to answer this request",
-            )
-            .into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_answer))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
             let request_id = req
@@ -80,7 +73,18 @@ pub fn with_stack(router: Router, config: StackConfig) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// The JSON 500 a request gets when its handler panicked.
+pub(crate) fn panic_answer(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed to answer this request",
+    )
+    .into_response()
+}
+
+/// CORS for `origins` (any when empty).
+pub(crate) fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods(Any)
         .allow_headers(Any)

@@ -4,6 +4,7 @@
 use crate::{Error, Result};
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -61,8 +62,14 @@ impl std::fmt::Display for AuthFailure {
     }
 }
 
-/// Verifies credentials against an [`AuthConfig`].
+/// How many verified tokens are remembered.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// Verifies credentials against an [`AuthConfig`]. A verified token is remembered until
+/// its `exp` (at most 4096 tokens), so the signature of a client's token is checked once,
+/// not on every request.
 pub struct Authenticator {
+    verified: Mutex<HashMap<Box<str>, (Identity, u64)>>,
     keys: Vec<(Algorithm, DecodingKey)>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -123,6 +130,7 @@ impl Authenticator {
             );
         }
         Ok(Self {
+            verified: Mutex::new(HashMap::new()),
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -156,10 +164,34 @@ impl Authenticator {
             .ok_or_else(|| {
                 AuthFailure("the Authorization header must be `Bearer <token>`".into())
             })?;
-        self.verify_jwt(token)
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let mut verified = self.verified.lock();
+            match verified.get(token) {
+                Some((identity, until)) if now <= *until => return Ok(identity.clone()),
+                Some(_) => {
+                    verified.remove(token);
+                }
+                None => {}
+            }
+        }
+        let (identity, exp) = self.verify_jwt(token)?;
+        let mut verified = self.verified.lock();
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, (_, until)| now <= *until);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            token.into(),
+            (identity.clone(), exp.saturating_add(self.leeway)),
+        );
+        Ok(identity)
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+    /// Check `token` in full; returns the caller and the token's `exp`.
+    fn verify_jwt(&self, token: &str) -> Result<(Identity, u64), AuthFailure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|err| AuthFailure(format!("malformed token: {err}")))?;
         let key = self
@@ -208,7 +240,12 @@ impl Authenticator {
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
-        Ok(Identity { subject, roles })
+        // `exp` is required and checked above; a fractional one counts down.
+        let exp = claims
+            .get("exp")
+            .and_then(|e| e.as_u64().or_else(|| e.as_f64().map(|f| f as u64)))
+            .unwrap_or(0);
+        Ok((Identity { subject, roles }, exp))
     }
 }
 
@@ -285,6 +322,36 @@ mod tests {
             "token not valid yet (nbf)"
         );
         assert!(a.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    fn token_of(headers: &HeaderMap) -> String {
+        let value = headers[http::header::AUTHORIZATION].to_str().unwrap();
+        value.trim_start_matches("Bearer ").to_owned()
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire() {
+        let a = auth();
+        let exp = now() + 60;
+        let ok = bearer(
+            serde_json::json!({"sub":"u1","exp":exp,"iss":"omc-auth"}),
+            "s3cret",
+        );
+        a.authenticate(&ok).unwrap();
+        let (identity, until) = a.verified.lock()[token_of(&ok).as_str()].clone();
+        assert_eq!((identity.subject.as_str(), until as i64), ("u1", exp));
+        assert_eq!(a.authenticate(&ok).unwrap().subject, "u1");
+
+        // A remembered token past its time is checked in full again, and refused.
+        let stale = bearer(
+            serde_json::json!({"sub":"u2","exp":now()-120,"iss":"omc-auth"}),
+            "s3cret",
+        );
+        a.verified
+            .lock()
+            .insert(token_of(&stale).into(), (identity, (now() - 1) as u64));
+        assert_eq!(a.authenticate(&stale).unwrap_err().0, "token expired");
+        assert!(!a.verified.lock().contains_key(token_of(&stale).as_str()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::header::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn idempotent(method: &Method) -> bool {
@@ -18,6 +19,32 @@ fn idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
+}
+
+/// The head of the request to `target` for `path` (the client's query kept), with the
+/// upstream's `Host`; why not when it cannot be sent there (a 502).
+pub(super) fn upstream_request(
+    target: &Target,
+    parts: &http::request::Parts,
+    path: &str,
+) -> Result<http::request::Builder, String> {
+    if target.secure {
+        return Err(format!(
+            "`{}` is an https upstream; only http is proxied",
+            target.origin
+        ));
+    }
+    let uri = target
+        .path(path, parts.uri.query())
+        .map_err(|err| format!("cannot build the upstream URL: {err}"))?;
+    let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+    if let Some(headers) = builder.headers_mut() {
+        headers.clone_from(&parts.headers);
+        if let Some(host) = target.host_header() {
+            headers.insert(http::header::HOST, host);
+        }
+    }
+    Ok(builder)
 }
 
 pub(super) fn relay(response: Response<Incoming>) -> Response<GatewayBody> {
@@ -48,12 +75,12 @@ pub(super) fn from_cache(hit: &CachedResponse, head: bool) -> Response<GatewayBo
 impl Gateway {
     /// A target for `service` that the breakers admit, avoiding `tried`: a discovered
     /// instance, else the static fallback. Also returns how many instances the service has.
-    pub(super) fn pick(&self, service: &str, tried: &[String]) -> Option<(Target, usize)> {
+    pub(super) fn pick(&self, service: &str, tried: &[String]) -> Option<(Arc<Target>, usize)> {
         let (picked, total) = self
             .view
             .choose(service, tried, |i| self.breakers.admit(service, &i.id));
         if let Some(instance) = picked {
-            return Some((Target::instance(&instance), total));
+            return Some((instance, total));
         }
         let dynamic = self.current();
         let fixed = dynamic.statics.get(service)?;
@@ -82,33 +109,33 @@ impl Gateway {
         } else {
             1
         };
-        let query = parts.uri.query().map(str::to_owned);
         let mut body = Some(body);
         let mut tried: Vec<String> = Vec::new();
         loop {
             info.attempts += 1;
             info.instance = Some(target.0.id.clone());
-            let uri = match target.0.uri(&matched.upstream_path, query.as_deref()) {
-                Ok(uri) => uri,
+            let request = match upstream_request(&target.0, &parts, &matched.upstream_path) {
+                Ok(head) => head.body(body.take().unwrap_or_else(empty_body)),
+                Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+            };
+            let request = match request {
+                Ok(request) => request,
                 Err(err) => {
-                    let message = format!("cannot build the upstream URL: {err}");
+                    let message = format!("cannot build the upstream request: {err}");
                     return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
                 }
             };
-            let mut request = Request::new(body.take().unwrap_or_else(empty_body));
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = uri;
-            *request.headers_mut() = parts.headers.clone();
-            let outcome =
-                tokio::time::timeout(matched.route.timeout, self.client.request(request)).await;
+            let sent = self.pool.send(&target.0.authority, request);
+            let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
             let failure = match outcome {
-                Ok(Ok(response)) => {
+                Ok(Ok(mut response)) => {
                     let ok = !response.status().is_server_error();
                     self.breakers.record(service, &target.0.id, ok, target.1);
+                    strip_hop_by_hop(response.headers_mut());
                     if ok || info.attempts >= max_attempts {
-                        return relay(response);
+                        return response;
                     }
-                    relay(response)
+                    response
                 }
                 Ok(Err(err)) => {
                     self.breakers.record(service, &target.0.id, false, target.1);

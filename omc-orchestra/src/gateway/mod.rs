@@ -15,6 +15,7 @@ mod cache;
 mod config;
 mod forward;
 mod pipeline;
+mod pool;
 mod proxy;
 mod ratelimit;
 mod retry;
@@ -34,7 +35,8 @@ pub use cache::{
 };
 pub use config::{DiscoveryRoutes, GatewayConfig, Limits, RateLimitConfig, RouteConfig};
 pub use pipeline::{Gateway, ProxyInfo};
-pub use proxy::{strip_hop_by_hop, upstream_client, Target, UpstreamClient};
+pub use pool::{PoolOptions, UpstreamError, UpstreamPool};
+pub use proxy::{strip_hop_by_hop, Target};
 #[cfg(feature = "redis")]
 pub use ratelimit::RedisRateLimits;
 pub use ratelimit::{

@@ -8,7 +8,8 @@ use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
 };
 use super::config::GatewayConfig;
-use super::proxy::{forward_headers, upstream_client, Target, UpstreamClient};
+use super::pool::UpstreamPool;
+use super::proxy::{forward_headers, Target};
 use super::ratelimit::{RateLimitStore, RateLimiter};
 use super::retry::RetryBudget;
 use super::routes::{RouteMatch, RouteTable};
@@ -53,7 +54,7 @@ pub(super) struct Dynamic {
     pub(super) config: GatewayConfig,
     pub(super) routes: RouteTable,
     pub(super) auth: Authenticator,
-    pub(super) statics: HashMap<String, Target>,
+    pub(super) statics: HashMap<String, Arc<Target>>,
 }
 
 impl Dynamic {
@@ -62,7 +63,9 @@ impl Dynamic {
         let statics = config
             .static_services
             .iter()
-            .filter_map(|(service, url)| Some((service.clone(), Target::fixed(service, url)?)))
+            .filter_map(|(service, url)| {
+                Some((service.clone(), Arc::new(Target::fixed(service, url)?)))
+            })
             .collect();
         Ok(Self {
             routes: RouteTable::new(&config),
@@ -80,7 +83,7 @@ pub struct Gateway {
     pub(super) breakers: Breakers,
     pub(super) limiter: RateLimiter,
     pub(super) cache: ResponseCache,
-    pub(super) client: UpstreamClient,
+    pub(super) pool: UpstreamPool,
     pub(super) budget: RetryBudget,
     pub(super) clock: SharedClock,
     pub(super) access_log: Option<AccessLog>,
@@ -116,7 +119,7 @@ impl Gateway {
             breakers,
             limiter,
             cache,
-            client: upstream_client(),
+            pool: UpstreamPool::default(),
             budget,
             clock,
             access_log: None,
@@ -164,6 +167,7 @@ impl Gateway {
                 let mut live = gateway.view.instance_ids();
                 live.extend(gateway.current().statics.values().map(|t| t.id.clone()));
                 gateway.breakers.retain(&live);
+                gateway.pool.sweep();
             }
         });
         vec![view, prune]

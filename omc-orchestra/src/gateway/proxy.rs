@@ -1,31 +1,12 @@
-//! The forwarding half: a pooled keep-alive HTTP/1 client and the header rewriting a
-//! reverse proxy owes both sides.
+//! The forwarding half: where a request goes and the header rewriting a reverse proxy
+//! owes both sides. Connections are pooled by [`super::UpstreamPool`].
 
-use super::GatewayBody;
 use crate::registry::ServiceInstance;
 use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The upstream client: one connection pool for every upstream.
-pub type UpstreamClient = Client<HttpConnector, GatewayBody>;
-
-/// A client with keep-alive connections pooled per upstream (idle ones closed after 90 s).
-pub fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
-}
+use std::sync::Arc;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +17,23 @@ pub struct Target {
     pub origin: String,
     /// A path the upstream is mounted under (from a static URL), without trailing `/`.
     pub base_path: String,
+    /// `host:port`, what the connection pool connects to.
+    pub authority: Arc<str>,
+    /// The upstream speaks TLS (`https`).
+    pub secure: bool,
 }
 
 impl Target {
+    fn new(id: String, scheme: &str, authority: String, base_path: String) -> Self {
+        Self {
+            id,
+            origin: format!("{scheme}://{authority}"),
+            base_path,
+            authority: authority.into(),
+            secure: scheme.eq_ignore_ascii_case("https"),
+        }
+    }
+
     /// A discovered instance (`https` when its metadata says `scheme = "https"`).
     pub fn instance(instance: &ServiceInstance) -> Self {
         let scheme = instance
@@ -50,11 +45,8 @@ impl Target {
         } else {
             instance.host.clone()
         };
-        Self {
-            id: instance.id.clone(),
-            origin: format!("{scheme}://{host}:{}", instance.port),
-            base_path: String::new(),
-        }
+        let authority = format!("{host}:{}", instance.port);
+        Self::new(instance.id.clone(), scheme, authority, String::new())
     }
 
     /// A static fallback URL such as `http://pricing-service:3006` or
@@ -63,21 +55,40 @@ impl Target {
         let uri: Uri = url.parse().ok()?;
         let scheme = uri.scheme_str()?;
         let authority = uri.authority()?;
-        Some(Self {
-            id: format!("static:{service}"),
-            origin: format!("{scheme}://{authority}"),
-            base_path: uri.path().trim_end_matches('/').to_owned(),
-        })
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some(Self::new(
+            format!("static:{service}"),
+            scheme,
+            format!("{}:{port}", authority.host()),
+            uri.path().trim_end_matches('/').to_owned(),
+        ))
     }
 
-    /// The upstream URI for `path` and `query`.
+    /// The full upstream URI for `path` and `query`.
     pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut text = format!("{}{}{}", self.origin, self.base_path, path);
+        let target = self.path(path, query)?;
+        Ok(Uri::try_from(format!("{}{}", self.origin, target))?)
+    }
+
+    /// The origin-form request target (`/base/path?query`) sent to the upstream.
+    pub fn path(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut text = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, str::len) + 1,
+        );
+        text.push_str(&self.base_path);
+        text.push_str(path);
         if let Some(query) = query {
             text.push('?');
             text.push_str(query);
         }
-        Ok(Uri::try_from(text)?)
+        Ok(Uri::from(PathAndQuery::try_from(text)?))
+    }
+
+    /// The `Host` header for the upstream.
+    pub fn host_header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.authority).ok()
     }
 }
 
@@ -163,6 +174,8 @@ mod tests {
             t.uri("/prices", Some("a=1")).unwrap(),
             "http://pricing:3006/v1/prices?a=1"
         );
+        assert_eq!(t.path("/prices", None).unwrap(), "/v1/prices");
+        assert_eq!(&*t.authority, "pricing:3006");
         assert!(Target::fixed("p", "not a url").is_none());
     }
 }

@@ -6,7 +6,7 @@ use super::pipeline::{Gateway, ProxyInfo};
 use super::routes::RouteMatch;
 use super::{empty_body, GatewayBody};
 use http::header::{HeaderValue, CONNECTION, UPGRADE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -47,22 +47,22 @@ impl Gateway {
         };
         info.attempts = 1;
         info.instance = Some(target.id.clone());
-        let uri = match target.uri(&matched.upstream_path, parts.uri.query()) {
-            Ok(uri) => uri,
-            Err(err) => {
-                let message = format!("cannot build the upstream URL: {err}");
-                return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
-            }
+        let head = match super::forward::upstream_request(&target, &parts, &matched.upstream_path) {
+            Ok(head) => head
+                .header(CONNECTION, HeaderValue::from_static("upgrade"))
+                .header(UPGRADE, protocol)
+                .body(empty_body()),
+            Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
         };
-        let mut request = Request::new(empty_body());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers;
-        request
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        request.headers_mut().insert(UPGRADE, protocol);
-        let sent = tokio::time::timeout(matched.route.timeout, self.client.request(request)).await;
+        let Ok(request) = head else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "cannot build the upgrade",
+            );
+        };
+        let sent = self.pool.send_upgrade(&target.authority, request);
+        let sent = tokio::time::timeout(matched.route.timeout, sent).await;
         let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(_)) | Err(_) => {

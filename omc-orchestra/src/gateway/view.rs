@@ -2,6 +2,7 @@
 //! registry's watch stream plus a periodic full resync, so routing never calls the
 //! registry per request.
 
+use super::proxy::Target;
 use crate::registry::{
     ChangeKind, Registry, RegistryChange, ServiceFilter, ServiceInstance, SmoothWeighted,
 };
@@ -16,6 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 pub struct ServiceView {
     registry: Arc<dyn Registry>,
     services: RwLock<HashMap<String, Arc<Vec<ServiceInstance>>>>,
+    /// Where each known instance (by id) is reached, built once per change.
+    targets: RwLock<HashMap<String, Arc<Target>>>,
     balancer: SmoothWeighted,
     panic_threshold_percent: Option<u8>,
 }
@@ -35,6 +38,7 @@ impl ServiceView {
         Self {
             registry,
             services: RwLock::new(HashMap::new()),
+            targets: RwLock::new(HashMap::new()),
             balancer: SmoothWeighted::new(),
             panic_threshold_percent,
         }
@@ -50,10 +54,16 @@ impl ServiceView {
                 .or_default()
                 .push(instance);
         }
+        let targets = services
+            .values()
+            .flatten()
+            .map(|i| (i.id.clone(), Arc::new(Target::instance(i))))
+            .collect();
         *self.services.write() = services
             .into_iter()
             .map(|(name, list)| (name, Arc::new(list)))
             .collect();
+        *self.targets.write() = targets;
         Ok(())
     }
 
@@ -67,7 +77,11 @@ impl ServiceView {
             .filter(|i| i.id != instance.id)
             .cloned()
             .collect();
-        if !matches!(change.kind, ChangeKind::Deregistered | ChangeKind::Expired) {
+        let mut targets = self.targets.write();
+        if matches!(change.kind, ChangeKind::Deregistered | ChangeKind::Expired) {
+            targets.remove(&instance.id);
+        } else {
+            targets.insert(instance.id.clone(), Arc::new(Target::instance(instance)));
             list.push(instance.clone());
             list.sort_by(|a, b| a.id.cmp(&b.id));
         }
@@ -130,31 +144,37 @@ impl ServiceView {
     }
 
     /// Pick an instance of `service` among the serving ones that `admit` accepts (and
-    /// that are not in `exclude`), by smooth weighted round-robin. Returns the instance
-    /// and how many instances the service has.
+    /// that are not in `exclude`), by smooth weighted round-robin. Returns where the
+    /// instance is reached and how many instances the service has.
     pub fn choose(
         &self,
         service: &str,
         exclude: &[String],
         mut admit: impl FnMut(&ServiceInstance) -> bool,
-    ) -> (Option<ServiceInstance>, usize) {
+    ) -> (Option<Arc<Target>>, usize) {
         let all = self.instances(service);
         let serving = all.iter().filter(|i| i.status.is_serving()).count();
         let unhealthy = all.len() - serving;
         let panic = self.panic_threshold_percent.is_some_and(|percent| {
             unhealthy > 0 && unhealthy * 100 > usize::from(percent) * all.len()
         });
-        let candidates: Vec<ServiceInstance> = all
+        let candidates: Vec<&ServiceInstance> = all
             .iter()
             .filter(|i| panic || i.status.is_serving())
             .filter(|i| !exclude.contains(&i.id))
             .filter(|i| admit(i))
-            .cloned()
             .collect();
         let picked = self
             .balancer
             .pick(service, &candidates)
-            .and_then(|index| candidates.into_iter().nth(index));
-        (picked, all.len())
+            .and_then(|index| candidates.get(index).copied());
+        let target = picked.map(|instance| {
+            self.targets
+                .read()
+                .get(&instance.id)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Target::instance(instance)))
+        });
+        (target, all.len())
     }
 }

@@ -4,6 +4,7 @@ use super::{Registry, ServiceFilter, ServiceInstance};
 use crate::Result;
 use parking_lot::Mutex;
 use serde::Serialize;
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,29 +24,45 @@ impl SmoothWeighted {
 
     /// Pick one of `instances` of `service`; returns its index. Instances that left are
     /// forgotten; new ones start at zero.
-    pub fn pick(&self, service: &str, instances: &[ServiceInstance]) -> Option<usize> {
+    pub fn pick<I: Borrow<ServiceInstance>>(
+        &self,
+        service: &str,
+        instances: &[I],
+    ) -> Option<usize> {
         if instances.is_empty() {
             return None;
         }
         let mut all = self.scores.lock();
-        let scores = all.entry(service.to_owned()).or_default();
-        if scores.len() != instances.len() || instances.iter().any(|i| !scores.contains_key(&i.id))
+        if !all.contains_key(service) {
+            all.insert(service.to_owned(), HashMap::new());
+        }
+        let scores = all.get_mut(service)?;
+        if scores.len() != instances.len()
+            || instances
+                .iter()
+                .any(|i| !scores.contains_key(&i.borrow().id))
         {
-            scores.retain(|id, _| instances.iter().any(|i| i.id == *id));
+            scores.retain(|id, _| instances.iter().any(|i| i.borrow().id == *id));
+            for instance in instances {
+                scores.entry(instance.borrow().id.clone()).or_insert(0);
+            }
         }
         let mut total = 0i64;
         let mut best: Option<(usize, i64)> = None;
         for (index, instance) in instances.iter().enumerate() {
+            let instance = instance.borrow();
             let weight = i64::from(instance.weight.max(1));
             total += weight;
-            let score = scores.entry(instance.id.clone()).or_insert(0);
+            let Some(score) = scores.get_mut(&instance.id) else {
+                continue;
+            };
             *score += weight;
             if best.is_none_or(|(_, top)| *score > top) {
                 best = Some((index, *score));
             }
         }
         let (index, _) = best?;
-        if let Some(score) = scores.get_mut(&instances[index].id) {
+        if let Some(score) = scores.get_mut(&instances[index].borrow().id) {
             *score -= total;
         }
         Some(index)

@@ -13,11 +13,25 @@ pub struct MemoryRateLimits {
     counters: Mutex<Counters>,
 }
 
+/// Per key, each window's (window index, hits in it), in [`Window`] order.
+type Slots = [(i64, u64); 4];
+
 #[derive(Debug, Default)]
 struct Counters {
-    map: HashMap<(String, Window), (i64, u64)>,
+    map: HashMap<String, Slots>,
     hits_since_sweep: u64,
 }
+
+fn slot(window: Window) -> usize {
+    match window {
+        Window::Second => 0,
+        Window::Minute => 1,
+        Window::Hour => 2,
+        Window::Day => 3,
+    }
+}
+
+const WINDOWS: [Window; 4] = [Window::Second, Window::Minute, Window::Hour, Window::Day];
 
 const SWEEP_EVERY: u64 = 10_000;
 
@@ -38,20 +52,28 @@ impl RateLimitStore for MemoryRateLimits {
         let mut counters = self.counters.lock();
         counters.hits_since_sweep += 1;
         if counters.hits_since_sweep >= SWEEP_EVERY {
-            // Bound the map: windows that ended hold nothing worth keeping.
+            // Bound the map: a key whose windows all ended holds nothing worth keeping.
             counters.hits_since_sweep = 0;
-            counters
-                .map
-                .retain(|(_, window), (index, _)| *index == window_at(now, window.millis()).0);
+            counters.map.retain(|_, slots| {
+                WINDOWS
+                    .iter()
+                    .zip(slots.iter())
+                    .any(|(window, (index, hits))| {
+                        *hits > 0 && *index == window_at(now, window.millis()).0
+                    })
+            });
         }
+        if !counters.map.contains_key(key) {
+            counters.map.insert(key.to_owned(), [(0, 0); 4]);
+        }
+        let Some(slots) = counters.map.get_mut(key) else {
+            return Ok(Vec::new());
+        };
         Ok(limits
             .iter()
             .map(|limit| {
                 let (index, reset_ms) = window_at(now, limit.window.millis());
-                let entry = counters
-                    .map
-                    .entry((key.to_owned(), limit.window))
-                    .or_insert((index, 0));
+                let entry = &mut slots[slot(limit.window)];
                 if entry.0 != index {
                     *entry = (index, 0);
                 }
