@@ -3,7 +3,7 @@
 
 use super::auth::Identity;
 use super::full_body;
-use super::ratelimit::RateDecision;
+use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
@@ -61,17 +61,14 @@ pub(super) fn rate_headers(headers: &mut http::HeaderMap, decision: &RateDecisio
         return;
     }
     for window in &decision.windows {
-        let title = window.limit.window.title();
-        if let Ok(name) =
-            http::HeaderName::try_from(format!("x-ratelimit-limit-{title}").to_ascii_lowercase())
-        {
-            headers.insert(name, window.limit.max.into());
-        }
-        if let Ok(name) = http::HeaderName::try_from(
-            format!("x-ratelimit-remaining-{title}").to_ascii_lowercase(),
-        ) {
-            headers.insert(name, window.remaining().into());
-        }
+        let (limit, remaining) = match window.limit.window {
+            Window::Second => ("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
+            Window::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
+            Window::Hour => ("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
+            Window::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
+        };
+        headers.insert(limit, window.limit.max.into());
+        headers.insert(remaining, window.remaining().into());
     }
     if let Some(tightest) = decision.tightest() {
         headers.insert("ratelimit-limit", tightest.limit.max.into());

@@ -53,11 +53,15 @@ impl TraceParent {
 }
 
 fn random_hex(bytes: usize) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut rng = rand::thread_rng();
     loop {
-        let id: String = (0..bytes)
-            .map(|_| format!("{:02x}", rng.gen::<u8>()))
-            .collect();
+        let mut id = String::with_capacity(bytes * 2);
+        for _ in 0..bytes {
+            let byte: u8 = rng.gen();
+            id.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            id.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
         if id.bytes().any(|b| b != b'0') {
             return id;
         }
