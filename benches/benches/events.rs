@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 const PUBLISHERS: usize = 50;
 const THROUGHPUT_EVENTS: usize = 50_000;
 const CONSUMERS: usize = 8;
+/// Requests the peer sends.
+const PEER_REQUESTS: usize = 200_000;
 /// Steady rates at which latency is measured: the goal's, and one well below saturation.
 const PACED_RATES: [u64; 2] = [10_000, 2_500];
 const PACED_SECONDS: u64 = 3;
@@ -56,7 +58,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let (ours, paced) = runtime.block_on(async {
+    let (ours, paced, cost, store) = runtime.block_on(async {
         let store = RedisStore::connect(&redis.url(), "bench")
             .await
             .expect("redis");
@@ -65,7 +67,20 @@ fn main() {
                 .await
                 .expect("bus"),
         );
+        let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut store.connection())
+            .await;
+        let before = server_cpu(&store).await;
+        let client_before = client_cpu();
         let ours = throughput(bus.clone()).await;
+        let cost = (
+            (server_cpu(&store).await - before) / THROUGHPUT_EVENTS as f64,
+            (client_cpu() - client_before) / THROUGHPUT_EVENTS as f64,
+        );
+        if std::env::var_os("EVENTS_BENCH_DETAIL").is_some() {
+            print_commandstats(&store).await;
+        }
         store.delete_prefix().await.expect("cleanup");
         let bus = Arc::new(
             RedisEventBus::new(store.clone(), clock::system(), BusOptions::default())
@@ -77,8 +92,9 @@ fn main() {
             paced.push((rate, paced_latency(bus.clone(), rate).await));
         }
         store.delete_prefix().await.expect("cleanup");
-        (ours, paced)
+        (ours, paced, cost, store)
     });
+    let peer_before = runtime.block_on(server_cpu(&store));
     let (peer_rps, peer_p99) = match redis_benchmark(&port) {
         Some(found) => found,
         None => {
@@ -86,6 +102,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let peer_cost = (runtime.block_on(server_cpu(&store)) - peer_before) / PEER_REQUESTS as f64;
     println!("event bus on Redis (private redis-server, 2-core machine shared with builds)");
     let (publish_only, ours) = ours;
     println!(
@@ -99,6 +116,12 @@ fn main() {
         "  ratio: {:.1} % of raw XADD (goal ≥ 50 %)",
         100.0 * ours / peer_rps
     );
+    println!(
+        "  cpu per event: redis-server {:.1} µs, bench process {:.1} µs (peer: redis-server {:.1} µs per XADD)",
+        cost.0 * 1e6,
+        cost.1 * 1e6,
+        peer_cost * 1e6
+    );
     for (rate, (p50, p99)) in paced {
         println!(
             "  publish→deliver at {rate} events/s: p50 {:.3} ms, p99 {:.3} ms (goal p99 < 5 ms at 10000)",
@@ -111,7 +134,7 @@ fn main() {
 /// `redis-benchmark -t xadd`: requests per second and p99 in ms.
 fn redis_benchmark(port: &str) -> Option<(f64, f64)> {
     let output = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", port, "-n", "200000"])
+        .args(["-h", "127.0.0.1", "-p", port, "-n", &PEER_REQUESTS.to_string()])
         .args(["-c", &PUBLISHERS.to_string(), "--csv"])
         // `-t xadd` exists only from redis-benchmark 7.2; the same command, given whole,
         // works everywhere (and is bounded like ours).
@@ -127,6 +150,49 @@ fn redis_benchmark(port: &str) -> Option<(f64, f64)> {
         .collect();
     // rps, avg, min, p50, p95, p99, max
     Some((*cells.first()?, *cells.get(5)?))
+}
+
+/// CPU seconds the redis-server has used so far (`INFO cpu`).
+async fn server_cpu(store: &RedisStore) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU seconds this process has used so far (`/proc/self/stat`, 100 ticks a second).
+fn client_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
+/// Print the server's per-command call counts and time (`INFO commandstats`).
+async fn print_commandstats(store: &RedisStore) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap_or_default();
+    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+        println!("    {line}");
+    }
+    let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut store.connection())
+        .await;
 }
 
 fn event(n: usize) -> NewEvent {
