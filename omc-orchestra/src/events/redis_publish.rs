@@ -11,42 +11,56 @@ use tokio::sync::mpsc;
 /// Publishes `ARGV[1]` events. `ARGV[2..5]`: history length, oldest ms kept, backlog,
 /// most stat types. Then 8 arguments per event: ms, JSON, type, source, target, tags,
 /// priority rank, idempotency window (`''` for none). `KEYS`: history, stats, the four
-/// priority streams, then one idempotency key per event (history when it has none).
+/// priority streams, then the idempotency key of each event that has one, in order.
 /// Answers `{fresh, id}` per event, `fresh` 0 when the key had been used already.
+///
+/// History is trimmed and the stats are counted once per call rather than once per
+/// event: the script runs atomically, so nobody sees the difference.
 const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most = tonumber(ARGV[5]) * 4
-local out = {}
+local out, counts, k = {}, {}, 6
 for i = 1, n do
   local a = 5 + (i - 1) * 8
-  local ms, window, once = ARGV[a + 1], ARGV[a + 8], KEYS[6 + i]
-  local first = window ~= '' and redis.call('GET', once)
+  local ms, e, t, s, r, g, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6], ARGV[a + 8]
+  local once, first = nil, false
+  if window ~= '' then
+    k = k + 1
+    once = KEYS[k]
+    first = redis.call('GET', once)
+  end
   if first then
     out[i] = {0, first}
   else
-    local fields = {'e', ARGV[a + 2], 't', ARGV[a + 3], 's', ARGV[a + 4], 'r', ARGV[a + 5], 'g', ARGV[a + 6]}
-    local id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, ms .. '-*', unpack(fields))
+    local id = redis.pcall('XADD', HIST, ms .. '-*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
     if type(id) == 'table' and id.err then
       -- The clock is behind the newest entry (another replica's clock, or a clock set
       -- back): keep the newest entry's millisecond so ids stay ordered.
       local last = redis.call('XREVRANGE', HIST, '+', '-', 'COUNT', 1)
       local at = last[1] and string.match(last[1][1], '^(%d+)-') or ms
-      id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, at .. '-*', unpack(fields))
+      id = redis.pcall('XADD', HIST, at .. '-*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
       if type(id) == 'table' and id.err then
-        id = redis.call('XADD', HIST, 'MAXLEN', hlen, '*', unpack(fields))
+        id = redis.call('XADD', HIST, '*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
       end
     end
-    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 7])], 'MAXLEN', '~', backlog, id, unpack(fields))
-    local t = ARGV[a + 3]
-    if redis.call('HLEN', STATS) >= most
-      and redis.call('HEXISTS', STATS, 'published|' .. t) == 0 then t = '_other' end
-    redis.call('HINCRBY', STATS, 'published|' .. t, 1)
-    if window ~= '' then redis.call('SET', once, id, 'PX', window) end
+    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 7])], 'MAXLEN', '~', backlog, id,
+      'e', e, 't', t, 's', s, 'r', r, 'g', g)
+    counts[t] = (counts[t] or 0) + 1
+    if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = {1, id}
   end
 end
+redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
+for t, c in pairs(counts) do
+  local field = 'published|' .. t
+  if redis.call('HLEN', STATS) >= most and redis.call('HEXISTS', STATS, field) == 0 then
+    field = 'published|_other'
+  end
+  redis.call('HINCRBY', STATS, field, c)
+end
 return out
 "#;
 
@@ -101,8 +115,8 @@ impl Publisher {
                 for key in &self.keys {
                     invocation.key(key);
                 }
-                for event in events {
-                    invocation.key(event.once.as_deref().unwrap_or(&self.keys[0]));
+                for once in events.iter().filter_map(|e| e.once.as_deref()) {
+                    invocation.key(once);
                 }
                 invocation
                     .arg(events.len())
