@@ -27,6 +27,8 @@
 mod consumer;
 #[path = "redis_publish.rs"]
 mod publish;
+#[path = "redis_wait.rs"]
+mod wait;
 
 use super::{
     BusOptions, ConsumerOptions, DeadLetter, Event, EventBus, EventConsumer, EventId,
@@ -55,6 +57,8 @@ pub struct RedisEventBus {
     options: BusOptions,
     live: broadcast::Sender<Event>,
     watcher: tokio::task::JoinHandle<()>,
+    /// How this process's idle consumers of each group wait for news.
+    waits: wait::Waits,
 }
 
 /// The bus's keys.
@@ -94,12 +98,18 @@ impl RedisEventBus {
         };
         let live = broadcast::channel(LIVE_CAPACITY).0;
         let tail = store.stream_tail(&keys.hist).await?;
+        let listeners = live.clone();
         let watcher = store.follow_stream(
             keys.hist.clone(),
             tail,
             512,
             "event watch",
-            |entry| {
+            move |entry| {
+                // Nobody listens: an event read now was published before any later
+                // subscription, so nobody will miss it.
+                if listeners.receiver_count() == 0 {
+                    return None;
+                }
                 let json = entry.get::<String>("e").unwrap_or_default();
                 decode_event(&entry.id, &json)
                     .map_err(|err| tracing::warn!(error = %err, "skipping a malformed event"))
@@ -131,6 +141,7 @@ impl RedisEventBus {
             options,
             live,
             watcher,
+            waits: wait::Waits::default(),
         })
     }
 
@@ -323,14 +334,14 @@ impl EventBus for RedisEventBus {
 
     async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn EventConsumer>> {
         options.validate()?;
+        let wait = self.waits.of(&options.group);
         let consumer = consumer::RedisConsumer::new(
             self.store.clone(),
-            self.keys.queues.clone(),
-            self.keys.dead.clone(),
-            self.keys.stats.clone(),
+            &self.keys,
             self.clock.clone(),
             self.options,
             options,
+            wait,
         );
         consumer.create_groups().await?;
         Ok(Box::new(consumer))
