@@ -8,21 +8,22 @@ use redis::Script;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Publishes `ARGV[1]` events. `ARGV[2..5]`: history length, oldest ms kept, backlog,
-/// most stat types. Then 8 arguments per event: ms, JSON, type, source, target, tags,
-/// priority rank, idempotency window (`''` for none). `KEYS`: history, stats, the four
-/// priority streams, then the idempotency key of each event that has one, in order.
-/// Answers `{fresh, id}` per event, `fresh` 0 when the key had been used already.
+/// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
+/// most stat types, the live channel. Then 8 arguments per event: ms, JSON, type, source,
+/// target, tags, priority rank, idempotency window (`''` for none). `KEYS`: history,
+/// stats, the four priority streams, then the idempotency key of each event that has one,
+/// in order. Answers `{fresh, id}` per event, `fresh` 0 when the key had been used
+/// already. The new events go to the live channel as one message (see `redis_live.rs`).
 ///
 /// History is trimmed and the stats are counted once per call rather than once per
 /// event: the script runs atomically, so nobody sees the difference.
 const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local most = tonumber(ARGV[5]) * 4
-local out, counts, k = {}, {}, 6
+local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
+local out, counts, news, k = {}, {}, {}, 6
 for i = 1, n do
-  local a = 5 + (i - 1) * 8
+  local a = 6 + (i - 1) * 8
   local ms, e, t, s, r, g, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
     ARGV[a + 5], ARGV[a + 6], ARGV[a + 8]
   local once, first = nil, false
@@ -50,6 +51,8 @@ for i = 1, n do
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = {1, id}
+    local line = #news
+    news[line + 1], news[line + 2], news[line + 3], news[line + 4] = id, ' ', e, '\n'
   end
 end
 redis.call('XTRIM', HIST, 'MAXLEN', hlen)
@@ -60,6 +63,10 @@ for t, c in pairs(counts) do
     field = 'published|_other'
   end
   redis.call('HINCRBY', STATS, field, c)
+end
+if #news > 0 then
+  news[#news] = nil
+  redis.call('PUBLISH', LIVE, table.concat(news))
 end
 return out
 "#;
@@ -96,6 +103,8 @@ pub(super) struct Publisher {
     pub backlog: String,
     /// Most distinct event types counted in stats.
     pub max_types: String,
+    /// The live channel.
+    pub channel: String,
     /// The batch script.
     pub script: Script,
 }
@@ -123,7 +132,8 @@ impl Publisher {
                     .arg(&self.history_len)
                     .arg(oldest_ms)
                     .arg(&self.backlog)
-                    .arg(&self.max_types);
+                    .arg(&self.max_types)
+                    .arg(&self.channel);
                 for event in events {
                     for arg in &event.args {
                         invocation.arg(arg);
