@@ -14,8 +14,9 @@
 //!
 //! An event's id is its stream id in history and in its priority stream alike:
 //! `{ms}-{seq}` with `ms` the publisher's clock (never behind the newest entry).
-//! Entries carry `e` (the event JSON), `t` type, `s` source, `r` target and `g` tags (one
-//! per line), so the delivery script filters without decoding JSON.
+//! Entries carry `m` (type, target, source, then the tags, one per line) and `e` (the event
+//! JSON), so the delivery script filters without decoding JSON; it still reads entries
+//! written with the earlier fields `e`, `t`, `s`, `r` and `g`.
 //!
 //! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
 //! flight go to Redis in one script call (group commit).
@@ -276,10 +277,14 @@ impl EventBus for RedisEventBus {
             args: [
                 time.timestamp_millis().max(0).to_string(),
                 json,
+                format!(
+                    "{}\n{}\n{}\n{}",
+                    stamped.event_type,
+                    stamped.target.as_deref().unwrap_or_default(),
+                    stamped.source,
+                    lines(&stamped.tags)
+                ),
                 stamped.event_type.clone(),
-                stamped.source.clone(),
-                stamped.target.clone().unwrap_or_default(),
-                lines(&stamped.tags),
                 stamped.priority.rank().to_string(),
                 match &event.idempotency_key {
                     Some(_) => IDEMPOTENCY_WINDOW.as_millis().to_string(),

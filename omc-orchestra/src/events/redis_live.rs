@@ -69,7 +69,9 @@ impl LiveFeed {
                 Ok(None) => return Err(Error::Backend("the live connection closed".into())),
                 Err(_) => {
                     let pong = tokio::time::timeout(QUIET * 2, sink.ping::<String>()).await;
-                    pong.map_err(|_| Error::Backend("the live connection stopped answering".into()))??;
+                    pong.map_err(|_| {
+                        Error::Backend("the live connection stopped answering".into())
+                    })??;
                 }
             }
         }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
-/// most stat types, the live channel. Then 8 arguments per event: ms, JSON, type, source,
-/// target, tags, priority rank, idempotency window (`''` for none). `KEYS`: history,
+/// most stat types, the live channel. Then 6 arguments per event: ms, JSON, meta (type,
+/// target, source, then the tags, one per line), type, priority rank, idempotency window
+/// (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, then the idempotency key of each event that has one,
 /// in order. Answers `{fresh, id}` per event, `fresh` 0 when the key had been used
 /// already. The new events go to the live channel as one message (see `redis_live.rs`).
@@ -23,9 +24,8 @@ local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
 local out, counts, news, k = {}, {}, {}, 6
 for i = 1, n do
-  local a = 6 + (i - 1) * 8
-  local ms, e, t, s, r, g, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5], ARGV[a + 6], ARGV[a + 8]
+  local a = 6 + (i - 1) * 6
+  local ms, e, m, t, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 6]
   local once, first = nil, false
   if window ~= '' then
     k = k + 1
@@ -35,19 +35,19 @@ for i = 1, n do
   if first then
     out[i] = {0, first}
   else
-    local id = redis.pcall('XADD', HIST, ms .. '-*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
+    local id = redis.pcall('XADD', HIST, ms .. '-*', 'm', m, 'e', e)
     if type(id) == 'table' and id.err then
       -- The clock is behind the newest entry (another replica's clock, or a clock set
       -- back): keep the newest entry's millisecond so ids stay ordered.
       local last = redis.call('XREVRANGE', HIST, '+', '-', 'COUNT', 1)
       local at = last[1] and string.match(last[1][1], '^(%d+)-') or ms
-      id = redis.pcall('XADD', HIST, at .. '-*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
+      id = redis.pcall('XADD', HIST, at .. '-*', 'm', m, 'e', e)
       if type(id) == 'table' and id.err then
-        id = redis.call('XADD', HIST, '*', 'e', e, 't', t, 's', s, 'r', r, 'g', g)
+        id = redis.call('XADD', HIST, '*', 'm', m, 'e', e)
       end
     end
-    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 7])], 'MAXLEN', '~', backlog, id,
-      'e', e, 't', t, 's', s, 'r', r, 'g', g)
+    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 5])], 'MAXLEN', '~', backlog, id,
+      'm', m, 'e', e)
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = {1, id}
@@ -75,14 +75,14 @@ return out
 const MOST: usize = 256;
 
 /// One event ready to send: its idempotency key (the full Redis key), the oldest history
-/// time to keep when it is published, and its 8 script arguments.
+/// time to keep when it is published, and its 6 script arguments.
 pub(super) struct Outgoing {
     /// Oldest history time (ms) to keep, read from the clock at publish.
     pub oldest_ms: i64,
     /// Key holding the id published under the event's idempotency key, if it has one.
     pub once: Option<String>,
-    /// ms, JSON, type, source, target, tags, priority rank, idempotency window.
-    pub args: [String; 8],
+    /// ms, JSON, meta, type, priority rank, idempotency window.
+    pub args: [String; 6],
 }
 
 /// What the script answers for one event: whether it was stored now, and its id.

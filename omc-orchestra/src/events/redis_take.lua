@@ -13,6 +13,7 @@ local NOW, VIS, MAXD = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local COUNT, DEADMAX, SHIFT = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local TYPES, TAGS, SOURCES, MAXSTAT = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
 local CLAIM = ARGV[13] == '1'
+local ANY = TYPES == '' and TAGS == '' and SOURCES == ''
 local minidle = 1
 if CLAIM then
   local t = redis.call('TIME')
@@ -46,7 +47,13 @@ local function claim(i, id)
   if not claims[i] then claims[i] = {} end
   table.insert(claims[i], id)
 end
+-- An entry's fields: `m` (type, target, source, then the tags, one per line) and `e` (the
+-- event JSON); entries written before `m` existed carry `e`, `t`, `s`, `r` and `g`.
 local function fields(flat)
+  if flat[1] == 'm' then
+    local t, r, s, g = string.match(flat[2], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n?(.*)$')
+    return {e = flat[4], t = t or '', r = r or '', s = s or '', g = g or ''}
+  end
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
   return f
@@ -112,12 +119,22 @@ for i = 1, 4 do
     more = #entries == want
     if #entries > 0 then tails[i] = entries[#entries][1] end
     for _, entry in ipairs(entries) do
-      local id = entry[1]
-      local f = fields(entry[2])
-      if wanted(f) then
+      local id, flat = entry[1], entry[2]
+      local e, t, ok
+      if ANY and flat[1] == 'm' then
+        -- No filter: only the target matters (the line after the type).
+        local m = flat[2]
+        local nl = string.find(m, '\n', 1, true) or #m
+        e, t = flat[4], string.sub(m, 1, nl - 1)
+        ok = string.byte(m, nl + 1) == 10 or string.match(m, '^[^\n]*\n([^\n]*)') == GROUP
+      else
+        local f = fields(flat)
+        e, t, ok = f.e, f.t, wanted(f)
+      end
+      if ok then
         claim(i, id)
-        stat('delivered', f.t)
-        table.insert(out, {id, f.e, 1})
+        stat('delivered', t)
+        out[#out + 1] = {id, e, 1}
       else
         redis.call('XACK', KEYS[i], GROUP, id)
       end
