@@ -228,6 +228,11 @@ mod redis_store {
                 .await?)
         }
 
+        /// A connection of its own for pub/sub.
+        pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+            Ok(self.client.get_async_pubsub().await?)
+        }
+
         /// Run `op` on the shared connection, again after a dropped connection (the
         /// connection manager reconnects in between), up to a few times.
         pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>

@@ -287,3 +287,76 @@ async fn two_replicas_announce_each_registry_change_once() {
     }
     first.delete_prefix().await.unwrap();
 }
+
+/// Entries written in the earlier layout (`e`, `t`, `s`, `r`, `g`) are still delivered, and
+/// still filtered and targeted.
+#[tokio::test]
+async fn entries_of_the_earlier_layout_are_still_delivered() {
+    use omc_orchestra::events::{ConsumerOptions, EventFilter};
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let bus = RedisEventBus::new(store.clone(), Arc::new(clock), BusOptions::default())
+        .await
+        .unwrap();
+    let mut any = consumer(&bus, "audit", "a1", Duration::from_secs(30), 5).await;
+    let mut prices = ConsumerOptions::new("pricing-service", "p1");
+    prices.filter = EventFilter::types(["PRICE_UPDATED"]);
+    let mut prices = bus.consumer(prices).await.unwrap();
+    let queue = store.key("ev", "events", "q:normal");
+    let mut written = Vec::new();
+    for (n, (event_type, target)) in [
+        ("PRICE_UPDATED", ""),
+        ("USER_ACTION", ""),
+        ("PRICE_UPDATED", "inventory-service"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let json = serde_json::json!({
+            "id": "", "type": event_type, "source": "pricing-service",
+            "time": "2025-01-01T00:00:00Z", "data": {"n": n}, "priority": "normal",
+            "tags": [], "target": if target.is_empty() { None } else { Some(target) },
+            "correlationId": null,
+        })
+        .to_string();
+        let id: String = redis::cmd("XADD")
+            .arg(&queue)
+            .arg("*")
+            .arg(&[
+                "e",
+                &json,
+                "t",
+                event_type,
+                "s",
+                "pricing-service",
+                "r",
+                target,
+                "g",
+                "",
+            ])
+            .query_async(&mut store.connection())
+            .await
+            .unwrap();
+        written.push(id);
+    }
+    let mut got = Vec::new();
+    while let Some(delivery) = any.next(Duration::from_millis(300)).await.unwrap() {
+        got.push(delivery.event.id);
+    }
+    assert_eq!(
+        got,
+        written[..2].to_vec(),
+        "the targeted one is not for audit"
+    );
+    let price = prices.next(Duration::from_secs(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (price.event.id.as_str(), price.event.event_type.as_str()),
+        (written[0].as_str(), "PRICE_UPDATED")
+    );
+    assert!(prices
+        .next(Duration::from_millis(150))
+        .await
+        .unwrap()
+        .is_none());
+    store.delete_prefix().await.unwrap();
+}

@@ -168,6 +168,24 @@ pub trait EventConsumer: Send + Sync {
     /// visibility timeout ran out first, then new ones, most urgent first.
     async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>>;
 
+    /// Up to `max` deliveries at once, in the order [`next`](Self::next) would hand them
+    /// out, waiting up to `wait` for the first; empty when none came. Backends that
+    /// fetch from a store do it once per call (fetching up to `max`, or `prefetch` when
+    /// that is larger), so a batch costs one round trip and fits one
+    /// [`ack_many`](Self::ack_many).
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let mut batch = Vec::new();
+        let mut wait = wait;
+        while batch.len() < max {
+            match self.next(wait).await? {
+                Some(delivery) => batch.push(delivery),
+                None => break,
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(batch)
+    }
+
     /// Acknowledge event `id` for the group; `true` when this call settled it (`false`
     /// when it was already acknowledged or parked).
     async fn ack(&mut self, id: &str) -> Result<bool>;

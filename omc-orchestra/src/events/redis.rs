@@ -10,23 +10,35 @@
 //! | `{prefix}:ev:{events}:dead` | list | dead letters, newest first, trimmed to `dead_letters` |
 //! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types |
 //! | `{prefix}:ev:{events}:once:{key}` | string | the event id published under an idempotency key, for [`IDEMPOTENCY_WINDOW`] |
+//! | `{prefix}:ev:{events}:live` | pub/sub channel | each publish call's new events, for the live subscribers of every bus (`redis_live.rs`) |
 //!
 //! An event's id is its stream id in history and in its priority stream alike:
 //! `{ms}-{seq}` with `ms` the publisher's clock (never behind the newest entry).
-//! Entries carry `e` (the event JSON), `t` type, `s` source, `r` target and `g` tags (one
-//! per line), so the delivery script filters without decoding JSON.
+//! Entries carry `m` (type, target, source, then the tags, one per line) and `e` (the event
+//! JSON), so the delivery script filters without decoding JSON; it still reads entries
+//! written with the earlier fields `e`, `t`, `s`, `r` and `g`.
 //!
-//! Delivery (`consumer.rs`): one script per fetch runs `XAUTOCLAIM` on each priority
-//! stream, most urgent first, to take over events whose visibility timeout ran out
-//! (parking those delivered too often in the dead list), then `XREADGROUP` for new ones.
+//! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
+//! flight go to Redis in one script call (group commit).
+//!
+//! Delivery (`redis_consumer.rs`, script `redis_take.lua`): one script per fetch runs
+//! `XAUTOCLAIM` on each priority stream, most urgent first, to take over events whose
+//! visibility timeout ran out (parking those delivered too often in the dead list), then
+//! `XREADGROUP` for new ones. A consumer whose last look found no expired deliveries left
+//! looks again only once the clock moved on a little (see `CLAIM_EVERY_MS`).
 //! The visibility timeout is measured on the bus's injected clock: each delivery's time in
 //! the pending list is set to the clock's time (`XCLAIM … TIME`, shifted by a constant so it
 //! is always in Redis's past) and `XAUTOCLAIM`'s minimum idle time is converted likewise.
+//! Idle consumers wait for news without a herd (`redis_wait.rs`).
 
 #[path = "redis_consumer.rs"]
 mod consumer;
+#[path = "redis_live.rs"]
+mod live;
 #[path = "redis_publish.rs"]
 mod publish;
+#[path = "redis_wait.rs"]
+mod wait;
 
 use super::{
     BusOptions, ConsumerOptions, DeadLetter, Event, EventBus, EventConsumer, EventId,
@@ -55,6 +67,8 @@ pub struct RedisEventBus {
     options: BusOptions,
     live: broadcast::Sender<Event>,
     watcher: tokio::task::JoinHandle<()>,
+    /// How this process's idle consumers of each group wait for news.
+    waits: wait::Waits,
 }
 
 /// The bus's keys.
@@ -64,6 +78,7 @@ struct Keys {
     queues: [String; 4],
     dead: String,
     stats: String,
+    live: String,
 }
 
 impl std::fmt::Debug for RedisEventBus {
@@ -91,22 +106,17 @@ impl RedisEventBus {
             queues: EventPriority::ALL.map(|p| key(&format!("q:{}", p.as_str()))),
             dead: key("dead"),
             stats: key("stats"),
+            live: key("live"),
         };
         let live = broadcast::channel(LIVE_CAPACITY).0;
         let tail = store.stream_tail(&keys.hist).await?;
-        let watcher = store.follow_stream(
-            keys.hist.clone(),
-            tail,
-            512,
-            "event watch",
-            |entry| {
-                let json = entry.get::<String>("e").unwrap_or_default();
-                decode_event(&entry.id, &json)
-                    .map_err(|err| tracing::warn!(error = %err, "skipping a malformed event"))
-                    .ok()
-            },
-            live.clone(),
-        );
+        let watcher = live::LiveFeed {
+            store: store.clone(),
+            hist: keys.hist.clone(),
+            channel: keys.live.clone(),
+            live: live.clone(),
+        }
+        .spawn(tail);
         let options = BusOptions {
             history_len: options.history_len.max(1),
             backlog: options.backlog.max(1),
@@ -120,6 +130,7 @@ impl RedisEventBus {
             history_len: options.history_len.to_string(),
             backlog: options.backlog.to_string(),
             max_types: MAX_STAT_TYPES.to_string(),
+            channel: keys.live.clone(),
             script: Publisher::script(),
         });
         Ok(Self {
@@ -131,6 +142,7 @@ impl RedisEventBus {
             options,
             live,
             watcher,
+            waits: wait::Waits::default(),
         })
     }
 
@@ -265,10 +277,14 @@ impl EventBus for RedisEventBus {
             args: [
                 time.timestamp_millis().max(0).to_string(),
                 json,
+                format!(
+                    "{}\n{}\n{}\n{}",
+                    stamped.event_type,
+                    stamped.target.as_deref().unwrap_or_default(),
+                    stamped.source,
+                    lines(&stamped.tags)
+                ),
                 stamped.event_type.clone(),
-                stamped.source.clone(),
-                stamped.target.clone().unwrap_or_default(),
-                lines(&stamped.tags),
                 stamped.priority.rank().to_string(),
                 match &event.idempotency_key {
                     Some(_) => IDEMPOTENCY_WINDOW.as_millis().to_string(),
@@ -323,14 +339,14 @@ impl EventBus for RedisEventBus {
 
     async fn consumer(&self, options: ConsumerOptions) -> Result<Box<dyn EventConsumer>> {
         options.validate()?;
+        let wait = self.waits.of(&options.group);
         let consumer = consumer::RedisConsumer::new(
             self.store.clone(),
-            self.keys.queues.clone(),
-            self.keys.dead.clone(),
-            self.keys.stats.clone(),
+            &self.keys,
             self.clock.clone(),
             self.options,
             options,
+            wait,
         );
         consumer.create_groups().await?;
         Ok(Box::new(consumer))

@@ -1,6 +1,7 @@
 //! A member of a consumer group on the Redis bus: one delivery script per fetch.
 
-use super::{decode_event, from_ms, lines};
+use super::wait::GroupWait;
+use super::{decode_event, from_ms, lines, Keys};
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
 use crate::events::{
@@ -12,128 +13,28 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Subtracted from the clock's time before it is written as a delivery time, so that it
 /// is always in Redis's past (Redis replaces a future delivery time with its own now).
 const STAMP_SHIFT_MS: i64 = 1_000_000_000_000;
 
+/// After a look for deliveries whose visibility timeout ran out found none left, how long
+/// (on the bus clock) a consumer waits before it looks again: scanning the pending list
+/// costs Redis time in proportion to the events in flight, too much for every fetch of a
+/// busy consumer. A tenth of the visibility timeout when that is shorter; an expired
+/// delivery comes back this much late at most.
+const CLAIM_EVERY_MS: i64 = 100;
+
+/// Most events one fetch takes (the most `prefetch` allows).
+const MOST_FETCHED: usize = 1000;
+
 /// Most handed-out events whose stream a consumer remembers.
 const ORIGIN_LIMIT: usize = 100_000;
 
-const TAKE: &str = r#"
-local DEAD, STATS = KEYS[5], KEYS[6]
-local GROUP, CONSUMER = ARGV[1], ARGV[2]
-local NOW, VIS, MAXD = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local COUNT, DEADMAX, SHIFT = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local TYPES, TAGS, SOURCES, MAXSTAT = ARGV[9], ARGV[10], ARGV[11], tonumber(ARGV[12])
-local t = redis.call('TIME')
-local server = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local minidle = VIS + server - NOW + SHIFT
-if minidle < 1 then minidle = 1 end
-local stamp = string.format('%d', NOW - SHIFT)
--- Counters are added up here and written once per field at the end.
-local counts, claims = {}, {}
-local function stat(kind, etype)
-  local field = kind .. '|' .. etype
-  counts[field] = (counts[field] or 0) + 1
-end
-local function flush()
-  local full = redis.call('HLEN', STATS) >= MAXSTAT * 4
-  for field, n in pairs(counts) do
-    if full and redis.call('HEXISTS', STATS, field) == 0 then
-      field = string.match(field, '^[^|]*') .. '|_other'
-    end
-    redis.call('HINCRBY', STATS, field, n)
-  end
-  -- Stamp this batch's deliveries with the clock's time (one XCLAIM per stream).
-  for i, ids in pairs(claims) do
-    table.insert(ids, 'TIME')
-    table.insert(ids, stamp)
-    table.insert(ids, 'JUSTID')
-    redis.call('XCLAIM', KEYS[i], GROUP, CONSUMER, 0, unpack(ids))
-  end
-end
-local function claim(i, id)
-  if not claims[i] then claims[i] = {} end
-  table.insert(claims[i], id)
-end
-local function fields(flat)
-  local f = {}
-  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  return f
-end
-local function listed(list, value)
-  return list == '' or string.find('\n' .. list .. '\n', '\n' .. value .. '\n', 1, true) ~= nil
-end
-local function wanted(f)
-  if f.r ~= '' and f.r ~= GROUP then return false end
-  if not listed(TYPES, f.t) or not listed(SOURCES, f.s) then return false end
-  if TAGS == '' then return true end
-  for tag in string.gmatch(f.g, '[^\n]+') do
-    if listed(TAGS, tag) then return true end
-  end
-  return false
-end
-local function park(id, f, deliveries, reason)
-  redis.call('LPUSH', DEAD, cjson.encode({eventId = id, event = f and f.e or '', group = GROUP,
-    deliveries = deliveries, reason = reason, at = NOW}))
-  redis.call('LTRIM', DEAD, 0, DEADMAX - 1)
-  if f then stat('dead', f.t) end
-end
-local out = {}
-for i = 1, 4 do
-  if #out >= COUNT then break end
-  local claimed = redis.call('XAUTOCLAIM', KEYS[i], GROUP, CONSUMER, minidle, '0-0',
-    'COUNT', COUNT - #out)
-  for _, entry in ipairs(claimed[2]) do
-    local id = entry[1]
-    if type(entry[2]) == 'table' then
-      local f = fields(entry[2])
-      local pending = redis.call('XPENDING', KEYS[i], GROUP, id, id, 1)
-      local n = tonumber(pending[1][4])
-      if n > MAXD then
-        redis.call('XACK', KEYS[i], GROUP, id)
-        park(id, f, n - 1, 'not acknowledged after ' .. (n - 1) .. ' deliveries')
-      else
-        claim(i, id)
-        stat('redelivered', f.t)
-        table.insert(out, {id, f.e, n})
-      end
-    end
-  end
-  for _, id in ipairs(claimed[3] or {}) do
-    park(id, nil, 0, 'trimmed from the backlog before it was acknowledged')
-  end
-end
-for i = 1, 4 do
-  while #out < COUNT do
-    local r = redis.call('XREADGROUP', 'GROUP', GROUP, CONSUMER, 'COUNT', COUNT - #out,
-      'STREAMS', KEYS[i], '>')
-    if not r or not r[1] or #r[1][2] == 0 then break end
-    for _, entry in ipairs(r[1][2]) do
-      local id = entry[1]
-      local f = fields(entry[2])
-      if wanted(f) then
-        claim(i, id)
-        stat('delivered', f.t)
-        table.insert(out, {id, f.e, 1})
-      else
-        redis.call('XACK', KEYS[i], GROUP, id)
-      end
-    end
-  end
-end
-flush()
-local tails = {}
-if #out == 0 then
-  for i = 1, 4 do
-    local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
-    tails[i] = last[1] and last[1][1] or '0-0'
-  end
-end
-return {out, tails}
-"#;
+/// The delivery script: redeliveries due, then new events, most urgent first.
+const TAKE: &str = include_str!("redis_take.lua");
 
 /// A dead letter as the delivery script writes it.
 #[derive(Deserialize)]
@@ -176,23 +77,27 @@ pub(super) struct RedisConsumer {
     origin: HashMap<String, usize>,
     /// A connection of its own for blocking waits, opened on first need.
     waiter: Option<ConnectionManager>,
+    /// Clock time (ms) of the last fetch that looked for expired deliveries and found
+    /// none left; `None` to look on the next fetch.
+    claimed_at: Option<i64>,
+    /// Shared by the group's consumers in this process, to wait without a herd.
+    wait: Arc<GroupWait>,
 }
 
 impl RedisConsumer {
     pub(super) fn new(
         store: RedisStore,
-        queues: [String; 4],
-        dead: String,
-        stats: String,
+        keys: &Keys,
         clock: SharedClock,
         bus: BusOptions,
         options: ConsumerOptions,
+        wait: Arc<GroupWait>,
     ) -> Self {
         Self {
             store,
-            queues,
-            dead,
-            stats,
+            queues: keys.queues.clone(),
+            dead: keys.dead.clone(),
+            stats: keys.stats.clone(),
             clock,
             bus,
             options,
@@ -200,6 +105,8 @@ impl RedisConsumer {
             buffer: Default::default(),
             origin: HashMap::new(),
             waiter: None,
+            claimed_at: None,
+            wait,
         }
     }
 
@@ -219,22 +126,28 @@ impl RedisConsumer {
         Ok(())
     }
 
-    /// Run the delivery script once: the fetched deliveries, or the streams' tails to
-    /// wait on when there were none.
-    async fn fetch(&mut self) -> Result<(Vec<Delivery>, Vec<String>)> {
+    /// Run the delivery script once: the fetched deliveries; how far it read each stream
+    /// goes to the group's [`GroupWait`].
+    async fn fetch(&mut self, count: usize) -> Result<Vec<Delivery>> {
+        let now = self.clock.now_ms();
+        let vis = i64::try_from(self.options.visibility_timeout.as_millis()).unwrap_or(i64::MAX);
+        let claim = self
+            .claimed_at
+            .is_none_or(|at| now < at || now - at >= (vis / 10).min(CLAIM_EVERY_MS));
         let args = [
             self.options.group.clone(),
             self.options.consumer.clone(),
-            self.clock.now_ms().to_string(),
+            now.to_string(),
             self.options.visibility_timeout.as_millis().to_string(),
             self.options.max_deliveries.to_string(),
-            self.options.prefetch.to_string(),
+            count.to_string(),
             self.bus.dead_letters.to_string(),
             STAMP_SHIFT_MS.to_string(),
             lines(&self.options.filter.types),
             lines(&self.options.filter.tags),
             lines(&self.options.filter.sources),
             MAX_STAT_TYPES.to_string(),
+            u8::from(claim).to_string(),
         ];
         let run = || {
             self.store.retry(|mut conn| {
@@ -257,8 +170,13 @@ impl RedisConsumer {
             }
             other => other?,
         };
-        let (rows, tails): (Vec<(String, String, u32)>, Vec<String>) =
+        let (rows, tails, left): (Vec<(String, String, u32)>, Vec<String>, u8) =
             redis::from_redis_value(value)?;
+        self.wait.learn(&tails);
+        if claim {
+            // Look again at once while there may be more; else once the clock moved on.
+            self.claimed_at = (left == 0).then_some(now);
+        }
         let mut deliveries = Vec::with_capacity(rows.len());
         for (id, json, count) in rows {
             match decode_event(&id, &json) {
@@ -276,7 +194,48 @@ impl RedisConsumer {
                 Err(err) => tracing::warn!(error = %err, id, "a malformed event stays unacked"),
             }
         }
-        Ok((deliveries, tails))
+        Ok(deliveries)
+    }
+
+    /// Fetch up to `count` deliveries into the empty buffer, waiting up to `wait` for the
+    /// first; the buffer stays empty when none came.
+    ///
+    /// While waiting, this consumer either watches for news on behalf of the group's idle
+    /// consumers in this process (and keeps that role through the fetch the news leads
+    /// to), or waits its turn to watch; see `redis_wait.rs`.
+    async fn fill(&mut self, count: usize, wait: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut watching = None;
+        let mut fetch = true;
+        loop {
+            if fetch {
+                let fetched = self.fetch(count).await?;
+                if !fetched.is_empty() {
+                    self.buffer.extend(fetched);
+                    return Ok(());
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            // Redeliveries come due with the clock, not with a publish: look again soon.
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            if watching.is_none() {
+                watching = self.wait.watch();
+            }
+            fetch = true;
+            match (&watching, self.wait.tails()) {
+                (Some(_), Some(tails)) => self.wait_for_news(&tails, nap).await?,
+                (Some(_), None) => tokio::time::sleep(nap).await,
+                (None, _) => {
+                    // Handed the role: watch from where the last fetch left off first.
+                    fetch = tokio::time::timeout(nap, self.wait.wait_turn())
+                        .await
+                        .is_err();
+                }
+            }
+        }
     }
 
     /// Block up to `wait` until any priority stream has an entry after `tails`.
@@ -304,28 +263,23 @@ impl RedisConsumer {
 #[async_trait]
 impl EventConsumer for RedisConsumer {
     async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(delivery) = self.buffer.pop_front() {
-                return Ok(Some(delivery));
-            }
-            let (fetched, tails) = self.fetch().await?;
-            if !fetched.is_empty() {
-                self.buffer.extend(fetched);
-                continue;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            // Redeliveries come due with the clock, not with a publish: look again soon.
-            let nap = (deadline - now).min(Duration::from_millis(250));
-            if tails.len() == self.queues.len() {
-                self.wait_for_news(&tails, nap).await?;
-            } else {
-                tokio::time::sleep(nap).await;
-            }
+        if self.buffer.is_empty() {
+            let count = self.options.prefetch;
+            self.fill(count, wait).await?;
         }
+        Ok(self.buffer.pop_front())
+    }
+
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        if self.buffer.is_empty() {
+            let count = max.clamp(self.options.prefetch, MOST_FETCHED);
+            self.fill(count, wait).await?;
+        }
+        let take = max.min(self.buffer.len());
+        Ok(self.buffer.drain(..take).collect())
     }
 
     async fn ack(&mut self, id: &str) -> Result<bool> {

@@ -8,45 +8,66 @@ use redis::Script;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Publishes `ARGV[1]` events. `ARGV[2..5]`: history length, oldest ms kept, backlog,
-/// most stat types. Then 8 arguments per event: ms, JSON, type, source, target, tags,
-/// priority rank, idempotency window (`''` for none). `KEYS`: history, stats, the four
-/// priority streams, then one idempotency key per event (history when it has none).
-/// Answers `{fresh, id}` per event, `fresh` 0 when the key had been used already.
+/// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
+/// most stat types, the live channel. Then 6 arguments per event: ms, JSON, meta (type,
+/// target, source, then the tags, one per line), type, priority rank, idempotency window
+/// (`''` for none). `KEYS`: history,
+/// stats, the four priority streams, then the idempotency key of each event that has one,
+/// in order. Answers `{fresh, id}` per event, `fresh` 0 when the key had been used
+/// already. The new events go to the live channel as one message (see `redis_live.rs`).
+///
+/// History is trimmed and the stats are counted once per call rather than once per
+/// event: the script runs atomically, so nobody sees the difference.
 const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local most = tonumber(ARGV[5]) * 4
-local out = {}
+local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
+local out, counts, news, k = {}, {}, {}, 6
 for i = 1, n do
-  local a = 5 + (i - 1) * 8
-  local ms, window, once = ARGV[a + 1], ARGV[a + 8], KEYS[6 + i]
-  local first = window ~= '' and redis.call('GET', once)
+  local a = 6 + (i - 1) * 6
+  local ms, e, m, t, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 6]
+  local once, first = nil, false
+  if window ~= '' then
+    k = k + 1
+    once = KEYS[k]
+    first = redis.call('GET', once)
+  end
   if first then
     out[i] = {0, first}
   else
-    local fields = {'e', ARGV[a + 2], 't', ARGV[a + 3], 's', ARGV[a + 4], 'r', ARGV[a + 5], 'g', ARGV[a + 6]}
-    local id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, ms .. '-*', unpack(fields))
+    local id = redis.pcall('XADD', HIST, ms .. '-*', 'm', m, 'e', e)
     if type(id) == 'table' and id.err then
       -- The clock is behind the newest entry (another replica's clock, or a clock set
       -- back): keep the newest entry's millisecond so ids stay ordered.
       local last = redis.call('XREVRANGE', HIST, '+', '-', 'COUNT', 1)
       local at = last[1] and string.match(last[1][1], '^(%d+)-') or ms
-      id = redis.pcall('XADD', HIST, 'MAXLEN', hlen, at .. '-*', unpack(fields))
+      id = redis.pcall('XADD', HIST, at .. '-*', 'm', m, 'e', e)
       if type(id) == 'table' and id.err then
-        id = redis.call('XADD', HIST, 'MAXLEN', hlen, '*', unpack(fields))
+        id = redis.call('XADD', HIST, '*', 'm', m, 'e', e)
       end
     end
-    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 7])], 'MAXLEN', '~', backlog, id, unpack(fields))
-    local t = ARGV[a + 3]
-    if redis.call('HLEN', STATS) >= most
-      and redis.call('HEXISTS', STATS, 'published|' .. t) == 0 then t = '_other' end
-    redis.call('HINCRBY', STATS, 'published|' .. t, 1)
-    if window ~= '' then redis.call('SET', once, id, 'PX', window) end
+    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 5])], 'MAXLEN', '~', backlog, id,
+      'm', m, 'e', e)
+    counts[t] = (counts[t] or 0) + 1
+    if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = {1, id}
+    local line = #news
+    news[line + 1], news[line + 2], news[line + 3], news[line + 4] = id, ' ', e, '\n'
   end
 end
+redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
+for t, c in pairs(counts) do
+  local field = 'published|' .. t
+  if redis.call('HLEN', STATS) >= most and redis.call('HEXISTS', STATS, field) == 0 then
+    field = 'published|_other'
+  end
+  redis.call('HINCRBY', STATS, field, c)
+end
+if #news > 0 then
+  news[#news] = nil
+  redis.call('PUBLISH', LIVE, table.concat(news))
+end
 return out
 "#;
 
@@ -54,14 +75,14 @@ return out
 const MOST: usize = 256;
 
 /// One event ready to send: its idempotency key (the full Redis key), the oldest history
-/// time to keep when it is published, and its 8 script arguments.
+/// time to keep when it is published, and its 6 script arguments.
 pub(super) struct Outgoing {
     /// Oldest history time (ms) to keep, read from the clock at publish.
     pub oldest_ms: i64,
     /// Key holding the id published under the event's idempotency key, if it has one.
     pub once: Option<String>,
-    /// ms, JSON, type, source, target, tags, priority rank, idempotency window.
-    pub args: [String; 8],
+    /// ms, JSON, meta, type, priority rank, idempotency window.
+    pub args: [String; 6],
 }
 
 /// What the script answers for one event: whether it was stored now, and its id.
@@ -82,6 +103,8 @@ pub(super) struct Publisher {
     pub backlog: String,
     /// Most distinct event types counted in stats.
     pub max_types: String,
+    /// The live channel.
+    pub channel: String,
     /// The batch script.
     pub script: Script,
 }
@@ -101,15 +124,16 @@ impl Publisher {
                 for key in &self.keys {
                     invocation.key(key);
                 }
-                for event in events {
-                    invocation.key(event.once.as_deref().unwrap_or(&self.keys[0]));
+                for once in events.iter().filter_map(|e| e.once.as_deref()) {
+                    invocation.key(once);
                 }
                 invocation
                     .arg(events.len())
                     .arg(&self.history_len)
                     .arg(oldest_ms)
                     .arg(&self.backlog)
-                    .arg(&self.max_types);
+                    .arg(&self.max_types)
+                    .arg(&self.channel);
                 for event in events {
                     for arg in &event.args {
                         invocation.arg(arg);
