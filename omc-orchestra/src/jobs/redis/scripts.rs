@@ -54,6 +54,12 @@ local FIELDS = {'id', 'type', 'data', 'pri', 'state', 'att', 'max', 'bk', 'bd', 
   'cr', 'ra', 'st', 'fi', 'wk', 'pg', 'rs', 'er', 'cx', 'tok', 'lu'}
 local function jk(id) return JB .. id end
 local function fmt(n) return string.format("%d", n) end
+-- One command over a long list of arguments, in chunks Lua can unpack.
+local function chunked(cmd, key, list)
+  for i = 1, #list, 500 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 499, #list)))
+  end
+end
 local function score(k)
   local h = redis.call('HMGET', k, 'pri', 'seq')
   return tonumber(h[1]) * 1e13 + tonumber(h[2])
@@ -123,39 +129,51 @@ local function maintain(limit)
   end
   return #due, stalled
 end
+-- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
+-- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
 local function take(max, worker, tokbase, leasems, first_type)
   local out = {}
   if max <= 0 then return out end
-  local ids
-  if first_type > #ARGV then
-    ids = redis.call('ZRANGE', WAIT, 0, max - 1)
-  else
-    local types = {}
+  local types
+  if first_type <= #ARGV then
+    types = {}
     for i = first_type, #ARGV do types[ARGV[i]] = true end
-    ids = {}
-    for _, id in ipairs(redis.call('ZRANGE', WAIT, 0, 999)) do
-      if types[redis.call('HGET', jk(id), 'type')] then
-        table.insert(ids, id)
-        if #ids >= max then break end
+  end
+  local st, lu = fmt(NOW), fmt(NOW + leasems)
+  local gone, leased, waited = {}, {}, 0
+  local from, width = 0, max
+  while from < 1000 do
+    if from + width > 1000 then width = 1000 - from end
+    local ids = redis.call('ZRANGE', WAIT, from, from + width - 1)
+    for _, id in ipairs(ids) do
+      local k = jk(id)
+      local row = redis.call('HMGET', k, unpack(FIELDS))
+      if not row[1] then
+        table.insert(gone, id)
+      elseif not types or types[row[2]] then
+        local n = #out + 1
+        local tok = tokbase .. ':' .. n
+        local att = fmt(tonumber(row[6]) + 1)
+        redis.call('HSET', k, 'att', att, 'state', 'active', 'st', st, 'wk', worker,
+          'tok', tok, 'lu', lu)
+        row[5], row[6], row[15], row[17], row[22], row[23] = 'active', att, st, worker, tok, lu
+        out[n] = row
+        table.insert(gone, id)
+        table.insert(leased, lu)
+        table.insert(leased, id)
+        local wait = NOW - tonumber(row[14])
+        if wait > 0 then waited = waited + wait end
+        if n >= max then break end
       end
     end
+    if #out >= max or #ids < width then break end
+    from = from + width
+    width = width * 2
   end
-  if #ids > 0 then redis.call('ZREM', WAIT, unpack(ids)) end
-  local lu = NOW + leasems
-  for i, id in ipairs(ids) do
-    local k = jk(id)
-    local ra = redis.call('HGET', k, 'ra')
-    if ra then
-      redis.call('HINCRBY', k, 'att', 1)
-      redis.call('HSET', k, 'state', 'active', 'st', fmt(NOW), 'wk', worker,
-        'tok', tokbase .. ':' .. i, 'lu', fmt(lu))
-      redis.call('ZADD', ACTIVE, lu, id)
-      local wait = NOW - tonumber(ra)
-      bucket('s', 1)
-      if wait > 0 then bucket('w', wait) end
-      table.insert(out, redis.call('HMGET', k, unpack(FIELDS)))
-    end
-  end
+  chunked('ZREM', WAIT, gone)
+  chunked('ZADD', ACTIVE, leased)
+  if #out > 0 then bucket('s', #out) end
+  if waited > 0 then bucket('w', waited) end
   return out
 end
 local function held(id, token)
@@ -165,19 +183,43 @@ local function held(id, token)
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
   return k, 'ok'
 end
-local function complete_one(id, token, result)
+-- Completions so far: ids to take out of ACTIVE, (score, id) pairs for COMPLETED.
+local done_ids, done_kept = {}, {}
+-- Complete a held job. Kept completed jobs are trimmed later; when none are kept
+-- (KEEPC 0) the job goes at once. With `reply`, the job as completed comes back.
+local function complete_one(id, token, result, reply)
   local k = jk(id)
   local h = redis.call('HMGET', k, 'state', 'tok', 'st', 'uk')
   if not h[1] then return nil, 'missing' end
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
-  redis.call('ZREM', ACTIVE, id)
-  redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', fmt(NOW), 'tok', '')
+  table.insert(done_ids, id)
   if h[4] and redis.call('HGET', UNIQUE, h[4]) == id then redis.call('HDEL', UNIQUE, h[4]) end
-  redis.call('ZADD', COMPLETED, NOW, id)
   bucket('c', 1)
   bucket('r', NOW - tonumber(h[3]))
-  return k, 'ok'
+  local job = true
+  if KEEPC > 0 or reply then
+    redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', fmt(NOW), 'tok', '')
+    if reply then job = redis.call('HGETALL', k) end
+  end
+  if KEEPC > 0 then
+    table.insert(done_kept, NOW)
+    table.insert(done_kept, id)
+  else
+    redis.call('DEL', k)
+  end
+  return job, 'ok'
 end
+-- Move the completions so far out of ACTIVE (and into COMPLETED): before anything
+-- else reads ACTIVE.
+local function completed()
+  chunked('ZREM', ACTIVE, done_ids)
+  chunked('ZADD', COMPLETED, done_kept)
+  done_ids, done_kept = {}, {}
+end
+-- The sequence, read once per call and written back by `enqueued`.
+local seq_at
+-- (score, id) pairs for WAIT and DELAYED, added by `enqueued`.
+local to_wait, to_delay = {}, {}
 local function enqueue(id, a)
   local uk = ARGV[a + 1]
   if uk ~= '' then
@@ -185,26 +227,41 @@ local function enqueue(id, a)
     if ex and redis.call('EXISTS', jk(ex)) == 1 then return ex, false end
   end
   if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
-  local seq = redis.call('INCR', SEQ)
+  if not seq_at then seq_at = tonumber(redis.call('GET', SEQ) or '0') end
+  seq_at = seq_at + 1
+  local seq = seq_at
   if id == '' then id = fmt(seq) end
-  local k = jk(id)
   local ra = tonumber(ARGV[a + 10])
-  redis.call('HSET', k, 'id', id, 'seq', fmt(seq), 'type', ARGV[a + 2], 'data', ARGV[a + 3],
+  local state = 'waiting'
+  if ra > NOW then state = 'delayed' end
+  local f = {'id', id, 'seq', fmt(seq), 'type', ARGV[a + 2], 'data', ARGV[a + 3],
     'pri', ARGV[a + 4], 'max', ARGV[a + 5], 'bk', ARGV[a + 6], 'bd', ARGV[a + 7],
-    'bj', ARGV[a + 8], 'att', 0, 'cr', fmt(NOW), 'ra', fmt(ra), 'cx', '0')
-  if ARGV[a + 9] ~= '' then redis.call('HSET', k, 'to', ARGV[a + 9]) end
+    'bj', ARGV[a + 8], 'att', '0', 'cr', fmt(NOW), 'ra', fmt(ra), 'cx', '0', 'state', state}
+  if ARGV[a + 9] ~= '' then
+    table.insert(f, 'to')
+    table.insert(f, ARGV[a + 9])
+  end
   if uk ~= '' then
-    redis.call('HSET', k, 'uk', uk)
+    table.insert(f, 'uk')
+    table.insert(f, uk)
     redis.call('HSET', UNIQUE, uk, id)
   end
+  redis.call('HSET', jk(id), unpack(f))
   if ra > NOW then
-    redis.call('HSET', k, 'state', 'delayed')
-    redis.call('ZADD', DELAYED, ra, id)
+    table.insert(to_delay, ra)
+    table.insert(to_delay, id)
   else
-    redis.call('HSET', k, 'state', 'waiting')
-    redis.call('ZADD', WAIT, tonumber(ARGV[a + 4]) * 1e13 + seq, id)
+    table.insert(to_wait, tonumber(ARGV[a + 4]) * 1e13 + seq)
+    table.insert(to_wait, id)
   end
   return id, true
+end
+-- Record the sequence and queue the jobs `enqueue` stored.
+local function enqueued()
+  if seq_at then redis.call('SET', SEQ, fmt(seq_at)) end
+  chunked('ZADD', WAIT, to_wait)
+  chunked('ZADD', DELAYED, to_delay)
+  to_wait, to_delay = {}, {}
 end
 "#;
 
@@ -216,6 +273,7 @@ for i = 0, tonumber(ARGV[8]) - 1 do
   if created then table.insert(out, {'1', id})
   else table.insert(out, {'0', redis.call('HGETALL', jk(id))}) end
 end
+enqueued()
 return out
 "#;
 
@@ -230,9 +288,9 @@ return taken
 /// ARGV[8] id, [9] token, [10] result, [11] next max, [12] worker, [13] token base,
 /// [14] lease ms, [15..] types.
 pub(super) const COMPLETE: &str = r#"
-local k, status = complete_one(ARGV[8], ARGV[9], ARGV[10])
-if not k then return {status} end
-local job = redis.call('HGETALL', k)
+local job, status = complete_one(ARGV[8], ARGV[9], ARGV[10], true)
+if not job then return {status} end
+completed()
 trim_all()
 local next = {}
 if tonumber(ARGV[11]) > 0 then
@@ -250,9 +308,10 @@ local n = tonumber(ARGV[8])
 local statuses = {}
 for i = 0, n - 1 do
   local b = 9 + i * 3
-  local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2])
+  local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2], false)
   table.insert(statuses, status)
 end
+completed()
 trim_all()
 local f = 9 + n * 3
 local next = {}
@@ -367,6 +426,7 @@ local last = redis.call('HGET', SCHEDLAST, sid)
 if last and tonumber(last) >= tick then return {'skip'} end
 redis.call('HSET', SCHEDLAST, sid, ARGV[9])
 local id = enqueue(ARGV[10], 10)
+enqueued()
 return {'ok', redis.call('HGETALL', jk(id))}
 "#;
 
