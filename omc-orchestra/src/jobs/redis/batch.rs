@@ -68,13 +68,13 @@ impl Inner {
             args.push(job.id.clone().unwrap_or_default());
             args.extend(self.job_args(job, now)?);
         }
-        let rows: Vec<(String, Value)> =
+        let rows: Vec<Value> =
             redis::from_redis_value(self.run_at(now_ms, &self.scripts.enqueue, &args).await?)?;
         rows.into_iter()
             .zip(jobs)
-            .map(|((created, reply), new)| match created.as_str() {
-                "1" => Ok(fresh_job(new, redis::from_redis_value(reply)?, now)),
-                _ => super::parse::job_from(reply),
+            .map(|(reply, new)| match reply {
+                Value::Array(_) => super::parse::job_from(reply),
+                id => Ok(fresh_job(new, redis::from_redis_value(id)?, now)),
             })
             .collect()
     }

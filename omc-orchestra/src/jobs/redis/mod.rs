@@ -33,7 +33,7 @@ use crate::{Error, Result};
 use async_trait::async_trait;
 use batch::{enqueue_in_batches, PendingEnqueue};
 use chrono::{DateTime, Utc};
-use parse::{job_from, leases_from, stats_from, status_of};
+use parse::{job_from, leases_from, stats_from, status_of, Taking};
 use redis::{Script, Value};
 use scripts::Scripts;
 use std::collections::HashMap;
@@ -174,15 +174,23 @@ impl Inner {
         ])
     }
 
-    fn fetch_args(request: &FetchRequest) -> Vec<String> {
-        let mut args = vec![
+    /// The fetch arguments of `request` (appended to `args`), and what reading the
+    /// leases back needs.
+    fn fetch_args(&self, request: &FetchRequest, args: &mut Vec<String>) -> Taking {
+        let taking = Taking {
+            now_ms: self.clock.now_ms(),
+            worker: request.worker.clone(),
+            token_base: format!("{}:{}:", request.worker, uuid::Uuid::new_v4().simple()),
+            lease_ms: request.lease.as_millis().min(i64::MAX as u128) as i64,
+        };
+        args.extend([
             request.max.to_string(),
             request.worker.clone(),
-            format!("{}:{}", request.worker, uuid::Uuid::new_v4().simple()),
-            ms(request.lease),
-        ];
+            taking.token_base.clone(),
+            taking.lease_ms.to_string(),
+        ]);
         args.extend(request.types.iter().cloned());
-        args
+        taking
     }
 
     async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
@@ -229,11 +237,13 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn fetch_batch(&self, request: &FetchRequest) -> Result<Vec<JobLease>> {
+        let mut args = Vec::with_capacity(4 + request.types.len());
+        let taking = self.inner.fetch_args(request, &mut args);
         let reply = self
             .inner
-            .run(&self.inner.scripts.fetch, &Inner::fetch_args(request))
+            .run_at(taking.now_ms, &self.inner.scripts.fetch, &args)
             .await?;
-        leases_from(reply)
+        leases_from(reply, &taking)
     }
 
     async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<LeaseRenewal> {
@@ -277,14 +287,14 @@ impl JobQueue for RedisJobQueue {
         next: &FetchRequest,
     ) -> Result<(Job, Vec<JobLease>)> {
         let mut args = vec![id.into(), token.into(), serde_json::to_string(&result)?];
-        args.extend(Inner::fetch_args(next));
-        let mut parts = self
+        let taking = self.inner.fetch_args(next, &mut args);
+        let reply = self
             .inner
-            .held_op(&self.inner.scripts.complete, id, args)
-            .await?
-            .into_iter();
+            .run_at(taking.now_ms, &self.inner.scripts.complete, &args)
+            .await?;
+        let mut parts = status_of(reply, id)?.into_iter();
         let job = job_from(parts.next().unwrap_or(Value::Nil))?;
-        let leases = leases_from(parts.next().unwrap_or(Value::Nil))?;
+        let leases = leases_from(parts.next().unwrap_or(Value::Nil), &taking)?;
         Ok((job, leases))
     }
 
@@ -302,10 +312,10 @@ impl JobQueue for RedisJobQueue {
                 serde_json::to_string(&c.result)?,
             ]);
         }
-        args.extend(Inner::fetch_args(next));
+        let taking = self.inner.fetch_args(next, &mut args);
         let (statuses, leases): (Vec<String>, Value) = redis::from_redis_value(
             self.inner
-                .run(&self.inner.scripts.complete_many, &args)
+                .run_at(taking.now_ms, &self.inner.scripts.complete_many, &args)
                 .await?,
         )?;
         let outcomes = statuses
@@ -313,7 +323,7 @@ impl JobQueue for RedisJobQueue {
             .zip(done)
             .map(|(status, c)| parse::outcome(status, &c.id))
             .collect();
-        Ok((outcomes, leases_from(leases)?))
+        Ok((outcomes, leases_from(leases, &taking)?))
     }
 
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {

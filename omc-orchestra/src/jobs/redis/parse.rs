@@ -29,11 +29,23 @@ pub(super) fn job_from_map(f: HashMap<String, String>) -> Result<Job> {
     job_from_fields(&|k| f.get(k))
 }
 
-/// The job fields a fetch answers, in this order (the scripts' `FIELDS`).
-const FIELDS: [&str; 23] = [
-    "id", "type", "data", "pri", "state", "att", "max", "bk", "bd", "bj", "uk", "to", "cr", "ra",
-    "st", "fi", "wk", "pg", "rs", "er", "cx", "tok", "lu",
+/// The job fields a fetch answers, in this order (the scripts' `TAKEN`), then the id.
+const TAKEN: [&str; 15] = [
+    "type", "data", "pri", "att", "max", "bk", "bd", "bj", "uk", "to", "cr", "ra", "pg", "er", "cx",
 ];
+
+/// What a fetch asked for: with its answer, the whole leases.
+#[derive(Debug)]
+pub(super) struct Taking {
+    /// The time the script ran at (ms).
+    pub(super) now_ms: i64,
+    /// Who takes the jobs.
+    pub(super) worker: String,
+    /// Each token is this followed by the job id.
+    pub(super) token_base: String,
+    /// How long the leases last (ms).
+    pub(super) lease_ms: i64,
+}
 
 /// A job from a lookup of its fields.
 fn job_from_fields<'a>(look: &dyn Fn(&str) -> Option<&'a String>) -> Result<Job> {
@@ -82,25 +94,37 @@ pub(super) fn job_from(value: Value) -> Result<Job> {
     job_from_map(map)
 }
 
-/// Leases from a list of `HGETALL` replies of freshly leased jobs.
-pub(super) fn leases_from(value: Value) -> Result<Vec<JobLease>> {
+/// Leases from a fetch's answer: each job's `TAKEN` fields, then its id.
+pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>> {
     let rows: Vec<Vec<Option<String>>> = match value {
         Value::Nil => Vec::new(),
         other => redis::from_redis_value(other)?,
     };
+    let started_at =
+        DateTime::from_timestamp_millis(taking.now_ms).ok_or_else(|| malformed("st"))?;
+    let expires_at = DateTime::from_timestamp_millis(taking.now_ms.saturating_add(taking.lease_ms))
+        .ok_or_else(|| malformed("lu"))?;
+    let active = JobState::Active.as_str().to_owned();
     rows.into_iter()
-        .map(|row| {
-            let look = |k: &str| {
-                let at = FIELDS.iter().position(|f| *f == k)?;
-                row.get(at)?.as_ref()
+        .map(|mut row| {
+            let id = row
+                .get_mut(TAKEN.len())
+                .and_then(Option::take)
+                .ok_or_else(|| malformed("id"))?;
+            let look = |k: &str| match k {
+                "id" => Some(&id),
+                "state" => Some(&active),
+                _ => TAKEN
+                    .iter()
+                    .position(|f| *f == k)
+                    .and_then(|i| row.get(i)?.as_ref()),
             };
-            let token = look("tok").cloned().ok_or_else(|| malformed("tok"))?;
-            let expires_at = look("lu")
-                .and_then(|v| time(v))
-                .ok_or_else(|| malformed("lu"))?;
+            let mut job = job_from_fields(&look)?;
+            job.started_at = Some(started_at);
+            job.worker = Some(taking.worker.clone());
             Ok(JobLease {
-                job: job_from_fields(&look)?,
-                token,
+                token: format!("{}{}", taking.token_base, job.id),
+                job,
                 expires_at,
             })
         })
@@ -133,11 +157,15 @@ pub(super) fn first_job(parts: Vec<Value>) -> Result<Job> {
     job_from(parts.into_iter().next().unwrap_or(Value::Nil))
 }
 
-/// `{leaseEnd, cancelFlag}` of an extend reply.
+/// `{leaseEnd, cancelFlag}` of an extend reply (the lease end is a sorted set score).
 pub(super) fn renewal_from(parts: Vec<Value>) -> Result<LeaseRenewal> {
-    let (until, cancel): (String, Option<String>) = redis::from_redis_value(Value::Array(parts))?;
+    let (until, cancel): (Option<String>, Option<String>) =
+        redis::from_redis_value(Value::Array(parts))?;
+    let until = until
+        .and_then(|u| u.parse::<f64>().ok())
+        .and_then(|u| DateTime::from_timestamp_millis(u as i64));
     Ok(LeaseRenewal {
-        expires_at: time(&until).ok_or_else(|| malformed("lu"))?,
+        expires_at: until.ok_or_else(|| malformed("lease end"))?,
         cancel_requested: cancel.is_some_and(|c| c == "1"),
     })
 }

@@ -46,12 +46,13 @@ impl Scripts {
 pub(super) const PRELUDE: &str = r#"
 local WAIT, DELAYED, ACTIVE, COMPLETED, FAILED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local UNIQUE, SEQ, SCHED, SCHEDLAST = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local NOW = tonumber(ARGV[1])
+local NOW, NOWS = tonumber(ARGV[1]), ARGV[1]
 local JB, MB = ARGV[2], ARGV[3]
 local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAXBACKOFF = 86400000
-local FIELDS = {'id', 'type', 'data', 'pri', 'state', 'att', 'max', 'bk', 'bd', 'bj', 'uk', 'to',
-  'cr', 'ra', 'st', 'fi', 'wk', 'pg', 'rs', 'er', 'cx', 'tok', 'lu'}
+-- What a fetch reads of each job; the rest of a leased job the caller knows already.
+local TAKEN = {'type', 'data', 'pri', 'att', 'max', 'bk', 'bd', 'bj', 'uk', 'to', 'cr', 'ra',
+  'pg', 'er', 'cx'}
 local function jk(id) return JB .. id end
 local function fmt(n) return string.format("%d", n) end
 -- One command over a long list of arguments, in chunks Lua can unpack.
@@ -131,6 +132,8 @@ local function maintain(limit)
 end
 -- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
 -- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
+-- Each comes back as its `TAKEN` fields (attempts already counted) and its id; its
+-- token is `tokbase .. id`, it started now and its lease ends `leasems` from now.
 local function take(max, worker, tokbase, leasems, first_type)
   local out = {}
   if max <= 0 then return out end
@@ -139,40 +142,40 @@ local function take(max, worker, tokbase, leasems, first_type)
     types = {}
     for i = first_type, #ARGV do types[ARGV[i]] = true end
   end
-  local st, lu = fmt(NOW), fmt(NOW + leasems)
-  local gone, leased, waited = {}, {}, 0
+  local lu = fmt(NOW + leasems)
+  local gone, leased, waited, n = {}, {}, 0, 0
   local from, width = 0, max
   while from < 1000 do
     if from + width > 1000 then width = 1000 - from end
     local ids = redis.call('ZRANGE', WAIT, from, from + width - 1)
     for _, id in ipairs(ids) do
       local k = jk(id)
-      local row = redis.call('HMGET', k, unpack(FIELDS))
+      local row = redis.call('HMGET', k, unpack(TAKEN))
       if not row[1] then
-        table.insert(gone, id)
-      elseif not types or types[row[2]] then
-        local n = #out + 1
-        local tok = tokbase .. ':' .. n
-        local att = fmt(tonumber(row[6]) + 1)
-        redis.call('HSET', k, 'att', att, 'state', 'active', 'st', st, 'wk', worker,
-          'tok', tok, 'lu', lu)
-        row[5], row[6], row[15], row[17], row[22], row[23] = 'active', att, st, worker, tok, lu
+        gone[#gone + 1] = id
+      elseif not types or types[row[1]] then
+        n = n + 1
+        local att = fmt(tonumber(row[4]) + 1)
+        redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
+          'tok', tokbase .. id)
+        row[4] = att
+        row[16] = id
         out[n] = row
-        table.insert(gone, id)
-        table.insert(leased, lu)
-        table.insert(leased, id)
-        local wait = NOW - tonumber(row[14])
+        gone[#gone + 1] = id
+        leased[2 * n - 1] = lu
+        leased[2 * n] = id
+        local wait = NOW - tonumber(row[12])
         if wait > 0 then waited = waited + wait end
         if n >= max then break end
       end
     end
-    if #out >= max or #ids < width then break end
+    if n >= max or #ids < width then break end
     from = from + width
     width = width * 2
   end
   chunked('ZREM', WAIT, gone)
   chunked('ZADD', ACTIVE, leased)
-  if #out > 0 then bucket('s', #out) end
+  if n > 0 then bucket('s', n) end
   if waited > 0 then bucket('w', waited) end
   return out
 end
@@ -183,8 +186,9 @@ local function held(id, token)
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
   return k, 'ok'
 end
--- Completions so far: ids to take out of ACTIVE, (score, id) pairs for COMPLETED.
-local done_ids, done_kept = {}, {}
+-- Completions so far: ids to take out of ACTIVE, (score, id) pairs for COMPLETED, the
+-- sum of their run times.
+local done_ids, done_kept, done_run = {}, {}, 0
 -- Complete a held job. Kept completed jobs are trimmed later; when none are kept
 -- (KEEPC 0) the job goes at once. With `reply`, the job as completed comes back.
 local function complete_one(id, token, result, reply)
@@ -192,18 +196,17 @@ local function complete_one(id, token, result, reply)
   local h = redis.call('HMGET', k, 'state', 'tok', 'st', 'uk')
   if not h[1] then return nil, 'missing' end
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
-  table.insert(done_ids, id)
+  done_ids[#done_ids + 1] = id
   if h[4] and redis.call('HGET', UNIQUE, h[4]) == id then redis.call('HDEL', UNIQUE, h[4]) end
-  bucket('c', 1)
-  bucket('r', NOW - tonumber(h[3]))
+  done_run = done_run + NOW - tonumber(h[3])
   local job = true
   if KEEPC > 0 or reply then
-    redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', fmt(NOW), 'tok', '')
+    redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', NOWS, 'tok', '')
     if reply then job = redis.call('HGETALL', k) end
   end
   if KEEPC > 0 then
-    table.insert(done_kept, NOW)
-    table.insert(done_kept, id)
+    done_kept[#done_kept + 1] = NOWS
+    done_kept[#done_kept + 1] = id
   else
     redis.call('DEL', k)
   end
@@ -212,9 +215,13 @@ end
 -- Move the completions so far out of ACTIVE (and into COMPLETED): before anything
 -- else reads ACTIVE.
 local function completed()
+  if #done_ids > 0 then
+    bucket('c', #done_ids)
+    bucket('r', done_run)
+  end
   chunked('ZREM', ACTIVE, done_ids)
   chunked('ZADD', COMPLETED, done_kept)
-  done_ids, done_kept = {}, {}
+  done_ids, done_kept, done_run = {}, {}, 0
 end
 -- The sequence, read once per call and written back by `enqueued`.
 local seq_at
@@ -229,30 +236,32 @@ local function enqueue(id, a)
   if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
   if not seq_at then seq_at = tonumber(redis.call('GET', SEQ) or '0') end
   seq_at = seq_at + 1
-  local seq = seq_at
-  if id == '' then id = fmt(seq) end
-  local ra = tonumber(ARGV[a + 10])
+  -- Zero-padded, so that the priority in front makes the wait score.
+  local seq = string.format('%013d', seq_at)
+  if id == '' then id = fmt(seq_at) end
+  local ra = ARGV[a + 10]
+  local delayed = tonumber(ra) > NOW
   local state = 'waiting'
-  if ra > NOW then state = 'delayed' end
-  local f = {'id', id, 'seq', fmt(seq), 'type', ARGV[a + 2], 'data', ARGV[a + 3],
+  if delayed then state = 'delayed' end
+  local f = {'id', id, 'seq', seq, 'type', ARGV[a + 2], 'data', ARGV[a + 3],
     'pri', ARGV[a + 4], 'max', ARGV[a + 5], 'bk', ARGV[a + 6], 'bd', ARGV[a + 7],
-    'bj', ARGV[a + 8], 'att', '0', 'cr', fmt(NOW), 'ra', fmt(ra), 'cx', '0', 'state', state}
+    'bj', ARGV[a + 8], 'att', '0', 'cr', NOWS, 'ra', ra, 'state', state}
   if ARGV[a + 9] ~= '' then
-    table.insert(f, 'to')
-    table.insert(f, ARGV[a + 9])
+    f[#f + 1] = 'to'
+    f[#f + 1] = ARGV[a + 9]
   end
   if uk ~= '' then
-    table.insert(f, 'uk')
-    table.insert(f, uk)
+    f[#f + 1] = 'uk'
+    f[#f + 1] = uk
     redis.call('HSET', UNIQUE, uk, id)
   end
   redis.call('HSET', jk(id), unpack(f))
-  if ra > NOW then
-    table.insert(to_delay, ra)
-    table.insert(to_delay, id)
+  if delayed then
+    to_delay[#to_delay + 1] = ra
+    to_delay[#to_delay + 1] = id
   else
-    table.insert(to_wait, tonumber(ARGV[a + 4]) * 1e13 + seq)
-    table.insert(to_wait, id)
+    to_wait[#to_wait + 1] = ARGV[a + 4] .. seq
+    to_wait[#to_wait + 1] = id
   end
   return id, true
 end
@@ -265,13 +274,14 @@ local function enqueued()
 end
 "#;
 
-/// ARGV[8] n, then n × (id or '', the ten job fields of `enqueue`).
+/// ARGV[8] n, then n × (id or '', the ten job fields of `enqueue`). Answers, per job, its
+/// id when it is new, else the existing job's fields.
 pub(super) const ENQUEUE: &str = r#"
 local out = {}
 for i = 0, tonumber(ARGV[8]) - 1 do
   local id, created = enqueue(ARGV[9 + i * 11], 9 + i * 11)
-  if created then table.insert(out, {'1', id})
-  else table.insert(out, {'0', redis.call('HGETALL', jk(id))}) end
+  if created then out[i + 1] = id
+  else out[i + 1] = redis.call('HGETALL', jk(id)) end
 end
 enqueued()
 return out
@@ -360,14 +370,9 @@ pub(super) const EXTEND: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
-if ARGV[10] ~= '' then
-  local lu = NOW + tonumber(ARGV[10])
-  redis.call('HSET', k, 'lu', fmt(lu))
-  redis.call('ZADD', ACTIVE, lu, id)
-end
+if ARGV[10] ~= '' then redis.call('ZADD', ACTIVE, fmt(NOW + tonumber(ARGV[10])), id) end
 if ARGV[11] ~= '' then redis.call('HSET', k, 'pg', ARGV[11]) end
-local h = redis.call('HMGET', k, 'lu', 'cx')
-return {'ok', h[1], h[2]}
+return {'ok', redis.call('ZSCORE', ACTIVE, id), redis.call('HGET', k, 'cx')}
 "#;
 
 /// ARGV[8] id, [9] token.
