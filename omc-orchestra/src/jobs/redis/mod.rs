@@ -13,7 +13,7 @@
 //! | `{prefix}:job:{queue}:seq` | string | the sequence (FIFO order and default ids) |
 //! | `{prefix}:job:{queue}:sched` | hash | schedule id → schedule JSON |
 //! | `{prefix}:job:{queue}:schedlast` | hash | schedule id → last fired tick (ms) |
-//! | `{prefix}:job:{queue}:j:{id}` | hash | one job; deleted when trimmed or cancelled |
+//! | `{prefix}:job:{queue}:j:{id}` | hash | one job (fields in `spec.rs`); deleted when trimmed or cancelled |
 //! | `{prefix}:job:{queue}:m:{minute}` | hash | per-minute figures; expire after an hour |
 //!
 //! Every transition is one Lua script that gets the time from the injected clock as an
@@ -22,6 +22,7 @@
 mod batch;
 mod parse;
 mod scripts;
+mod spec;
 
 use super::{
     tick_job_id, Completion, FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats,
@@ -33,9 +34,10 @@ use crate::{Error, Result};
 use async_trait::async_trait;
 use batch::{enqueue_in_batches, PendingEnqueue};
 use chrono::{DateTime, Utc};
-use parse::{job_from, leases_from, stats_from, status_of, Taking};
+use parse::{stats_from, status_of};
 use redis::{Script, Value};
 use scripts::Scripts;
+use spec::{job_from, leases_from, Taking};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -153,34 +155,13 @@ impl Inner {
             .await
     }
 
-    /// The ten enqueue arguments of a job (after its id).
-    fn job_args(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Vec<String>> {
-        let backoff = job.backoff.unwrap_or_default();
-        let kind = match backoff.kind {
-            super::BackoffKind::Fixed => "fixed",
-            super::BackoffKind::Exponential => "exponential",
-        };
-        Ok(vec![
-            job.unique_key.clone().unwrap_or_default(),
-            job.job_type.clone(),
-            serde_json::to_string(&job.data)?,
-            job.priority.rank().to_string(),
-            job.max_attempts.unwrap_or(3).to_string(),
-            kind.into(),
-            backoff.delay_ms.to_string(),
-            backoff.jitter.to_string(),
-            job.timeout_ms.map(|t| t.to_string()).unwrap_or_default(),
-            job.first_run(now).timestamp_millis().to_string(),
-        ])
-    }
-
     /// The fetch arguments of `request` (appended to `args`), and what reading the
     /// leases back needs.
     fn fetch_args(&self, request: &FetchRequest, args: &mut Vec<String>) -> Taking {
         let taking = Taking {
             now_ms: self.clock.now_ms(),
             worker: request.worker.clone(),
-            token_base: format!("{}:{}:", request.worker, uuid::Uuid::new_v4().simple()),
+            token_base: format!("{}:", uuid::Uuid::new_v4().simple()),
             lease_ms: request.lease.as_millis().min(i64::MAX as u128) as i64,
         };
         args.extend([
@@ -233,7 +214,7 @@ impl JobQueue for RedisJobQueue {
         if fields.is_empty() {
             return Err(Error::not_found("job", id));
         }
-        parse::job_from_map(fields)
+        spec::job_from_map(fields)
     }
 
     async fn fetch_batch(&self, request: &FetchRequest) -> Result<Vec<JobLease>> {
@@ -470,9 +451,13 @@ impl JobQueue for RedisJobQueue {
             tick.timestamp_millis().to_string(),
             tick_job_id(id, tick),
         ];
-        args.extend(self.inner.job_args(&job, self.inner.clock.now())?);
-        let reply: Vec<Value> =
-            redis::from_redis_value(self.inner.run(&self.inner.scripts.fire, &args).await?)?;
+        let now_ms = self.inner.clock.now_ms();
+        args.extend(spec::job_args(&job, now_ms)?);
+        let reply: Vec<Value> = redis::from_redis_value(
+            self.inner
+                .run_at(now_ms, &self.inner.scripts.fire, &args)
+                .await?,
+        )?;
         let mut parts = reply.into_iter();
         let status: String = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
         match status.as_str() {

@@ -51,8 +51,7 @@ local JB, MB = ARGV[2], ARGV[3]
 local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAXBACKOFF = 86400000
 -- What a fetch reads of each job; the rest of a leased job the caller knows already.
-local TAKEN = {'type', 'data', 'pri', 'att', 'max', 'bk', 'bd', 'bj', 'uk', 'to', 'cr', 'ra',
-  'pg', 'er', 'cx'}
+local TAKEN = {'type', 'j', 'rp', 'att', 'ra', 'pg', 'er', 'cx'}
 local function jk(id) return JB .. id end
 local function fmt(n) return string.format("%d", n) end
 -- One command over a long list of arguments, in chunks Lua can unpack.
@@ -61,9 +60,11 @@ local function chunked(cmd, key, list)
     redis.call(cmd, key, unpack(list, i, math.min(i + 499, #list)))
   end
 end
-local function score(k)
-  local h = redis.call('HMGET', k, 'pri', 'seq')
-  return tonumber(h[1]) * 1e13 + tonumber(h[2])
+-- The retry policy of a job: most attempts, backoff kind, delay (ms) and jitter.
+local function policy(k)
+  local m, kind, delay, jitter = string.match(redis.call('HGET', k, 'rp') or '',
+    '^(%d+) (%a+) (%d+) (%S+)$')
+  return tonumber(m) or 1, kind, tonumber(delay) or 0, tonumber(jitter) or 0
 end
 local pending_figures = {}
 local function bucket(field, by)
@@ -80,7 +81,7 @@ local function ready(id)
   local k = jk(id)
   if redis.call('EXISTS', k) == 0 then return end
   redis.call('HSET', k, 'state', 'waiting')
-  redis.call('ZADD', WAIT, score(k), id)
+  redis.call('ZADD', WAIT, redis.call('HGET', k, 'sc'), id)
 end
 local function unlock(id, k)
   local uk = redis.call('HGET', k, 'uk')
@@ -119,8 +120,7 @@ local function maintain(limit)
     local k = jk(id)
     if redis.call('EXISTS', k) == 1 then
       redis.call('HSET', k, 'tok', '')
-      local h = redis.call('HMGET', k, 'att', 'max')
-      if tonumber(h[1]) >= tonumber(h[2]) then
+      if tonumber(redis.call('HGET', k, 'att')) >= policy(k) then
         redis.call('HSET', k, 'er', 'lease expired: the worker stalled or died')
         finish(id, k, 'failed')
       else
@@ -159,12 +159,12 @@ local function take(max, worker, tokbase, leasems, first_type)
         redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
           'tok', tokbase .. id)
         row[4] = att
-        row[16] = id
+        row[9] = id
         out[n] = row
         gone[#gone + 1] = id
         leased[2 * n - 1] = lu
         leased[2 * n] = id
-        local wait = NOW - tonumber(row[12])
+        local wait = NOW - tonumber(row[5])
         if wait > 0 then waited = waited + wait end
         if n >= max then break end
       end
@@ -236,23 +236,17 @@ local function enqueue(id, a)
   if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
   if not seq_at then seq_at = tonumber(redis.call('GET', SEQ) or '0') end
   seq_at = seq_at + 1
-  -- Zero-padded, so that the priority in front makes the wait score.
-  local seq = string.format('%013d', seq_at)
   if id == '' then id = fmt(seq_at) end
-  local ra = ARGV[a + 10]
+  local ra = ARGV[a + 6]
   local delayed = tonumber(ra) > NOW
   local state = 'waiting'
   if delayed then state = 'delayed' end
-  local f = {'id', id, 'seq', seq, 'type', ARGV[a + 2], 'data', ARGV[a + 3],
-    'pri', ARGV[a + 4], 'max', ARGV[a + 5], 'bk', ARGV[a + 6], 'bd', ARGV[a + 7],
-    'bj', ARGV[a + 8], 'att', '0', 'cr', NOWS, 'ra', ra, 'state', state}
-  if ARGV[a + 9] ~= '' then
-    f[#f + 1] = 'to'
-    f[#f + 1] = ARGV[a + 9]
-  end
+  -- The priority in front of the zero-padded sequence: the wait score.
+  local sc = ARGV[a + 3] .. string.format('%013d', seq_at)
+  local f = {'state', state, 'att', '0', 'type', ARGV[a + 2], 'j', ARGV[a + 4], 'ra', ra,
+    'id', id, 'sc', sc, 'rp', ARGV[a + 5]}
   if uk ~= '' then
-    f[#f + 1] = 'uk'
-    f[#f + 1] = uk
+    f[17], f[18] = 'uk', uk
     redis.call('HSET', UNIQUE, uk, id)
   end
   redis.call('HSET', jk(id), unpack(f))
@@ -260,7 +254,7 @@ local function enqueue(id, a)
     to_delay[#to_delay + 1] = ra
     to_delay[#to_delay + 1] = id
   else
-    to_wait[#to_wait + 1] = ARGV[a + 4] .. seq
+    to_wait[#to_wait + 1] = sc
     to_wait[#to_wait + 1] = id
   end
   return id, true
@@ -274,12 +268,12 @@ local function enqueued()
 end
 "#;
 
-/// ARGV[8] n, then n × (id or '', the ten job fields of `enqueue`). Answers, per job, its
-/// id when it is new, else the existing job's fields.
+/// ARGV[8] n, then n × (id or '', the six job arguments of `enqueue`). Answers, per job,
+/// its id when it is new, else the existing job's fields.
 pub(super) const ENQUEUE: &str = r#"
 local out = {}
 for i = 0, tonumber(ARGV[8]) - 1 do
-  local id, created = enqueue(ARGV[9 + i * 11], 9 + i * 11)
+  local id, created = enqueue(ARGV[9 + i * 7], 9 + i * 7)
   if created then out[i + 1] = id
   else out[i + 1] = redis.call('HGETALL', jk(id)) end
 end
@@ -338,27 +332,27 @@ pub(super) const FAIL: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
-local h = redis.call('HMGET', k, 'st', 'att', 'max', 'bk', 'bd', 'bj')
+local h = redis.call('HMGET', k, 'st', 'att')
+local max, kind, base, jitter = policy(k)
 redis.call('ZREM', ACTIVE, id)
 redis.call('HSET', k, 'er', ARGV[10])
 bucket('f', 1)
 bucket('r', NOW - tonumber(h[1]))
 flush()
 local att = tonumber(h[2])
-if att >= tonumber(h[3]) then
+if att >= max then
   finish(id, k, 'failed')
   local job = redis.call('HGETALL', k)
   trim_all()
   return {'ok', job}
 end
-local base = tonumber(h[5])
-if h[4] == 'exponential' then
+if kind == 'exponential' then
   local exp = att - 1
   if exp > 40 then exp = 40 end
   base = base * (2 ^ exp)
 end
 if base > MAXBACKOFF then base = MAXBACKOFF end
-local delay = base - math.floor(base * tonumber(h[6]) * tonumber(ARGV[11]))
+local delay = base - math.floor(base * jitter * tonumber(ARGV[11]))
 local ra = NOW + delay
 redis.call('HSET', k, 'state', 'delayed', 'ra', fmt(ra), 'tok', '')
 redis.call('ZADD', DELAYED, ra, id)
@@ -423,7 +417,7 @@ end
 return #ids
 "#;
 
-/// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..20] the job.
+/// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..16] the job.
 pub(super) const FIRE: &str = r#"
 local sid, tick = ARGV[8], tonumber(ARGV[9])
 if redis.call('HEXISTS', SCHED, sid) == 0 then return {'missing'} end
