@@ -4,6 +4,7 @@
 pub use super::cron::{cron_catch_up_pause_remove, cron_fires_once_per_tick};
 pub use super::jobs_ops::{
     cancel_and_progress, complete_many_in_one_go, keep_no_completed, list_and_stats,
+    payloads_round_trip,
 };
 use crate::jobs::{
     Backoff, BackoffKind, FetchRequest, JobPriority, JobQueue, JobState, NewJob, QueueOptions,
@@ -372,6 +373,7 @@ pub async fn run_all(make: MakeQueue) {
     unique_key_dedup(&make).await;
     trimming(&make).await;
     keep_no_completed(&make).await;
+    payloads_round_trip(&make).await;
     cancel_and_progress(&make).await;
     list_and_stats(&make).await;
     cron_catch_up_pause_remove(&make).await;

@@ -1,8 +1,11 @@
 //! More of the job queue contract: batch completion, cancellation and progress, listing
-//! and stats, keeping no completed jobs.
+//! and stats, keeping no completed jobs, payloads that come back unchanged.
 
 use super::jobs::{fresh, job, next_id, round_clock, MakeQueue, LEASE};
-use crate::jobs::{Completion, FetchRequest, JobFilter, JobPriority, JobState, QueueOptions};
+use crate::jobs::{
+    Backoff, BackoffKind, Completion, FetchRequest, JobFilter, JobPriority, JobState, NewJob,
+    QueueOptions,
+};
 use crate::Error;
 use serde_json::json;
 use std::time::Duration;
@@ -209,4 +212,39 @@ pub async fn keep_no_completed(make: &MakeQueue) {
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.completed, stats.last_minute.completed), (0, 2));
     assert_ne!(queue.enqueue(unique).await.unwrap().id, first.id);
+}
+
+/// Data, progress and errors come back exactly as given, whatever they hold: quotes,
+/// slashes, escapes, text beyond ASCII, numbers past 2^53.
+pub async fn payloads_round_trip(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    let data = json!({
+        "note": "a \"quoted\" /path\\ with\nnewline, tab\t and \u{0}",
+        "text": "Überweisung ✓ 転送",
+        "big": 12_345_678_901_234_567_u64,
+        "ratio": 0.1,
+        "list": [null, true, {"nested": []}],
+    });
+    let mut new = NewJob::new("financial-reconciliation", data.clone());
+    new.backoff = Some(Backoff {
+        kind: BackoffKind::Fixed,
+        delay_ms: 0,
+        jitter: 0.0,
+    });
+    let id = queue.enqueue(new).await.unwrap().id;
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(lease.job.data, data);
+    let progress = json!({"step": "2/3 \"posting\"", "detail": "ü/\\"});
+    queue
+        .progress(&id, &lease.token, progress.clone())
+        .await
+        .unwrap();
+    let error = "ledger said: \"no\" / retry\n(ü)";
+    queue.fail(&id, &lease.token, error).await.unwrap();
+    let again = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (again.job.data, again.job.progress, again.job.error),
+        (data, Some(progress), Some(error.to_owned()))
+    );
+    assert_eq!(again.job.attempts, 2);
 }
