@@ -294,11 +294,17 @@ impl JobQueue for RedisJobQueue {
             ]);
         }
         let taking = self.inner.fetch_args(next, &mut args);
-        let (statuses, leases): (Vec<String>, Value) = redis::from_redis_value(
+        let (statuses, leases): (String, Value) = redis::from_redis_value(
             self.inner
                 .run_at(taking.now_ms, &self.inner.scripts.complete_many, &args)
                 .await?,
         )?;
+        let statuses: Vec<&str> = statuses.split(' ').filter(|s| !s.is_empty()).collect();
+        if statuses.len() != done.len() {
+            return Err(Error::Backend(
+                format!("{} outcomes for {} completions", statuses.len(), done.len()).into(),
+            ));
+        }
         let outcomes = statuses
             .iter()
             .zip(done)

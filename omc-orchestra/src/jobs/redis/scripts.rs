@@ -132,11 +132,13 @@ local function maintain(limit)
 end
 -- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
 -- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
--- Each comes back as its `TAKEN` fields (attempts already counted) and its id; its
--- token is `tokbase .. id`, it started now and its lease ends `leasems` from now.
+-- Each comes back as its `TAKEN` fields (attempts already counted, '' for a missing
+-- one) and its id; its token is `tokbase .. id`, it started now and its lease ends
+-- `leasems` from now. The answer is one JSON array of those rows ('' when none): one
+-- value to hand back instead of nine per job.
 local function take(max, worker, tokbase, leasems, first_type)
   local out = {}
-  if max <= 0 then return out end
+  if max <= 0 then return '' end
   local types
   if first_type <= #ARGV then
     types = {}
@@ -160,6 +162,9 @@ local function take(max, worker, tokbase, leasems, first_type)
           'tok', tokbase .. id)
         row[4] = att
         row[9] = id
+        for i = 1, 8 do
+          if not row[i] then row[i] = '' end
+        end
         out[n] = row
         gone[#gone + 1] = id
         leased[2 * n - 1] = lu
@@ -177,7 +182,8 @@ local function take(max, worker, tokbase, leasems, first_type)
   chunked('ZADD', ACTIVE, leased)
   if n > 0 then bucket('s', n) end
   if waited > 0 then bucket('w', waited) end
-  return out
+  if n == 0 then return '' end
+  return cjson.encode(out)
 end
 local function held(id, token)
   local k = jk(id)
@@ -296,7 +302,7 @@ local job, status = complete_one(ARGV[8], ARGV[9], ARGV[10], true)
 if not job then return {status} end
 completed()
 trim_all()
-local next = {}
+local next = ''
 if tonumber(ARGV[11]) > 0 then
   maintain(100)
   next = take(tonumber(ARGV[11]), ARGV[12], ARGV[13], tonumber(ARGV[14]), 15)
@@ -306,25 +312,25 @@ return {'ok', job, next}
 "#;
 
 /// ARGV[8] n, then n × (id, token, result), then max, worker, token base, lease ms,
-/// types. Answers `{statuses, leases}`.
+/// types. Answers `{statuses, leases}`, the statuses in one string, split by spaces.
 pub(super) const COMPLETE_MANY: &str = r#"
 local n = tonumber(ARGV[8])
 local statuses = {}
 for i = 0, n - 1 do
   local b = 9 + i * 3
   local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2], false)
-  table.insert(statuses, status)
+  statuses[i + 1] = status
 end
 completed()
 trim_all()
 local f = 9 + n * 3
-local next = {}
+local next = ''
 if tonumber(ARGV[f]) > 0 then
   maintain(100)
   next = take(tonumber(ARGV[f]), ARGV[f + 1], ARGV[f + 2], tonumber(ARGV[f + 3]), f + 4)
 end
 flush()
-return {statuses, next}
+return {table.concat(statuses, ' '), next}
 "#;
 
 /// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1).

@@ -172,12 +172,17 @@ pub(super) struct Taking {
     pub(super) lease_ms: i64,
 }
 
-/// Leases from a fetch's answer: each job's `TAKEN` fields, then its id.
+/// Leases from a fetch's answer: a JSON array of each job's `TAKEN` fields (`""` for a
+/// missing one), then its id; or nothing.
 pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>> {
-    let rows: Vec<Vec<Option<String>>> = match value {
-        Value::Nil => Vec::new(),
+    let text: String = match value {
+        Value::Nil => String::new(),
         other => redis::from_redis_value(other)?,
     };
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Vec<String>> = serde_json::from_str(&text).map_err(|_| malformed("lease"))?;
     let started_at =
         DateTime::from_timestamp_millis(taking.now_ms).ok_or_else(|| malformed("st"))?;
     let expires_at = DateTime::from_timestamp_millis(taking.now_ms.saturating_add(taking.lease_ms))
@@ -187,7 +192,8 @@ pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>
         .map(|mut row| {
             let mut take = |i: usize, what: &str| {
                 row.get_mut(i)
-                    .and_then(Option::take)
+                    .map(std::mem::take)
+                    .filter(|v| !v.is_empty())
                     .ok_or_else(|| malformed(what))
             };
             let id = take(TAKEN.len(), "id")?;
@@ -195,10 +201,7 @@ pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>
             let spec = take(1, "j")?;
             let look = |k: &str| match k {
                 "state" => Some(&active),
-                _ => TAKEN
-                    .iter()
-                    .position(|f| *f == k)
-                    .and_then(|i| row.get(i)?.as_ref()),
+                _ => TAKEN.iter().position(|f| *f == k).and_then(|i| row.get(i)),
             };
             let mut job = job_from_parts(id, job_type, &spec, &look)?;
             job.started_at = Some(started_at);
