@@ -9,6 +9,10 @@
 //! `ORCHESTRA_BENCH_REDIS_URL` (default `redis://127.0.0.1:6379`) picks the Redis; BullMQ's
 //! script always uses 127.0.0.1:6379. `JOBS_BENCH_DIRECT=1` measures 50 bare
 //! fetch/complete loops instead of the worker pool (a diagnostic: the pool's overhead).
+//!
+//! Beside the rates it prints the CPU time the Redis server spent per job (`INFO cpu`,
+//! the whole server, so other clients of a shared Redis show up in it): ours per phase,
+//! BullMQ's over its whole run (enqueue, process and cleanup).
 
 use futures::future::join_all;
 use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue, WorkerPool};
@@ -21,10 +25,13 @@ use std::time::{Duration, Instant};
 const JOBS: usize = 20_000;
 const CONCURRENCY: usize = 50;
 const IN_FLIGHT: usize = 100;
+const PEER_REDIS: &str = "redis://127.0.0.1:6379";
 
 struct Figures {
     enqueue_per_s: f64,
     process_per_s: f64,
+    /// Redis CPU per job (µs): enqueue, then process (BullMQ: its whole run, then 0).
+    redis_us: (f64, f64),
 }
 
 async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
@@ -40,6 +47,7 @@ async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
         clock::system(),
         options,
     )?);
+    let cpu_start = redis_cpu_s(&store).await?;
     let started = Instant::now();
     for chunk in (0..JOBS).collect::<Vec<_>>().chunks(IN_FLIGHT) {
         let adds = chunk.iter().map(|i| {
@@ -54,6 +62,8 @@ async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
         }
     }
     let enqueue_per_s = JOBS as f64 / started.elapsed().as_secs_f64();
+    let cpu_enqueued = redis_cpu_s(&store).await?;
+    let per_job = |from: f64, to: f64| (to - from) * 1e6 / JOBS as f64;
 
     if std::env::var("JOBS_BENCH_DIRECT").is_ok() {
         let started = Instant::now();
@@ -85,10 +95,15 @@ async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
             "direct: {:.0}/s",
             JOBS as f64 / started.elapsed().as_secs_f64()
         );
+        let cpu_done = redis_cpu_s(&store).await?;
         store.delete_prefix().await?;
         return Ok(Figures {
             enqueue_per_s,
             process_per_s: 0.0,
+            redis_us: (
+                per_job(cpu_start, cpu_enqueued),
+                per_job(cpu_enqueued, cpu_done),
+            ),
         });
     }
     let started = Instant::now();
@@ -107,12 +122,32 @@ async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process_per_s = JOBS as f64 / started.elapsed().as_secs_f64();
+    let cpu_done = redis_cpu_s(&store).await?;
     pool.shutdown(Duration::from_secs(5)).await;
     store.delete_prefix().await?;
     Ok(Figures {
         enqueue_per_s,
         process_per_s,
+        redis_us: (
+            per_job(cpu_start, cpu_enqueued),
+            per_job(cpu_enqueued, cpu_done),
+        ),
     })
+}
+
+/// The CPU time (s) the Redis server has used so far, user and system.
+async fn redis_cpu_s(store: &RedisStore) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut conn = store.connection();
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    Ok(info_cpu_s(&info))
+}
+
+fn info_cpu_s(info: &str) -> f64 {
+    ["used_cpu_user:", "used_cpu_sys:"]
+        .iter()
+        .filter_map(|field| info.lines().find_map(|l| l.strip_prefix(field)))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// A prefix suffix no other run shares.
@@ -124,7 +159,7 @@ fn uuid_like() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
-fn peer() -> Result<Figures, String> {
+fn peer(store: &RedisStore, runtime: &tokio::runtime::Runtime) -> Result<Figures, String> {
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peer");
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/bullmq-bench.js");
@@ -132,6 +167,12 @@ fn peer() -> Result<Figures, String> {
     if !folder.join("node_modules/bullmq").is_dir() {
         return Err(format!("BullMQ is not installed; {how}"));
     }
+    let cpu = || {
+        runtime
+            .block_on(redis_cpu_s(store))
+            .map_err(|err| err.to_string())
+    };
+    let cpu_start = cpu()?;
     let output = Command::new("node")
         .arg(&script)
         .arg(JOBS.to_string())
@@ -146,6 +187,7 @@ fn peer() -> Result<Figures, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    let cpu_done = cpu()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     let value: serde_json::Value = serde_json::from_str(line)
@@ -158,6 +200,7 @@ fn peer() -> Result<Figures, String> {
     Ok(Figures {
         enqueue_per_s: figure("enqueue_per_s")?,
         process_per_s: figure("process_per_s")?,
+        redis_us: ((cpu_done - cpu_start) * 1e6 / JOBS as f64, 0.0),
     })
 }
 
@@ -179,10 +222,19 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "omc-orchestra: {JOBS} jobs, concurrency {CONCURRENCY}: enqueue {:.0}/s, process {:.0}/s",
-        ours.enqueue_per_s, ours.process_per_s
+        "omc-orchestra: {JOBS} jobs, concurrency {CONCURRENCY}: enqueue {:.0}/s, process {:.0}/s \
+         (Redis CPU per job: enqueue {:.1} µs, process {:.1} µs)",
+        ours.enqueue_per_s, ours.process_per_s, ours.redis_us.0, ours.redis_us.1
     );
-    let peer = match peer() {
+    // BullMQ's script talks to this Redis, whatever the URL above says.
+    let peer_redis = match runtime.block_on(RedisStore::connect(PEER_REDIS, "bench-peer")) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("no Redis at {PEER_REDIS} for the peer: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let peer = match peer(&peer_redis, &runtime) {
         Ok(f) => f,
         Err(err) => {
             eprintln!("{err}");
@@ -190,8 +242,9 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "bullmq:        {JOBS} jobs, concurrency {CONCURRENCY}: enqueue {:.0}/s, process {:.0}/s",
-        peer.enqueue_per_s, peer.process_per_s
+        "bullmq:        {JOBS} jobs, concurrency {CONCURRENCY}: enqueue {:.0}/s, process {:.0}/s \
+         (Redis CPU per job, whole run: {:.1} µs)",
+        peer.enqueue_per_s, peer.process_per_s, peer.redis_us.0
     );
     println!(
         "ratio (ours / bullmq): enqueue {:.2}x, process {:.2}x",

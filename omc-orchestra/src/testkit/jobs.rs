@@ -2,7 +2,10 @@
 //! for every backend, on a [`ManualClock`].
 
 pub use super::cron::{cron_catch_up_pause_remove, cron_fires_once_per_tick};
-pub use super::jobs_ops::{cancel_and_progress, complete_many_in_one_go, list_and_stats};
+pub use super::jobs_ops::{
+    cancel_and_progress, complete_many_in_one_go, keep_no_completed, list_and_stats,
+    payloads_round_trip,
+};
 use crate::jobs::{
     Backoff, BackoffKind, FetchRequest, JobPriority, JobQueue, JobState, NewJob, QueueOptions,
 };
@@ -59,7 +62,11 @@ pub async fn priority_order(make: &MakeQueue) {
         .unwrap();
     let got: Vec<&str> = batch.iter().map(|l| l.job.id.as_str()).collect();
     assert_eq!(got, [&ids[2], &ids[5], &ids[0]]);
-    assert!(batch.iter().all(|l| l.job.state == JobState::Active));
+    for lease in &batch {
+        assert_eq!(lease.job.state, JobState::Active);
+        assert_eq!(lease.job.worker.as_deref(), Some("w"));
+        assert_eq!(queue.get(&lease.job.id).await.unwrap(), lease.job);
+    }
     for expected in [&ids[3], &ids[1], &ids[4]] {
         assert_eq!(next_id(&*queue).await.as_ref(), Some(expected));
     }
@@ -119,6 +126,7 @@ pub async fn backoff_times(make: &MakeQueue) {
     let id = queue.enqueue(new).await.unwrap().id;
     for wait in [1_000u64, 2_000, 4_000] {
         let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+        assert_eq!(queue.get(&id).await.unwrap(), lease.job);
         let failed = queue
             .fail(&id, &lease.token, "upstream down")
             .await
@@ -364,6 +372,8 @@ pub async fn run_all(make: MakeQueue) {
     failed_then_retry_failed(&make).await;
     unique_key_dedup(&make).await;
     trimming(&make).await;
+    keep_no_completed(&make).await;
+    payloads_round_trip(&make).await;
     cancel_and_progress(&make).await;
     list_and_stats(&make).await;
     cron_catch_up_pause_remove(&make).await;

@@ -1,8 +1,11 @@
 //! More of the job queue contract: batch completion, cancellation and progress, listing
-//! and stats.
+//! and stats, keeping no completed jobs, payloads that come back unchanged.
 
-use super::jobs::{fresh, job, next_id, MakeQueue, LEASE};
-use crate::jobs::{Completion, FetchRequest, JobFilter, JobPriority, JobState};
+use super::jobs::{fresh, job, next_id, round_clock, MakeQueue, LEASE};
+use crate::jobs::{
+    Backoff, BackoffKind, Completion, FetchRequest, JobFilter, JobPriority, JobState, NewJob,
+    QueueOptions,
+};
 use crate::Error;
 use serde_json::json;
 use std::time::Duration;
@@ -158,4 +161,90 @@ pub async fn list_and_stats(make: &MakeQueue) {
     assert_eq!(stats.last_hour.completed, 1);
     assert!((stats.avg_wait_ms - 400.0).abs() < 1.0, "{stats:?}");
     assert!((stats.avg_run_ms - 200.0).abs() < 1.0, "{stats:?}");
+}
+
+/// A queue that keeps no completed jobs drops each as it completes (alone or in a
+/// batch), still answers it as completed, counts it and frees its unique key.
+pub async fn keep_no_completed(make: &MakeQueue) {
+    let options = QueueOptions {
+        keep_completed: 0,
+        ..QueueOptions::default()
+    };
+    let queue = make(round_clock(), options).await;
+    let mut unique = job("inventory-sync", JobPriority::Normal);
+    unique.unique_key = Some("sync:STN002".into());
+    let first = queue.enqueue(unique.clone()).await.unwrap();
+    let second = queue
+        .enqueue(job("inventory-sync", JobPriority::Normal))
+        .await
+        .unwrap();
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, first.id);
+    let done = queue
+        .complete(&first.id, &lease.token, json!({"synced": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.state, done.result),
+        (JobState::Completed, Some(json!({"synced": 1})))
+    );
+    assert!(matches!(
+        queue.get(&first.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let again = queue.complete(&first.id, &lease.token, json!(null)).await;
+    assert!(matches!(again, Err(Error::NotFound { .. })), "{again:?}");
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    let done = [Completion {
+        id: second.id.clone(),
+        token: lease.token.clone(),
+        result: json!(2),
+    }];
+    let (outcomes, _) = queue
+        .complete_many(&done, &FetchRequest::new("w", LEASE, 1))
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_ok());
+    assert!(matches!(
+        queue.get(&second.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.last_minute.completed), (0, 2));
+    assert_ne!(queue.enqueue(unique).await.unwrap().id, first.id);
+}
+
+/// Data, progress and errors come back exactly as given, whatever they hold: quotes,
+/// slashes, escapes, text beyond ASCII, numbers past 2^53.
+pub async fn payloads_round_trip(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    let data = json!({
+        "note": "a \"quoted\" /path\\ with\nnewline, tab\t and \u{0}",
+        "text": "Überweisung ✓ 転送",
+        "big": 12_345_678_901_234_567_u64,
+        "ratio": 0.1,
+        "list": [null, true, {"nested": []}],
+    });
+    let mut new = NewJob::new("financial-reconciliation", data.clone());
+    new.backoff = Some(Backoff {
+        kind: BackoffKind::Fixed,
+        delay_ms: 0,
+        jitter: 0.0,
+    });
+    let id = queue.enqueue(new).await.unwrap().id;
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(lease.job.data, data);
+    let progress = json!({"step": "2/3 \"posting\"", "detail": "ü/\\"});
+    queue
+        .progress(&id, &lease.token, progress.clone())
+        .await
+        .unwrap();
+    let error = "ledger said: \"no\" / retry\n(ü)";
+    queue.fail(&id, &lease.token, error).await.unwrap();
+    let again = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (again.job.data, again.job.progress, again.job.error),
+        (data, Some(progress), Some(error.to_owned()))
+    );
+    assert_eq!(again.job.attempts, 2);
 }

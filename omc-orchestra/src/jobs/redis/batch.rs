@@ -62,19 +62,19 @@ impl Inner {
     async fn enqueue_now(&self, jobs: &[NewJob]) -> Result<Vec<Job>> {
         let now_ms = self.clock.now_ms();
         let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
-        let mut args = Vec::with_capacity(1 + jobs.len() * 11);
+        let mut args = Vec::with_capacity(1 + jobs.len() * 7);
         args.push(jobs.len().to_string());
         for job in jobs {
             args.push(job.id.clone().unwrap_or_default());
-            args.extend(self.job_args(job, now)?);
+            args.extend(super::spec::job_args(job, now_ms)?);
         }
-        let rows: Vec<(String, Value)> =
+        let rows: Vec<Value> =
             redis::from_redis_value(self.run_at(now_ms, &self.scripts.enqueue, &args).await?)?;
         rows.into_iter()
             .zip(jobs)
-            .map(|((created, reply), new)| match created.as_str() {
-                "1" => Ok(fresh_job(new, redis::from_redis_value(reply)?, now)),
-                _ => super::parse::job_from(reply),
+            .map(|(reply, new)| match reply {
+                Value::Array(_) => super::spec::job_from(reply),
+                id => Ok(fresh_job(new, redis::from_redis_value(id)?, now)),
             })
             .collect()
     }

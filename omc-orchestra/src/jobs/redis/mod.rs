@@ -13,7 +13,7 @@
 //! | `{prefix}:job:{queue}:seq` | string | the sequence (FIFO order and default ids) |
 //! | `{prefix}:job:{queue}:sched` | hash | schedule id → schedule JSON |
 //! | `{prefix}:job:{queue}:schedlast` | hash | schedule id → last fired tick (ms) |
-//! | `{prefix}:job:{queue}:j:{id}` | hash | one job; deleted when trimmed or cancelled |
+//! | `{prefix}:job:{queue}:j:{id}` | hash | one job (fields in `spec.rs`); deleted when trimmed or cancelled |
 //! | `{prefix}:job:{queue}:m:{minute}` | hash | per-minute figures; expire after an hour |
 //!
 //! Every transition is one Lua script that gets the time from the injected clock as an
@@ -22,6 +22,7 @@
 mod batch;
 mod parse;
 mod scripts;
+mod spec;
 
 use super::{
     tick_job_id, Completion, FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats,
@@ -33,9 +34,10 @@ use crate::{Error, Result};
 use async_trait::async_trait;
 use batch::{enqueue_in_batches, PendingEnqueue};
 use chrono::{DateTime, Utc};
-use parse::{job_from, leases_from, stats_from, status_of};
+use parse::{stats_from, status_of};
 use redis::{Script, Value};
 use scripts::Scripts;
+use spec::{job_from, leases_from, Taking};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -153,36 +155,23 @@ impl Inner {
             .await
     }
 
-    /// The ten enqueue arguments of a job (after its id).
-    fn job_args(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Vec<String>> {
-        let backoff = job.backoff.unwrap_or_default();
-        let kind = match backoff.kind {
-            super::BackoffKind::Fixed => "fixed",
-            super::BackoffKind::Exponential => "exponential",
+    /// The fetch arguments of `request` (appended to `args`), and what reading the
+    /// leases back needs.
+    fn fetch_args(&self, request: &FetchRequest, args: &mut Vec<String>) -> Taking {
+        let taking = Taking {
+            now_ms: self.clock.now_ms(),
+            worker: request.worker.clone(),
+            token_base: format!("{}:", uuid::Uuid::new_v4().simple()),
+            lease_ms: request.lease.as_millis().min(i64::MAX as u128) as i64,
         };
-        Ok(vec![
-            job.unique_key.clone().unwrap_or_default(),
-            job.job_type.clone(),
-            serde_json::to_string(&job.data)?,
-            job.priority.rank().to_string(),
-            job.max_attempts.unwrap_or(3).to_string(),
-            kind.into(),
-            backoff.delay_ms.to_string(),
-            backoff.jitter.to_string(),
-            job.timeout_ms.map(|t| t.to_string()).unwrap_or_default(),
-            job.first_run(now).timestamp_millis().to_string(),
-        ])
-    }
-
-    fn fetch_args(request: &FetchRequest) -> Vec<String> {
-        let mut args = vec![
+        args.extend([
             request.max.to_string(),
             request.worker.clone(),
-            format!("{}:{}", request.worker, uuid::Uuid::new_v4().simple()),
-            ms(request.lease),
-        ];
+            taking.token_base.clone(),
+            taking.lease_ms.to_string(),
+        ]);
         args.extend(request.types.iter().cloned());
-        args
+        taking
     }
 
     async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
@@ -225,15 +214,17 @@ impl JobQueue for RedisJobQueue {
         if fields.is_empty() {
             return Err(Error::not_found("job", id));
         }
-        parse::job_from_map(fields)
+        spec::job_from_map(fields)
     }
 
     async fn fetch_batch(&self, request: &FetchRequest) -> Result<Vec<JobLease>> {
+        let mut args = Vec::with_capacity(4 + request.types.len());
+        let taking = self.inner.fetch_args(request, &mut args);
         let reply = self
             .inner
-            .run(&self.inner.scripts.fetch, &Inner::fetch_args(request))
+            .run_at(taking.now_ms, &self.inner.scripts.fetch, &args)
             .await?;
-        leases_from(reply)
+        leases_from(reply, &taking)
     }
 
     async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<LeaseRenewal> {
@@ -277,14 +268,14 @@ impl JobQueue for RedisJobQueue {
         next: &FetchRequest,
     ) -> Result<(Job, Vec<JobLease>)> {
         let mut args = vec![id.into(), token.into(), serde_json::to_string(&result)?];
-        args.extend(Inner::fetch_args(next));
-        let mut parts = self
+        let taking = self.inner.fetch_args(next, &mut args);
+        let reply = self
             .inner
-            .held_op(&self.inner.scripts.complete, id, args)
-            .await?
-            .into_iter();
+            .run_at(taking.now_ms, &self.inner.scripts.complete, &args)
+            .await?;
+        let mut parts = status_of(reply, id)?.into_iter();
         let job = job_from(parts.next().unwrap_or(Value::Nil))?;
-        let leases = leases_from(parts.next().unwrap_or(Value::Nil))?;
+        let leases = leases_from(parts.next().unwrap_or(Value::Nil), &taking)?;
         Ok((job, leases))
     }
 
@@ -302,18 +293,24 @@ impl JobQueue for RedisJobQueue {
                 serde_json::to_string(&c.result)?,
             ]);
         }
-        args.extend(Inner::fetch_args(next));
-        let (statuses, leases): (Vec<String>, Value) = redis::from_redis_value(
+        let taking = self.inner.fetch_args(next, &mut args);
+        let (statuses, leases): (String, Value) = redis::from_redis_value(
             self.inner
-                .run(&self.inner.scripts.complete_many, &args)
+                .run_at(taking.now_ms, &self.inner.scripts.complete_many, &args)
                 .await?,
         )?;
+        let statuses: Vec<&str> = statuses.split(' ').filter(|s| !s.is_empty()).collect();
+        if statuses.len() != done.len() {
+            return Err(Error::Backend(
+                format!("{} outcomes for {} completions", statuses.len(), done.len()).into(),
+            ));
+        }
         let outcomes = statuses
             .iter()
             .zip(done)
             .map(|(status, c)| parse::outcome(status, &c.id))
             .collect();
-        Ok((outcomes, leases_from(leases)?))
+        Ok((outcomes, leases_from(leases, &taking)?))
     }
 
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {
@@ -460,9 +457,13 @@ impl JobQueue for RedisJobQueue {
             tick.timestamp_millis().to_string(),
             tick_job_id(id, tick),
         ];
-        args.extend(self.inner.job_args(&job, self.inner.clock.now())?);
-        let reply: Vec<Value> =
-            redis::from_redis_value(self.inner.run(&self.inner.scripts.fire, &args).await?)?;
+        let now_ms = self.inner.clock.now_ms();
+        args.extend(spec::job_args(&job, now_ms)?);
+        let reply: Vec<Value> = redis::from_redis_value(
+            self.inner
+                .run_at(now_ms, &self.inner.scripts.fire, &args)
+                .await?,
+        )?;
         let mut parts = reply.into_iter();
         let status: String = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
         match status.as_str() {

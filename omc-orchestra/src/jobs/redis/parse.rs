@@ -1,110 +1,14 @@
-//! Turning script replies back into jobs, leases and stats.
+//! Turning script replies back into outcomes, renewals and stats.
 
 use super::super::stats::{fill_windows, Bucket};
-use super::super::{
-    Backoff, BackoffKind, Job, JobLease, JobPriority, JobState, JobStats, LeaseRenewal,
-};
+use super::super::{Job, JobStats, LeaseRenewal};
+use super::spec::job_from;
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use redis::Value;
-use std::collections::HashMap;
 
 fn malformed(what: &str) -> Error {
     Error::Backend(format!("malformed job field `{what}` in Redis").into())
-}
-
-fn time(ms: &str) -> Option<DateTime<Utc>> {
-    ms.parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-}
-
-fn json(text: Option<&String>) -> Option<serde_json::Value> {
-    text.filter(|t| !t.is_empty())
-        .map(|t| serde_json::from_str(t).unwrap_or(serde_json::Value::String(t.clone())))
-}
-
-/// A job from its hash fields.
-pub(super) fn job_from_map(f: HashMap<String, String>) -> Result<Job> {
-    job_from_fields(&|k| f.get(k))
-}
-
-/// The job fields a fetch answers, in this order (the scripts' `FIELDS`).
-const FIELDS: [&str; 23] = [
-    "id", "type", "data", "pri", "state", "att", "max", "bk", "bd", "bj", "uk", "to", "cr", "ra",
-    "st", "fi", "wk", "pg", "rs", "er", "cx", "tok", "lu",
-];
-
-/// A job from a lookup of its fields.
-fn job_from_fields<'a>(look: &dyn Fn(&str) -> Option<&'a String>) -> Result<Job> {
-    let get = |k: &str| look(k).filter(|v| !v.is_empty());
-    let need = |k: &str| get(k).ok_or_else(|| malformed(k));
-    let number = |k: &str| -> Result<u64> { need(k)?.parse().map_err(|_| malformed(k)) };
-    let at = |k: &str| get(k).and_then(|v| time(v));
-    let state = JobState::parse(need("state")?).ok_or_else(|| malformed("state"))?;
-    Ok(Job {
-        id: need("id")?.clone(),
-        job_type: need("type")?.clone(),
-        data: json(look("data")).unwrap_or(serde_json::Value::Null),
-        priority: JobPriority::from_rank(number("pri")? as u8),
-        state,
-        attempts: number("att")? as u32,
-        max_attempts: number("max")? as u32,
-        backoff: Backoff {
-            kind: if get("bk").is_some_and(|k| k == "fixed") {
-                BackoffKind::Fixed
-            } else {
-                BackoffKind::Exponential
-            },
-            delay_ms: number("bd")?,
-            jitter: need("bj")?.parse().map_err(|_| malformed("bj"))?,
-        },
-        unique_key: get("uk").cloned(),
-        timeout_ms: get("to").and_then(|v| v.parse().ok()),
-        created_at: at("cr").ok_or_else(|| malformed("cr"))?,
-        run_at: at("ra").ok_or_else(|| malformed("ra"))?,
-        started_at: at("st"),
-        finished_at: at("fi"),
-        worker: get("wk").cloned(),
-        progress: json(look("pg")),
-        result: json(look("rs")),
-        error: get("er").cloned(),
-        cancel_requested: get("cx").is_some_and(|c| c == "1"),
-    })
-}
-
-/// A job from an `HGETALL` reply.
-pub(super) fn job_from(value: Value) -> Result<Job> {
-    let map: HashMap<String, String> = redis::from_redis_value(value)?;
-    if map.is_empty() {
-        return Err(Error::Backend("job vanished during a transition".into()));
-    }
-    job_from_map(map)
-}
-
-/// Leases from a list of `HGETALL` replies of freshly leased jobs.
-pub(super) fn leases_from(value: Value) -> Result<Vec<JobLease>> {
-    let rows: Vec<Vec<Option<String>>> = match value {
-        Value::Nil => Vec::new(),
-        other => redis::from_redis_value(other)?,
-    };
-    rows.into_iter()
-        .map(|row| {
-            let look = |k: &str| {
-                let at = FIELDS.iter().position(|f| *f == k)?;
-                row.get(at)?.as_ref()
-            };
-            let token = look("tok").cloned().ok_or_else(|| malformed("tok"))?;
-            let expires_at = look("lu")
-                .and_then(|v| time(v))
-                .ok_or_else(|| malformed("lu"))?;
-            Ok(JobLease {
-                job: job_from_fields(&look)?,
-                token,
-                expires_at,
-            })
-        })
-        .collect()
 }
 
 /// The parts after an `ok` status; `missing` and `conflict` become errors.
@@ -133,11 +37,15 @@ pub(super) fn first_job(parts: Vec<Value>) -> Result<Job> {
     job_from(parts.into_iter().next().unwrap_or(Value::Nil))
 }
 
-/// `{leaseEnd, cancelFlag}` of an extend reply.
+/// `{leaseEnd, cancelFlag}` of an extend reply (the lease end is a sorted set score).
 pub(super) fn renewal_from(parts: Vec<Value>) -> Result<LeaseRenewal> {
-    let (until, cancel): (String, Option<String>) = redis::from_redis_value(Value::Array(parts))?;
+    let (until, cancel): (Option<String>, Option<String>) =
+        redis::from_redis_value(Value::Array(parts))?;
+    let until = until
+        .and_then(|u| u.parse::<f64>().ok())
+        .and_then(|u| DateTime::from_timestamp_millis(u as i64));
     Ok(LeaseRenewal {
-        expires_at: time(&until).ok_or_else(|| malformed("lu"))?,
+        expires_at: until.ok_or_else(|| malformed("lease end"))?,
         cancel_requested: cancel.is_some_and(|c| c == "1"),
     })
 }

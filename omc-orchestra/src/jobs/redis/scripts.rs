@@ -46,17 +46,25 @@ impl Scripts {
 pub(super) const PRELUDE: &str = r#"
 local WAIT, DELAYED, ACTIVE, COMPLETED, FAILED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local UNIQUE, SEQ, SCHED, SCHEDLAST = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local NOW = tonumber(ARGV[1])
+local NOW, NOWS = tonumber(ARGV[1]), ARGV[1]
 local JB, MB = ARGV[2], ARGV[3]
 local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAXBACKOFF = 86400000
-local FIELDS = {'id', 'type', 'data', 'pri', 'state', 'att', 'max', 'bk', 'bd', 'bj', 'uk', 'to',
-  'cr', 'ra', 'st', 'fi', 'wk', 'pg', 'rs', 'er', 'cx', 'tok', 'lu'}
+-- What a fetch reads of each job; the rest of a leased job the caller knows already.
+local TAKEN = {'type', 'j', 'rp', 'att', 'ra', 'pg', 'er', 'cx'}
 local function jk(id) return JB .. id end
 local function fmt(n) return string.format("%d", n) end
-local function score(k)
-  local h = redis.call('HMGET', k, 'pri', 'seq')
-  return tonumber(h[1]) * 1e13 + tonumber(h[2])
+-- One command over a long list of arguments, in chunks Lua can unpack.
+local function chunked(cmd, key, list)
+  for i = 1, #list, 500 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 499, #list)))
+  end
+end
+-- The retry policy of a job: most attempts, backoff kind, delay (ms) and jitter.
+local function policy(k)
+  local m, kind, delay, jitter = string.match(redis.call('HGET', k, 'rp') or '',
+    '^(%d+) (%a+) (%d+) (%S+)$')
+  return tonumber(m) or 1, kind, tonumber(delay) or 0, tonumber(jitter) or 0
 end
 local pending_figures = {}
 local function bucket(field, by)
@@ -73,7 +81,7 @@ local function ready(id)
   local k = jk(id)
   if redis.call('EXISTS', k) == 0 then return end
   redis.call('HSET', k, 'state', 'waiting')
-  redis.call('ZADD', WAIT, score(k), id)
+  redis.call('ZADD', WAIT, redis.call('HGET', k, 'sc'), id)
 end
 local function unlock(id, k)
   local uk = redis.call('HGET', k, 'uk')
@@ -112,8 +120,7 @@ local function maintain(limit)
     local k = jk(id)
     if redis.call('EXISTS', k) == 1 then
       redis.call('HSET', k, 'tok', '')
-      local h = redis.call('HMGET', k, 'att', 'max')
-      if tonumber(h[1]) >= tonumber(h[2]) then
+      if tonumber(redis.call('HGET', k, 'att')) >= policy(k) then
         redis.call('HSET', k, 'er', 'lease expired: the worker stalled or died')
         finish(id, k, 'failed')
       else
@@ -123,40 +130,60 @@ local function maintain(limit)
   end
   return #due, stalled
 end
+-- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
+-- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
+-- Each comes back as its `TAKEN` fields (attempts already counted, '' for a missing
+-- one) and its id; its token is `tokbase .. id`, it started now and its lease ends
+-- `leasems` from now. The answer is one JSON array of those rows ('' when none): one
+-- value to hand back instead of nine per job.
 local function take(max, worker, tokbase, leasems, first_type)
   local out = {}
-  if max <= 0 then return out end
-  local ids
-  if first_type > #ARGV then
-    ids = redis.call('ZRANGE', WAIT, 0, max - 1)
-  else
-    local types = {}
+  if max <= 0 then return '' end
+  local types
+  if first_type <= #ARGV then
+    types = {}
     for i = first_type, #ARGV do types[ARGV[i]] = true end
-    ids = {}
-    for _, id in ipairs(redis.call('ZRANGE', WAIT, 0, 999)) do
-      if types[redis.call('HGET', jk(id), 'type')] then
-        table.insert(ids, id)
-        if #ids >= max then break end
+  end
+  local lu = fmt(NOW + leasems)
+  local gone, leased, waited, n = {}, {}, 0, 0
+  local from, width = 0, max
+  while from < 1000 do
+    if from + width > 1000 then width = 1000 - from end
+    local ids = redis.call('ZRANGE', WAIT, from, from + width - 1)
+    for _, id in ipairs(ids) do
+      local k = jk(id)
+      local row = redis.call('HMGET', k, unpack(TAKEN))
+      if not row[1] then
+        gone[#gone + 1] = id
+      elseif not types or types[row[1]] then
+        n = n + 1
+        local att = fmt(tonumber(row[4]) + 1)
+        redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
+          'tok', tokbase .. id)
+        row[4] = att
+        row[9] = id
+        for i = 1, 8 do
+          if not row[i] then row[i] = '' end
+        end
+        out[n] = row
+        gone[#gone + 1] = id
+        leased[2 * n - 1] = lu
+        leased[2 * n] = id
+        local wait = NOW - tonumber(row[5])
+        if wait > 0 then waited = waited + wait end
+        if n >= max then break end
       end
     end
+    if n >= max or #ids < width then break end
+    from = from + width
+    width = width * 2
   end
-  if #ids > 0 then redis.call('ZREM', WAIT, unpack(ids)) end
-  local lu = NOW + leasems
-  for i, id in ipairs(ids) do
-    local k = jk(id)
-    local ra = redis.call('HGET', k, 'ra')
-    if ra then
-      redis.call('HINCRBY', k, 'att', 1)
-      redis.call('HSET', k, 'state', 'active', 'st', fmt(NOW), 'wk', worker,
-        'tok', tokbase .. ':' .. i, 'lu', fmt(lu))
-      redis.call('ZADD', ACTIVE, lu, id)
-      local wait = NOW - tonumber(ra)
-      bucket('s', 1)
-      if wait > 0 then bucket('w', wait) end
-      table.insert(out, redis.call('HMGET', k, unpack(FIELDS)))
-    end
-  end
-  return out
+  chunked('ZREM', WAIT, gone)
+  chunked('ZADD', ACTIVE, leased)
+  if n > 0 then bucket('s', n) end
+  if waited > 0 then bucket('w', waited) end
+  if n == 0 then return '' end
+  return cjson.encode(out)
 end
 local function held(id, token)
   local k = jk(id)
@@ -165,19 +192,47 @@ local function held(id, token)
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
   return k, 'ok'
 end
-local function complete_one(id, token, result)
+-- Completions so far: ids to take out of ACTIVE, (score, id) pairs for COMPLETED, the
+-- sum of their run times.
+local done_ids, done_kept, done_run = {}, {}, 0
+-- Complete a held job. Kept completed jobs are trimmed later; when none are kept
+-- (KEEPC 0) the job goes at once. With `reply`, the job as completed comes back.
+local function complete_one(id, token, result, reply)
   local k = jk(id)
   local h = redis.call('HMGET', k, 'state', 'tok', 'st', 'uk')
   if not h[1] then return nil, 'missing' end
   if h[1] ~= 'active' or h[2] ~= token then return nil, 'conflict' end
-  redis.call('ZREM', ACTIVE, id)
-  redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', fmt(NOW), 'tok', '')
+  done_ids[#done_ids + 1] = id
   if h[4] and redis.call('HGET', UNIQUE, h[4]) == id then redis.call('HDEL', UNIQUE, h[4]) end
-  redis.call('ZADD', COMPLETED, NOW, id)
-  bucket('c', 1)
-  bucket('r', NOW - tonumber(h[3]))
-  return k, 'ok'
+  done_run = done_run + NOW - tonumber(h[3])
+  local job = true
+  if KEEPC > 0 or reply then
+    redis.call('HSET', k, 'rs', result, 'state', 'completed', 'fi', NOWS, 'tok', '')
+    if reply then job = redis.call('HGETALL', k) end
+  end
+  if KEEPC > 0 then
+    done_kept[#done_kept + 1] = NOWS
+    done_kept[#done_kept + 1] = id
+  else
+    redis.call('DEL', k)
+  end
+  return job, 'ok'
 end
+-- Move the completions so far out of ACTIVE (and into COMPLETED): before anything
+-- else reads ACTIVE.
+local function completed()
+  if #done_ids > 0 then
+    bucket('c', #done_ids)
+    bucket('r', done_run)
+  end
+  chunked('ZREM', ACTIVE, done_ids)
+  chunked('ZADD', COMPLETED, done_kept)
+  done_ids, done_kept, done_run = {}, {}, 0
+end
+-- The sequence, read once per call and written back by `enqueued`.
+local seq_at
+-- (score, id) pairs for WAIT and DELAYED, added by `enqueued`.
+local to_wait, to_delay = {}, {}
 local function enqueue(id, a)
   local uk = ARGV[a + 1]
   if uk ~= '' then
@@ -185,37 +240,50 @@ local function enqueue(id, a)
     if ex and redis.call('EXISTS', jk(ex)) == 1 then return ex, false end
   end
   if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
-  local seq = redis.call('INCR', SEQ)
-  if id == '' then id = fmt(seq) end
-  local k = jk(id)
-  local ra = tonumber(ARGV[a + 10])
-  redis.call('HSET', k, 'id', id, 'seq', fmt(seq), 'type', ARGV[a + 2], 'data', ARGV[a + 3],
-    'pri', ARGV[a + 4], 'max', ARGV[a + 5], 'bk', ARGV[a + 6], 'bd', ARGV[a + 7],
-    'bj', ARGV[a + 8], 'att', 0, 'cr', fmt(NOW), 'ra', fmt(ra), 'cx', '0')
-  if ARGV[a + 9] ~= '' then redis.call('HSET', k, 'to', ARGV[a + 9]) end
+  if not seq_at then seq_at = tonumber(redis.call('GET', SEQ) or '0') end
+  seq_at = seq_at + 1
+  if id == '' then id = fmt(seq_at) end
+  local ra = ARGV[a + 6]
+  local delayed = tonumber(ra) > NOW
+  local state = 'waiting'
+  if delayed then state = 'delayed' end
+  -- The priority in front of the zero-padded sequence: the wait score.
+  local sc = ARGV[a + 3] .. string.format('%013d', seq_at)
+  local f = {'state', state, 'att', '0', 'type', ARGV[a + 2], 'j', ARGV[a + 4], 'ra', ra,
+    'id', id, 'sc', sc, 'rp', ARGV[a + 5]}
   if uk ~= '' then
-    redis.call('HSET', k, 'uk', uk)
+    f[17], f[18] = 'uk', uk
     redis.call('HSET', UNIQUE, uk, id)
   end
-  if ra > NOW then
-    redis.call('HSET', k, 'state', 'delayed')
-    redis.call('ZADD', DELAYED, ra, id)
+  redis.call('HSET', jk(id), unpack(f))
+  if delayed then
+    to_delay[#to_delay + 1] = ra
+    to_delay[#to_delay + 1] = id
   else
-    redis.call('HSET', k, 'state', 'waiting')
-    redis.call('ZADD', WAIT, tonumber(ARGV[a + 4]) * 1e13 + seq, id)
+    to_wait[#to_wait + 1] = sc
+    to_wait[#to_wait + 1] = id
   end
   return id, true
 end
+-- Record the sequence and queue the jobs `enqueue` stored.
+local function enqueued()
+  if seq_at then redis.call('SET', SEQ, fmt(seq_at)) end
+  chunked('ZADD', WAIT, to_wait)
+  chunked('ZADD', DELAYED, to_delay)
+  to_wait, to_delay = {}, {}
+end
 "#;
 
-/// ARGV[8] n, then n × (id or '', the ten job fields of `enqueue`).
+/// ARGV[8] n, then n × (id or '', the six job arguments of `enqueue`). Answers, per job,
+/// its id when it is new, else the existing job's fields.
 pub(super) const ENQUEUE: &str = r#"
 local out = {}
 for i = 0, tonumber(ARGV[8]) - 1 do
-  local id, created = enqueue(ARGV[9 + i * 11], 9 + i * 11)
-  if created then table.insert(out, {'1', id})
-  else table.insert(out, {'0', redis.call('HGETALL', jk(id))}) end
+  local id, created = enqueue(ARGV[9 + i * 7], 9 + i * 7)
+  if created then out[i + 1] = id
+  else out[i + 1] = redis.call('HGETALL', jk(id)) end
 end
+enqueued()
 return out
 "#;
 
@@ -230,11 +298,11 @@ return taken
 /// ARGV[8] id, [9] token, [10] result, [11] next max, [12] worker, [13] token base,
 /// [14] lease ms, [15..] types.
 pub(super) const COMPLETE: &str = r#"
-local k, status = complete_one(ARGV[8], ARGV[9], ARGV[10])
-if not k then return {status} end
-local job = redis.call('HGETALL', k)
+local job, status = complete_one(ARGV[8], ARGV[9], ARGV[10], true)
+if not job then return {status} end
+completed()
 trim_all()
-local next = {}
+local next = ''
 if tonumber(ARGV[11]) > 0 then
   maintain(100)
   next = take(tonumber(ARGV[11]), ARGV[12], ARGV[13], tonumber(ARGV[14]), 15)
@@ -244,24 +312,25 @@ return {'ok', job, next}
 "#;
 
 /// ARGV[8] n, then n × (id, token, result), then max, worker, token base, lease ms,
-/// types. Answers `{statuses, leases}`.
+/// types. Answers `{statuses, leases}`, the statuses in one string, split by spaces.
 pub(super) const COMPLETE_MANY: &str = r#"
 local n = tonumber(ARGV[8])
 local statuses = {}
 for i = 0, n - 1 do
   local b = 9 + i * 3
-  local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2])
-  table.insert(statuses, status)
+  local _, status = complete_one(ARGV[b], ARGV[b + 1], ARGV[b + 2], false)
+  statuses[i + 1] = status
 end
+completed()
 trim_all()
 local f = 9 + n * 3
-local next = {}
+local next = ''
 if tonumber(ARGV[f]) > 0 then
   maintain(100)
   next = take(tonumber(ARGV[f]), ARGV[f + 1], ARGV[f + 2], tonumber(ARGV[f + 3]), f + 4)
 end
 flush()
-return {statuses, next}
+return {table.concat(statuses, ' '), next}
 "#;
 
 /// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1).
@@ -269,27 +338,27 @@ pub(super) const FAIL: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
-local h = redis.call('HMGET', k, 'st', 'att', 'max', 'bk', 'bd', 'bj')
+local h = redis.call('HMGET', k, 'st', 'att')
+local max, kind, base, jitter = policy(k)
 redis.call('ZREM', ACTIVE, id)
 redis.call('HSET', k, 'er', ARGV[10])
 bucket('f', 1)
 bucket('r', NOW - tonumber(h[1]))
 flush()
 local att = tonumber(h[2])
-if att >= tonumber(h[3]) then
+if att >= max then
   finish(id, k, 'failed')
   local job = redis.call('HGETALL', k)
   trim_all()
   return {'ok', job}
 end
-local base = tonumber(h[5])
-if h[4] == 'exponential' then
+if kind == 'exponential' then
   local exp = att - 1
   if exp > 40 then exp = 40 end
   base = base * (2 ^ exp)
 end
 if base > MAXBACKOFF then base = MAXBACKOFF end
-local delay = base - math.floor(base * tonumber(h[6]) * tonumber(ARGV[11]))
+local delay = base - math.floor(base * jitter * tonumber(ARGV[11]))
 local ra = NOW + delay
 redis.call('HSET', k, 'state', 'delayed', 'ra', fmt(ra), 'tok', '')
 redis.call('ZADD', DELAYED, ra, id)
@@ -301,14 +370,9 @@ pub(super) const EXTEND: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
-if ARGV[10] ~= '' then
-  local lu = NOW + tonumber(ARGV[10])
-  redis.call('HSET', k, 'lu', fmt(lu))
-  redis.call('ZADD', ACTIVE, lu, id)
-end
+if ARGV[10] ~= '' then redis.call('ZADD', ACTIVE, fmt(NOW + tonumber(ARGV[10])), id) end
 if ARGV[11] ~= '' then redis.call('HSET', k, 'pg', ARGV[11]) end
-local h = redis.call('HMGET', k, 'lu', 'cx')
-return {'ok', h[1], h[2]}
+return {'ok', redis.call('ZSCORE', ACTIVE, id), redis.call('HGET', k, 'cx')}
 "#;
 
 /// ARGV[8] id, [9] token.
@@ -359,7 +423,7 @@ end
 return #ids
 "#;
 
-/// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..20] the job.
+/// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..16] the job.
 pub(super) const FIRE: &str = r#"
 local sid, tick = ARGV[8], tonumber(ARGV[9])
 if redis.call('HEXISTS', SCHED, sid) == 0 then return {'missing'} end
@@ -367,6 +431,7 @@ local last = redis.call('HGET', SCHEDLAST, sid)
 if last and tonumber(last) >= tick then return {'skip'} end
 redis.call('HSET', SCHEDLAST, sid, ARGV[9])
 local id = enqueue(ARGV[10], 10)
+enqueued()
 return {'ok', redis.call('HGETALL', jk(id))}
 "#;
 

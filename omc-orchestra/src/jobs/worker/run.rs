@@ -102,7 +102,6 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
     let kept = shared.events.as_ref().map(|_| job.clone());
     let (cancel_tx, cancel_rx) = watch::channel(job.cancel_requested);
     let timeout = job.timeout_ms;
-    let missing = format!("no handler for job type `{}`", job.job_type);
     let ctx = JobContext {
         job,
         token: token.clone(),
@@ -110,7 +109,10 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
         cancel: cancel_rx,
     };
     let outcome = match handler {
-        None => Some(Err(missing)),
+        None => Some(Err(format!(
+            "no handler for job type `{}`",
+            ctx.job.job_type
+        ))),
         Some(handler) => {
             let run = handler(ctx);
             let timed = async {

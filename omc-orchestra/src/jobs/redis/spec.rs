@@ -1,0 +1,216 @@
+//! How a job is stored, and the job (or lease) read back from it.
+//!
+//! A job is the hash `{prefix}:job:{queue}:j:{id}`. What never changes after the enqueue
+//! and the scripts need not read is one short JSON field, written by the client (a small
+//! job stays within Redis's compact hash encoding); the scripts read and write the rest:
+//!
+//! | field | holds |
+//! | --- | --- |
+//! | `id`, `type` | id and type |
+//! | `j` | data, priority, unique key, timeout and creation time (JSON, see `Spec`) |
+//! | `rp` | the retry policy: `{max attempts} {fixed or exponential} {delay ms} {jitter}` |
+//! | `sc` | the wait score: the priority rank, then the sequence in 13 digits |
+//! | `uk` | the unique key, when there is one |
+//! | `state`, `att`, `ra` | state, attempts so far, run-at (ms) |
+//! | `st`, `wk`, `tok` | start (ms), worker and lease token of the current attempt |
+//! | `fi`, `rs`, `er`, `pg`, `cx` | finish (ms), result and progress (JSON), last error, `1` once cancelled |
+
+use super::super::{Backoff, BackoffKind, Job, JobLease, JobPriority, JobState, NewJob};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+fn malformed(what: &str) -> Error {
+    Error::Backend(format!("malformed job field `{what}` in Redis").into())
+}
+
+fn time(ms: &str) -> Option<DateTime<Utc>> {
+    ms.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+}
+
+fn json(text: Option<&String>) -> Option<serde_json::Value> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| serde_json::from_str(t).unwrap_or(serde_json::Value::String(t.clone())))
+}
+
+/// What never changes about a job: the `j` field.
+#[derive(Debug, Serialize, Deserialize)]
+struct Spec<D> {
+    /// The data.
+    d: D,
+    /// The priority rank.
+    p: u8,
+    /// The unique key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<String>,
+    /// The timeout (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    o: Option<u64>,
+    /// When it was enqueued (ms).
+    c: i64,
+}
+
+/// The six enqueue arguments of a job after its id: unique key or '', type, priority
+/// rank, the `j` field, the retry policy and the first run-at (ms), as of `now_ms`.
+pub(super) fn job_args(job: &NewJob, now_ms: i64) -> Result<[String; 6]> {
+    let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let backoff = job.backoff.unwrap_or_default();
+    let max = job.max_attempts.unwrap_or(3);
+    let spec = Spec {
+        d: &job.data,
+        p: job.priority.rank(),
+        u: job.unique_key.clone(),
+        o: job.timeout_ms,
+        c: now_ms,
+    };
+    let kind = match backoff.kind {
+        BackoffKind::Fixed => "fixed",
+        BackoffKind::Exponential => "exponential",
+    };
+    Ok([
+        job.unique_key.clone().unwrap_or_default(),
+        job.job_type.clone(),
+        job.priority.rank().to_string(),
+        serde_json::to_string(&spec)?,
+        format!("{max} {kind} {} {}", backoff.delay_ms, backoff.jitter),
+        job.first_run(now).timestamp_millis().to_string(),
+    ])
+}
+
+/// Most attempts and the backoff, from the `rp` field.
+fn policy(rp: &str) -> Option<(u32, Backoff)> {
+    let mut parts = rp.split(' ');
+    let max = parts.next()?.parse().ok()?;
+    let kind = match parts.next()? {
+        "fixed" => BackoffKind::Fixed,
+        _ => BackoffKind::Exponential,
+    };
+    let delay_ms = parts.next()?.parse().ok()?;
+    let jitter = parts.next()?.parse().ok()?;
+    Some((
+        max,
+        Backoff {
+            kind,
+            delay_ms,
+            jitter,
+        },
+    ))
+}
+
+/// A job from its id, type, `j` field and the other fields (looked up by name).
+fn job_from_parts<'a>(
+    id: String,
+    job_type: String,
+    spec: &str,
+    look: &dyn Fn(&str) -> Option<&'a String>,
+) -> Result<Job> {
+    let spec: Spec<serde_json::Value> = serde_json::from_str(spec).map_err(|_| malformed("j"))?;
+    let (max_attempts, backoff) = look("rp")
+        .and_then(|rp| policy(rp))
+        .ok_or_else(|| malformed("rp"))?;
+    let get = |k: &str| look(k).filter(|v| !v.is_empty());
+    let need = |k: &str| get(k).ok_or_else(|| malformed(k));
+    let at = |k: &str| get(k).and_then(|v| time(v));
+    Ok(Job {
+        id,
+        job_type,
+        data: spec.d,
+        priority: JobPriority::from_rank(spec.p),
+        state: JobState::parse(need("state")?).ok_or_else(|| malformed("state"))?,
+        attempts: need("att")?.parse().map_err(|_| malformed("att"))?,
+        max_attempts,
+        backoff,
+        unique_key: spec.u,
+        timeout_ms: spec.o,
+        created_at: DateTime::from_timestamp_millis(spec.c).ok_or_else(|| malformed("j"))?,
+        run_at: at("ra").ok_or_else(|| malformed("ra"))?,
+        started_at: at("st"),
+        finished_at: at("fi"),
+        worker: get("wk").cloned(),
+        progress: json(look("pg")),
+        result: json(look("rs")),
+        error: get("er").cloned(),
+        cancel_requested: get("cx").is_some_and(|c| c == "1"),
+    })
+}
+
+/// A job from its hash fields.
+pub(super) fn job_from_map(mut f: HashMap<String, String>) -> Result<Job> {
+    let id = f.remove("id").ok_or_else(|| malformed("id"))?;
+    let job_type = f.remove("type").ok_or_else(|| malformed("type"))?;
+    let spec = f.remove("j").ok_or_else(|| malformed("j"))?;
+    job_from_parts(id, job_type, &spec, &|k| f.get(k))
+}
+
+/// A job from an `HGETALL` reply.
+pub(super) fn job_from(value: Value) -> Result<Job> {
+    let map: HashMap<String, String> = redis::from_redis_value(value)?;
+    if map.is_empty() {
+        return Err(Error::Backend("job vanished during a transition".into()));
+    }
+    job_from_map(map)
+}
+
+/// The fields of a job a fetch answers, in this order (the scripts' `TAKEN`), then the
+/// id.
+const TAKEN: [&str; 8] = ["type", "j", "rp", "att", "ra", "pg", "er", "cx"];
+
+/// What a fetch asked for: with its answer, the whole leases.
+#[derive(Debug)]
+pub(super) struct Taking {
+    /// The time the script ran at (ms).
+    pub(super) now_ms: i64,
+    /// Who takes the jobs.
+    pub(super) worker: String,
+    /// Each token is this followed by the job id.
+    pub(super) token_base: String,
+    /// How long the leases last (ms).
+    pub(super) lease_ms: i64,
+}
+
+/// Leases from a fetch's answer: a JSON array of each job's `TAKEN` fields (`""` for a
+/// missing one), then its id; or nothing.
+pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>> {
+    let text: String = match value {
+        Value::Nil => String::new(),
+        other => redis::from_redis_value(other)?,
+    };
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Vec<String>> = serde_json::from_str(&text).map_err(|_| malformed("lease"))?;
+    let started_at =
+        DateTime::from_timestamp_millis(taking.now_ms).ok_or_else(|| malformed("st"))?;
+    let expires_at = DateTime::from_timestamp_millis(taking.now_ms.saturating_add(taking.lease_ms))
+        .ok_or_else(|| malformed("lease end"))?;
+    let active = JobState::Active.as_str().to_owned();
+    rows.into_iter()
+        .map(|mut row| {
+            let mut take = |i: usize, what: &str| {
+                row.get_mut(i)
+                    .map(std::mem::take)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| malformed(what))
+            };
+            let id = take(TAKEN.len(), "id")?;
+            let job_type = take(0, "type")?;
+            let spec = take(1, "j")?;
+            let look = |k: &str| match k {
+                "state" => Some(&active),
+                _ => TAKEN.iter().position(|f| *f == k).and_then(|i| row.get(i)),
+            };
+            let mut job = job_from_parts(id, job_type, &spec, &look)?;
+            job.started_at = Some(started_at);
+            job.worker = Some(taking.worker.clone());
+            Ok(JobLease {
+                token: format!("{}{}", taking.token_base, job.id),
+                job,
+                expires_at,
+            })
+        })
+        .collect()
+}
