@@ -260,37 +260,45 @@ impl EventBus for RedisEventBus {
     async fn publish(&self, event: NewEvent) -> Result<Event> {
         event.validate()?;
         let time = self.clock.now();
+        let NewEvent {
+            event_type,
+            source,
+            data,
+            priority,
+            tags,
+            target,
+            correlation_id,
+            idempotency_key,
+        } = event;
+        let meta = format!(
+            "{event_type}\n{}\n{source}\n{}",
+            target.as_deref().unwrap_or_default(),
+            lines(&tags)
+        );
         let mut stamped = Event {
             id: String::new(),
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
+            event_type,
+            source,
             time,
-            data: event.data.clone(),
-            priority: event.priority,
-            tags: event.tags.clone(),
-            target: event.target.clone(),
-            correlation_id: event.correlation_id.clone(),
+            data,
+            priority,
+            tags,
+            target,
+            correlation_id,
         };
         let json = serde_json::to_string(&stamped)?;
         let outgoing = Outgoing {
-            once: event
-                .idempotency_key
+            once: idempotency_key
                 .as_ref()
                 .map(|key| self.store.key("ev", "events", &format!("once:{key}"))),
             oldest_ms: self.oldest_ms(),
             args: [
                 time.timestamp_millis().max(0).to_string(),
                 json,
-                format!(
-                    "{}\n{}\n{}\n{}",
-                    stamped.event_type,
-                    stamped.target.as_deref().unwrap_or_default(),
-                    stamped.source,
-                    lines(&stamped.tags)
-                ),
+                meta,
                 stamped.event_type.clone(),
                 stamped.priority.rank().to_string(),
-                match &event.idempotency_key {
+                match &idempotency_key {
                     Some(_) => IDEMPOTENCY_WINDOW.as_millis().to_string(),
                     None => String::new(),
                 },

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 /// target, source, then the tags, one per line), type, priority rank, idempotency window
 /// (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, then the idempotency key of each event that has one,
-/// in order. Answers `{fresh, id}` per event, `fresh` 0 when the key had been used
-/// already. The new events go to the live channel as one message (see `redis_live.rs`).
+/// in order. Answers a line `{fresh} {id}` per event, `fresh` 0 when the key had been used
+/// already (one string: far cheaper to parse than an array of pairs). The new events go to
+/// the live channel as one message (see `redis_live.rs`).
 ///
 /// History is trimmed and the stats are counted once per call rather than once per
 /// event: the script runs atomically, so nobody sees the difference.
@@ -33,7 +34,7 @@ for i = 1, n do
     first = redis.call('GET', once)
   end
   if first then
-    out[i] = {0, first}
+    out[i] = '0 ' .. first
   else
     local id = redis.pcall('XADD', HIST, ms .. '-*', 'm', m, 'e', e)
     if type(id) == 'table' and id.err then
@@ -50,7 +51,7 @@ for i = 1, n do
       'm', m, 'e', e)
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
-    out[i] = {1, id}
+    out[i] = '1 ' .. id
     local line = #news
     news[line + 1], news[line + 2], news[line + 3], news[line + 4] = id, ' ', e, '\n'
   end
@@ -68,7 +69,7 @@ if #news > 0 then
   news[#news] = nil
   redis.call('PUBLISH', LIVE, table.concat(news))
 end
-return out
+return table.concat(out, '\n')
 "#;
 
 /// Most events sent in one script call.
@@ -139,9 +140,18 @@ impl Publisher {
                         invocation.arg(arg);
                     }
                 }
-                async move { invocation.invoke_async(&mut conn).await }
+                async move { invocation.invoke_async::<String>(&mut conn).await }
             })
             .await
+            .map(|answer| {
+                answer
+                    .split('\n')
+                    .filter_map(|line| {
+                        let (fresh, id) = line.split_once(' ')?;
+                        Some((u8::from(fresh == "1"), id.to_owned()))
+                    })
+                    .collect()
+            })
     }
 }
 
