@@ -17,13 +17,13 @@ use tokio::sync::mpsc;
 /// already (one string: far cheaper to parse than an array of pairs). The new events go to
 /// the live channel as one message (see `redis_live.rs`).
 ///
-/// History is trimmed and the stats are counted once per call rather than once per
-/// event: the script runs atomically, so nobody sees the difference.
+/// History and the priority streams are trimmed and the stats are counted once per call
+/// rather than once per event: the script runs atomically, so nobody sees the difference.
 const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
-local out, counts, news, k = {}, {}, {}, 6
+local out, counts, news, touched, k = {}, {}, {}, {}, 6
 for i = 1, n do
   local a = 6 + (i - 1) * 6
   local ms, e, m, t, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 6]
@@ -47,8 +47,9 @@ for i = 1, n do
         id = redis.call('XADD', HIST, '*', 'm', m, 'e', e)
       end
     end
-    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 5])], 'MAXLEN', '~', backlog, id,
-      'm', m, 'e', e)
+    local q = KEYS[3 + tonumber(ARGV[a + 5])]
+    redis.call('XADD', q, id, 'm', m, 'e', e)
+    touched[q] = true
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = '1 ' .. id
@@ -58,6 +59,7 @@ for i = 1, n do
 end
 redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
+for q in pairs(touched) do redis.call('XTRIM', q, 'MAXLEN', '~', backlog) end
 for t, c in pairs(counts) do
   local field = 'published|' .. t
   if redis.call('HLEN', STATS) >= most and redis.call('HEXISTS', STATS, field) == 0 then
