@@ -10,6 +10,7 @@
 //! | `{prefix}:ev:{events}:dead` | list | dead letters, newest first, trimmed to `dead_letters` |
 //! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types |
 //! | `{prefix}:ev:{events}:once:{key}` | string | the event id published under an idempotency key, for [`IDEMPOTENCY_WINDOW`] |
+//! | `{prefix}:ev:{events}:clock:{group}` | hash | per consumer of the group, its clock's offsets from Redis time and since when (`redis_take.lua`) |
 //! | `{prefix}:ev:{events}:live` | pub/sub channel | each publish call's new events, for the live subscribers of every bus (`redis_live.rs`) |
 //!
 //! An event's id is its stream id in history and in its priority stream alike:
@@ -21,14 +22,15 @@
 //! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
 //! flight go to Redis in one script call (group commit).
 //!
-//! Delivery (`redis_consumer.rs`, script `redis_take.lua`): one script per fetch runs
-//! `XAUTOCLAIM` on each priority stream, most urgent first, to take over events whose
-//! visibility timeout ran out (parking those delivered too often in the dead list), then
-//! `XREADGROUP` for new ones. A consumer whose last look found no expired deliveries left
-//! looks again only once the clock moved on a little (see `CLAIM_EVERY_MS`).
-//! The visibility timeout is measured on the bus's injected clock: each delivery's time in
-//! the pending list is set to the clock's time (`XCLAIM … TIME`, shifted by a constant so it
-//! is always in Redis's past) and `XAUTOCLAIM`'s minimum idle time is converted likewise.
+//! Delivery (`redis_fetch.rs`, script `redis_take.lua`): one script per fetch takes over
+//! events whose visibility timeout ran out (`XPENDING`, `XCLAIM`; parking those delivered
+//! too often in the dead list), then the first new entry of the most urgent stream that
+//! has one; a plain `XREADGROUP` reads the rest of the batch from that stream and a small
+//! script counts it. A consumer whose last look found no expired deliveries left looks
+//! again only once the clock moved on a little (see `CLAIM_EVERY_MS`).
+//! The visibility timeout is measured on the bus's injected clock: deliveries keep the time
+//! Redis gave them, and each consumer logs its clock's offset from Redis time whenever it
+//! changes, so the clock time of any delivery is known.
 //! Idle consumers wait for news without a herd (`redis_wait.rs`).
 
 #[path = "redis_consumer.rs"]
@@ -78,6 +80,7 @@ struct Keys {
     queues: [String; 4],
     dead: String,
     stats: String,
+    offsets: String,
     live: String,
 }
 
@@ -106,6 +109,7 @@ impl RedisEventBus {
             queues: EventPriority::ALL.map(|p| key(&format!("q:{}", p.as_str()))),
             dead: key("dead"),
             stats: key("stats"),
+            offsets: key("clock"),
             live: key("live"),
         };
         let live = broadcast::channel(LIVE_CAPACITY).0;
@@ -256,37 +260,45 @@ impl EventBus for RedisEventBus {
     async fn publish(&self, event: NewEvent) -> Result<Event> {
         event.validate()?;
         let time = self.clock.now();
+        let NewEvent {
+            event_type,
+            source,
+            data,
+            priority,
+            tags,
+            target,
+            correlation_id,
+            idempotency_key,
+        } = event;
+        let meta = format!(
+            "{event_type}\n{}\n{source}\n{}",
+            target.as_deref().unwrap_or_default(),
+            lines(&tags)
+        );
         let mut stamped = Event {
             id: String::new(),
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
+            event_type,
+            source,
             time,
-            data: event.data.clone(),
-            priority: event.priority,
-            tags: event.tags.clone(),
-            target: event.target.clone(),
-            correlation_id: event.correlation_id.clone(),
+            data,
+            priority,
+            tags,
+            target,
+            correlation_id,
         };
         let json = serde_json::to_string(&stamped)?;
         let outgoing = Outgoing {
-            once: event
-                .idempotency_key
+            once: idempotency_key
                 .as_ref()
                 .map(|key| self.store.key("ev", "events", &format!("once:{key}"))),
             oldest_ms: self.oldest_ms(),
             args: [
                 time.timestamp_millis().max(0).to_string(),
                 json,
-                format!(
-                    "{}\n{}\n{}\n{}",
-                    stamped.event_type,
-                    stamped.target.as_deref().unwrap_or_default(),
-                    stamped.source,
-                    lines(&stamped.tags)
-                ),
+                meta,
                 stamped.event_type.clone(),
                 stamped.priority.rank().to_string(),
-                match &event.idempotency_key {
+                match &idempotency_key {
                     Some(_) => IDEMPOTENCY_WINDOW.as_millis().to_string(),
                     None => String::new(),
                 },

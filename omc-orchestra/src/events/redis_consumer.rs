@@ -1,13 +1,12 @@
-//! A member of a consumer group on the Redis bus: one delivery script per fetch.
+//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`), waiting for
+//! news, acknowledging.
 
 use super::wait::GroupWait;
-use super::{decode_event, from_ms, lines, Keys};
+use super::{decode_event, from_ms, Keys};
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
-use crate::events::{
-    BusOptions, ConsumerOptions, DeadLetter, Delivery, EventConsumer, EventId, MAX_STAT_TYPES,
-};
-use crate::{Error, Result};
+use crate::events::{BusOptions, ConsumerOptions, DeadLetter, Delivery, EventConsumer, EventId};
+use crate::Result;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
@@ -16,25 +15,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Subtracted from the clock's time before it is written as a delivery time, so that it
-/// is always in Redis's past (Redis replaces a future delivery time with its own now).
-const STAMP_SHIFT_MS: i64 = 1_000_000_000_000;
-
-/// After a look for deliveries whose visibility timeout ran out found none left, how long
-/// (on the bus clock) a consumer waits before it looks again: scanning the pending list
-/// costs Redis time in proportion to the events in flight, too much for every fetch of a
-/// busy consumer. A tenth of the visibility timeout when that is shorter; an expired
-/// delivery comes back this much late at most.
-const CLAIM_EVERY_MS: i64 = 100;
+#[path = "redis_fetch.rs"]
+mod fetch;
 
 /// Most events one fetch takes (the most `prefetch` allows).
 const MOST_FETCHED: usize = 1000;
-
-/// Most handed-out events whose stream a consumer remembers.
-const ORIGIN_LIMIT: usize = 100_000;
-
-/// The delivery script: redeliveries due, then new events, most urgent first.
-const TAKE: &str = include_str!("redis_take.lua");
 
 /// A dead letter as the delivery script writes it.
 #[derive(Deserialize)]
@@ -67,10 +52,14 @@ pub(super) struct RedisConsumer {
     queues: [String; 4],
     dead: String,
     stats: String,
+    /// The group's log of its consumers' clock offsets from Redis time (see
+    /// `redis_take.lua`).
+    offsets: String,
     clock: SharedClock,
     bus: BusOptions,
     options: ConsumerOptions,
     take: Script,
+    settle: Script,
     /// Fetched, not yet handed out (when `prefetch` > 1).
     buffer: std::collections::VecDeque<Delivery>,
     /// Which priority stream each handed-out, unacknowledged event came from.
@@ -98,10 +87,12 @@ impl RedisConsumer {
             queues: keys.queues.clone(),
             dead: keys.dead.clone(),
             stats: keys.stats.clone(),
+            offsets: format!("{}:{}", keys.offsets, options.group),
             clock,
             bus,
             options,
-            take: Script::new(TAKE),
+            take: Script::new(fetch::TAKE),
+            settle: Script::new(fetch::SETTLE),
             buffer: Default::default(),
             origin: HashMap::new(),
             waiter: None,
@@ -124,77 +115,6 @@ impl RedisConsumer {
             }
         }
         Ok(())
-    }
-
-    /// Run the delivery script once: the fetched deliveries; how far it read each stream
-    /// goes to the group's [`GroupWait`].
-    async fn fetch(&mut self, count: usize) -> Result<Vec<Delivery>> {
-        let now = self.clock.now_ms();
-        let vis = i64::try_from(self.options.visibility_timeout.as_millis()).unwrap_or(i64::MAX);
-        let claim = self
-            .claimed_at
-            .is_none_or(|at| now < at || now - at >= (vis / 10).min(CLAIM_EVERY_MS));
-        let args = [
-            self.options.group.clone(),
-            self.options.consumer.clone(),
-            now.to_string(),
-            self.options.visibility_timeout.as_millis().to_string(),
-            self.options.max_deliveries.to_string(),
-            count.to_string(),
-            self.bus.dead_letters.to_string(),
-            STAMP_SHIFT_MS.to_string(),
-            lines(&self.options.filter.types),
-            lines(&self.options.filter.tags),
-            lines(&self.options.filter.sources),
-            MAX_STAT_TYPES.to_string(),
-            u8::from(claim).to_string(),
-        ];
-        let run = || {
-            self.store.retry(|mut conn| {
-                let mut invocation = self.take.prepare_invoke();
-                for key in &self.queues {
-                    invocation.key(key);
-                }
-                invocation.key(&self.dead).key(&self.stats);
-                for arg in &args {
-                    invocation.arg(arg);
-                }
-                async move { invocation.invoke_async::<Value>(&mut conn).await }
-            })
-        };
-        let value = match run().await {
-            // The groups vanished (a Redis restart without persistence): make them again.
-            Err(Error::Backend(err)) if err.to_string().contains("NOGROUP") => {
-                self.create_groups().await?;
-                run().await?
-            }
-            other => other?,
-        };
-        let (rows, tails, left): (Vec<(String, String, u32)>, Vec<String>, u8) =
-            redis::from_redis_value(value)?;
-        self.wait.learn(&tails);
-        if claim {
-            // Look again at once while there may be more; else once the clock moved on.
-            self.claimed_at = (left == 0).then_some(now);
-        }
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for (id, json, count) in rows {
-            match decode_event(&id, &json) {
-                Ok(event) => {
-                    if self.origin.len() >= ORIGIN_LIMIT {
-                        // Never acknowledged; `ack` falls back to trying every stream.
-                        self.origin.clear();
-                    }
-                    self.origin.insert(id, event.priority.rank());
-                    deliveries.push(Delivery {
-                        event,
-                        deliveries: count,
-                    });
-                }
-                Err(err) => tracing::warn!(error = %err, id, "a malformed event stays unacked"),
-            }
-        }
-        Ok(deliveries)
     }
 
     /// Fetch up to `count` deliveries into the empty buffer, waiting up to `wait` for the

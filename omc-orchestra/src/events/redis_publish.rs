@@ -13,16 +13,17 @@ use tokio::sync::mpsc;
 /// target, source, then the tags, one per line), type, priority rank, idempotency window
 /// (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, then the idempotency key of each event that has one,
-/// in order. Answers `{fresh, id}` per event, `fresh` 0 when the key had been used
-/// already. The new events go to the live channel as one message (see `redis_live.rs`).
+/// in order. Answers a line `{fresh} {id}` per event, `fresh` 0 when the key had been used
+/// already (one string: far cheaper to parse than an array of pairs). The new events go to
+/// the live channel as one message (see `redis_live.rs`).
 ///
-/// History is trimmed and the stats are counted once per call rather than once per
-/// event: the script runs atomically, so nobody sees the difference.
+/// History and the priority streams are trimmed and the stats are counted once per call
+/// rather than once per event: the script runs atomically, so nobody sees the difference.
 const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
-local out, counts, news, k = {}, {}, {}, 6
+local out, counts, news, touched, k = {}, {}, {}, {}, 6
 for i = 1, n do
   local a = 6 + (i - 1) * 6
   local ms, e, m, t, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 6]
@@ -33,7 +34,7 @@ for i = 1, n do
     first = redis.call('GET', once)
   end
   if first then
-    out[i] = {0, first}
+    out[i] = '0 ' .. first
   else
     local id = redis.pcall('XADD', HIST, ms .. '-*', 'm', m, 'e', e)
     if type(id) == 'table' and id.err then
@@ -46,17 +47,19 @@ for i = 1, n do
         id = redis.call('XADD', HIST, '*', 'm', m, 'e', e)
       end
     end
-    redis.call('XADD', KEYS[3 + tonumber(ARGV[a + 5])], 'MAXLEN', '~', backlog, id,
-      'm', m, 'e', e)
+    local q = KEYS[3 + tonumber(ARGV[a + 5])]
+    redis.call('XADD', q, id, 'm', m, 'e', e)
+    touched[q] = true
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
-    out[i] = {1, id}
+    out[i] = '1 ' .. id
     local line = #news
     news[line + 1], news[line + 2], news[line + 3], news[line + 4] = id, ' ', e, '\n'
   end
 end
 redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
+for q in pairs(touched) do redis.call('XTRIM', q, 'MAXLEN', '~', backlog) end
 for t, c in pairs(counts) do
   local field = 'published|' .. t
   if redis.call('HLEN', STATS) >= most and redis.call('HEXISTS', STATS, field) == 0 then
@@ -68,7 +71,7 @@ if #news > 0 then
   news[#news] = nil
   redis.call('PUBLISH', LIVE, table.concat(news))
 end
-return out
+return table.concat(out, '\n')
 "#;
 
 /// Most events sent in one script call.
@@ -139,9 +142,18 @@ impl Publisher {
                         invocation.arg(arg);
                     }
                 }
-                async move { invocation.invoke_async(&mut conn).await }
+                async move { invocation.invoke_async::<String>(&mut conn).await }
             })
             .await
+            .map(|answer| {
+                answer
+                    .split('\n')
+                    .filter_map(|line| {
+                        let (fresh, id) = line.split_once(' ')?;
+                        Some((u8::from(fresh == "1"), id.to_owned()))
+                    })
+                    .collect()
+            })
     }
 }
 
