@@ -360,3 +360,66 @@ async fn entries_of_the_earlier_layout_are_still_delivered() {
         .is_none());
     store.delete_prefix().await.unwrap();
 }
+
+/// A consumer dropped right after it took a batch (before its reads were counted and its
+/// unwanted entries acknowledged) loses nothing, and what its group does not want is still
+/// never handed out.
+#[tokio::test]
+async fn a_batch_taken_by_a_consumer_that_dies_comes_back_filtered() {
+    use omc_orchestra::events::{ConsumerOptions, EventFilter};
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let bus = RedisEventBus::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        BusOptions::default(),
+    )
+    .await
+    .unwrap();
+    let vis = Duration::from_secs(30);
+    let mut options = ConsumerOptions::new("pricing-service", "doomed");
+    options.filter = EventFilter::types(["PRICE_UPDATED"]);
+    options.visibility_timeout = vis;
+    let mut doomed = bus.consumer(options.clone()).await.unwrap();
+    let mut wanted = Vec::new();
+    for n in 0..20 {
+        let kind = if n % 2 == 0 {
+            "PRICE_UPDATED"
+        } else {
+            "USER_ACTION"
+        };
+        let published = bus
+            .publish(event(kind, "pricing-service", n))
+            .await
+            .unwrap();
+        if n % 2 == 0 {
+            wanted.push(published.id);
+        }
+    }
+    let batch = doomed.next_batch(20, Duration::from_secs(5)).await.unwrap();
+    assert!(!batch.is_empty());
+    drop(doomed);
+    clock.advance(vis + Duration::from_secs(1));
+    options.consumer = "survivor".into();
+    let mut survivor = bus.consumer(options).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let batch = survivor
+            .next_batch(7, Duration::from_millis(300))
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for delivery in &batch {
+            assert_eq!(delivery.event.event_type, "PRICE_UPDATED");
+        }
+        let ids: Vec<String> = batch.iter().map(|d| d.event.id.clone()).collect();
+        assert_eq!(survivor.ack_many(&ids).await.unwrap(), ids.len());
+        got.extend(ids);
+    }
+    got.sort();
+    wanted.sort();
+    assert_eq!(got, wanted);
+    store.delete_prefix().await.unwrap();
+}

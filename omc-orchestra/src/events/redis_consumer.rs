@@ -71,6 +71,9 @@ pub(super) struct RedisConsumer {
     claimed_at: Option<i64>,
     /// Shared by the group's consumers in this process, to wait without a herd.
     wait: Arc<GroupWait>,
+    /// What plain reads delivered and found unwanted, to settle with the next
+    /// acknowledgement or fetch.
+    unsettled: fetch::Unsettled,
 }
 
 impl RedisConsumer {
@@ -98,6 +101,7 @@ impl RedisConsumer {
             waiter: None,
             claimed_at: None,
             wait,
+            unsettled: Default::default(),
         }
     }
 
@@ -203,23 +207,7 @@ impl EventConsumer for RedisConsumer {
     }
 
     async fn ack(&mut self, id: &str) -> Result<bool> {
-        let _: EventId = id.parse()?;
-        let streams: Vec<&String> = match self.origin.remove(id) {
-            Some(rank) => self.queues.get(rank).into_iter().collect(),
-            None => self.queues.iter().collect(),
-        };
-        let group = &self.options.group;
-        let acked: Vec<u64> = self
-            .store
-            .retry(|mut conn| {
-                let mut pipe = redis::pipe();
-                for stream in &streams {
-                    pipe.xack(*stream, group, &[id]);
-                }
-                async move { pipe.query_async(&mut conn).await }
-            })
-            .await?;
-        Ok(acked.iter().sum::<u64>() > 0)
+        Ok(self.ack_many(&[id.to_owned()]).await? > 0)
     }
 
     async fn ack_many(&mut self, ids: &[String]) -> Result<usize> {
@@ -228,22 +216,44 @@ impl EventConsumer for RedisConsumer {
             let _: EventId = id.parse()?;
             match self.origin.remove(id) {
                 Some(rank) if rank < by_stream.len() => by_stream[rank].push(id),
+                // Not handed out here (or forgotten): try every stream.
                 _ => by_stream.iter_mut().for_each(|ids| ids.push(id)),
             }
         }
+        // What the last reads left unsettled rides along (see `redis_fetch.rs`).
+        let settle = self.settle_command();
         let group = &self.options.group;
-        let acked: Vec<u64> = self
+        let answers: Vec<Value> = self
             .store
             .retry(|mut conn| {
                 let mut pipe = redis::pipe();
+                pipe.ignore_errors();
                 for (stream, ids) in self.queues.iter().zip(&by_stream) {
                     if !ids.is_empty() {
                         pipe.xack(stream, group, ids);
                     }
                 }
+                if let Some(settle) = &settle {
+                    pipe.add_command(settle.clone());
+                }
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
-        Ok(usize::try_from(acked.iter().sum::<u64>()).unwrap_or(usize::MAX))
+        let mut answers = answers.into_iter();
+        let settled = settle.and_then(|_| answers.next_back());
+        let mut acked = 0u64;
+        for answer in answers {
+            acked += redis::from_redis_value::<u64>(answer.extract_error()?)?;
+        }
+        let pending = std::mem::take(&mut self.unsettled);
+        match settled.map(Value::extract_error) {
+            Some(Err(err)) if err.code() == Some("NOSCRIPT") => self.settle_apart(pending).await?,
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "event counts not settled; trying again later");
+                self.unsettled = pending;
+            }
+            _ => {}
+        }
+        Ok(usize::try_from(acked).unwrap_or(usize::MAX))
     }
 }

@@ -1,12 +1,14 @@
 //! One fetch of a Redis consumer. The delivery script (`redis_take.lua`) takes over expired
 //! deliveries and the first new entry of the most urgent stream that has one; the rest of
 //! the batch comes from that stream by a plain `XREADGROUP` (converting entries into Lua
-//! and back out cost Redis several times what the read itself does), and a small script
-//! then counts those deliveries and acknowledges the entries the group does not want.
+//! and back out cost Redis several times what the read itself does). A small script then
+//! counts those deliveries and acknowledges the entries the group does not want; it rides
+//! along with the consumer's next acknowledgement (or runs before its next fetch), so a
+//! batch costs no extra round trip.
 //!
-//! A consumer that dies between the read and the count loses nothing: its reads are in the
-//! group's pending list like any other delivery and come back after the visibility
-//! timeout (unwanted ones are acknowledged then); only their `delivered` count is missing.
+//! A consumer that dies before that loses nothing: its reads are in the group's pending
+//! list like any other delivery and come back after the visibility timeout (unwanted ones
+//! are acknowledged then); only their `delivered` count is missing.
 
 use super::RedisConsumer;
 use crate::events::redis::{decode_event, lines};
@@ -18,11 +20,12 @@ use std::collections::HashMap;
 /// The delivery script.
 pub(super) const TAKE: &str = include_str!("redis_take.lua");
 
-/// Counts the deliveries of a plain read and acknowledges what the group does not want.
-/// `KEYS`: the stream read, the stats hash. `ARGV`: group, most stat types, the number of
-/// event types counted, a type and its count for each, then the ids to acknowledge.
+/// Counts the deliveries of plain reads and acknowledges what the group does not want.
+/// `KEYS`: the stats hash, then the four priority streams. `ARGV`: group, most stat types,
+/// the number of event types counted, a type and its count for each, then a priority rank
+/// (0-3) and an id for each entry to acknowledge.
 pub(super) const SETTLE: &str = r#"
-local Q, STATS = KEYS[1], KEYS[2]
+local STATS = KEYS[1]
 local GROUP, MOST, n = ARGV[1], tonumber(ARGV[2]) * 4, tonumber(ARGV[3])
 for j = 0, n - 1 do
   local field = 'delivered|' .. ARGV[4 + 2 * j]
@@ -31,11 +34,33 @@ for j = 0, n - 1 do
   end
   redis.call('HINCRBY', STATS, field, ARGV[5 + 2 * j])
 end
-if #ARGV > 3 + 2 * n then
-  redis.call('XACK', Q, GROUP, unpack(ARGV, 4 + 2 * n))
+for j = 4 + 2 * n, #ARGV, 2 do
+  redis.call('XACK', KEYS[2 + tonumber(ARGV[j])], GROUP, ARGV[j + 1])
 end
 return 1
 "#;
+
+/// What plain reads delivered and found unwanted, not yet settled in Redis.
+#[derive(Debug, Default)]
+pub(super) struct Unsettled {
+    /// Deliveries per event type.
+    counts: HashMap<String, u64>,
+    /// Entries the group does not want: priority rank and id.
+    unwanted: Vec<(usize, String)>,
+}
+
+impl Unsettled {
+    fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.unwanted.is_empty()
+    }
+
+    fn merge(&mut self, other: Unsettled) {
+        for (event_type, n) in other.counts {
+            *self.counts.entry(event_type).or_default() += n;
+        }
+        self.unwanted.extend(other.unwanted);
+    }
+}
 
 /// After a look for deliveries whose visibility timeout ran out found none left, how long
 /// (on the bus clock) a consumer waits before it looks again: scanning the pending list
@@ -59,6 +84,11 @@ impl RedisConsumer {
     /// Fetch up to `count` deliveries: expired ones first, then new ones, most urgent
     /// first. How far it read each stream goes to the group's wait.
     pub(super) async fn fetch(&mut self, count: usize) -> Result<Vec<Delivery>> {
+        if !self.unsettled.is_empty() {
+            // Fetching again without an acknowledgement in between: settle on its own.
+            let pending = std::mem::take(&mut self.unsettled);
+            self.settle_apart(pending).await?;
+        }
         let now = self.clock.now_ms();
         let vis = i64::try_from(self.options.visibility_timeout.as_millis()).unwrap_or(i64::MAX);
         let claim = self
@@ -182,8 +212,7 @@ impl RedisConsumer {
         let mut tails = vec![String::new(); self.queues.len()];
         tails[stream] = last.clone();
         self.wait.learn(&tails);
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        let mut unwanted = Vec::new();
+        let mut read = Unsettled::default();
         for (id, json) in entries {
             let event = match json.as_deref().map(|json| decode_event(&id, json)) {
                 Some(Ok(event)) => event,
@@ -197,10 +226,10 @@ impl RedisConsumer {
                 }
             };
             if !self.options.wants(&event) {
-                unwanted.push(id);
+                read.unwanted.push((stream, id));
                 continue;
             }
-            *counts.entry(event.event_type.clone()).or_default() += 1;
+            *read.counts.entry(event.event_type.clone()).or_default() += 1;
             if self.origin.len() >= ORIGIN_LIMIT {
                 self.origin.clear();
             }
@@ -210,37 +239,67 @@ impl RedisConsumer {
                 deliveries: 1,
             });
         }
-        self.settle(stream, counts, unwanted).await
+        self.unsettled.merge(read);
+        Ok(())
     }
 
-    /// Count a plain read's deliveries and acknowledge what the group does not want.
-    async fn settle(
-        &self,
-        stream: usize,
-        counts: HashMap<String, u64>,
-        unwanted: Vec<String>,
-    ) -> Result<()> {
-        if counts.is_empty() && unwanted.is_empty() {
-            return Ok(());
+    /// The keys and arguments of [`SETTLE`] for `pending`.
+    fn settle_parts<'a>(&'a self, pending: &'a Unsettled) -> (Vec<&'a str>, Vec<String>) {
+        let mut keys = vec![self.stats.as_str()];
+        keys.extend(self.queues.iter().map(String::as_str));
+        let mut args = vec![
+            self.options.group.clone(),
+            MAX_STAT_TYPES.to_string(),
+            pending.counts.len().to_string(),
+        ];
+        for (event_type, n) in &pending.counts {
+            args.push(event_type.clone());
+            args.push(n.to_string());
         }
-        self.store
+        for (rank, id) in &pending.unwanted {
+            args.push(rank.to_string());
+            args.push(id.clone());
+        }
+        (keys, args)
+    }
+
+    /// The settling of what plain reads left unsettled, as a command to add to a pipeline
+    /// (none when nothing is); it fails with `NOSCRIPT` when Redis lost its scripts, then
+    /// [`settle_apart`](Self::settle_apart) does it.
+    pub(super) fn settle_command(&self) -> Option<redis::Cmd> {
+        if self.unsettled.is_empty() {
+            return None;
+        }
+        let (keys, args) = self.settle_parts(&self.unsettled);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.settle.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        Some(cmd)
+    }
+
+    /// Settle `pending` in a round trip of its own, loading the script if need be; kept
+    /// for the next try when that fails.
+    pub(super) async fn settle_apart(&mut self, pending: Unsettled) -> Result<()> {
+        let (keys, args) = self.settle_parts(&pending);
+        let settled = self
+            .store
             .retry(|mut conn| {
                 let mut invocation = self.settle.prepare_invoke();
-                invocation
-                    .key(&self.queues[stream])
-                    .key(&self.stats)
-                    .arg(&self.options.group)
-                    .arg(MAX_STAT_TYPES)
-                    .arg(counts.len());
-                for (event_type, n) in &counts {
-                    invocation.arg(event_type).arg(n);
+                for key in &keys {
+                    invocation.key(*key);
                 }
-                for id in &unwanted {
-                    invocation.arg(id);
+                for arg in &args {
+                    invocation.arg(arg);
                 }
                 async move { invocation.invoke_async::<()>(&mut conn).await }
             })
-            .await
+            .await;
+        if settled.is_err() {
+            self.unsettled.merge(pending);
+        }
+        settled
     }
 }
 

@@ -65,6 +65,7 @@ pub async fn run_all(make: MakeBus) {
     history_trims_at_its_bounds(&make).await;
     stats_count_every_stage(&make).await;
     idempotent_publish_happens_once(&make).await;
+    batches_keep_the_contract(&make).await;
 }
 
 /// A published event is stamped, reaches history, and bad input names its field.
@@ -404,4 +405,77 @@ pub async fn idempotent_publish_happens_once(make: &MakeBus) {
     assert_eq!(must_get(&mut group).await.event, first);
     assert_eq!(must_get(&mut group).await.event, other);
     assert!(group.next(NOTHING).await.unwrap().is_none());
+}
+
+/// Everything until `consumer` has nothing for a while, in batches of at most `max`.
+async fn drain_batches(consumer: &mut Box<dyn EventConsumer>, max: usize) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let batch = consumer.next_batch(max, NOTHING).await.unwrap();
+        if batch.is_empty() {
+            return all;
+        }
+        assert!(batch.len() <= max, "{} > {max}", batch.len());
+        all.extend(batch);
+    }
+}
+
+/// Consumers taking batches get what one-at-a-time consumers get: filtered and targeted,
+/// most urgent first, counted, and delivered again when a batch is not acknowledged.
+pub async fn batches_keep_the_contract(make: &MakeBus) {
+    let (bus, clock) = fresh(make, BusOptions::default()).await;
+    let vis = Duration::from_secs(30);
+    let mut options = ConsumerOptions::new("pricing-service", "p1");
+    options.filter = EventFilter::types(["PRICE_UPDATED"]);
+    options.visibility_timeout = vis;
+    let mut prices = bus.consumer(options.clone()).await.unwrap();
+    let mut expected = Vec::new();
+    for n in 0..12u64 {
+        let mut e = event("PRICE_UPDATED", "pricing-service", n);
+        match n % 4 {
+            1 => e.event_type = "USER_ACTION".into(),
+            2 => e.target = Some("inventory-service".into()),
+            3 => e.target = Some("pricing-service".into()),
+            _ => {}
+        }
+        let wanted = n % 4 != 1 && n % 4 != 2;
+        let published = bus.publish(e).await.unwrap();
+        if wanted {
+            expected.push(published);
+        }
+    }
+    let mut critical = event("PRICE_UPDATED", "pricing-service", 99);
+    critical.priority = EventPriority::Critical;
+    let critical = bus.publish(critical).await.unwrap();
+    expected.insert(0, critical);
+    let first = drain_batches(&mut prices, 4).await;
+    let got: Vec<Event> = first.iter().map(|d| d.event.clone()).collect();
+    assert_eq!(got, expected, "wanted ones only, the critical one first");
+    assert!(first.iter().all(|d| d.deliveries == 1));
+    // Not acknowledged: after the visibility timeout they come back, to another consumer.
+    clock.advance(vis + Duration::from_secs(1));
+    let mut other = bus
+        .consumer(ConsumerOptions {
+            consumer: "p2".into(),
+            ..options
+        })
+        .await
+        .unwrap();
+    let again = drain_batches(&mut other, 3).await;
+    let mut ids: Vec<&str> = again.iter().map(|d| d.event.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = expected.iter().map(|e| e.id.as_str()).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(again.iter().all(|d| d.deliveries == 2));
+    let all: Vec<String> = again.iter().map(|d| d.event.id.clone()).collect();
+    assert_eq!(other.ack_many(&all).await.unwrap(), expected.len());
+    assert_eq!(prices.ack_many(&all).await.unwrap(), 0, "settled already");
+    let stats = bus.stats().await.unwrap();
+    let price = stats.by_type["PRICE_UPDATED"];
+    assert_eq!(
+        (price.published, price.delivered, price.redelivered),
+        (10, expected.len() as u64, expected.len() as u64)
+    );
+    assert!(other.next(NOTHING).await.unwrap().is_none());
 }
