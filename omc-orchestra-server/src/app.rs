@@ -5,6 +5,7 @@ pub use crate::config::{Config, ServerKind};
 use crate::dashboard::{self, DashboardConfig};
 use crate::events_api::{self, EventsState};
 use crate::gateway_api;
+use crate::gateway_lanes;
 use crate::health_api::{self, HealthState};
 use crate::http::{with_stack, HttpMetrics, StackConfig};
 use crate::jobs_api::{self, JobsState};
@@ -174,14 +175,24 @@ impl App {
                 },
             );
             // Proxied requests bypass the stack: the pipeline does its own bookkeeping.
-            let router = match proxy.take() {
+            let server = match proxy.take() {
                 Some(state) => {
-                    router.fallback_service(gateway_api::proxy_service(state, &config.cors_origins))
+                    let router = router.fallback_service(gateway_api::proxy_service(
+                        state.clone(),
+                        &config.cors_origins,
+                    ));
+                    let workers = config.gateway.workers;
+                    tokio::spawn(gateway_lanes::serve(
+                        listener,
+                        workers,
+                        state,
+                        router,
+                        stopped.clone(),
+                    ))
                 }
-                None => router,
+                None => tokio::spawn(serve(listener, router, stopped.clone())),
             };
-            app.servers
-                .push(tokio::spawn(serve(listener, router, stopped.clone())));
+            app.servers.push(server);
         }
         if kinds.contains(&ServerKind::Registry) {
             app.tasks

@@ -13,7 +13,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use omc_orchestra::gateway::{
-    BreakerPhase, BreakerState, Gateway, MemoryRateLimits, ProxyInfo, RateLimitStore,
+    BreakerPhase, BreakerState, Gateway, GatewayBody, MemoryRateLimits, ProxyInfo, RateLimitStore,
     RedisCacheStore, RedisRateLimits,
 };
 use omc_orchestra::{Backends, RedisStore};
@@ -290,12 +290,23 @@ async fn require_admin(State(jwt): State<Option<Arc<Jwt>>>, req: Request, next: 
 }
 
 async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
-    let started = Instant::now();
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
     let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+    serve_proxied(&state, req, client)
+        .await
+        .map(axum::body::Body::new)
+}
+
+/// Proxy one request from `client` through the pipeline and count it.
+pub async fn serve_proxied(
+    state: &GatewayState,
+    req: http::Request<GatewayBody>,
+    client: IpAddr,
+) -> http::Response<GatewayBody> {
+    let started = Instant::now();
     let response = state.gateway.handle(req, client).await;
     if let Some(info) = response.extensions().get::<ProxyInfo>() {
         state.metrics.observe(
@@ -304,7 +315,7 @@ async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
             started.elapsed().as_secs_f64(),
         );
     }
-    response.map(axum::body::Body::new)
+    response
 }
 
 /// Every upstream instance's circuit breaker.

@@ -20,6 +20,7 @@ pub mod config;
 pub mod dashboard;
 pub mod events_api;
 pub mod gateway_api;
+pub mod gateway_lanes;
 pub mod health_api;
 pub mod http;
 pub mod jobs_api;

@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     /// Also write one access record per request to the log store (searchable on the
     /// logging server).
     pub access_log: bool,
+    /// Threads serving the gateway's port, each with its own listening socket and
+    /// upstream connections (0: one per CPU core). Read at start only.
+    pub workers: usize,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             retry_budget_percent: 20,
             resync_secs: 10,
             access_log: false,
+            workers: 0,
         }
     }
 }

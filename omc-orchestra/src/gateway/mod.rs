@@ -14,6 +14,7 @@ mod breaker;
 mod cache;
 mod config;
 mod forward;
+pub mod h1;
 mod pipeline;
 mod pool;
 mod proxy;

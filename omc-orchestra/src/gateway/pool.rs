@@ -1,23 +1,24 @@
-//! Upstream connections: HTTP/1.1 keep-alive connections pooled per origin. A connection
-//! serves one request at a time and goes back to the pool as soon as its answer's body
-//! has been read to the end; an answer dropped half-read closes its connection.
+//! Upstream connections: HTTP/1.1 keep-alive connections pooled per origin and per
+//! thread. A connection serves one request at a time and goes back to the pool as soon
+//! as its answer's body has been read to the end; an answer dropped half-read closes its
+//! connection.
 //!
 //! Compared with a general-purpose client this does less per request: the request
-//! already carries an origin-form target and a `Host`, a pooled connection is reused
-//! without a background task per request, and a connection found closed before the
-//! request was written is replaced transparently (the request is sent on a fresh one).
+//! already carries an origin-form target and a `Host`, the exchange runs in the task
+//! that awaits it (see [`super::h1`]), a thread reuses the connections its own reactor
+//! drives, and a pooled connection found closed before any answer came is replaced
+//! transparently (the request is sent again on a fresh one when it was held whole).
 
+use super::h1::{exchange, Conn};
 use super::{BoxError, GatewayBody};
-use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -56,31 +57,47 @@ pub enum UpstreamError {
     /// The TCP connect took longer than the pool's connect timeout.
     #[error("connecting to {0} timed out")]
     ConnectTimeout(String),
-    /// The HTTP exchange failed (handshake, write or read of the head).
+    /// The HTTP exchange of an upgrade failed (handshake, write or read of the head).
     #[error("the upstream exchange failed: {0}")]
     Http(#[from] hyper::Error),
+    /// Writing to or reading from the upstream failed.
+    #[error("the upstream connection failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("{0}")]
+    Protocol(String),
+    /// The request's body failed while it was being sent.
+    #[error("the request body failed: {0}")]
+    Body(#[source] BoxError),
 }
 
 struct Idle {
-    sender: SendRequest<GatewayBody>,
+    conn: Conn,
     since: Instant,
 }
 
+/// Idle connections by thread (a connection is driven by the reactor of the thread
+/// that opened it) and origin.
+type IdleMap = HashMap<(ThreadId, Arc<str>), Vec<Idle>>;
+
 struct Shared {
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    idle: Mutex<IdleMap>,
     options: PoolOptions,
 }
 
-impl Shared {
-    fn checkin(&self, origin: Arc<str>, sender: SendRequest<GatewayBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        let list = idle.entry(origin).or_default();
-        if list.len() < self.options.max_idle_per_origin {
+/// Where a connection goes back to when its answer has been read.
+pub(crate) struct Home {
+    shared: Arc<Shared>,
+    key: (ThreadId, Arc<str>),
+}
+
+impl Home {
+    pub(crate) fn checkin(self, conn: Conn) {
+        let mut idle = self.shared.idle.lock();
+        let list = idle.entry(self.key).or_default();
+        if list.len() < self.shared.options.max_idle_per_origin {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -130,30 +147,35 @@ impl UpstreamPool {
         let timeout = self.shared.options.idle_timeout;
         let mut idle = self.shared.idle.lock();
         idle.retain(|_, list| {
-            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            list.retain(|c| c.conn.looks_idle() && c.since.elapsed() < timeout);
             !list.is_empty()
         });
     }
 
-    fn checkout(&self, origin: &str) -> Option<SendRequest<GatewayBody>> {
+    fn key(&self, origin: &Arc<str>) -> (ThreadId, Arc<str>) {
+        (std::thread::current().id(), origin.clone())
+    }
+
+    fn home(&self, key: (ThreadId, Arc<str>)) -> Home {
+        Home {
+            shared: self.shared.clone(),
+            key,
+        }
+    }
+
+    fn checkout(&self, key: &(ThreadId, Arc<str>)) -> Option<Conn> {
         let timeout = self.shared.options.idle_timeout;
         let mut idle = self.shared.idle.lock();
-        let list = idle.get_mut(origin)?;
-        while let Some(conn) = list.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < timeout {
-                return Some(conn.sender);
+        let list = idle.get_mut(key)?;
+        while let Some(idle) = list.pop() {
+            if idle.conn.looks_idle() && idle.since.elapsed() < timeout {
+                return Some(idle.conn);
             }
         }
         None
     }
 
-    /// Open a new connection to `origin` (`host:port`); with `upgrades`, the connection
-    /// can be taken over after a `101 Switching Protocols`.
-    async fn connect(
-        &self,
-        origin: &str,
-        upgrades: bool,
-    ) -> Result<SendRequest<GatewayBody>, UpstreamError> {
+    async fn open(&self, origin: &str) -> Result<TcpStream, UpstreamError> {
         let connect = TcpStream::connect(origin);
         let stream = tokio::time::timeout(self.shared.options.connect_timeout, connect)
             .await
@@ -164,20 +186,7 @@ impl UpstreamPool {
             })?;
         // Small requests and answers go out at once.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            let result = if upgrades {
-                connection.with_upgrades().await
-            } else {
-                connection.await
-            };
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
 
     /// Send `request` (origin-form target, `Host` set) to `origin` (`host:port`) on a
@@ -188,23 +197,21 @@ impl UpstreamPool {
         origin: &Arc<str>,
         mut request: Request<GatewayBody>,
     ) -> Result<Response<GatewayBody>, UpstreamError> {
-        while let Some(mut sender) = self.checkout(origin) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.relay(origin, sender, response)),
-                Err(mut failed) => match failed.take_message() {
-                    // The connection closed before the request went out: try another.
-                    Some(unsent) => request = unsent,
-                    None => return Err(failed.into_error().into()),
+        let key = self.key(origin);
+        while let Some(conn) = self.checkout(&key) {
+            match exchange(conn, request, self.home(key.clone()), true).await {
+                Ok(response) => return Ok(response),
+                // The connection had closed before any answer came: try another.
+                Err(failed) => match failed.request {
+                    Some(again) => request = again,
+                    None => return Err(failed.error),
                 },
             }
         }
-        let mut sender = self.connect(origin, false).await?;
-        sender.ready().await?;
-        let response = sender.send_request(request).await?;
-        Ok(self.relay(origin, sender, response))
+        let conn = Conn::new(self.open(origin).await?);
+        exchange(conn, request, self.home(key), false)
+            .await
+            .map_err(|failed| failed.error)
     }
 
     /// Send an upgrade request on a connection of its own (never pooled), so that the
@@ -214,97 +221,16 @@ impl UpstreamPool {
         origin: &str,
         request: Request<GatewayBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.connect(origin, true).await?;
+        let stream = self.open(origin).await?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.with_upgrades().await {
+                tracing::debug!(error = %err, "upstream connection ended with an error");
+            }
+        });
         sender.ready().await?;
         Ok(sender.send_request(request).await?)
-    }
-
-    fn relay(
-        &self,
-        origin: &Arc<str>,
-        sender: SendRequest<GatewayBody>,
-        response: Response<Incoming>,
-    ) -> Response<GatewayBody> {
-        let (parts, body) = response.into_parts();
-        let mut body = PooledBody {
-            body,
-            home: Some(Home {
-                shared: self.shared.clone(),
-                origin: origin.clone(),
-                sender,
-            }),
-        };
-        if body.body.is_end_stream() {
-            body.release();
-        }
-        Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
-    }
-}
-
-/// Where a connection goes back to.
-struct Home {
-    shared: Arc<Shared>,
-    origin: Arc<str>,
-    sender: SendRequest<GatewayBody>,
-}
-
-/// An upstream answer's body that returns its connection to the pool at its end.
-struct PooledBody {
-    body: Incoming,
-    home: Option<Home>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(home) = self.home.take() {
-            home.shared.checkin(home.origin, home.sender);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.body.is_end_stream() {
-                    this.release();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                // A broken answer: the connection is not reused.
-                this.home = None;
-                Poll::Ready(Some(Err(Box::new(err))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Read to the end: reusable. Dropped half-read: the connection closes with it.
-        if self.body.is_end_stream() {
-            self.release();
-        }
     }
 }

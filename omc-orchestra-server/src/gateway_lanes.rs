@@ -1,0 +1,162 @@
+//! The gateway's port, served the way a dedicated proxy serves it: one thread per core,
+//! each with its own runtime, accepting on the shared listening socket, with its own
+//! upstream connections, so a proxied request never leaves the thread that accepted its
+//! connection.
+//!
+//! Plain proxied requests go through the library's HTTP/1.1 lane
+//! ([`omc_orchestra::gateway::h1`]); a connection whose request the lane does not take
+//! (the gateway's own routes, upgrades, CORS, streamed bodies) is handed to the full
+//! router, with the shared stack, on the same thread.
+
+use crate::gateway_api::{serve_proxied, GatewayState};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use omc_orchestra::gateway::h1::{serve_lane, LaneOptions, LaneService, Rewind};
+use omc_orchestra::gateway::GatewayBody;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// Paths the gateway answers itself (and `/gateway/...`): never proxied.
+pub const OWN_PATHS: [&str; 3] = ["/health", "/openapi.json", "/metrics"];
+
+fn own_path(path: &str) -> bool {
+    OWN_PATHS.contains(&path) || path == "/gateway" || path.starts_with("/gateway/")
+}
+
+/// What a lane thread serves with: the proxy, and the full router for the rest.
+struct GatewayLane {
+    state: GatewayState,
+    router: Router,
+    stopped: watch::Receiver<bool>,
+}
+
+impl LaneService for GatewayLane {
+    fn takes(&self, head: &http::request::Parts) -> bool {
+        !own_path(head.uri.path())
+    }
+
+    async fn call(
+        &self,
+        request: http::Request<GatewayBody>,
+        peer: SocketAddr,
+    ) -> http::Response<GatewayBody> {
+        serve_proxied(&self.state, request, peer.ip()).await
+    }
+
+    async fn fallback(&self, io: Rewind, peer: SocketAddr) {
+        let router = self.router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        let mut stopped = self.stopped.clone();
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "gateway connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+        }
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "gateway connection ended with an error");
+        }
+    }
+}
+
+/// Serve the gateway on `listener` with `workers` threads (0: one per core) until
+/// `stopped` turns true; returns when every thread has finished its connections.
+pub async fn serve(
+    listener: TcpListener,
+    workers: usize,
+    state: GatewayState,
+    router: Router,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let workers = match workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let first = listener.into_std()?;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        listeners.push(first.try_clone()?);
+    }
+    listeners.push(first);
+    let lane = Arc::new(GatewayLane {
+        state,
+        router,
+        stopped: stopped.clone(),
+    });
+    let mut done = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (finished, on_finish) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        let (lane, stopped) = (lane.clone(), stopped.clone());
+        std::thread::Builder::new()
+            .name(format!("gateway-{index}"))
+            .spawn(move || {
+                let _ = finished.send(run_thread(listener, lane, stopped));
+            })?;
+        done.push(on_finish);
+    }
+    for finished in done {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("a gateway thread panicked")))?;
+    }
+    Ok(())
+}
+
+fn run_thread(
+    listener: std::net::TcpListener,
+    lane: Arc<GatewayLane>,
+    stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut stop = stopped.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Answers are written whole: send them at once.
+                        let _ = stream.set_nodelay(true);
+                        let (lane, stopped) = (lane.clone(), stopped.clone());
+                        connections.spawn(serve_lane(lane, stream, peer, LaneOptions::default(), stopped));
+                    }
+                    Err(err) => {
+                        // Out of file descriptors, most likely: let some connections end.
+                        tracing::warn!(error = %err, "the gateway cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        drop(listener);
+        // Requests in flight finish; idle connections close on the stop.
+        let drain = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+            connections.abort_all();
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,513 @@
+//! The upstream half: one HTTP/1.1 exchange on one connection, driven by the task that
+//! awaits the answer. No connection task and no channel sit between the request and the
+//! socket: the request head (and a small body) goes out in one write, the answer's head
+//! is parsed from the first read, and the answer's body reads the socket itself,
+//! handing the connection back to the pool at its end.
+
+use super::{is_token_in, put_header, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
+use crate::gateway::pool::Home;
+use crate::gateway::{BoxError, GatewayBody, UpstreamError};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// An open upstream connection and the bytes read from it but not used yet.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Whether an idle connection looks usable: nothing unread, and the reactor has not
+    /// seen it become readable (an idle connection turns readable only when the
+    /// upstream closes it or sends garbage).
+    pub(crate) fn looks_idle(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
+/// Why an exchange failed, and whether the request could be sent again elsewhere: it
+/// can when a reused connection turned out closed before any answer came.
+pub(crate) struct Failed {
+    pub(crate) error: UpstreamError,
+    pub(crate) request: Option<Request<GatewayBody>>,
+}
+
+fn io_error(error: std::io::Error) -> UpstreamError {
+    UpstreamError::Io(error)
+}
+
+/// The request head in HTTP/1.1 wire form, the body's framing settled: a body known in
+/// full goes in `wire` too (returned as `true`), anything else is streamed after it.
+async fn encode_request(
+    wire: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    body: &mut GatewayBody,
+) -> Result<(bool, bool), UpstreamError> {
+    wire.extend_from_slice(parts.method.as_str().as_bytes());
+    wire.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    wire.extend_from_slice(target.as_bytes());
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING && name != CONNECTION {
+            put_header(wire, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    let exact = body.size_hint().exact();
+    let wants_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    match exact {
+        Some(0) if body.is_end_stream() => {
+            if wants_length {
+                wire.extend_from_slice(b"content-length: 0\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            Ok((true, false))
+        }
+        Some(len) if len as usize <= BODY_IN_ONE_WRITE => {
+            let bytes = std::mem::replace(body, crate::gateway::empty_body())
+                .collect()
+                .await
+                .map_err(UpstreamError::Body)?
+                .to_bytes();
+            put_header(wire, b"content-length", bytes.len().to_string().as_bytes());
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(&bytes);
+            Ok((true, false))
+        }
+        Some(len) => {
+            put_header(wire, b"content-length", len.to_string().as_bytes());
+            wire.extend_from_slice(b"\r\n");
+            Ok((false, false))
+        }
+        None => {
+            wire.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+            Ok((false, true))
+        }
+    }
+}
+
+/// Send `request` on `conn` and read the answer's head. `reused`: the connection came
+/// from the pool, so a close before any answer means it was stale, not that the
+/// upstream failed; the request then comes back in [`Failed`] to be sent again.
+pub(crate) async fn exchange(
+    mut conn: Conn,
+    request: Request<GatewayBody>,
+    home: Home,
+    reused: bool,
+) -> Result<Response<GatewayBody>, Failed> {
+    let encoded = request.extensions().get::<Encoded>().cloned();
+    let (parts, mut body) = request.into_parts();
+    let (wire, complete, chunked) = match encoded {
+        Some(Encoded(wire)) => (wire, true, false),
+        None => {
+            let mut wire = Vec::with_capacity(1024);
+            match encode_request(&mut wire, &parts, &mut body).await {
+                Ok((complete, chunked)) => (Bytes::from(wire), complete, chunked),
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        request: None,
+                    })
+                }
+            }
+        }
+    };
+    // Only a request held whole in `wire` can be sent again.
+    let again = |error: UpstreamError, wire: Bytes, parts: http::request::Parts| Failed {
+        error,
+        request: (reused && complete).then(|| {
+            let mut request = Request::from_parts(parts, crate::gateway::empty_body());
+            request.extensions_mut().insert(Encoded(wire));
+            request
+        }),
+    };
+    if let Err(err) = conn.stream.write_all(&wire).await {
+        return Err(again(io_error(err), wire, parts));
+    }
+    if !complete {
+        if let Err(error) = stream_body(&mut conn.stream, body, chunked).await {
+            return Err(Failed {
+                error,
+                request: None,
+            });
+        }
+    }
+    let head = match read_head(&mut conn).await {
+        Ok(head) => head,
+        Err(HeadError::ClosedEarly(err)) => return Err(again(err, wire, parts)),
+        Err(HeadError::Other(error)) => {
+            return Err(Failed {
+                error,
+                request: None,
+            })
+        }
+    };
+    Ok(answer(conn, head, &parts.method, home))
+}
+
+/// A request put in wire form by a first attempt that met a stale connection.
+#[derive(Clone)]
+struct Encoded(Bytes);
+
+async fn stream_body(
+    stream: &mut TcpStream,
+    mut body: GatewayBody,
+    chunked: bool,
+) -> Result<(), UpstreamError> {
+    let mut out = Vec::with_capacity(16 * 1024);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        out.clear();
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        out.extend_from_slice(&data);
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&out).await.map_err(io_error)?;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.map_err(io_error)?;
+    }
+    Ok(())
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    keep_alive: bool,
+}
+
+enum HeadError {
+    /// The connection closed (or reset) before a byte of the answer came.
+    ClosedEarly(UpstreamError),
+    Other(UpstreamError),
+}
+
+async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
+    let mut seen_any = false;
+    loop {
+        if !conn.buf.is_empty() {
+            seen_any = true;
+            match parse_head(&conn.buf).map_err(HeadError::Other)? {
+                Some((len, head)) => {
+                    conn.buf.advance(len);
+                    // Interim answers (100 Continue, 103 Early Hints) are not relayed.
+                    if head.status.is_informational() {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                None if conn.buf.len() > MAX_HEAD => {
+                    return Err(HeadError::Other(UpstreamError::Protocol(
+                        "the upstream's answer head is too large".into(),
+                    )))
+                }
+                None => {}
+            }
+        }
+        let read = std::future::poll_fn(|cx| read_some(&mut conn.stream, &mut conn.buf, cx)).await;
+        match read {
+            Ok(0) | Err(_) if !seen_any => {
+                let err = read.err().unwrap_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection",
+                    )
+                });
+                return Err(HeadError::ClosedEarly(io_error(err)));
+            }
+            Ok(0) => {
+                return Err(HeadError::Other(UpstreamError::Protocol(
+                    "the upstream closed the connection mid-answer".into(),
+                )))
+            }
+            Ok(_) => {}
+            Err(err) => return Err(HeadError::Other(io_error(err))),
+        }
+    }
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; 100];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(err) => {
+            return Err(UpstreamError::Protocol(format!(
+                "the upstream's answer does not parse: {err}"
+            )))
+        }
+    };
+    let status = parsed
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| UpstreamError::Protocol("the upstream's status is invalid".into()))?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for header in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) else {
+            return Err(UpstreamError::Protocol(format!(
+                "the upstream sent an invalid header `{}`",
+                header.name
+            )));
+        };
+        headers.append(name, value);
+    }
+    let keep_alive = parsed.version == Some(1) && !is_token_in(&headers, CONNECTION, "close");
+    Ok(Some((
+        len,
+        Head {
+            status,
+            headers,
+            keep_alive,
+        },
+    )))
+}
+
+/// The answer, its body reading the rest from `conn`.
+fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Response<GatewayBody> {
+    let Head {
+        status,
+        mut headers,
+        keep_alive,
+    } = head;
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if is_token_in(&headers, TRANSFER_ENCODING, "chunked") {
+        Framing::Chunked(Chunk::Size)
+    } else {
+        let lengths: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
+        match lengths.as_slice() {
+            [one] => one
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Framing::UntilClose, Framing::Length),
+            _ => Framing::UntilClose,
+        }
+    };
+    headers.remove(TRANSFER_ENCODING);
+    let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
+    let mut body = UpstreamBody {
+        conn: Some(conn),
+        framing,
+        home: reusable.then_some(home),
+    };
+    body.finish_if_done();
+    let mut response = Response::new(body.boxed_unsync());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// An upstream answer's body, read from its connection by whoever polls it.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    home: Option<Home>,
+}
+
+impl UpstreamBody {
+    /// At the end of the body, the connection goes home (when it can be reused).
+    fn finish_if_done(&mut self) {
+        if matches!(self.framing, Framing::Length(0)) {
+            self.framing = Framing::Done;
+        }
+        if matches!(self.framing, Framing::Done) {
+            if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
+                home.checkin(conn);
+            }
+        }
+    }
+
+    fn broken(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.home = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(why.to_owned().into())))
+    }
+
+    /// Decode what the buffer holds; `None` when more must be read.
+    fn step(&mut self) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
+        let conn = self.conn.as_mut()?;
+        let buf = &mut conn.buf;
+        match self.framing {
+            Framing::Done => Some(Poll::Ready(None)),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return None;
+                }
+                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let data = buf.split_to(take).freeze();
+                self.framing = Framing::Length(left - take as u64);
+                self.finish_if_done();
+                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
+            }
+            Framing::UntilClose => {
+                if buf.is_empty() {
+                    return None;
+                }
+                let data = buf.split().freeze();
+                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
+            }
+            Framing::Chunked(chunk) => self.step_chunked(chunk),
+        }
+    }
+
+    fn step_chunked(
+        &mut self,
+        chunk: Chunk,
+    ) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
+        let buf = &mut self.conn.as_mut()?.buf;
+        match chunk {
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    self.framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                    self.step()
+                }
+                Ok(httparse::Status::Partial) if buf.len() < 1024 => None,
+                _ => Some(self.broken("the upstream sent a malformed chunk size")),
+            },
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return None;
+                }
+                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let data = buf.split_to(take).freeze();
+                let left = left - take as u64;
+                self.framing = Framing::Chunked(if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                });
+                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return None;
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Some(self.broken("the upstream's chunk does not end in CRLF"));
+                }
+                buf.advance(2);
+                self.framing = Framing::Chunked(Chunk::Size);
+                self.step()
+            }
+            Chunk::Trailers => {
+                // Trailer fields are dropped; the body ends at the empty line.
+                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    return (buf.len() < MAX_HEAD).then_some(()).map_or_else(
+                        || Some(self.broken("the upstream's trailers are too large")),
+                        |()| None,
+                    );
+                };
+                buf.advance(end + 2);
+                if end == 0 {
+                    self.framing = Framing::Done;
+                    self.finish_if_done();
+                    return Some(Poll::Ready(None));
+                }
+                self.step()
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if matches!(this.framing, Framing::Done) {
+                return Poll::Ready(None);
+            }
+            if let Some(ready) = this.step() {
+                return ready;
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(read_some(&mut conn.stream, &mut conn.buf, cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.broken("the upstream closed the connection mid-body"),
+                Ok(_) => {}
+                Err(err) => return this.broken(&format!("reading the upstream's body: {err}")),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The client half of the hot path: one connection's requests, read, served and answered
+//! in the connection's own task.
+
+use super::{is_token_in, put_header, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use crate::gateway::{empty_body, full_body, GatewayBody};
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What serves the requests of a lane.
+pub trait LaneService: Send + Sync + 'static {
+    /// Whether the lane serves this request (its head); when not, the connection goes to
+    /// [`LaneService::fallback`] from this request on.
+    fn takes(&self, head: &http::request::Parts) -> bool;
+
+    /// Serve one request from `peer`.
+    fn call(
+        &self,
+        request: Request<GatewayBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<GatewayBody>> + Send;
+
+    /// Serve the rest of a connection the lane gave up on, from the request it did not
+    /// take on (its bytes come first in `io`).
+    fn fallback(&self, io: Rewind, peer: SocketAddr) -> impl Future<Output = ()> + Send;
+}
+
+/// Limits of a lane's connections.
+#[derive(Debug, Clone)]
+pub struct LaneOptions {
+    /// Request bodies up to this size are read whole before the request is served;
+    /// larger ones (and chunked ones) are streamed by the fallback.
+    pub max_buffered_body: usize,
+    /// An idle keep-alive connection is closed after this long.
+    pub keep_alive: Duration,
+    /// Time allowed to receive a request head (and a buffered body) once it started.
+    pub read_timeout: Duration,
+}
+
+impl Default for LaneOptions {
+    fn default() -> Self {
+        Self {
+            max_buffered_body: BODY_IN_ONE_WRITE,
+            keep_alive: Duration::from_secs(75),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A request head the lane takes, and its body's length.
+struct Taken {
+    parts: http::request::Parts,
+    head_len: usize,
+    body_len: usize,
+    close: bool,
+}
+
+enum Parsed {
+    Partial,
+    Taken(Taken),
+    /// Anything the lane leaves to the fallback, which also answers malformed requests.
+    Elsewhere,
+}
+
+fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
+        _ => return Parsed::Elsewhere,
+    };
+    if req.version != Some(1) {
+        return Parsed::Elsewhere;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Elsewhere;
+    };
+    let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
+        return Parsed::Elsewhere;
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    let mut body_len = None;
+    for header in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
+            return Parsed::Elsewhere;
+        };
+        let Ok(value) = HeaderValue::from_bytes(header.value) else {
+            return Parsed::Elsewhere;
+        };
+        let special = name == TRANSFER_ENCODING
+            || name == http::header::UPGRADE
+            || name == http::header::EXPECT
+            || name == http::header::ORIGIN;
+        if special {
+            return Parsed::Elsewhere;
+        }
+        if name == CONTENT_LENGTH {
+            let length = std::str::from_utf8(header.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match (body_len, length) {
+                (None, Some(length)) if length <= options.max_buffered_body => {
+                    body_len = Some(length);
+                }
+                _ => return Parsed::Elsewhere,
+            }
+        }
+        headers.append(name, value);
+    }
+    if is_token_in(&headers, CONNECTION, "upgrade") {
+        return Parsed::Elsewhere;
+    }
+    let close = is_token_in(&headers, CONNECTION, "close");
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.headers = headers;
+    Parsed::Taken(Taken {
+        parts,
+        head_len,
+        body_len: body_len.unwrap_or(0),
+        close,
+    })
+}
+
+/// Serve `stream`, a connection from `peer`, until it closes, `stop` turns true between
+/// requests, or a request goes to the fallback.
+pub async fn serve_lane<S: LaneService>(
+    service: Arc<S>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    options: LaneOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(8 * 1024);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let taken = loop {
+            match parse(&buf, &options) {
+                Parsed::Taken(taken) => break taken,
+                Parsed::Elsewhere => {
+                    let prefix = buf.split().freeze();
+                    return service.fallback(Rewind::new(prefix, stream), peer).await;
+                }
+                Parsed::Partial => {}
+            }
+            let idle = buf.is_empty();
+            let wait = if idle {
+                options.keep_alive
+            } else {
+                options.read_timeout
+            };
+            let read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
+            tokio::select! {
+                biased;
+                read = tokio::time::timeout(wait, read) => match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+                _ = stop.changed(), if idle => return,
+            }
+        };
+        let Taken {
+            parts,
+            head_len,
+            body_len,
+            close,
+        } = taken;
+        if !service.takes(&parts) {
+            let prefix = buf.split().freeze();
+            return service.fallback(Rewind::new(prefix, stream), peer).await;
+        }
+        buf.advance(head_len);
+        while buf.len() < body_len {
+            let read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
+            match tokio::time::timeout(options.read_timeout, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let body = if body_len == 0 {
+            empty_body()
+        } else {
+            full_body(buf.split_to(body_len).freeze())
+        };
+        let head = parts.method == Method::HEAD;
+        let request = Request::from_parts(parts, body);
+        let response = match AssertUnwindSafe(service.call(request, peer))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => internal_error(),
+        };
+        out.clear();
+        if write_response(&stream, &mut out, response, head, close)
+            .await
+            .is_err()
+            || close
+        {
+            return;
+        }
+    }
+}
+
+fn internal_error() -> Response<GatewayBody> {
+    let body = r#"{"error":"internal","message":"internal error","details":[]}"#;
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Write `response`: its head and what of its body is ready in one write, the rest as it
+/// comes. A body of unknown length goes chunked.
+async fn write_response(
+    stream: &TcpStream,
+    out: &mut Vec<u8>,
+    response: Response<GatewayBody>,
+    head_request: bool,
+    close: bool,
+) -> std::io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let exact = body.size_hint().exact();
+    let chunked = !bodiless && exact.is_none();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        let framing = name == TRANSFER_ENCODING || name == CONNECTION;
+        if framing || (!bodiless && name == CONTENT_LENGTH) {
+            continue;
+        }
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(DATE) {
+        put_date(out);
+    }
+    match exact {
+        _ if bodiless => {}
+        Some(len) => put_header(out, b"content-length", len.to_string().as_bytes()),
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        return write_all(stream, out).await;
+    }
+    loop {
+        // What is ready now joins the pending bytes; only a wait flushes them.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                write_all(stream, out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    }
+                    out.extend_from_slice(&data);
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if out.len() >= BODY_IN_ONE_WRITE {
+                        write_all(stream, out).await?;
+                        out.clear();
+                    }
+                }
+            }
+            Some(Err(err)) => {
+                // The answer broke off: what was sent stands, the connection closes.
+                write_all(stream, out).await?;
+                return Err(std::io::Error::other(err));
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    write_all(stream, out).await
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    static DATE_CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+/// `date: ...`, formatted once a second per thread.
+fn put_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second || cache.1.is_empty() {
+            *cache = (second, httpdate::fmt_http_date(now));
+        }
+        put_header(out, b"date", cache.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> LaneOptions {
+        LaneOptions::default()
+    }
+
+    #[test]
+    fn plain_requests_are_taken() {
+        let raw = b"GET /api/a/b?x=1 HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\n\r\nGET /next";
+        let Parsed::Taken(taken) = parse(raw, &options()) else {
+            panic!("a plain GET is taken");
+        };
+        assert_eq!(taken.parts.uri, "/api/a/b?x=1");
+        assert_eq!(taken.parts.headers["accept"], "*/*");
+        assert_eq!(taken.head_len, raw.len() - b"GET /next".len());
+        assert_eq!(taken.body_len, 0);
+        assert!(!taken.close);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost:", &options()),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn anything_unusual_goes_elsewhere() {
+        for raw in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nOrigin: http://app\r\n\r\n",
+            b"G@T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, &options()), Parsed::Elsewhere),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_and_close_are_noted() {
+        let raw = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+        let Parsed::Taken(taken) = parse(raw, &options()) else {
+            panic!("a small POST is taken");
+        };
+        assert_eq!(taken.body_len, 3);
+        assert!(taken.close);
+    }
+}
