@@ -13,8 +13,8 @@
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
 //! (`apt-get install wrk nginx`). Settings: `BENCH_SECONDS` (default 5),
-//! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_THREADS` (gateway runtime workers,
-//! default 2).
+//! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
+//! threads, default one per core, as nginx's `worker_processes auto`).
 
 use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
@@ -49,8 +49,11 @@ fn main() {
         ..Limits::default()
     };
     gateway.auth.jwt_secret = Some(secret.into());
+    gateway.workers = setting("BENCH_GATEWAY_WORKERS", 0);
+    // Background work only (the registry view, metrics gauges): the port is served by
+    // the gateway's own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(setting("BENCH_GATEWAY_THREADS", 2))
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("a tokio runtime");

@@ -99,14 +99,14 @@ impl GatewayMetrics {
         })
     }
 
-    fn observe(&self, info: &ProxyInfo, status: u16, seconds: f64) {
+    fn observe(&self, info: &ProxyInfo, status: http::StatusCode, seconds: f64) {
         let service = if info.service.is_empty() {
             "-"
         } else {
             &info.service
         };
         self.requests
-            .with_label_values(&[info.route.as_str(), service, &status.to_string()])
+            .with_label_values(&[info.route.as_str(), service, status.as_str()])
             .inc();
         self.duration
             .with_label_values(&[info.route.as_str(), service])
@@ -309,11 +309,9 @@ pub async fn serve_proxied(
     let started = Instant::now();
     let response = state.gateway.handle(req, client).await;
     if let Some(info) = response.extensions().get::<ProxyInfo>() {
-        state.metrics.observe(
-            info,
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
+        state
+            .metrics
+            .observe(info, response.status(), started.elapsed().as_secs_f64());
     }
     response
 }

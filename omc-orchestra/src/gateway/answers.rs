@@ -3,6 +3,12 @@
 
 use super::auth::Identity;
 use super::full_body;
+use super::names::{
+    RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_RATELIMIT_LIMIT_DAY,
+    X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_LIMIT_SECOND,
+    X_RATELIMIT_REMAINING_DAY, X_RATELIMIT_REMAINING_HOUR, X_RATELIMIT_REMAINING_MINUTE,
+    X_RATELIMIT_REMAINING_SECOND, X_RATELIMIT_STATUS, X_USER_ID, X_USER_ROLES,
+};
 use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
 use http::header::HeaderValue;
@@ -10,10 +16,10 @@ use http::{Response, StatusCode};
 
 pub(super) fn forward_identity(headers: &mut http::HeaderMap, identity: &Identity) {
     if let Ok(value) = HeaderValue::from_str(&identity.subject) {
-        headers.insert("x-user-id", value);
+        headers.insert(X_USER_ID, value);
     }
     if let Ok(value) = HeaderValue::from_str(&identity.roles.join(",")) {
-        headers.insert("x-user-roles", value);
+        headers.insert(X_USER_ROLES, value);
     }
 }
 
@@ -57,23 +63,23 @@ pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<Ga
 
 pub(super) fn rate_headers(headers: &mut http::HeaderMap, decision: &RateDecision) {
     if decision.degraded {
-        headers.insert("x-ratelimit-status", HeaderValue::from_static("degraded"));
+        headers.insert(X_RATELIMIT_STATUS, HeaderValue::from_static("degraded"));
         return;
     }
     for window in &decision.windows {
         let (limit, remaining) = match window.limit.window {
-            Window::Second => ("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
-            Window::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
-            Window::Hour => ("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
-            Window::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
+            Window::Second => (X_RATELIMIT_LIMIT_SECOND, X_RATELIMIT_REMAINING_SECOND),
+            Window::Minute => (X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_REMAINING_MINUTE),
+            Window::Hour => (X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_REMAINING_HOUR),
+            Window::Day => (X_RATELIMIT_LIMIT_DAY, X_RATELIMIT_REMAINING_DAY),
         };
         headers.insert(limit, window.limit.max.into());
         headers.insert(remaining, window.remaining().into());
     }
     if let Some(tightest) = decision.tightest() {
-        headers.insert("ratelimit-limit", tightest.limit.max.into());
-        headers.insert("ratelimit-remaining", tightest.remaining().into());
+        headers.insert(RATELIMIT_LIMIT, tightest.limit.max.into());
+        headers.insert(RATELIMIT_REMAINING, tightest.remaining().into());
         let reset = (tightest.reset_ms.max(1) as u64).div_ceil(1000);
-        headers.insert("ratelimit-reset", reset.into());
+        headers.insert(RATELIMIT_RESET, reset.into());
     }
 }

@@ -142,7 +142,7 @@ impl Authenticator {
 
     /// Verify the request's credentials: an API key in `X-API-Key`, else a bearer token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
-        if let Some(key) = headers.get(API_KEY_HEADER) {
+        if let Some(key) = headers.get(&super::names::X_API_KEY) {
             return key
                 .to_str()
                 .ok()

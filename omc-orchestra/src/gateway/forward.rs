@@ -2,6 +2,7 @@
 
 use super::answers::error;
 use super::cache::CachedResponse;
+use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
 use super::routes::RouteMatch;
@@ -68,7 +69,7 @@ pub(super) fn from_cache(hit: &CachedResponse, head: bool) -> Response<GatewayBo
     *response.headers_mut() = hit.headers.clone();
     response
         .headers_mut()
-        .insert("x-cache", HeaderValue::from_static("HIT"));
+        .insert(X_CACHE, HeaderValue::from_static("HIT"));
     response
 }
 
@@ -196,7 +197,7 @@ impl Gateway {
             }
         };
         let mut stored = parts.headers.clone();
-        stored.remove("x-request-id");
+        stored.remove(&X_REQUEST_ID);
         self.cache
             .store(key, request, parts.status, stored, bytes.clone(), route_ttl)
             .await;

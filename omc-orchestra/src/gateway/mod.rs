@@ -15,6 +15,7 @@ mod cache;
 mod config;
 mod forward;
 pub mod h1;
+mod names;
 mod pipeline;
 mod pool;
 mod proxy;

@@ -8,6 +8,7 @@ use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
 };
 use super::config::GatewayConfig;
+use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID, X_USER_ID, X_USER_ROLES};
 use super::pool::UpstreamPool;
 use super::proxy::{forward_headers, Target};
 use super::ratelimit::{RateLimitStore, RateLimiter};
@@ -203,16 +204,26 @@ impl Gateway {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let request_id = req
+        // The caller's id when it is printable, else a new one; one header value serves
+        // the upstream request and the answer.
+        let given = req
             .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            .get(&X_REQUEST_ID)
+            .filter(|v| v.to_str().is_ok())
+            .cloned();
+        let id_value = given.unwrap_or_else(|| {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
+        });
+        let request_id = id_value.to_str().unwrap_or("-").to_owned();
         let mut info = ProxyInfo {
             route: "unmatched".into(),
             ..ProxyInfo::default()
         };
-        let mut response = self.route(req, client_ip, &request_id, &mut info).await;
+        let mut response = self
+            .route(req, client_ip, (&request_id, &id_value), &mut info)
+            .await;
         let status = response.status().as_u16();
         let bytes = response
             .headers()
@@ -246,9 +257,7 @@ impl Gateway {
             log.send(access.record(self.clock.now()));
         }
         // This request's id, also over a cached answer that carried another one.
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", value);
-        }
+        response.headers_mut().insert(X_REQUEST_ID, id_value);
         response.extensions_mut().insert(info);
         response
     }
@@ -257,7 +266,7 @@ impl Gateway {
         &self,
         req: Request<GatewayBody>,
         client_ip: IpAddr,
-        request_id: &str,
+        (request_id, id_value): (&str, &HeaderValue),
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let (mut parts, body) = req.into_parts();
@@ -280,8 +289,8 @@ impl Gateway {
         }
 
         // Identity headers come from the gateway only.
-        parts.headers.remove("x-user-id");
-        parts.headers.remove("x-user-roles");
+        parts.headers.remove(&X_USER_ID);
+        parts.headers.remove(&X_USER_ROLES);
         let identity = if spec.auth {
             match dynamic.auth.authenticate(&parts.headers) {
                 Ok(identity) => Some(identity),
@@ -321,24 +330,22 @@ impl Gateway {
         let trace = next_traceparent(
             parts
                 .headers
-                .get("traceparent")
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
         );
         if let Ok(value) = HeaderValue::from_str(&trace.header()) {
-            parts.headers.insert("traceparent", value);
+            parts.headers.insert(TRACEPARENT, value);
         }
         info.trace_id = Some(trace.trace_id);
         info.span_id = Some(trace.parent_id);
-        if !parts.headers.contains_key("x-request-id") {
-            if let Ok(value) = HeaderValue::from_str(request_id) {
-                parts.headers.insert("x-request-id", value);
-            }
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts.headers.insert(X_REQUEST_ID, id_value.clone());
         }
         let upgrade = super::upgrade::requested(&parts.headers);
         forward_headers(&mut parts.headers, client_ip);
         if let Some(protocol) = upgrade {
             drop(body);
-            let mut response = self.upgrade(parts, protocol, &matched, info).await;
+            let mut response = Box::pin(self.upgrade(parts, protocol, &matched, info)).await;
             if let Some(decision) = &decision {
                 rate_headers(response.headers_mut(), decision);
             }
@@ -350,7 +357,7 @@ impl Gateway {
             && !request_bypasses(&parts.headers);
         let mut response = if cacheable {
             let subject = identity.as_ref().map(|i| i.subject.as_str());
-            self.cached(parts, body, &matched, subject, info).await
+            Box::pin(self.cached(parts, body, &matched, subject, info)).await
         } else {
             self.forward(parts, body, &matched, info).await
         };
@@ -416,7 +423,7 @@ impl Gateway {
         };
         response
             .headers_mut()
-            .insert("x-cache", HeaderValue::from_static("MISS"));
+            .insert(X_CACHE, HeaderValue::from_static("MISS"));
         response
     }
 }

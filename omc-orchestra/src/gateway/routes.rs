@@ -47,7 +47,12 @@ struct Configured {
 pub struct RouteTable {
     configured: Vec<Configured>,
     discovery: Option<(String, bool, RouteSpec)>,
+    /// The discovery route of each service seen, built once (up to [`MOST_REMEMBERED`]).
+    discovered: parking_lot::RwLock<std::collections::HashMap<String, Arc<RouteSpec>>>,
 }
+
+/// Discovery routes remembered; past this, a service's route is built per request.
+const MOST_REMEMBERED: usize = 4096;
 
 fn methods(list: &[String]) -> Vec<Method> {
     list.iter()
@@ -112,6 +117,7 @@ impl RouteTable {
         Self {
             configured,
             discovery,
+            discovered: Default::default(),
         }
     }
 
@@ -134,9 +140,17 @@ impl RouteTable {
         if service.is_empty() {
             return None;
         }
-        let route = Arc::new(RouteSpec {
-            name: format!("{prefix}/{service}"),
-            ..spec.clone()
+        let known = self.discovered.read().get(service).cloned();
+        let route = known.unwrap_or_else(|| {
+            let route = Arc::new(RouteSpec {
+                name: format!("{prefix}/{service}"),
+                ..spec.clone()
+            });
+            let mut discovered = self.discovered.write();
+            if discovered.len() < MOST_REMEMBERED {
+                discovered.insert(service.to_owned(), route.clone());
+            }
+            route
         });
         Some(RouteMatch {
             route,

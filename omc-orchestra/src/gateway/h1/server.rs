@@ -165,7 +165,14 @@ pub async fn serve_lane<S: LaneService>(
             } else {
                 options.read_timeout
             };
-            let read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
+            // Bytes that are there already need no timer.
+            let mut read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
+            if let Some(now) = (&mut read).now_or_never() {
+                match now {
+                    Ok(n) if n > 0 => continue,
+                    _ => return,
+                }
+            }
             tokio::select! {
                 biased;
                 read = tokio::time::timeout(wait, read) => match read {
