@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use omc_orchestra::gateway::h1::{serve_lane, LaneOptions, LaneService, Rewind};
 use omc_orchestra::gateway::GatewayBody;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -100,14 +101,15 @@ pub async fn serve(
         router,
         stopped: stopped.clone(),
     });
+    let loads: Loads = Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
     let mut done = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
         let (finished, on_finish) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-        let (lane, stopped) = (lane.clone(), stopped.clone());
+        let (lane, stopped, loads) = (lane.clone(), stopped.clone(), loads.clone());
         std::thread::Builder::new()
             .name(format!("gateway-{index}"))
             .spawn(move || {
-                let _ = finished.send(run_thread(listener, lane, stopped));
+                let _ = finished.send(run_thread(listener, lane, stopped, (index, loads)));
             })?;
         done.push(on_finish);
     }
@@ -119,10 +121,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Open connections per thread.
+type Loads = Arc<Vec<AtomicUsize>>;
+
+/// Every thread is woken by a new connection; one with more open connections than
+/// another lets the less loaded one take it (and takes it after a moment if none did), so
+/// that keep-alive connections opened together spread over the threads.
+const BUSIER_WAITS: Duration = Duration::from_millis(2);
+
 fn run_thread(
     listener: std::net::TcpListener,
     lane: Arc<GatewayLane>,
     stopped: watch::Receiver<bool>,
+    (index, loads): (usize, Loads),
 ) -> std::io::Result<()> {
     let mut stop = stopped.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -133,8 +144,17 @@ fn run_thread(
         let listener = TcpListener::from_std(listener)?;
         let mut connections = JoinSet::new();
         loop {
+            loads[index].store(connections.len(), Ordering::Relaxed);
+            let fewest = loads.iter().map(|l| l.load(Ordering::Relaxed)).min();
+            let busier = fewest.is_some_and(|fewest| connections.len() > fewest);
+            let accept = async {
+                if busier {
+                    tokio::time::sleep(BUSIER_WAITS).await;
+                }
+                listener.accept().await
+            };
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = accept => match accepted {
                     Ok((stream, peer)) => {
                         // Answers are written whole: send them at once.
                         let _ = stream.set_nodelay(true);

@@ -215,9 +215,8 @@ async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
     loop {
         if !conn.buf.is_empty() {
             seen_any = true;
-            match parse_head(&conn.buf).map_err(HeadError::Other)? {
-                Some((len, head)) => {
-                    conn.buf.advance(len);
+            match parse_head(&mut conn.buf).map_err(HeadError::Other)? {
+                Some(head) => {
                     // Interim answers (100 Continue, 103 Early Hints) are not relayed.
                     if head.status.is_informational() {
                         continue;
@@ -254,7 +253,9 @@ async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, UpstreamError> {
+/// The answer head at the start of `buf`, split off it; `None` while incomplete. Header
+/// values share the head's bytes.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     let mut slots = [httparse::EMPTY_HEADER; 100];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf) {
@@ -270,28 +271,35 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, UpstreamError> {
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| UpstreamError::Protocol("the upstream's status is invalid".into()))?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let start = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_bytes(header.value),
-        ) else {
-            return Err(UpstreamError::Protocol(format!(
-                "the upstream sent an invalid header `{}`",
-                header.name
-            )));
-        };
-        headers.append(name, value);
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .ok()
+            .filter(|_| super::server::valid_value(header.value))
+            .ok_or_else(|| {
+                UpstreamError::Protocol(format!(
+                    "the upstream sent an invalid header `{}`",
+                    header.name
+                ))
+            })?;
+        let offset = header.value.as_ptr() as usize - start;
+        fields.push((name, offset..offset + header.value.len()));
     }
-    let keep_alive = parsed.version == Some(1) && !is_token_in(&headers, CONNECTION, "close");
-    Ok(Some((
-        len,
-        Head {
-            status,
-            headers,
-            keep_alive,
-        },
-    )))
+    let http11 = parsed.version == Some(1);
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
+    for (name, range) in fields {
+        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
+            headers.append(name, value);
+        }
+    }
+    let keep_alive = http11 && !is_token_in(&headers, CONNECTION, "close");
+    Ok(Some(Head {
+        status,
+        headers,
+        keep_alive,
+    }))
 }
 
 /// The answer, its body reading the rest from `conn`.

@@ -1,9 +1,9 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{is_token_in, put_header, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{put_header, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::{empty_body, full_body, GatewayBody};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -58,12 +58,38 @@ impl Default for LaneOptions {
     }
 }
 
-/// A request head the lane takes, and its body's length.
+/// A request head the lane takes, and its body's length. Header values are kept as
+/// ranges of the head, to be shared rather than copied once the head is split off.
 struct Taken {
-    parts: http::request::Parts,
+    method: Method,
+    uri: Uri,
+    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
     head_len: usize,
     body_len: usize,
     close: bool,
+}
+
+impl Taken {
+    /// The request's head, its values sharing `head`'s bytes.
+    fn parts(self, head: &bytes::Bytes) -> http::request::Parts {
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + 8);
+        for (name, range) in self.fields {
+            // Checked in `parse` with the same rule.
+            if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
+                headers.append(name, value);
+            }
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method;
+        parts.uri = self.uri;
+        parts.headers = headers;
+        parts
+    }
+}
+
+/// What `HeaderValue` accepts: visible ASCII, obs-text and tabs.
+pub(super) fn valid_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 enum Parsed {
@@ -90,15 +116,17 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
         return Parsed::Elsewhere;
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    let mut fields = Vec::with_capacity(req.headers.len());
     let mut body_len = None;
+    let (mut close, mut upgrade) = (false, false);
+    let start = buf.as_ptr() as usize;
     for header in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
             return Parsed::Elsewhere;
         };
-        let Ok(value) = HeaderValue::from_bytes(header.value) else {
+        if !valid_value(header.value) {
             return Parsed::Elsewhere;
-        };
+        }
         let special = name == TRANSFER_ENCODING
             || name == http::header::UPGRADE
             || name == http::header::EXPECT
@@ -117,18 +145,23 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
                 _ => return Parsed::Elsewhere,
             }
         }
-        headers.append(name, value);
+        if name == CONNECTION {
+            for token in header.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        }
+        let offset = header.value.as_ptr() as usize - start;
+        fields.push((name, offset..offset + header.value.len()));
     }
-    if is_token_in(&headers, CONNECTION, "upgrade") {
+    if upgrade {
         return Parsed::Elsewhere;
     }
-    let close = is_token_in(&headers, CONNECTION, "close");
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.headers = headers;
     Parsed::Taken(Taken {
-        parts,
+        method,
+        uri,
+        fields,
         head_len,
         body_len: body_len.unwrap_or(0),
         close,
@@ -182,17 +215,16 @@ pub async fn serve_lane<S: LaneService>(
                 _ = stop.changed(), if idle => return,
             }
         };
-        let Taken {
-            parts,
-            head_len,
-            body_len,
-            close,
-        } = taken;
+        let (body_len, close) = (taken.body_len, taken.close);
+        let head = buf.split_to(taken.head_len).freeze();
+        let parts = taken.parts(&head);
         if !service.takes(&parts) {
-            let prefix = buf.split().freeze();
-            return service.fallback(Rewind::new(prefix, stream), peer).await;
+            let mut prefix = BytesMut::from(&head[..]);
+            prefix.extend_from_slice(&buf);
+            return service
+                .fallback(Rewind::new(prefix.freeze(), stream), peer)
+                .await;
         }
-        buf.advance(head_len);
         while buf.len() < body_len {
             let read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
             match tokio::time::timeout(options.read_timeout, read).await {
@@ -367,11 +399,14 @@ mod tests {
         let Parsed::Taken(taken) = parse(raw, &options()) else {
             panic!("a plain GET is taken");
         };
-        assert_eq!(taken.parts.uri, "/api/a/b?x=1");
-        assert_eq!(taken.parts.headers["accept"], "*/*");
         assert_eq!(taken.head_len, raw.len() - b"GET /next".len());
         assert_eq!(taken.body_len, 0);
         assert!(!taken.close);
+        let head = bytes::Bytes::copy_from_slice(&raw[..taken.head_len]);
+        let parts = taken.parts(&head);
+        assert_eq!(parts.uri, "/api/a/b?x=1");
+        assert_eq!(parts.headers["accept"], "*/*");
+        assert_eq!(parts.headers["host"], "gw");
     }
 
     #[test]
