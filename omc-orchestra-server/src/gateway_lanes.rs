@@ -136,6 +136,9 @@ fn run_thread(
     (index, loads): (usize, Loads),
 ) -> std::io::Result<()> {
     let mut stop = stopped.clone();
+    // The thread's connections wait on a stop signal of its own, which no other thread
+    // touches.
+    let (local_stop, local_stopped) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -158,7 +161,7 @@ fn run_thread(
                     Ok((stream, peer)) => {
                         // Answers are written whole: send them at once.
                         let _ = stream.set_nodelay(true);
-                        let (lane, stopped) = (lane.clone(), stopped.clone());
+                        let (lane, stopped) = (lane.clone(), local_stopped.clone());
                         connections.spawn(serve_lane(lane, stream, peer, LaneOptions::default(), stopped));
                     }
                     Err(err) => {
@@ -172,6 +175,7 @@ fn run_thread(
             }
         }
         drop(listener);
+        let _ = local_stop.send(true);
         // Requests in flight finish; idle connections close on the stop.
         let drain = async { while connections.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {

@@ -181,6 +181,15 @@ impl Breaker {
         let width = (window_ms / BUCKETS).max(1);
         let start = now - now.rem_euclid(width);
         if self.buckets.back().is_none_or(|b| b.start != start) {
+            // Buckets that left the window go as new ones come, so that a breaker that
+            // only ever sees successes keeps a bounded history.
+            while self
+                .buckets
+                .front()
+                .is_some_and(|b| b.start <= now - window_ms)
+            {
+                self.buckets.pop_front();
+            }
             self.buckets.push_back(Bucket {
                 start,
                 ok: 0,
@@ -266,13 +275,20 @@ impl Breakers {
         let now = self.clock.now_ms();
         let window_ms = (self.config.window_secs as i64).saturating_mul(1000);
         let mut all = self.all.lock();
-        let open_now = all
-            .values()
-            .filter(|b| b.service == service && matches!(b.phase, Phase::Open { .. }))
-            .count();
-        let breaker = all
-            .entry(instance.to_owned())
-            .or_insert_with(|| Breaker::new(service));
+        // Only a failure of a closed breaker may need the count of open ones.
+        let open_now = if success {
+            0
+        } else {
+            all.values()
+                .filter(|b| b.service == service && matches!(b.phase, Phase::Open { .. }))
+                .count()
+        };
+        if !all.contains_key(instance) {
+            all.insert(instance.to_owned(), Breaker::new(service));
+        }
+        let Some(breaker) = all.get_mut(instance) else {
+            return;
+        };
         breaker.count(now, window_ms, success);
         match breaker.phase {
             Phase::Open { .. } => {}

@@ -110,3 +110,18 @@ fn ejection_is_capped_per_service() {
     );
     assert!(b.admit("svc", "b"));
 }
+
+#[test]
+fn a_breaker_that_only_succeeds_keeps_a_bounded_window() {
+    let clock = ManualClock::starting_now();
+    let b = breakers(&clock);
+    for _ in 0..500 {
+        b.record("svc", "a", true, 1);
+        clock.advance(Duration::from_millis(700));
+    }
+    let buckets = b.all.lock()["a"].buckets.len();
+    assert!(
+        buckets <= BUCKETS as usize + 1,
+        "{buckets} buckets kept after 350 s"
+    );
+}

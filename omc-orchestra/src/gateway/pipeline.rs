@@ -312,14 +312,20 @@ impl Gateway {
         let decision = if limits.is_empty() {
             None
         } else {
-            let consumer = identity.as_ref().map_or_else(
-                || format!("ip:{client_ip}"),
-                |i| format!("sub:{}", i.subject),
-            );
-            let decision = self
-                .limiter
-                .check(&format!("{}|{consumer}", spec.name), &limits)
-                .await;
+            // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
+            let mut key = String::with_capacity(spec.name.len() + 48);
+            key.push_str(&spec.name);
+            match &identity {
+                Some(identity) => {
+                    key.push_str("|sub:");
+                    key.push_str(&identity.subject);
+                }
+                None => {
+                    key.push_str("|ip:");
+                    super::proxy::push_ip(&mut key, client_ip);
+                }
+            }
+            let decision = self.limiter.check(&key, &limits).await;
             info.rate_limit_degraded = decision.degraded;
             if !decision.allowed {
                 return rejected(&decision, request_id);

@@ -80,9 +80,24 @@ struct Idle {
 /// that opened it) and origin.
 type IdleMap = HashMap<(ThreadId, Arc<str>), Vec<Idle>>;
 
+/// Shards of the idle map: each thread mostly meets only its own, so that threads do
+/// not contend for one lock on every request.
+const SHARDS: usize = 16;
+
 struct Shared {
-    idle: Mutex<IdleMap>,
+    idle: [Mutex<IdleMap>; SHARDS],
     options: PoolOptions,
+}
+
+impl Shared {
+    /// The shard of the calling thread.
+    fn shard(&self) -> &Mutex<IdleMap> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+        }
+        &self.idle[SHARD.with(|shard| *shard)]
+    }
 }
 
 /// Where a connection goes back to when its answer has been read.
@@ -93,7 +108,7 @@ pub(crate) struct Home {
 
 impl Home {
     pub(crate) fn checkin(self, conn: Conn) {
-        let mut idle = self.shared.idle.lock();
+        let mut idle = self.shared.shard().lock();
         let list = idle.entry(self.key).or_default();
         if list.len() < self.shared.options.max_idle_per_origin {
             list.push(Idle {
@@ -130,7 +145,7 @@ impl UpstreamPool {
     pub fn new(options: PoolOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                idle: Mutex::new(HashMap::new()),
+                idle: std::array::from_fn(|_| Mutex::new(HashMap::new())),
                 options,
             }),
         }
@@ -138,18 +153,23 @@ impl UpstreamPool {
 
     /// Idle connections held, over every origin.
     pub fn idle_count(&self) -> usize {
-        self.shared.idle.lock().values().map(Vec::len).sum()
+        self.shared
+            .idle
+            .iter()
+            .map(|shard| shard.lock().values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 
     /// Close idle connections that expired or that their upstream closed, and forget
     /// origins left with none.
     pub fn sweep(&self) {
         let timeout = self.shared.options.idle_timeout;
-        let mut idle = self.shared.idle.lock();
-        idle.retain(|_, list| {
-            list.retain(|c| c.conn.looks_idle() && c.since.elapsed() < timeout);
-            !list.is_empty()
-        });
+        for shard in &self.shared.idle {
+            shard.lock().retain(|_, list| {
+                list.retain(|c| c.conn.looks_idle() && c.since.elapsed() < timeout);
+                !list.is_empty()
+            });
+        }
     }
 
     fn key(&self, origin: &Arc<str>) -> (ThreadId, Arc<str>) {
@@ -165,7 +185,7 @@ impl UpstreamPool {
 
     fn checkout(&self, key: &(ThreadId, Arc<str>)) -> Option<Conn> {
         let timeout = self.shared.options.idle_timeout;
-        let mut idle = self.shared.idle.lock();
+        let mut idle = self.shared.shard().lock();
         let list = idle.get_mut(key)?;
         while let Some(idle) = list.pop() {
             if idle.conn.looks_idle() && idle.since.elapsed() < timeout {

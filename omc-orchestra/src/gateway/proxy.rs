@@ -124,15 +124,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Append `ip` in its usual text form (IPv4 without the formatting machinery).
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Rewrite request headers for the upstream: hop-by-hop ones out, `Host` left to the
 /// client (the upstream's authority), `X-Forwarded-For/Proto/Host` added.
 pub(crate) fn forward_headers(headers: &mut HeaderMap, client_ip: IpAddr) {
     strip_hop_by_hop(headers);
     let host = headers.remove(http::header::HOST);
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
-        _ => client_ip.to_string(),
-    };
+    let mut forwarded_for = String::with_capacity(48);
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => {
+            forwarded_for.push_str(previous);
+            forwarded_for.push_str(", ");
+        }
+        _ => {}
+    }
+    push_ip(&mut forwarded_for, client_ip);
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -168,6 +197,22 @@ mod tests {
         assert_eq!(headers["x-forwarded-host"], "gw.example:3000");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["accept"], "*/*");
+    }
+
+    #[test]
+    fn addresses_print_as_usual() {
+        for ip in [
+            "127.0.0.1",
+            "10.20.0.255",
+            "0.0.0.0",
+            "192.168.100.9",
+            "::1",
+            "fe80::1",
+        ] {
+            let mut text = String::new();
+            push_ip(&mut text, ip.parse().unwrap());
+            assert_eq!(text, ip);
+        }
     }
 
     #[test]

@@ -48,7 +48,16 @@ impl TraceParent {
 
     /// The header value.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.parent_id, self.flags)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(55);
+        text.push_str("00-");
+        text.push_str(&self.trace_id);
+        text.push('-');
+        text.push_str(&self.parent_id);
+        text.push('-');
+        text.push(char::from(DIGITS[usize::from(self.flags >> 4)]));
+        text.push(char::from(DIGITS[usize::from(self.flags & 0xf)]));
+        text
     }
 }
 

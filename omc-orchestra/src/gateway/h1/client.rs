@@ -4,7 +4,7 @@
 //! is parsed from the first read, and the answer's body reads the socket itself,
 //! handing the connection back to the pool at its end.
 
-use super::{is_token_in, put_header, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{is_token_in, put_header, put_length, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::pool::Home;
 use crate::gateway::{BoxError, GatewayBody, UpstreamError};
 use bytes::{Buf, Bytes, BytesMut};
@@ -88,13 +88,13 @@ async fn encode_request(
                 .await
                 .map_err(UpstreamError::Body)?
                 .to_bytes();
-            put_header(wire, b"content-length", bytes.len().to_string().as_bytes());
+            put_length(wire, bytes.len() as u64);
             wire.extend_from_slice(b"\r\n");
             wire.extend_from_slice(&bytes);
             Ok((true, false))
         }
         Some(len) => {
-            put_header(wire, b"content-length", len.to_string().as_bytes());
+            put_length(wire, len);
             wire.extend_from_slice(b"\r\n");
             Ok((false, false))
         }

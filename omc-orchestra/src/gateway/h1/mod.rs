@@ -38,6 +38,22 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Append `content-length: {len}\r\n`.
+fn put_length(out: &mut Vec<u8>, len: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = len;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    put_header(out, b"content-length", &digits[at..]);
+}
+
 /// Whether a comma-separated header (`Connection`, `Transfer-Encoding`) names `token`.
 fn is_token_in(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
@@ -60,4 +76,16 @@ fn read_some(
         buf.reserve(16 * 1024);
     }
     tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lengths_are_written_in_decimal() {
+        for len in [0, 7, 10, 81, 1000, 65_536, u64::MAX] {
+            let mut out = Vec::new();
+            super::put_length(&mut out, len);
+            assert_eq!(out, format!("content-length: {len}\r\n").into_bytes());
+        }
+    }
 }

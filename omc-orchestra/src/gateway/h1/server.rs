@@ -1,7 +1,7 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{put_header, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{put_header, put_length, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::{empty_body, full_body, GatewayBody};
 use bytes::BytesMut;
 use futures::FutureExt;
@@ -302,7 +302,7 @@ async fn write_response(
     }
     match exact {
         _ if bodiless => {}
-        Some(len) => put_header(out, b"content-length", len.to_string().as_bytes()),
+        Some(len) => put_length(out, len),
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if close {
