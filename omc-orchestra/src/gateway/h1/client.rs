@@ -4,16 +4,16 @@
 //! is parsed from the first read, and the answer's body reads the socket itself,
 //! handing the connection back to the pool at its end.
 
+use super::body::{Chunk, Framing, UpstreamBody};
 use super::{is_token_in, put_header, put_length, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::pool::Home;
-use crate::gateway::{BoxError, GatewayBody, UpstreamError};
-use bytes::{Buf, Bytes, BytesMut};
+use crate::gateway::{GatewayBody, UpstreamError};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use hyper::body::Body;
+use std::task::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
-    buf: BytesMut,
+    pub(super) buf: BytesMut,
 }
 
 impl Conn {
@@ -339,183 +339,4 @@ fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Response<Gatew
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-}
-
-/// An upstream answer's body, read from its connection by whoever polls it.
-struct UpstreamBody {
-    conn: Option<Conn>,
-    framing: Framing,
-    home: Option<Home>,
-}
-
-impl UpstreamBody {
-    /// At the end of the body, the connection goes home (when it can be reused).
-    fn finish_if_done(&mut self) {
-        if matches!(self.framing, Framing::Length(0)) {
-            self.framing = Framing::Done;
-        }
-        if matches!(self.framing, Framing::Done) {
-            if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
-                home.checkin(conn);
-            }
-        }
-    }
-
-    fn broken(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.conn = None;
-        self.home = None;
-        self.framing = Framing::Done;
-        Poll::Ready(Some(Err(why.to_owned().into())))
-    }
-
-    /// Decode what the buffer holds; `None` when more must be read.
-    fn step(&mut self) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
-        let conn = self.conn.as_mut()?;
-        let buf = &mut conn.buf;
-        match self.framing {
-            Framing::Done => Some(Poll::Ready(None)),
-            Framing::Length(left) => {
-                if buf.is_empty() {
-                    return None;
-                }
-                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let data = buf.split_to(take).freeze();
-                self.framing = Framing::Length(left - take as u64);
-                self.finish_if_done();
-                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
-            }
-            Framing::UntilClose => {
-                if buf.is_empty() {
-                    return None;
-                }
-                let data = buf.split().freeze();
-                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
-            }
-            Framing::Chunked(chunk) => self.step_chunked(chunk),
-        }
-    }
-
-    fn step_chunked(
-        &mut self,
-        chunk: Chunk,
-    ) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
-        let buf = &mut self.conn.as_mut()?.buf;
-        match chunk {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    buf.advance(used);
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    });
-                    self.step()
-                }
-                Ok(httparse::Status::Partial) if buf.len() < 1024 => None,
-                _ => Some(self.broken("the upstream sent a malformed chunk size")),
-            },
-            Chunk::Data(left) => {
-                if buf.is_empty() {
-                    return None;
-                }
-                let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let data = buf.split_to(take).freeze();
-                let left = left - take as u64;
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
-            }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return None;
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Some(self.broken("the upstream's chunk does not end in CRLF"));
-                }
-                buf.advance(2);
-                self.framing = Framing::Chunked(Chunk::Size);
-                self.step()
-            }
-            Chunk::Trailers => {
-                // Trailer fields are dropped; the body ends at the empty line.
-                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    return (buf.len() < MAX_HEAD).then_some(()).map_or_else(
-                        || Some(self.broken("the upstream's trailers are too large")),
-                        |()| None,
-                    );
-                };
-                buf.advance(end + 2);
-                if end == 0 {
-                    self.framing = Framing::Done;
-                    self.finish_if_done();
-                    return Some(Poll::Ready(None));
-                }
-                self.step()
-            }
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        loop {
-            if matches!(this.framing, Framing::Done) {
-                return Poll::Ready(None);
-            }
-            if let Some(ready) = this.step() {
-                return ready;
-            }
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match ready!(read_some(&mut conn.stream, &mut conn.buf, cx)) {
-                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return this.broken("the upstream closed the connection mid-body"),
-                Ok(_) => {}
-                Err(err) => return this.broken(&format!("reading the upstream's body: {err}")),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(left) => SizeHint::with_exact(left),
-            Framing::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
-    }
 }

@@ -11,7 +11,9 @@
 //! socket itself. A proxied request thus costs one task, a few reads and writes, and
 //! no channel or cross-thread wake-up.
 
+mod body;
 mod client;
+mod respond;
 mod rewind;
 mod server;
 

@@ -1,20 +1,17 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{put_header, put_length, read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::{empty_body, full_body, GatewayBody};
 use bytes::BytesMut;
 use futures::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
-use hyper::body::Body;
-use std::cell::RefCell;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -244,10 +241,10 @@ pub async fn serve_lane<S: LaneService>(
             .await
         {
             Ok(response) => response,
-            Err(_) => internal_error(),
+            Err(_) => super::respond::internal_error(),
         };
         out.clear();
-        if write_response(&stream, &mut out, response, head, close)
+        if super::respond::write_response(&stream, &mut out, response, head, close)
             .await
             .is_err()
             || close
@@ -255,134 +252,6 @@ pub async fn serve_lane<S: LaneService>(
             return;
         }
     }
-}
-
-fn internal_error() -> Response<GatewayBody> {
-    let body = r#"{"error":"internal","message":"internal error","details":[]}"#;
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Write `response`: its head and what of its body is ready in one write, the rest as it
-/// comes. A body of unknown length goes chunked.
-async fn write_response(
-    stream: &TcpStream,
-    out: &mut Vec<u8>,
-    response: Response<GatewayBody>,
-    head_request: bool,
-    close: bool,
-) -> std::io::Result<()> {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let exact = body.size_hint().exact();
-    let chunked = !bodiless && exact.is_none();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        let framing = name == TRANSFER_ENCODING || name == CONNECTION;
-        if framing || (!bodiless && name == CONTENT_LENGTH) {
-            continue;
-        }
-        put_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !parts.headers.contains_key(DATE) {
-        put_date(out);
-    }
-    match exact {
-        _ if bodiless => {}
-        Some(len) => put_length(out, len),
-        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if bodiless {
-        return write_all(stream, out).await;
-    }
-    loop {
-        // What is ready now joins the pending bytes; only a wait flushes them.
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                write_all(stream, out).await?;
-                out.clear();
-                body.frame().await
-            }
-        };
-        match frame {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if chunked {
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    }
-                    out.extend_from_slice(&data);
-                    if chunked {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    if out.len() >= BODY_IN_ONE_WRITE {
-                        write_all(stream, out).await?;
-                        out.clear();
-                    }
-                }
-            }
-            Some(Err(err)) => {
-                // The answer broke off: what was sent stands, the connection closes.
-                write_all(stream, out).await?;
-                return Err(std::io::Error::other(err));
-            }
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    write_all(stream, out).await
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-thread_local! {
-    static DATE_CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
-}
-
-/// `date: ...`, formatted once a second per thread.
-fn put_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE_CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.0 != second || cache.1.is_empty() {
-            *cache = (second, httpdate::fmt_http_date(now));
-        }
-        put_header(out, b"date", cache.1.as_bytes());
-    });
 }
 
 #[cfg(test)]
