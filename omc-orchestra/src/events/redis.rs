@@ -136,6 +136,7 @@ impl RedisEventBus {
             max_types: MAX_STAT_TYPES.to_string(),
             channel: keys.live.clone(),
             script: Publisher::script(),
+            sent_ms: Default::default(),
         });
         Ok(Self {
             store,
@@ -292,8 +293,8 @@ impl EventBus for RedisEventBus {
                 .as_ref()
                 .map(|key| self.store.key("ev", "events", &format!("once:{key}"))),
             oldest_ms: self.oldest_ms(),
+            ms: time.timestamp_millis().max(0),
             args: [
-                time.timestamp_millis().max(0).to_string(),
                 json,
                 meta,
                 stamped.event_type.clone(),

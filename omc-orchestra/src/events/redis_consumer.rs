@@ -1,5 +1,5 @@
-//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`), waiting for
-//! news, acknowledging.
+//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`, with plain
+//! reads in `redis_read.rs`), waiting for news, acknowledging.
 
 use super::wait::GroupWait;
 use super::{decode_event, from_ms, Keys};
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 #[path = "redis_fetch.rs"]
 mod fetch;
+#[path = "redis_read.rs"]
+mod read;
 
 /// Most events one fetch takes (the most `prefetch` allows).
 const MOST_FETCHED: usize = 1000;
@@ -69,11 +71,15 @@ pub(super) struct RedisConsumer {
     /// Clock time (ms) of the last fetch that looked for expired deliveries and found
     /// none left; `None` to look on the next fetch.
     claimed_at: Option<i64>,
+    /// What the last full run of the delivery script said about this consumer's clock.
+    synced: Option<fetch::Synced>,
+    /// The priority stream the last fetch read (the most urgent one with news then).
+    reading: Option<usize>,
     /// Shared by the group's consumers in this process, to wait without a herd.
     wait: Arc<GroupWait>,
     /// What plain reads delivered and found unwanted, to settle with the next
     /// acknowledgement or fetch.
-    unsettled: fetch::Unsettled,
+    unsettled: read::Unsettled,
 }
 
 impl RedisConsumer {
@@ -95,11 +101,13 @@ impl RedisConsumer {
             bus,
             options,
             take: Script::new(fetch::TAKE),
-            settle: Script::new(fetch::SETTLE),
+            settle: Script::new(read::SETTLE),
             buffer: Default::default(),
             origin: HashMap::new(),
             waiter: None,
             claimed_at: None,
+            synced: None,
+            reading: None,
             wait,
             unsettled: Default::default(),
         }
@@ -129,12 +137,15 @@ impl RedisConsumer {
     /// to), or waits its turn to watch; see `redis_wait.rs`.
     async fn fill(&mut self, count: usize, wait: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut watching = None;
+        let mut watching: Option<super::wait::Watching> = None;
         let mut fetch = true;
         loop {
             if fetch {
                 let fetched = self.fetch(count).await?;
                 if !fetched.is_empty() {
+                    if let Some(watching) = watching.take() {
+                        watching.hand_on(fetched.len() >= count);
+                    }
                     self.buffer.extend(fetched);
                     return Ok(());
                 }
@@ -153,10 +164,15 @@ impl RedisConsumer {
                 (Some(_), Some(tails)) => self.wait_for_news(&tails, nap).await?,
                 (Some(_), None) => tokio::time::sleep(nap).await,
                 (None, _) => {
-                    // Handed the role: watch from where the last fetch left off first.
-                    fetch = tokio::time::timeout(nap, self.wait.wait_turn())
+                    // Handed the role: take it, and fetch at once when the last watcher's
+                    // fetch came back full; else watch from where it left off first.
+                    if tokio::time::timeout(nap, self.wait.wait_turn())
                         .await
-                        .is_err();
+                        .is_ok()
+                    {
+                        watching = self.wait.watch();
+                        fetch = self.wait.take_more();
+                    }
                 }
             }
         }
