@@ -80,6 +80,8 @@ pub(super) struct RedisConsumer {
     /// What plain reads delivered and found unwanted, to settle with the next
     /// acknowledgement or fetch.
     unsettled: read::Unsettled,
+    /// Event types whose `delivered` count has a field of its own in the stats hash.
+    counted: std::collections::HashSet<String>,
 }
 
 impl RedisConsumer {
@@ -110,6 +112,7 @@ impl RedisConsumer {
             reading: None,
             wait,
             unsettled: Default::default(),
+            counted: Default::default(),
         }
     }
 
@@ -236,8 +239,8 @@ impl EventConsumer for RedisConsumer {
                 _ => by_stream.iter_mut().for_each(|ids| ids.push(id)),
             }
         }
-        // What the last reads left unsettled rides along (see `redis_fetch.rs`).
-        let settle = self.settle_command();
+        // What the last reads left unsettled rides along (see `redis_read.rs`).
+        let (settle, scripted) = self.settle_commands();
         let group = &self.options.group;
         let answers: Vec<Value> = self
             .store
@@ -249,26 +252,34 @@ impl EventConsumer for RedisConsumer {
                         pipe.xack(stream, group, ids);
                     }
                 }
-                if let Some(settle) = &settle {
-                    pipe.add_command(settle.clone());
+                for cmd in &settle {
+                    pipe.add_command(cmd.clone());
                 }
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
+        let acks = answers.len().saturating_sub(settle.len());
         let mut answers = answers.into_iter();
-        let settled = settle.and_then(|_| answers.next_back());
         let mut acked = 0u64;
-        for answer in answers {
+        for answer in answers.by_ref().take(acks) {
             acked += redis::from_redis_value::<u64>(answer.extract_error()?)?;
         }
         let pending = std::mem::take(&mut self.unsettled);
-        match settled.map(Value::extract_error) {
-            Some(Err(err)) if err.code() == Some("NOSCRIPT") => self.settle_apart(pending).await?,
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "event counts not settled; trying again later");
-                self.unsettled = pending;
+        if scripted {
+            match answers.next().map(Value::extract_error) {
+                Some(Err(err)) if err.code() == Some("NOSCRIPT") => {
+                    self.settle_apart(pending).await?
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "event counts not settled; trying again later");
+                    self.unsettled = pending;
+                }
+                Some(Ok(types)) => self.learn_counted(redis::from_redis_value(types)?),
+                None => {}
             }
-            _ => {}
+        } else if let Some(err) = answers.find_map(|a| a.extract_error().err()) {
+            // Plain commands are not tried again: what went through would count twice.
+            tracing::warn!(error = %err, "event counts not settled");
         }
         Ok(usize::try_from(acked).unwrap_or(usize::MAX))
     }

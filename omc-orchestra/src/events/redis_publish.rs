@@ -10,16 +10,16 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
-/// most stat types, the live channel. Then 6 arguments per event: ms, JSON, meta (type,
-/// target, source, then the tags, one per line), type, priority rank, idempotency window
-/// (`''` for none). `KEYS`: history,
+/// most stat types, the live channel. Then 5 arguments per event: ms, JSON, type,
+/// priority rank, idempotency window (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, then the idempotency key of each event that has one,
 /// in order. Answers a line per event: its id, or `={id}` when its key had been used
 /// already (one string: far cheaper to parse than an array). The new events go to the
 /// live channel as one message (see `redis_live.rs`).
 ///
-/// History entries hold the event JSON only (`e`); the priority streams' entries carry
-/// the meta too (`m`), for the delivery script's filters.
+/// Entries hold the event JSON only (`e`), in history and in the priority streams alike:
+/// consumers decode it anyway, and the delivery script reads the few entries it takes
+/// itself from the JSON too.
 ///
 /// History and the priority streams are trimmed and the stats are counted once per call
 /// rather than once per event: the script runs atomically, so nobody sees the difference.
@@ -29,8 +29,8 @@ local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
 local out, counts, news, touched, k = {}, {}, {}, {}, 6
 for i = 1, n do
-  local a = 6 + (i - 1) * 6
-  local e, window = ARGV[a + 2], ARGV[a + 6]
+  local a = 6 + (i - 1) * 5
+  local e, window = ARGV[a + 2], ARGV[a + 5]
   local once, first = nil, false
   if window ~= '' then
     k = k + 1
@@ -51,10 +51,10 @@ for i = 1, n do
         id = redis.call('XADD', HIST, '*', 'e', e)
       end
     end
-    local q = KEYS[3 + tonumber(ARGV[a + 5])]
-    redis.call('XADD', q, id, 'm', ARGV[a + 3], 'e', e)
+    local q = KEYS[3 + tonumber(ARGV[a + 4])]
+    redis.call('XADD', q, id, 'e', e)
     touched[q] = true
-    local t = ARGV[a + 4]
+    local t = ARGV[a + 3]
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
     out[i] = id
@@ -92,8 +92,8 @@ pub(super) struct Outgoing {
     /// The publisher's clock (ms) when it was published: its id's millisecond, unless an
     /// event sent before it got a later one.
     pub ms: i64,
-    /// JSON, meta, type, priority rank, idempotency window.
-    pub args: [String; 5],
+    /// JSON, type, priority rank, idempotency window.
+    pub args: [String; 4],
 }
 
 /// What the script answers for one event: whether it was stored now, and its id.

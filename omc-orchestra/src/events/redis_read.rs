@@ -18,21 +18,27 @@ use std::collections::HashMap;
 /// Counts the deliveries of plain reads and acknowledges what the group does not want.
 /// `KEYS`: the stats hash, then the four priority streams. `ARGV`: group, most stat types,
 /// the number of event types counted, a type and its count for each, then a priority rank
-/// (0-3) and an id for each entry to acknowledge.
+/// (0-3) and an id for each entry to acknowledge. Answers the types counted under their
+/// own field (not `_other`): from then on the consumer counts those with a plain
+/// `HINCRBY` (stats fields are never removed).
 pub(super) const SETTLE: &str = r#"
 local STATS = KEYS[1]
 local GROUP, MOST, n = ARGV[1], tonumber(ARGV[2]) * 4, tonumber(ARGV[3])
+local own = {}
 for j = 0, n - 1 do
-  local field = 'delivered|' .. ARGV[4 + 2 * j]
+  local t = ARGV[4 + 2 * j]
+  local field = 'delivered|' .. t
   if redis.call('HLEN', STATS) >= MOST and redis.call('HEXISTS', STATS, field) == 0 then
     field = 'delivered|_other'
+  else
+    own[#own + 1] = t
   end
   redis.call('HINCRBY', STATS, field, ARGV[5 + 2 * j])
 end
 for j = 4 + 2 * n, #ARGV, 2 do
   redis.call('XACK', KEYS[2 + tonumber(ARGV[j])], GROUP, ARGV[j + 1])
 end
-return 1
+return own
 "#;
 
 /// What plain reads delivered and found unwanted, not yet settled in Redis.
@@ -227,20 +233,54 @@ impl RedisConsumer {
         (keys, args)
     }
 
-    /// The settling of what plain reads left unsettled, as a command to add to a pipeline
-    /// (none when nothing is); it fails with `NOSCRIPT` when Redis lost its scripts, then
-    /// [`settle_apart`](Self::settle_apart) does it.
-    pub(super) fn settle_command(&self) -> Option<redis::Cmd> {
-        if self.unsettled.is_empty() {
-            return None;
+    /// The settling of what plain reads left unsettled, as commands to add to a pipeline
+    /// (none when nothing is), and whether that is the script: plain `HINCRBY`s and
+    /// `XACK`s when every type counted has its own field already. The script fails with
+    /// `NOSCRIPT` when Redis lost its scripts, then [`settle_apart`](Self::settle_apart)
+    /// does it.
+    pub(super) fn settle_commands(&self) -> (Vec<redis::Cmd>, bool) {
+        let pending = &self.unsettled;
+        if pending.is_empty() {
+            return (Vec::new(), false);
         }
-        let (keys, args) = self.settle_parts(&self.unsettled);
+        if pending.counts.keys().all(|t| self.counted.contains(t)) {
+            let mut cmds = Vec::new();
+            for (event_type, n) in &pending.counts {
+                let mut cmd = redis::cmd("HINCRBY");
+                cmd.arg(&self.stats)
+                    .arg(format!("delivered|{event_type}"))
+                    .arg(n);
+                cmds.push(cmd);
+            }
+            for (stream, queue) in self.queues.iter().enumerate() {
+                let ids: Vec<&str> = pending
+                    .unwanted
+                    .iter()
+                    .filter(|(rank, _)| *rank == stream)
+                    .map(|(_, id)| id.as_str())
+                    .collect();
+                if !ids.is_empty() {
+                    let mut cmd = redis::cmd("XACK");
+                    cmd.arg(queue).arg(&self.options.group).arg(ids);
+                    cmds.push(cmd);
+                }
+            }
+            return (cmds, false);
+        }
+        let (keys, args) = self.settle_parts(pending);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.settle.get_hash())
             .arg(keys.len())
             .arg(keys)
             .arg(args);
-        Some(cmd)
+        (vec![cmd], true)
+    }
+
+    /// Note the types the settling script counted under their own field.
+    pub(super) fn learn_counted(&mut self, types: Vec<String>) {
+        if self.counted.len() < 4 * MAX_STAT_TYPES {
+            self.counted.extend(types);
+        }
     }
 
     /// Settle `pending` in a round trip of its own, loading the script if need be; kept
@@ -257,13 +297,19 @@ impl RedisConsumer {
                 for arg in &args {
                     invocation.arg(arg);
                 }
-                async move { invocation.invoke_async::<()>(&mut conn).await }
+                async move { invocation.invoke_async::<Vec<String>>(&mut conn).await }
             })
             .await;
-        if settled.is_err() {
-            self.unsettled.merge(pending);
+        match settled {
+            Ok(types) => {
+                self.learn_counted(types);
+                Ok(())
+            }
+            Err(err) => {
+                self.unsettled.merge(pending);
+                Err(err)
+            }
         }
-        settled
     }
 }
 

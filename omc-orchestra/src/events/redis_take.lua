@@ -84,12 +84,30 @@ local function flush()
     redis.call('HINCRBY', STATS, field, n)
   end
 end
--- An entry's fields: `m` (type, target, source, then the tags, one per line) and `e` (the
--- event JSON); entries written before `m` existed carry `e`, `t`, `s`, `r` and `g`.
+-- An entry's fields: `e` (the event JSON), read here for the type, target, source and
+-- tags (the script reads few entries: the first new one of a fetch and expired ones).
+-- Entries of earlier layouts carry `m` (type, target, source, then the tags, one per
+-- line) before `e`, or `e`, `t`, `s`, `r` and `g`.
+local function text(v)
+  if type(v) == 'string' then return v end
+  return ''
+end
 local function fields(flat)
   if flat[1] == 'm' then
     local t, r, s, g = string.match(flat[2], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n?(.*)$')
     return {e = flat[4], t = t or '', r = r or '', s = s or '', g = g or ''}
+  end
+  if flat[1] == 'e' and #flat == 2 then
+    local ok, ev = pcall(cjson.decode, flat[2])
+    if not ok or type(ev) ~= 'table' then
+      return {e = flat[2], t = '', r = '', s = '', g = ''}
+    end
+    local tags = {}
+    if type(ev.tags) == 'table' then
+      for _, tag in ipairs(ev.tags) do tags[#tags + 1] = text(tag) end
+    end
+    return {e = flat[2], t = text(ev.type), r = text(ev.target), s = text(ev.source),
+      g = table.concat(tags, '\n')}
   end
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
