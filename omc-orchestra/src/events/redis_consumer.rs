@@ -20,6 +20,10 @@ mod fetch;
 #[path = "redis_read.rs"]
 mod read;
 
+/// How long a fetch must have left to wait for news to count as patient (see
+/// `RedisConsumer::fetch`).
+const PATIENCE: Duration = Duration::from_millis(20);
+
 /// Most events one fetch takes (the most `prefetch` allows).
 const MOST_FETCHED: usize = 1000;
 
@@ -144,7 +148,9 @@ impl RedisConsumer {
         let mut fetch = true;
         loop {
             if fetch {
-                let fetched = self.fetch(count).await?;
+                let patient = deadline.saturating_duration_since(tokio::time::Instant::now())
+                    >= PATIENCE;
+                let fetched = self.fetch(count, patient).await?;
                 if !fetched.is_empty() {
                     if let Some(watching) = watching.take() {
                         watching.hand_on(fetched.len() >= count);

@@ -76,7 +76,12 @@ impl RedisConsumer {
     /// Fetch up to `count` deliveries: expired ones first, then new ones, most urgent
     /// first. How far it read each stream goes to the group's wait. Deliveries beyond
     /// `count` (a more urgent event found along a batch) wait in the buffer.
-    pub(super) async fn fetch(&mut self, count: usize) -> Result<Vec<Delivery>> {
+    ///
+    /// A `patient` caller waits for news after an empty fetch: when the stream a batch
+    /// consumer reads on ran dry, it answers nothing rather than run the script at once
+    /// (the wait wakes at once when another stream holds entries the group has not read,
+    /// and the next fetch runs the script).
+    pub(super) async fn fetch(&mut self, count: usize, patient: bool) -> Result<Vec<Delivery>> {
         if !self.unsettled.is_empty() {
             // Fetching again without an acknowledgement in between: settle on its own.
             let pending = std::mem::take(&mut self.unsettled);
@@ -95,6 +100,10 @@ impl RedisConsumer {
                 // Most urgent first (stable: each stream's entries stay in order).
                 deliveries.sort_by_key(|d| d.event.priority.rank());
                 self.reading = urgent.or(Some(stream));
+                return Ok(deliveries);
+            }
+            self.reading = None;
+            if patient && self.wait.tails().is_some() {
                 return Ok(deliveries);
             }
             // That stream ran dry: look at them all.
