@@ -148,8 +148,8 @@ impl RedisConsumer {
         let mut fetch = true;
         loop {
             if fetch {
-                let patient = deadline.saturating_duration_since(tokio::time::Instant::now())
-                    >= PATIENCE;
+                let patient =
+                    deadline.saturating_duration_since(tokio::time::Instant::now()) >= PATIENCE;
                 let fetched = self.fetch(count, patient).await?;
                 if !fetched.is_empty() {
                     if let Some(watching) = watching.take() {
