@@ -133,7 +133,8 @@ impl RedisEventBus {
         };
         let [q0, q1, q2, q3] = keys.queues.clone();
         let publisher = Arc::new(Publisher {
-            store: store.clone(),
+            // Batches go on a connection of their own, not behind the consumers' reads.
+            store: store.with_own_connection().await?,
             keys: [keys.hist.clone(), keys.stats.clone(), q0, q1, q2, q3],
             history_len: options.history_len.to_string(),
             backlog: options.backlog.to_string(),
