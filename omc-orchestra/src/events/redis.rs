@@ -20,7 +20,7 @@
 //! earlier fields `m` (type, target, source, tags) and `e`, or `e`, `t`, `s`, `r` and `g`.
 //!
 //! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
-//! flight go to Redis in one script call (group commit).
+//! flight go to Redis in one script call (group commit), on a connection of their own.
 //!
 //! Delivery (`redis_fetch.rs`, script `redis_take.lua`): the script takes over events
 //! whose visibility timeout ran out (`XPENDING`, `XCLAIM`; parking those delivered too
