@@ -8,6 +8,9 @@
 //! Run: `cargo bench -p benches --bench events`. Needs `redis-server` and
 //! `redis-benchmark` (Debian: `apt-get install redis-server redis-tools`).
 
+// The shared crate sets the allocator the `orchestra` binary runs on (mimalloc); naming it
+// links it in, so this process measures the library as it is deployed.
+use benches as _;
 use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::{clock, Clock, RedisStore, SystemClock};

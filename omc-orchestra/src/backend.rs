@@ -228,6 +228,16 @@ mod redis_store {
                 .await?)
         }
 
+        /// The same store on a connection of its own: what it sends does not queue behind
+        /// the shared connection's traffic.
+        pub async fn with_own_connection(&self) -> Result<RedisStore> {
+            Ok(RedisStore {
+                client: self.client.clone(),
+                connection: self.blocking_connection().await?,
+                prefix: self.prefix.clone(),
+            })
+        }
+
         /// A connection of its own for pub/sub.
         pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
             Ok(self.client.get_async_pubsub().await?)

@@ -168,11 +168,14 @@ pub trait EventConsumer: Send + Sync {
     /// visibility timeout ran out first, then new ones, most urgent first.
     async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>>;
 
-    /// Up to `max` deliveries at once, in the order [`next`](Self::next) would hand them
-    /// out, waiting up to `wait` for the first; empty when none came. Backends that
-    /// fetch from a store do it once per call (fetching up to `max`, or `prefetch` when
-    /// that is larger), so a batch costs one round trip and fits one
-    /// [`ack_many`](Self::ack_many).
+    /// Up to `max` deliveries at once, most urgent first, waiting up to `wait` for the
+    /// first; empty when none came. Backends that fetch from a store do it once per call
+    /// (fetching up to `max`, or `prefetch` when that is larger), so a batch costs one
+    /// round trip and fits one [`ack_many`](Self::ack_many). A batch reading on one
+    /// priority may take, along with it, the first waiting event of each more urgent
+    /// priority (handed out first; what exceeds `max` comes with the next call), and the
+    /// next batch reads on that priority: a burst of urgent events gets ahead of all but
+    /// one batch of less urgent ones.
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
         let mut batch = Vec::new();
         let mut wait = wait;

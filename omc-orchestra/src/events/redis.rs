@@ -15,22 +15,26 @@
 //!
 //! An event's id is its stream id in history and in its priority stream alike:
 //! `{ms}-{seq}` with `ms` the publisher's clock (never behind the newest entry).
-//! Entries carry `m` (type, target, source, then the tags, one per line) and `e` (the event
-//! JSON), so the delivery script filters without decoding JSON; it still reads entries
-//! written with the earlier fields `e`, `t`, `s`, `r` and `g`.
+//! Entries carry the event JSON only (`e`): consumers decode it anyway, and the delivery
+//! script decodes the few entries it reads itself. It still reads entries written with the
+//! earlier fields `m` (type, target, source, tags) and `e`, or `e`, `t`, `s`, `r` and `g`.
 //!
 //! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
-//! flight go to Redis in one script call (group commit).
+//! flight go to Redis in one script call (group commit), on a connection of their own.
 //!
-//! Delivery (`redis_fetch.rs`, script `redis_take.lua`): one script per fetch takes over
-//! events whose visibility timeout ran out (`XPENDING`, `XCLAIM`; parking those delivered
-//! too often in the dead list), then the first new entry of the most urgent stream that
-//! has one; a plain `XREADGROUP` reads the rest of the batch from that stream and a small
-//! script counts it. A consumer whose last look found no expired deliveries left looks
-//! again only once the clock moved on a little (see `CLAIM_EVERY_MS`).
+//! Delivery (`redis_fetch.rs`, script `redis_take.lua`): the script takes over events
+//! whose visibility timeout ran out (`XPENDING`, `XCLAIM`; parking those delivered too
+//! often in the dead list), then the first new entry of the most urgent stream that has
+//! one; a plain `XREADGROUP` reads the rest of the batch from that stream, and a small
+//! script, riding along with the next acknowledgement, counts it (`redis_read.rs`). A
+//! consumer whose last look found no expired deliveries left looks again only once the
+//! clock moved on a little (see `CLAIM_EVERY_MS`); in between, a batch consumer reads on
+//! its stream with plain reads alone, taking the first new entry of each more urgent
+//! stream along.
 //! The visibility timeout is measured on the bus's injected clock: deliveries keep the time
 //! Redis gave them, and each consumer logs its clock's offset from Redis time whenever it
-//! changes, so the clock time of any delivery is known.
+//! changes (reading without the script only while it knows the logged offset holds), so
+//! the clock time of any delivery is known.
 //! Idle consumers wait for news without a herd (`redis_wait.rs`).
 
 #[path = "redis_consumer.rs"]
@@ -129,13 +133,15 @@ impl RedisEventBus {
         };
         let [q0, q1, q2, q3] = keys.queues.clone();
         let publisher = Arc::new(Publisher {
-            store: store.clone(),
+            // Batches go on a connection of their own, not behind the consumers' reads.
+            store: store.with_own_connection().await?,
             keys: [keys.hist.clone(), keys.stats.clone(), q0, q1, q2, q3],
             history_len: options.history_len.to_string(),
             backlog: options.backlog.to_string(),
             max_types: MAX_STAT_TYPES.to_string(),
             channel: keys.live.clone(),
             script: Publisher::script(),
+            sent_ms: Default::default(),
         });
         Ok(Self {
             store,
@@ -270,11 +276,6 @@ impl EventBus for RedisEventBus {
             correlation_id,
             idempotency_key,
         } = event;
-        let meta = format!(
-            "{event_type}\n{}\n{source}\n{}",
-            target.as_deref().unwrap_or_default(),
-            lines(&tags)
-        );
         let mut stamped = Event {
             id: String::new(),
             event_type,
@@ -292,10 +293,9 @@ impl EventBus for RedisEventBus {
                 .as_ref()
                 .map(|key| self.store.key("ev", "events", &format!("once:{key}"))),
             oldest_ms: self.oldest_ms(),
+            ms: time.timestamp_millis().max(0),
             args: [
-                time.timestamp_millis().max(0).to_string(),
                 json,
-                meta,
                 stamped.event_type.clone(),
                 stamped.priority.rank().to_string(),
                 match &idempotency_key {

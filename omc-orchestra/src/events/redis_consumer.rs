@@ -1,5 +1,5 @@
-//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`), waiting for
-//! news, acknowledging.
+//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`, with plain
+//! reads in `redis_read.rs`), waiting for news, acknowledging.
 
 use super::wait::GroupWait;
 use super::{decode_event, from_ms, Keys};
@@ -17,6 +17,12 @@ use std::time::Duration;
 
 #[path = "redis_fetch.rs"]
 mod fetch;
+#[path = "redis_read.rs"]
+mod read;
+
+/// How long a fetch must have left to wait for news to count as patient (see
+/// `RedisConsumer::fetch`).
+const PATIENCE: Duration = Duration::from_millis(20);
 
 /// Most events one fetch takes (the most `prefetch` allows).
 const MOST_FETCHED: usize = 1000;
@@ -69,11 +75,17 @@ pub(super) struct RedisConsumer {
     /// Clock time (ms) of the last fetch that looked for expired deliveries and found
     /// none left; `None` to look on the next fetch.
     claimed_at: Option<i64>,
+    /// What the last full run of the delivery script said about this consumer's clock.
+    synced: Option<fetch::Synced>,
+    /// The priority stream the last fetch read (the most urgent one with news then).
+    reading: Option<usize>,
     /// Shared by the group's consumers in this process, to wait without a herd.
     wait: Arc<GroupWait>,
     /// What plain reads delivered and found unwanted, to settle with the next
     /// acknowledgement or fetch.
-    unsettled: fetch::Unsettled,
+    unsettled: read::Unsettled,
+    /// Event types whose `delivered` count has a field of its own in the stats hash.
+    counted: std::collections::HashSet<String>,
 }
 
 impl RedisConsumer {
@@ -95,13 +107,16 @@ impl RedisConsumer {
             bus,
             options,
             take: Script::new(fetch::TAKE),
-            settle: Script::new(fetch::SETTLE),
+            settle: Script::new(read::SETTLE),
             buffer: Default::default(),
             origin: HashMap::new(),
             waiter: None,
             claimed_at: None,
+            synced: None,
+            reading: None,
             wait,
             unsettled: Default::default(),
+            counted: Default::default(),
         }
     }
 
@@ -129,12 +144,17 @@ impl RedisConsumer {
     /// to), or waits its turn to watch; see `redis_wait.rs`.
     async fn fill(&mut self, count: usize, wait: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut watching = None;
+        let mut watching: Option<super::wait::Watching> = None;
         let mut fetch = true;
         loop {
             if fetch {
-                let fetched = self.fetch(count).await?;
+                let patient =
+                    deadline.saturating_duration_since(tokio::time::Instant::now()) >= PATIENCE;
+                let fetched = self.fetch(count, patient).await?;
                 if !fetched.is_empty() {
+                    if let Some(watching) = watching.take() {
+                        watching.hand_on(fetched.len() >= count);
+                    }
                     self.buffer.extend(fetched);
                     return Ok(());
                 }
@@ -153,10 +173,15 @@ impl RedisConsumer {
                 (Some(_), Some(tails)) => self.wait_for_news(&tails, nap).await?,
                 (Some(_), None) => tokio::time::sleep(nap).await,
                 (None, _) => {
-                    // Handed the role: watch from where the last fetch left off first.
-                    fetch = tokio::time::timeout(nap, self.wait.wait_turn())
+                    // Handed the role: take it, and fetch at once when the last watcher's
+                    // fetch came back full; else watch from where it left off first.
+                    if tokio::time::timeout(nap, self.wait.wait_turn())
                         .await
-                        .is_err();
+                        .is_ok()
+                    {
+                        watching = self.wait.watch();
+                        fetch = self.wait.take_more();
+                    }
                 }
             }
         }
@@ -220,8 +245,8 @@ impl EventConsumer for RedisConsumer {
                 _ => by_stream.iter_mut().for_each(|ids| ids.push(id)),
             }
         }
-        // What the last reads left unsettled rides along (see `redis_fetch.rs`).
-        let settle = self.settle_command();
+        // What the last reads left unsettled rides along (see `redis_read.rs`).
+        let (settle, scripted) = self.settle_commands();
         let group = &self.options.group;
         let answers: Vec<Value> = self
             .store
@@ -233,26 +258,34 @@ impl EventConsumer for RedisConsumer {
                         pipe.xack(stream, group, ids);
                     }
                 }
-                if let Some(settle) = &settle {
-                    pipe.add_command(settle.clone());
+                for cmd in &settle {
+                    pipe.add_command(cmd.clone());
                 }
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
+        let acks = answers.len().saturating_sub(settle.len());
         let mut answers = answers.into_iter();
-        let settled = settle.and_then(|_| answers.next_back());
         let mut acked = 0u64;
-        for answer in answers {
+        for answer in answers.by_ref().take(acks) {
             acked += redis::from_redis_value::<u64>(answer.extract_error()?)?;
         }
         let pending = std::mem::take(&mut self.unsettled);
-        match settled.map(Value::extract_error) {
-            Some(Err(err)) if err.code() == Some("NOSCRIPT") => self.settle_apart(pending).await?,
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "event counts not settled; trying again later");
-                self.unsettled = pending;
+        if scripted {
+            match answers.next().map(Value::extract_error) {
+                Some(Err(err)) if err.code() == Some("NOSCRIPT") => {
+                    self.settle_apart(pending).await?
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "event counts not settled; trying again later");
+                    self.unsettled = pending;
+                }
+                Some(Ok(types)) => self.learn_counted(redis::from_redis_value(types)?),
+                None => {}
             }
-            _ => {}
+        } else if let Some(err) = answers.find_map(|a| a.extract_error().err()) {
+            // Plain commands are not tried again: what went through would count twice.
+            tracing::warn!(error = %err, "event counts not settled");
         }
         Ok(usize::try_from(acked).unwrap_or(usize::MAX))
     }

@@ -60,9 +60,9 @@ impl LiveFeed {
                             continue;
                         };
                         let (id, json) = (&line[..at], &line[at + 1..]);
-                        match (std::str::from_utf8(id), std::str::from_utf8(json)) {
-                            (Ok(id), Ok(json)) => self.pass_on(last, id, json),
-                            _ => tracing::warn!("skipping a malformed live event"),
+                        match std::str::from_utf8(id) {
+                            Ok(id) => self.pass_on(last, id, json),
+                            Err(_) => tracing::warn!("skipping a malformed live event"),
                         }
                     }
                 }
@@ -96,7 +96,7 @@ impl LiveFeed {
             let full = page.len() == PAGE;
             for (id, fields) in page {
                 let json = fields.get("e").map_or("", String::as_str);
-                self.pass_on(last, &id, json);
+                self.pass_on(last, &id, json.as_bytes());
             }
             if !full {
                 return Ok(());
@@ -105,7 +105,7 @@ impl LiveFeed {
     }
 
     /// Send event `id` to the live subscribers unless it was passed on already.
-    fn pass_on(&self, last: &mut EventId, id: &str, json: &str) {
+    fn pass_on(&self, last: &mut EventId, id: &str, json: &[u8]) {
         let Ok(parsed) = id.parse::<EventId>() else {
             tracing::warn!(id, "skipping a live event with a malformed id");
             return;
@@ -119,6 +119,10 @@ impl LiveFeed {
         if self.live.receiver_count() == 0 {
             return;
         }
+        let Ok(json) = std::str::from_utf8(json) else {
+            tracing::warn!(id, "skipping a malformed live event");
+            return;
+        };
         match decode_event(id, json) {
             Ok(event) => {
                 let _ = self.live.send(event);

@@ -5,17 +5,21 @@
 use crate::backend::RedisStore;
 use crate::Result;
 use redis::Script;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
-/// most stat types, the live channel. Then 6 arguments per event: ms, JSON, meta (type,
-/// target, source, then the tags, one per line), type, priority rank, idempotency window
-/// (`''` for none). `KEYS`: history,
+/// most stat types, the live channel. Then 5 arguments per event: ms, JSON, type,
+/// priority rank, idempotency window (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, then the idempotency key of each event that has one,
-/// in order. Answers a line `{fresh} {id}` per event, `fresh` 0 when the key had been used
-/// already (one string: far cheaper to parse than an array of pairs). The new events go to
-/// the live channel as one message (see `redis_live.rs`).
+/// in order. Answers a line per event: its id, or `={id}` when its key had been used
+/// already (one string: far cheaper to parse than an array). The new events go to the
+/// live channel as one message (see `redis_live.rs`).
+///
+/// Entries hold the event JSON only (`e`), in history and in the priority streams alike:
+/// consumers decode it anyway, and the delivery script reads the few entries it takes
+/// itself from the JSON too.
 ///
 /// History and the priority streams are trimmed and the stats are counted once per call
 /// rather than once per event: the script runs atomically, so nobody sees the difference.
@@ -25,8 +29,8 @@ local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
 local out, counts, news, touched, k = {}, {}, {}, {}, 6
 for i = 1, n do
-  local a = 6 + (i - 1) * 6
-  local ms, e, m, t, window = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 6]
+  local a = 6 + (i - 1) * 5
+  local e, window = ARGV[a + 2], ARGV[a + 5]
   local once, first = nil, false
   if window ~= '' then
     k = k + 1
@@ -34,25 +38,26 @@ for i = 1, n do
     first = redis.call('GET', once)
   end
   if first then
-    out[i] = '0 ' .. first
+    out[i] = '=' .. first
   else
-    local id = redis.pcall('XADD', HIST, ms .. '-*', 'm', m, 'e', e)
+    local id = redis.pcall('XADD', HIST, ARGV[a + 1] .. '-*', 'e', e)
     if type(id) == 'table' and id.err then
       -- The clock is behind the newest entry (another replica's clock, or a clock set
       -- back): keep the newest entry's millisecond so ids stay ordered.
       local last = redis.call('XREVRANGE', HIST, '+', '-', 'COUNT', 1)
-      local at = last[1] and string.match(last[1][1], '^(%d+)-') or ms
-      id = redis.pcall('XADD', HIST, at .. '-*', 'm', m, 'e', e)
+      local at = last[1] and string.match(last[1][1], '^(%d+)-') or ARGV[a + 1]
+      id = redis.pcall('XADD', HIST, at .. '-*', 'e', e)
       if type(id) == 'table' and id.err then
-        id = redis.call('XADD', HIST, '*', 'm', m, 'e', e)
+        id = redis.call('XADD', HIST, '*', 'e', e)
       end
     end
-    local q = KEYS[3 + tonumber(ARGV[a + 5])]
-    redis.call('XADD', q, id, 'm', m, 'e', e)
+    local q = KEYS[3 + tonumber(ARGV[a + 4])]
+    redis.call('XADD', q, id, 'e', e)
     touched[q] = true
+    local t = ARGV[a + 3]
     counts[t] = (counts[t] or 0) + 1
     if once then redis.call('SET', once, id, 'PX', window) end
-    out[i] = '1 ' .. id
+    out[i] = id
     local line = #news
     news[line + 1], news[line + 2], news[line + 3], news[line + 4] = id, ' ', e, '\n'
   end
@@ -78,14 +83,17 @@ return table.concat(out, '\n')
 const MOST: usize = 256;
 
 /// One event ready to send: its idempotency key (the full Redis key), the oldest history
-/// time to keep when it is published, and its 6 script arguments.
+/// time to keep when it is published, its time and the rest of its script arguments.
 pub(super) struct Outgoing {
     /// Oldest history time (ms) to keep, read from the clock at publish.
     pub oldest_ms: i64,
     /// Key holding the id published under the event's idempotency key, if it has one.
     pub once: Option<String>,
-    /// ms, JSON, meta, type, priority rank, idempotency window.
-    pub args: [String; 6],
+    /// The publisher's clock (ms) when it was published: its id's millisecond, unless an
+    /// event sent before it got a later one.
+    pub ms: i64,
+    /// JSON, type, priority rank, idempotency window.
+    pub args: [String; 4],
 }
 
 /// What the script answers for one event: whether it was stored now, and its id.
@@ -110,6 +118,10 @@ pub(super) struct Publisher {
     pub channel: String,
     /// The batch script.
     pub script: Script,
+    /// The latest id millisecond sent so far: concurrent publishers read the clock in
+    /// one order and queue up in another, and an id behind the newest entry costs the
+    /// script a retry.
+    pub sent_ms: AtomicI64,
 }
 
 impl Publisher {
@@ -137,20 +149,24 @@ impl Publisher {
                     .arg(&self.backlog)
                     .arg(&self.max_types)
                     .arg(&self.channel);
+                let mut ms = self.sent_ms.load(Ordering::Relaxed);
                 for event in events {
+                    ms = ms.max(event.ms);
+                    invocation.arg(ms);
                     for arg in &event.args {
                         invocation.arg(arg);
                     }
                 }
+                self.sent_ms.fetch_max(ms, Ordering::Relaxed);
                 async move { invocation.invoke_async::<String>(&mut conn).await }
             })
             .await
             .map(|answer| {
                 answer
                     .split('\n')
-                    .filter_map(|line| {
-                        let (fresh, id) = line.split_once(' ')?;
-                        Some((u8::from(fresh == "1"), id.to_owned()))
+                    .map(|line| match line.strip_prefix('=') {
+                        Some(first) => (0, first.to_owned()),
+                        None => (1, line.to_owned()),
                     })
                     .collect()
             })

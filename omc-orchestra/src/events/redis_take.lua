@@ -9,7 +9,10 @@
 -- the consumer, value: '{redis ms}:{offset ms}' pairs, oldest first, the newest 16), a
 -- new pair whenever the offset moved by more than the tolerance: a delivery its
 -- owner took at Redis time S was made at clock time S plus the owner's offset in effect at
--- S. This script runs before every read of the consumer, so every delivery is covered.
+-- S. The script answers the Redis time it checked at and the offset in effect; a consumer
+-- reads without it (plain reads, see `redis_fetch.rs`) only while its own estimate of its
+-- offset, from that answer and its monotonic clock, stays within half the tolerance of
+-- the logged one and the answer is recent. So every delivery is covered.
 --
 -- KEYS: the four priority streams (most urgent first), the dead-letter list, the stats
 -- hash, the group's clock offsets.
@@ -18,8 +21,8 @@
 -- for any), most stat types, '1' to look for expired deliveries, offset tolerance (ms).
 -- Answers {{id, event JSON, deliveries}...}; per stream, the last entry id read ('' when
 -- none), or its newest entry id when nothing was taken at all; 1 when expired deliveries
--- may be left to take (0 when it looked at them all and found none); and the stream to
--- read on (1-4, 0 for none).
+-- may be left to take (0 when it looked at them all and found none); the stream to read
+-- on (1-4, 0 for none); the Redis time (ms) of the offset check; and the offset in effect.
 local DEAD, STATS, CLOCK = KEYS[5], KEYS[6], KEYS[7]
 local GROUP, CONSUMER = ARGV[1], ARGV[2]
 local NOW, VIS, MAXD = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -45,7 +48,8 @@ local server = now_ms()
 local offset = NOW - server
 local log = redis.call('HGET', CLOCK, CONSUMER)
 local last_start, last_offset = string.match(log or '', '(-?%d+):(-?%d+)$')
-if not last_offset or math.abs(tonumber(last_offset) - offset) > TOL then
+local logged = tonumber(last_offset)
+if not logged or math.abs(logged - offset) > TOL then
   -- The new offset holds from the next millisecond on: every delivery made with the old
   -- one was made by now, and every later one is made after the wait.
   local before = server
@@ -62,6 +66,7 @@ if not last_offset or math.abs(tonumber(last_offset) - offset) > TOL then
     kept[#kept + 1] = string.format('%d:%d', starts[j], offsets[j])
   end
   redis.call('HSET', CLOCK, CONSUMER, table.concat(kept, ' '))
+  logged = offset
 end
 
 -- Counters are added up here and written once per field at the end.
@@ -79,12 +84,30 @@ local function flush()
     redis.call('HINCRBY', STATS, field, n)
   end
 end
--- An entry's fields: `m` (type, target, source, then the tags, one per line) and `e` (the
--- event JSON); entries written before `m` existed carry `e`, `t`, `s`, `r` and `g`.
+-- An entry's fields: `e` (the event JSON), read here for the type, target, source and
+-- tags (the script reads few entries: the first new one of a fetch and expired ones).
+-- Entries of earlier layouts carry `m` (type, target, source, then the tags, one per
+-- line) before `e`, or `e`, `t`, `s`, `r` and `g`.
+local function text(v)
+  if type(v) == 'string' then return v end
+  return ''
+end
 local function fields(flat)
   if flat[1] == 'm' then
     local t, r, s, g = string.match(flat[2], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n?(.*)$')
     return {e = flat[4], t = t or '', r = r or '', s = s or '', g = g or ''}
+  end
+  if flat[1] == 'e' and #flat == 2 then
+    local ok, ev = pcall(cjson.decode, flat[2])
+    if not ok or type(ev) ~= 'table' then
+      return {e = flat[2], t = '', r = '', s = '', g = ''}
+    end
+    local tags = {}
+    if type(ev.tags) == 'table' then
+      for _, tag in ipairs(ev.tags) do tags[#tags + 1] = text(tag) end
+    end
+    return {e = flat[2], t = text(ev.type), r = text(ev.target), s = text(ev.source),
+      g = table.concat(tags, '\n')}
   end
   local f = {}
   for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
@@ -226,4 +249,4 @@ if #out == 0 then
     end
   end
 end
-return {out, tails, left, more}
+return {out, tails, left, more, server, logged}

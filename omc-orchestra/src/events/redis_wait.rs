@@ -2,7 +2,9 @@
 //! process, one (the watcher) blocks on Redis for entries after what the group has read,
 //! and the others wait their turn. The watcher fetches what woke it before it hands the
 //! role on, and the next watcher starts from what that fetch read, so a publish costs
-//! one fetch, not one per idle consumer.
+//! one fetch, not one per idle consumer. When that fetch came back full there is likely
+//! more, and the next watcher fetches at once instead of asking Redis first: a burst is
+//! taken by one consumer after another, a fetch each.
 
 use super::super::EventId;
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ pub(super) struct GroupWait {
     wake: Notify,
     /// Per priority stream, the newest entry id known to be handed out to the group.
     read: Mutex<[Option<EventId>; 4]>,
+    /// Whether the last watcher's fetch came back full.
+    more: AtomicBool,
 }
 
 impl GroupWait {
@@ -33,6 +37,11 @@ impl GroupWait {
     /// Wait for the watcher to hand its role on.
     pub(super) async fn wait_turn(&self) {
         self.wake.notified().await;
+    }
+
+    /// Whether the watcher handing the role on found a full batch (cleared by reading).
+    pub(super) fn take_more(&self) -> bool {
+        self.more.swap(false, Ordering::AcqRel)
     }
 
     /// Note how far a fetch read each stream (`''` where it read nothing).
@@ -59,6 +68,13 @@ impl GroupWait {
 /// dropped.
 #[derive(Debug)]
 pub(super) struct Watching(Arc<GroupWait>);
+
+impl Watching {
+    /// Hand the role on after a fetch that came back `full` (or not).
+    pub(super) fn hand_on(self, full: bool) {
+        self.0.more.store(full, Ordering::Release);
+    }
+}
 
 impl Drop for Watching {
     fn drop(&mut self) {
