@@ -1,7 +1,6 @@
 //! The gateway's port, served the way a dedicated proxy serves it: one thread per core,
-//! each with its own runtime, accepting on the shared listening socket, with its own
-//! upstream connections, so a proxied request never leaves the thread that accepted its
-//! connection.
+//! each with its own runtime and upstream connections, serving the connections handed to
+//! it, so a proxied request never leaves the thread its connection lives on.
 //!
 //! Plain proxied requests go through the library's HTTP/1.1 lane
 //! ([`omc_orchestra::gateway::h1`]); a connection whose request the lane does not take
@@ -18,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -79,23 +78,20 @@ impl LaneService for GatewayLane {
 
 /// Serve the gateway on `listener` with `workers` threads (0: one per core) until
 /// `stopped` turns true; returns when every thread has finished its connections.
+///
+/// This task accepts and hands each connection to the thread with the fewest open
+/// ones, so that keep-alive connections opened together spread evenly.
 pub async fn serve(
     listener: TcpListener,
     workers: usize,
     state: GatewayState,
     router: Router,
-    stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
-    let first = listener.into_std()?;
-    let mut listeners = Vec::with_capacity(workers);
-    for _ in 1..workers {
-        listeners.push(first.try_clone()?);
-    }
-    listeners.push(first);
     let lane = Arc::new(GatewayLane {
         state,
         router,
@@ -103,16 +99,43 @@ pub async fn serve(
     });
     let loads: Loads = Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
     let mut done = Vec::new();
-    for (index, listener) in listeners.into_iter().enumerate() {
+    let mut lanes = Vec::with_capacity(workers);
+    for index in 0..workers {
         let (finished, on_finish) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
-        let (lane, stopped, loads) = (lane.clone(), stopped.clone(), loads.clone());
+        let (handoff, incoming) = mpsc::unbounded_channel();
+        let (lane, loads) = (lane.clone(), loads.clone());
         std::thread::Builder::new()
             .name(format!("gateway-{index}"))
             .spawn(move || {
-                let _ = finished.send(run_thread(listener, lane, stopped, (index, loads)));
+                let _ = finished.send(run_thread(incoming, lane, (index, loads)));
             })?;
         done.push(on_finish);
+        lanes.push(handoff);
     }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Answers are written whole: send them at once.
+                    let _ = stream.set_nodelay(true);
+                    let least = (0..workers)
+                        .min_by_key(|&i| loads[i].load(Ordering::Relaxed))
+                        .unwrap_or(0);
+                    loads[least].fetch_add(1, Ordering::Relaxed);
+                    let _ = lanes[least].send((stream.into_std()?, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors, most likely: let some connections end.
+                    tracing::warn!(error = %err, "the gateway cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+    drop(listener);
+    // Closing the hand-off channels stops the threads once their connections are done.
+    drop(lanes);
     for finished in done {
         finished
             .await
@@ -124,18 +147,14 @@ pub async fn serve(
 /// Open connections per thread.
 type Loads = Arc<Vec<AtomicUsize>>;
 
-/// Every thread is woken by a new connection; one with more open connections than
-/// another lets the less loaded one take it (and takes it after a moment if none did), so
-/// that keep-alive connections opened together spread over the threads.
-const BUSIER_WAITS: Duration = Duration::from_millis(2);
+/// Connections handed to a thread, with their peers.
+type Incoming = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
 
 fn run_thread(
-    listener: std::net::TcpListener,
+    mut incoming: Incoming,
     lane: Arc<GatewayLane>,
-    stopped: watch::Receiver<bool>,
     (index, loads): (usize, Loads),
 ) -> std::io::Result<()> {
-    let mut stop = stopped.clone();
     // The thread's connections wait on a stop signal of its own, which no other thread
     // touches.
     let (local_stop, local_stopped) = watch::channel(false);
@@ -143,41 +162,34 @@ fn run_thread(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener)?;
         let mut connections = JoinSet::new();
         loop {
-            loads[index].store(connections.len(), Ordering::Relaxed);
-            let fewest = loads.iter().map(|l| l.load(Ordering::Relaxed)).min();
-            let busier = fewest.is_some_and(|fewest| connections.len() > fewest);
-            let accept = async {
-                if busier {
-                    tokio::time::sleep(BUSIER_WAITS).await;
-                }
-                listener.accept().await
-            };
             tokio::select! {
-                accepted = accept => match accepted {
-                    Ok((stream, peer)) => {
-                        // Answers are written whole: send them at once.
-                        let _ = stream.set_nodelay(true);
-                        let (lane, stopped) = (lane.clone(), local_stopped.clone());
-                        connections.spawn(serve_lane(lane, stream, peer, LaneOptions::default(), stopped));
-                    }
-                    Err(err) => {
-                        // Out of file descriptors, most likely: let some connections end.
-                        tracing::warn!(error = %err, "the gateway cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                handed = incoming.recv() => match handed {
+                    Some((stream, peer)) => match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let (lane, stopped) = (lane.clone(), local_stopped.clone());
+                            connections.spawn(serve_lane(lane, stream, peer, LaneOptions::default(), stopped));
+                        }
+                        Err(err) => {
+                            loads[index].fetch_sub(1, Ordering::Relaxed);
+                            tracing::warn!(error = %err, "the gateway cannot serve a connection");
+                        }
+                    },
+                    None => break,
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = stop.wait_for(|stop| *stop) => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {
+                    loads[index].fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
-        drop(listener);
         let _ = local_stop.send(true);
         // Requests in flight finish; idle connections close on the stop.
-        let drain = async { while connections.join_next().await.is_some() {} };
+        let drain = async {
+            while connections.join_next().await.is_some() {
+                loads[index].fetch_sub(1, Ordering::Relaxed);
+            }
+        };
         if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
             connections.abort_all();
         }
