@@ -15,7 +15,7 @@ use hyper::body::{Body, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn idempotent(method: &Method) -> bool {
+pub(super) fn idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

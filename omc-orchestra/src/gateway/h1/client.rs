@@ -6,6 +6,7 @@
 
 use super::body::{Chunk, Framing, UpstreamBody};
 use super::{is_token_in, put_header, put_length, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
+use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
 use crate::gateway::{GatewayBody, UpstreamError};
 use bytes::{Bytes, BytesMut};
@@ -153,8 +154,12 @@ pub(crate) async fn exchange(
     }
     let head = match read_head(&mut conn).await {
         Ok(head) => head,
-        Err(HeadError::ClosedEarly(err)) => return Err(again(err, wire, parts)),
-        Err(HeadError::Other(error)) => {
+        // The request went out: the upstream may have acted on it before closing, so
+        // only a request that may be repeated is sent again.
+        Err(HeadError::ClosedEarly(err)) if idempotent(&parts.method) => {
+            return Err(again(err, wire, parts))
+        }
+        Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => {
             return Err(Failed {
                 error,
                 request: None,
