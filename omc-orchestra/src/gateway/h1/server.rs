@@ -167,6 +167,46 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
 
 /// Serve `stream`, a connection from `peer`, until it closes, `stop` turns true between
 /// requests, or a request goes to the fallback.
+///
+/// A custom gateway serving its proxied requests on this path:
+///
+/// ```no_run
+/// use omc_orchestra::gateway::h1::{serve_lane, LaneOptions, LaneService, Rewind};
+/// use omc_orchestra::gateway::{Gateway, GatewayBody};
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+///
+/// struct Proxy(Arc<Gateway>);
+///
+/// impl LaneService for Proxy {
+///     fn takes(&self, head: &http::request::Parts) -> bool {
+///         head.uri.path() != "/whoami"
+///     }
+///
+///     async fn call(
+///         &self,
+///         request: http::Request<GatewayBody>,
+///         peer: SocketAddr,
+///     ) -> http::Response<GatewayBody> {
+///         self.0.handle(request, peer.ip()).await
+///     }
+///
+///     async fn fallback(&self, _connection: Rewind, _peer: SocketAddr) {
+///         // Serve the rest of the connection with hyper and a router of your own.
+///     }
+/// }
+///
+/// # async fn demo(gateway: Arc<Gateway>) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let proxy = Arc::new(Proxy(gateway));
+/// let (_stop, stopped) = tokio::sync::watch::channel(false);
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     let options = LaneOptions::default();
+///     tokio::spawn(serve_lane(proxy.clone(), stream, peer, options, stopped.clone()));
+/// }
+/// # }
+/// ```
 pub async fn serve_lane<S: LaneService>(
     service: Arc<S>,
     mut stream: TcpStream,
