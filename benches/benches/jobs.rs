@@ -14,6 +14,8 @@
 //! the whole server, so other clients of a shared Redis show up in it): ours per phase,
 //! BullMQ's over its whole run (enqueue, process and cleanup).
 
+// Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
+use benches as _;
 use futures::future::join_all;
 use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue, WorkerPool};
 use omc_orchestra::{clock, RedisStore};
