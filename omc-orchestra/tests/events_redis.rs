@@ -32,6 +32,17 @@ async fn redis_event_bus_keeps_the_contract() {
     }
 }
 
+/// A bus on `store` with the default options, timed by `clock`.
+async fn bus_on(store: &RedisStore, clock: &ManualClock) -> RedisEventBus {
+    RedisEventBus::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        BusOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Drain `consumer`, acknowledging everything, until it has nothing for a while; record
 /// which ids this consumer's acknowledgements settled.
 async fn drain(mut consumer: Box<dyn EventConsumer>, settled: Arc<Mutex<HashMap<String, u32>>>) {
@@ -50,13 +61,7 @@ async fn drain(mut consumer: Box<dyn EventConsumer>, settled: Arc<Mutex<HashMap<
 async fn a_consumer_dropped_mid_stream_loses_nothing() {
     let store = store().await;
     let clock = ManualClock::starting_now();
-    let bus = RedisEventBus::new(
-        store.clone(),
-        Arc::new(clock.clone()),
-        BusOptions::default(),
-    )
-    .await
-    .unwrap();
+    let bus = bus_on(&store, &clock).await;
     let vis = Duration::from_secs(30);
     let mut doomed = consumer(&bus, "inventory-service", "doomed", vis, 5).await;
     let survivors = [
@@ -185,9 +190,7 @@ async fn acknowledged_stays_acknowledged_and_pending_survives_a_redis_restart() 
     let redis = RedisProcess::start(true).expect("redis-server must be installed for this test");
     let store = RedisStore::connect(&redis.url(), "orc").await.unwrap();
     let clock = ManualClock::starting_now();
-    let bus = RedisEventBus::new(store, Arc::new(clock.clone()), BusOptions::default())
-        .await
-        .unwrap();
+    let bus = bus_on(&store, &clock).await;
     let vis = Duration::from_secs(30);
     let mut worker = consumer(&bus, "uppf-service", "u1", vis, 5).await;
     let mut published = Vec::new();
@@ -295,9 +298,7 @@ async fn entries_of_the_earlier_layout_are_still_delivered() {
     use omc_orchestra::events::{ConsumerOptions, EventFilter};
     let store = store().await;
     let clock = ManualClock::starting_now();
-    let bus = RedisEventBus::new(store.clone(), Arc::new(clock), BusOptions::default())
-        .await
-        .unwrap();
+    let bus = bus_on(&store, &clock).await;
     let mut any = consumer(&bus, "audit", "a1", Duration::from_secs(30), 5).await;
     let mut prices = ConsumerOptions::new("pricing-service", "p1");
     prices.filter = EventFilter::types(["PRICE_UPDATED"]);
@@ -369,13 +370,7 @@ async fn a_batch_taken_by_a_consumer_that_dies_comes_back_filtered() {
     use omc_orchestra::events::{ConsumerOptions, EventFilter};
     let store = store().await;
     let clock = ManualClock::starting_now();
-    let bus = RedisEventBus::new(
-        store.clone(),
-        Arc::new(clock.clone()),
-        BusOptions::default(),
-    )
-    .await
-    .unwrap();
+    let bus = bus_on(&store, &clock).await;
     let vis = Duration::from_secs(30);
     let mut options = ConsumerOptions::new("pricing-service", "doomed");
     options.filter = EventFilter::types(["PRICE_UPDATED"]);

@@ -216,14 +216,12 @@ impl Gateway {
             let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
             HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
         });
-        let request_id = id_value.to_str().unwrap_or("-").to_owned();
+        let request_id = id_value.to_str().unwrap_or("-");
         let mut info = ProxyInfo {
             route: "unmatched".into(),
             ..ProxyInfo::default()
         };
-        let mut response = self
-            .route(req, client_ip, (&request_id, &id_value), &mut info)
-            .await;
+        let mut response = self.route(req, client_ip, &id_value, &mut info).await;
         let status = response.status().as_u16();
         let bytes = response
             .headers()
@@ -251,7 +249,7 @@ impl Gateway {
                 status,
                 latency_ms,
                 bytes,
-                request_id: &request_id,
+                request_id,
                 info: &info,
             };
             log.send(access.record(self.clock.now()));
@@ -266,7 +264,7 @@ impl Gateway {
         &self,
         req: Request<GatewayBody>,
         client_ip: IpAddr,
-        (request_id, id_value): (&str, &HeaderValue),
+        id_value: &HeaderValue,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let (mut parts, body) = req.into_parts();
@@ -328,7 +326,7 @@ impl Gateway {
             let decision = self.limiter.check(&key, &limits).await;
             info.rate_limit_degraded = decision.degraded;
             if !decision.allowed {
-                return rejected(&decision, request_id);
+                return rejected(&decision, id_value.to_str().unwrap_or("-"));
             }
             Some(decision)
         };

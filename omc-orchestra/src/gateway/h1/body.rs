@@ -127,10 +127,10 @@ impl UpstreamBody {
             Chunk::Trailers => {
                 // Trailer fields are dropped; the body ends at the empty line.
                 let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    return (buf.len() < MAX_HEAD).then_some(()).map_or_else(
-                        || Some(self.broken("the upstream's trailers are too large")),
-                        |()| None,
-                    );
+                    if buf.len() < MAX_HEAD {
+                        return None;
+                    }
+                    return Some(self.broken("the upstream's trailers are too large"));
                 };
                 buf.advance(end + 2);
                 if end == 0 {

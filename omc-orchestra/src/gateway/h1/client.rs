@@ -5,13 +5,16 @@
 //! handing the connection back to the pool at its end.
 
 use super::body::{Chunk, Framing, UpstreamBody};
-use super::{is_token_in, put_header, put_length, read_some, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{
+    field, is_token_in, put_header, put_length, read_more, shared_headers, BODY_IN_ONE_WRITE,
+    MAX_HEAD,
+};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
 use crate::gateway::{GatewayBody, UpstreamError};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::task::Context;
@@ -236,7 +239,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
                 None => {}
             }
         }
-        let read = std::future::poll_fn(|cx| read_some(&mut conn.stream, &mut conn.buf, cx)).await;
+        let read = read_more(&mut conn.stream, &mut conn.buf).await;
         match read {
             Ok(0) | Err(_) if !seen_any => {
                 let err = read.err().unwrap_or_else(|| {
@@ -276,29 +279,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| UpstreamError::Protocol("the upstream's status is invalid".into()))?;
-    let start = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .ok()
-            .filter(|_| super::server::valid_value(header.value))
-            .ok_or_else(|| {
-                UpstreamError::Protocol(format!(
-                    "the upstream sent an invalid header `{}`",
-                    header.name
-                ))
-            })?;
-        let offset = header.value.as_ptr() as usize - start;
-        fields.push((name, offset..offset + header.value.len()));
+        fields.push(field(buf, header).ok_or_else(|| {
+            UpstreamError::Protocol(format!(
+                "the upstream sent an invalid header `{}`",
+                header.name
+            ))
+        })?);
     }
     let http11 = parsed.version == Some(1);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
-    for (name, range) in fields {
-        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
-            headers.append(name, value);
-        }
-    }
+    let headers = shared_headers(&head, fields, 4);
     let keep_alive = http11 && !is_token_in(&headers, CONNECTION, "close");
     Ok(Some(Head {
         status,

@@ -22,7 +22,7 @@ pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
@@ -56,6 +56,35 @@ fn put_length(out: &mut Vec<u8>, len: u64) {
     put_header(out, b"content-length", &digits[at..]);
 }
 
+/// A parsed header whose value is kept as a range of the head it was read from, to be
+/// shared rather than copied once the head is split off (see [`shared_headers`]).
+type Field = (HeaderName, std::ops::Range<usize>);
+
+/// `header` of a head starting at `head`, as a [`Field`]; `None` when its name or value
+/// is not one `http` accepts.
+fn field(head: &[u8], header: &httparse::Header<'_>) -> Option<Field> {
+    let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+    // What `HeaderValue` accepts: visible ASCII, obs-text and tabs.
+    let valid = header
+        .value
+        .iter()
+        .all(|&b| (b >= 32 && b != 127) || b == b'\t');
+    let offset = (header.value.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+    valid.then(|| (name, offset..offset + header.value.len()))
+}
+
+/// The headers of `fields`, their values sharing `head`'s bytes.
+fn shared_headers(head: &bytes::Bytes, fields: Vec<Field>, room: usize) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(fields.len() + room);
+    for (name, range) in fields {
+        // `field` checked the value with the same rule.
+        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
 /// Whether a comma-separated header (`Connection`, `Transfer-Encoding`) names `token`.
 fn is_token_in(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
@@ -78,6 +107,11 @@ fn read_some(
         buf.reserve(16 * 1024);
     }
     tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
+}
+
+/// [`read_some`], awaited.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| read_some(stream, buf, cx)).await
 }
 
 #[cfg(test)]

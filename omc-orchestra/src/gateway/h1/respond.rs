@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub(super) fn internal_error() -> Response<GatewayBody> {
@@ -25,7 +26,7 @@ pub(super) fn internal_error() -> Response<GatewayBody> {
 /// Write `response`: its head and what of its body is ready in one write, the rest as it
 /// comes. A body of unknown length goes chunked.
 pub(super) async fn write_response(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     out: &mut Vec<u8>,
     response: Response<GatewayBody>,
     head_request: bool,
@@ -64,14 +65,14 @@ pub(super) async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
-        return write_all(stream, out).await;
+        return stream.write_all(out).await;
     }
     loop {
         // What is ready now joins the pending bytes; only a wait flushes them.
         let frame = match body.frame().now_or_never() {
             Some(frame) => frame,
             None => {
-                write_all(stream, out).await?;
+                stream.write_all(out).await?;
                 out.clear();
                 body.frame().await
             }
@@ -91,14 +92,14 @@ pub(super) async fn write_response(
                         out.extend_from_slice(b"\r\n");
                     }
                     if out.len() >= BODY_IN_ONE_WRITE {
-                        write_all(stream, out).await?;
+                        stream.write_all(out).await?;
                         out.clear();
                     }
                 }
             }
             Some(Err(err)) => {
                 // The answer broke off: what was sent stands, the connection closes.
-                write_all(stream, out).await?;
+                stream.write_all(out).await?;
                 return Err(std::io::Error::other(err));
             }
         }
@@ -106,20 +107,7 @@ pub(super) async fn write_response(
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    write_all(stream, out).await
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
+    stream.write_all(out).await
 }
 
 thread_local! {

@@ -1,12 +1,12 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{read_some, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{field, read_more, shared_headers, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::{empty_body, full_body, GatewayBody};
 use bytes::BytesMut;
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -55,12 +55,11 @@ impl Default for LaneOptions {
     }
 }
 
-/// A request head the lane takes, and its body's length. Header values are kept as
-/// ranges of the head, to be shared rather than copied once the head is split off.
+/// A request head the lane takes, and its body's length.
 struct Taken {
     method: Method,
     uri: Uri,
-    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+    fields: Vec<Field>,
     head_len: usize,
     body_len: usize,
     close: bool,
@@ -69,24 +68,12 @@ struct Taken {
 impl Taken {
     /// The request's head, its values sharing `head`'s bytes.
     fn parts(self, head: &bytes::Bytes) -> http::request::Parts {
-        let mut headers = HeaderMap::with_capacity(self.fields.len() + 8);
-        for (name, range) in self.fields {
-            // Checked in `parse` with the same rule.
-            if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
-                headers.append(name, value);
-            }
-        }
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method;
         parts.uri = self.uri;
-        parts.headers = headers;
+        parts.headers = shared_headers(head, self.fields, 8);
         parts
     }
-}
-
-/// What `HeaderValue` accepts: visible ASCII, obs-text and tabs.
-pub(super) fn valid_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 enum Parsed {
@@ -116,14 +103,10 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut body_len = None;
     let (mut close, mut upgrade) = (false, false);
-    let start = buf.as_ptr() as usize;
     for header in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
+        let Some((name, range)) = field(buf, header) else {
             return Parsed::Elsewhere;
         };
-        if !valid_value(header.value) {
-            return Parsed::Elsewhere;
-        }
         let special = name == TRANSFER_ENCODING
             || name == http::header::UPGRADE
             || name == http::header::EXPECT
@@ -149,8 +132,7 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
                 upgrade |= token.eq_ignore_ascii_case(b"upgrade");
             }
         }
-        let offset = header.value.as_ptr() as usize - start;
-        fields.push((name, offset..offset + header.value.len()));
+        fields.push((name, range));
     }
     if upgrade {
         return Parsed::Elsewhere;
@@ -236,8 +218,9 @@ pub async fn serve_lane<S: LaneService>(
                 options.read_timeout
             };
             // Bytes that are there already need no timer.
-            let mut read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
-            if let Some(now) = (&mut read).now_or_never() {
+            let read = read_more(&mut stream, &mut buf);
+            tokio::pin!(read);
+            if let Some(now) = read.as_mut().now_or_never() {
                 match now {
                     Ok(n) if n > 0 => continue,
                     _ => return,
@@ -263,7 +246,7 @@ pub async fn serve_lane<S: LaneService>(
                 .await;
         }
         while buf.len() < body_len {
-            let read = std::future::poll_fn(|cx| read_some(&mut stream, &mut buf, cx));
+            let read = read_more(&mut stream, &mut buf);
             match tokio::time::timeout(options.read_timeout, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
@@ -284,7 +267,7 @@ pub async fn serve_lane<S: LaneService>(
             Err(_) => super::respond::internal_error(),
         };
         out.clear();
-        if super::respond::write_response(&stream, &mut out, response, head, close)
+        if super::respond::write_response(&mut stream, &mut out, response, head, close)
             .await
             .is_err()
             || close
