@@ -120,6 +120,22 @@ impl RedisConsumer {
         }
     }
 
+    /// Run `query`; when it finds the group missing (its streams were trimmed away or
+    /// Redis came back empty), create the group and run `query` once more.
+    pub(super) async fn in_group<T, F, Fut>(&self, query: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match query().await {
+            Err(crate::Error::Backend(inner)) if inner.to_string().contains("NOGROUP") => {
+                self.create_groups().await?;
+                query().await
+            }
+            other => other,
+        }
+    }
+
     /// Create the group on every priority stream, starting after its newest entry.
     pub(super) async fn create_groups(&self) -> Result<()> {
         for queue in &self.queues {

@@ -14,7 +14,7 @@
 use super::RedisConsumer;
 use crate::events::redis::{decode_event, lines};
 use crate::events::{Delivery, MAX_STAT_TYPES};
-use crate::{Error, Result};
+use crate::Result;
 use redis::Value;
 use std::time::{Duration, Instant};
 
@@ -185,18 +185,7 @@ impl RedisConsumer {
                 async move { invocation.invoke_async::<Value>(&mut conn).await }
             })
         };
-        let value = match run().await {
-            Err(err) if no_group(&err) => {
-                self.create_groups().await?;
-                run().await?
-            }
-            other => other?,
-        };
+        let value = self.in_group(run).await?;
         Ok(redis::from_redis_value(value)?)
     }
-}
-
-/// Whether `err` says the consumer group is missing.
-pub(super) fn no_group(err: &Error) -> bool {
-    matches!(err, Error::Backend(inner) if inner.to_string().contains("NOGROUP"))
 }

@@ -7,7 +7,7 @@
 //! list like any other delivery and come back after the visibility timeout (unwanted ones
 //! are acknowledged then); only their `delivered` count is missing.
 
-use super::fetch::{no_group, ORIGIN_LIMIT};
+use super::fetch::ORIGIN_LIMIT;
 use super::RedisConsumer;
 use crate::events::redis::decode_event;
 use crate::events::{Delivery, MAX_STAT_TYPES};
@@ -97,13 +97,7 @@ impl RedisConsumer {
                 async move { cmd.query_async::<Value>(&mut conn).await }
             })
         };
-        let reply = match read().await {
-            Err(err) if no_group(&err) => {
-                self.create_groups().await?;
-                read().await?
-            }
-            other => other?,
-        };
+        let reply = self.in_group(read).await?;
         for (_, entries) in stream_entries(reply) {
             self.hand_out_entries(stream, entries, deliveries);
         }
