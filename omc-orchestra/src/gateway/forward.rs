@@ -2,16 +2,17 @@
 
 use super::answers::error;
 use super::cache::CachedResponse;
+use super::h1::{hold_whole, put_head, whole, Whole};
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
 use super::routes::RouteMatch;
-use super::{empty_body, full_body, BoxError, GatewayBody};
+use super::{empty_body, full_body, BoxError, GatewayBody, UpstreamError};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,41 @@ pub(super) fn upstream_request(
         }
     }
     Ok(builder)
+}
+
+/// The request to `target` for `path` (the client's query kept), with the upstream's
+/// `Host`, in wire form with `body`; why not when it cannot be sent there (a 502).
+pub(super) fn whole_request(
+    target: &Target,
+    parts: &http::request::Parts,
+    path: &str,
+    body: &[u8],
+) -> Result<Whole, String> {
+    if target.secure {
+        return Err(format!(
+            "`{}` is an https upstream; only http is proxied",
+            target.origin
+        ));
+    }
+    let query = parts.uri.query();
+    let pieces = [
+        target.base_path.as_str(),
+        path,
+        if query.is_some() { "?" } else { "" },
+        query.unwrap_or_default(),
+    ];
+    let mut head = Vec::with_capacity(512 + parts.headers.len() * 64);
+    let length = Some(body.len() as u64);
+    let host = Some(&*target.authority);
+    put_head(
+        &mut head,
+        &parts.method,
+        &pieces,
+        host,
+        &parts.headers,
+        length,
+    );
+    Ok(whole(head, parts.method.clone(), body))
 }
 
 pub(super) fn relay(response: Response<Incoming>) -> Response<GatewayBody> {
@@ -102,57 +138,43 @@ impl Gateway {
             return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message);
         };
         self.budget.deposit();
-        // Only a request without a body can be sent again.
-        let replayable = idempotent(&parts.method)
-            && (body.is_end_stream() || body.size_hint().exact() == Some(0));
-        let max_attempts = if replayable {
+        // A body small enough to hold goes out with the head in one write; only such a
+        // request can be sent again.
+        let body = match hold_whole(body).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::debug!(error = %err, "the request body broke off");
+                let message = "the request body could not be read";
+                return error(StatusCode::BAD_REQUEST, "bad_request", message);
+            }
+        };
+        let body = match body {
+            Ok(bytes) => bytes,
+            Err(streamed) => {
+                return self
+                    .forward_streamed(parts, streamed, target, matched, info)
+                    .await
+            }
+        };
+        let max_attempts = if idempotent(&parts.method) {
             self.current().config.max_attempts
         } else {
             1
         };
-        let mut body = Some(body);
         let mut tried: Vec<String> = Vec::new();
         loop {
             info.attempts += 1;
             info.instance = Some(target.0.id.clone());
-            let request = match upstream_request(&target.0, &parts, &matched.upstream_path) {
-                Ok(head) => head.body(body.take().unwrap_or_else(empty_body)),
+            let whole = match whole_request(&target.0, &parts, &matched.upstream_path, &body) {
+                Ok(whole) => whole,
                 Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
             };
-            let request = match request {
-                Ok(request) => request,
-                Err(err) => {
-                    let message = format!("cannot build the upstream request: {err}");
-                    return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
-                }
-            };
-            let sent = self.pool.send(&target.0.authority, request);
+            let sent = self.pool.send_whole(&target.0.authority, &whole);
             let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
-            let failure = match outcome {
-                Ok(Ok(mut response)) => {
-                    let ok = !response.status().is_server_error();
-                    self.breakers.record(service, &target.0.id, ok, target.1);
-                    strip_hop_by_hop(response.headers_mut());
-                    if ok || info.attempts >= max_attempts {
-                        return response;
-                    }
-                    response
-                }
-                Ok(Err(err)) => {
-                    self.breakers.record(service, &target.0.id, false, target.1);
-                    tracing::debug!(error = %err, instance = %target.0.id, "upstream request failed");
-                    let message = format!("the upstream of `{service}` failed to answer");
-                    error(StatusCode::BAD_GATEWAY, "bad_gateway", &message)
-                }
-                Err(_) => {
-                    self.breakers.record(service, &target.0.id, false, target.1);
-                    let message = format!(
-                        "the upstream of `{service}` did not answer within {} ms",
-                        matched.route.timeout.as_millis()
-                    );
-                    error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message)
-                }
-            };
+            let (failure, ok) = self.settle(outcome, service, &target, matched);
+            if ok {
+                return failure;
+            }
             if info.attempts >= max_attempts {
                 return failure;
             }
@@ -160,6 +182,66 @@ impl Gateway {
             match self.pick(service, &tried) {
                 Some(next) if self.budget.try_withdraw() => target = next,
                 _ => return failure,
+            }
+        }
+    }
+
+    /// Forward a request whose body streams: one attempt, as it cannot be sent again.
+    async fn forward_streamed(
+        &self,
+        parts: http::request::Parts,
+        body: GatewayBody,
+        target: (Arc<Target>, usize),
+        matched: &RouteMatch,
+        info: &mut ProxyInfo,
+    ) -> Response<GatewayBody> {
+        info.attempts += 1;
+        info.instance = Some(target.0.id.clone());
+        let request = upstream_request(&target.0, &parts, &matched.upstream_path)
+            .and_then(|head| head.body(body).map_err(|err| err.to_string()));
+        let request = match request {
+            Ok(request) => request,
+            Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+        };
+        let sent = self.pool.send(&target.0.authority, request);
+        let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
+        self.settle(outcome, &matched.service, &target, matched).0
+    }
+
+    /// Record an attempt's outcome with the breakers. The answer comes with whether it
+    /// succeeded; a failed one (an upstream 5xx, or a 502/504 of the gateway's) is given
+    /// only should no other attempt be made.
+    fn settle(
+        &self,
+        outcome: Result<Result<Response<GatewayBody>, UpstreamError>, tokio::time::error::Elapsed>,
+        service: &str,
+        target: &(Arc<Target>, usize),
+        matched: &RouteMatch,
+    ) -> (Response<GatewayBody>, bool) {
+        match outcome {
+            Ok(Ok(mut response)) => {
+                let ok = !response.status().is_server_error();
+                self.breakers.record(service, &target.0.id, ok, target.1);
+                strip_hop_by_hop(response.headers_mut());
+                (response, ok)
+            }
+            Ok(Err(err)) => {
+                self.breakers.record(service, &target.0.id, false, target.1);
+                tracing::debug!(error = %err, instance = %target.0.id, "upstream request failed");
+                let message = format!("the upstream of `{service}` failed to answer");
+                (
+                    error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+                    false,
+                )
+            }
+            Err(_) => {
+                self.breakers.record(service, &target.0.id, false, target.1);
+                let message = format!(
+                    "the upstream of `{service}` did not answer within {} ms",
+                    matched.route.timeout.as_millis()
+                );
+                let answer = error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message);
+                (answer, false)
             }
         }
     }

@@ -9,9 +9,10 @@
 //! drives, and a pooled connection found closed before any answer came is replaced
 //! transparently (the request is sent again on a fresh one when it was held whole).
 
-use super::h1::{exchange, Conn};
+use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
 use super::{BoxError, GatewayBody};
 use http::{Request, Response};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -215,21 +216,64 @@ impl UpstreamPool {
     pub async fn send(
         &self,
         origin: &Arc<str>,
-        mut request: Request<GatewayBody>,
+        request: Request<GatewayBody>,
+    ) -> Result<Response<GatewayBody>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = Vec::with_capacity(1024);
+        match hold_whole(body).await? {
+            Ok(bytes) => {
+                let length = Some(bytes.len() as u64);
+                put_head(
+                    &mut head,
+                    &parts.method,
+                    &[target],
+                    None,
+                    &parts.headers,
+                    length,
+                );
+                let whole = whole(head, parts.method, &bytes);
+                self.send_whole(origin, &whole).await
+            }
+            Err(body) => {
+                let length = body.size_hint().exact();
+                put_head(
+                    &mut head,
+                    &parts.method,
+                    &[target],
+                    None,
+                    &parts.headers,
+                    length,
+                );
+                let key = self.key(origin);
+                let conn = match self.checkout(&key) {
+                    Some(conn) => conn,
+                    None => Conn::new(self.open(origin).await?),
+                };
+                let home = self.home(key);
+                let chunked = length.is_none();
+                exchange_streamed(conn, &head, &parts.method, body, chunked, home).await
+            }
+        }
+    }
+
+    /// Send a request held whole to `origin` on a pooled connection, or a new one; a
+    /// pooled connection found closed before it answered is passed over for another.
+    pub(crate) async fn send_whole(
+        &self,
+        origin: &Arc<str>,
+        whole: &Whole,
     ) -> Result<Response<GatewayBody>, UpstreamError> {
         let key = self.key(origin);
         while let Some(conn) = self.checkout(&key) {
-            match exchange(conn, request, self.home(key.clone()), true).await {
+            match exchange(conn, whole, self.home(key.clone()), true).await {
                 Ok(response) => return Ok(response),
-                // The connection had closed before any answer came: try another.
-                Err(failed) => match failed.request {
-                    Some(again) => request = again,
-                    None => return Err(failed.error),
-                },
+                Err(failed) if failed.again => {}
+                Err(failed) => return Err(failed.error),
             }
         }
         let conn = Conn::new(self.open(origin).await?);
-        exchange(conn, request, self.home(key), false)
+        exchange(conn, whole, self.home(key), false)
             .await
             .map_err(|failed| failed.error)
     }

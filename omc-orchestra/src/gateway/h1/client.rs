@@ -13,8 +13,8 @@ use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
 use crate::gateway::{GatewayBody, UpstreamError};
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::task::Context;
@@ -48,133 +48,142 @@ impl Conn {
     }
 }
 
-/// Why an exchange failed, and whether the request could be sent again elsewhere: it
-/// can when a reused connection turned out closed before any answer came.
+/// Why an exchange failed, and whether the request may be sent again elsewhere: it may
+/// when a reused connection turned out closed before any answer came, and the request
+/// was held whole.
 pub(crate) struct Failed {
     pub(crate) error: UpstreamError,
-    pub(crate) request: Option<Request<GatewayBody>>,
+    pub(crate) again: bool,
+}
+
+impl Failed {
+    fn end(error: UpstreamError) -> Self {
+        Self {
+            error,
+            again: false,
+        }
+    }
+}
+
+/// A request in wire form, its head and body held whole, so that it can be sent again.
+#[derive(Debug, Clone)]
+pub(crate) struct Whole {
+    /// The head and the body, as sent.
+    pub(crate) wire: Bytes,
+    /// The request's method (how to read the answer; whether it may be repeated).
+    pub(crate) method: Method,
 }
 
 fn io_error(error: std::io::Error) -> UpstreamError {
     UpstreamError::Io(error)
 }
 
-/// The request head in HTTP/1.1 wire form, the body's framing settled: a body known in
-/// full goes in `wire` too (returned as `true`), anything else is streamed after it.
-async fn encode_request(
+/// Append a request head: the request line for `method` and the target made of
+/// `target` pieces, `host` (when given) as `Host` in place of the request's own, the
+/// request's `headers` but for the framing ones, and the `Content-Length` of a body of
+/// `length` bytes (also 0 where the method expects a body); the blank line ends it.
+pub(crate) fn put_head(
     wire: &mut Vec<u8>,
-    parts: &http::request::Parts,
-    body: &mut GatewayBody,
-) -> Result<(bool, bool), UpstreamError> {
-    wire.extend_from_slice(parts.method.as_str().as_bytes());
+    method: &Method,
+    target: &[&str],
+    host: Option<&str>,
+    headers: &HeaderMap,
+    length: Option<u64>,
+) {
+    wire.extend_from_slice(method.as_str().as_bytes());
     wire.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    wire.extend_from_slice(target.as_bytes());
+    for piece in target {
+        wire.extend_from_slice(piece.as_bytes());
+    }
     wire.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING && name != CONNECTION {
+    if let Some(host) = host {
+        put_header(wire, b"host", host.as_bytes());
+    }
+    for (name, value) in headers {
+        let framing = name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION;
+        let replaced = host.is_some() && name == HOST;
+        if !framing && !replaced {
             put_header(wire, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    let exact = body.size_hint().exact();
-    let wants_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-    match exact {
-        Some(0) if body.is_end_stream() => {
-            if wants_length {
-                wire.extend_from_slice(b"content-length: 0\r\n");
-            }
-            wire.extend_from_slice(b"\r\n");
-            Ok((true, false))
-        }
-        Some(len) if len as usize <= BODY_IN_ONE_WRITE => {
-            let bytes = std::mem::replace(body, crate::gateway::empty_body())
-                .collect()
-                .await
-                .map_err(UpstreamError::Body)?
-                .to_bytes();
-            put_length(wire, bytes.len() as u64);
-            wire.extend_from_slice(b"\r\n");
-            wire.extend_from_slice(&bytes);
-            Ok((true, false))
-        }
-        Some(len) => {
-            put_length(wire, len);
-            wire.extend_from_slice(b"\r\n");
-            Ok((false, false))
-        }
-        None => {
-            wire.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-            Ok((false, true))
-        }
+    let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    match length {
+        Some(0) if !wants_length => {}
+        Some(len) => put_length(wire, len),
+        None => wire.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    wire.extend_from_slice(b"\r\n");
+}
+
+/// The body of a request, whole when its size is known and small enough to travel with
+/// the head; `Err` gives the body back to be streamed.
+pub(crate) async fn hold_whole(
+    body: GatewayBody,
+) -> Result<Result<Bytes, GatewayBody>, UpstreamError> {
+    match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => Ok(Ok(Bytes::new())),
+        Some(len) if len as usize <= BODY_IN_ONE_WRITE => Ok(Ok(body
+            .collect()
+            .await
+            .map_err(UpstreamError::Body)?
+            .to_bytes())),
+        _ => Ok(Err(body)),
     }
 }
 
-/// Send `request` on `conn` and read the answer's head. `reused`: the connection came
+/// `head` (see [`put_head`]) and `body` as one [`Whole`].
+pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8]) -> Whole {
+    head.extend_from_slice(body);
+    Whole {
+        wire: Bytes::from(head),
+        method,
+    }
+}
+
+/// Send `whole` on `conn` and read the answer's head. `reused`: the connection came
 /// from the pool, so a close before any answer means it was stale, not that the
-/// upstream failed; the request then comes back in [`Failed`] to be sent again.
+/// upstream failed; the request may then be sent again (see [`Failed`]).
 pub(crate) async fn exchange(
     mut conn: Conn,
-    request: Request<GatewayBody>,
+    whole: &Whole,
     home: Home,
     reused: bool,
 ) -> Result<Response<GatewayBody>, Failed> {
-    let encoded = request.extensions().get::<Encoded>().cloned();
-    let (parts, mut body) = request.into_parts();
-    let (wire, complete, chunked) = match encoded {
-        Some(Encoded(wire)) => (wire, true, false),
-        None => {
-            let mut wire = Vec::with_capacity(1024);
-            match encode_request(&mut wire, &parts, &mut body).await {
-                Ok((complete, chunked)) => (Bytes::from(wire), complete, chunked),
-                Err(error) => {
-                    return Err(Failed {
-                        error,
-                        request: None,
-                    })
-                }
-            }
-        }
-    };
-    // Only a request held whole in `wire` can be sent again.
-    let again = |error: UpstreamError, wire: Bytes, parts: http::request::Parts| Failed {
-        error,
-        request: (reused && complete).then(|| {
-            let mut request = Request::from_parts(parts, crate::gateway::empty_body());
-            request.extensions_mut().insert(Encoded(wire));
-            request
-        }),
-    };
-    if let Err(err) = conn.stream.write_all(&wire).await {
-        return Err(again(io_error(err), wire, parts));
+    if let Err(err) = conn.stream.write_all(&whole.wire).await {
+        return Err(Failed {
+            error: io_error(err),
+            again: reused,
+        });
     }
-    if !complete {
-        if let Err(error) = stream_body(&mut conn.stream, body, chunked).await {
-            return Err(Failed {
-                error,
-                request: None,
-            });
-        }
-    }
-    let head = match read_head(&mut conn).await {
-        Ok(head) => head,
+    match read_head(&mut conn).await {
+        Ok(head) => Ok(answer(conn, head, &whole.method, home)),
         // The request went out: the upstream may have acted on it before closing, so
         // only a request that may be repeated is sent again.
-        Err(HeadError::ClosedEarly(err)) if idempotent(&parts.method) => {
-            return Err(again(err, wire, parts))
-        }
-        Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => {
-            return Err(Failed {
-                error,
-                request: None,
-            })
-        }
-    };
-    Ok(answer(conn, head, &parts.method, home))
+        Err(HeadError::ClosedEarly(error)) => Err(Failed {
+            error,
+            again: reused && idempotent(&whole.method),
+        }),
+        Err(HeadError::Other(error)) => Err(Failed::end(error)),
+    }
 }
 
-/// A request put in wire form by a first attempt that met a stale connection.
-#[derive(Clone)]
-struct Encoded(Bytes);
+/// Send `head` then stream `body` (`chunked` or of the length `head` gave) on `conn`,
+/// and read the answer's head. Such a request is never sent again.
+pub(crate) async fn exchange_streamed(
+    mut conn: Conn,
+    head: &[u8],
+    method: &Method,
+    body: GatewayBody,
+    chunked: bool,
+    home: Home,
+) -> Result<Response<GatewayBody>, UpstreamError> {
+    conn.stream.write_all(head).await.map_err(io_error)?;
+    stream_body(&mut conn.stream, body, chunked).await?;
+    match read_head(&mut conn).await {
+        Ok(head) => Ok(answer(conn, head, method, home)),
+        Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => Err(error),
+    }
+}
 
 async fn stream_body(
     stream: &mut TcpStream,

@@ -17,7 +17,7 @@ mod respond;
 mod rewind;
 mod server;
 
-pub(crate) use client::{exchange, Conn};
+pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
 

@@ -10,10 +10,12 @@ use http::{Method, Request, Response, Uri};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 /// What serves the requests of a lane.
 pub trait LaneService: Send + Sync + 'static {
@@ -198,6 +200,8 @@ pub async fn serve_lane<S: LaneService>(
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(8 * 1024);
+    // One timer serves every wait of the connection (made at the first that needs one).
+    let mut timer: Option<Deadline> = None;
     loop {
         if *stop.borrow() {
             return;
@@ -226,12 +230,15 @@ pub async fn serve_lane<S: LaneService>(
                     _ => return,
                 }
             }
+            let timer = timer.get_or_insert_with(|| Deadline::after(wait));
+            timer.set(wait);
             tokio::select! {
                 biased;
-                read = tokio::time::timeout(wait, read) => match read {
-                    Ok(Ok(n)) if n > 0 => {}
+                read = read => match read {
+                    Ok(n) if n > 0 => {}
                     _ => return,
                 },
+                () = timer.passed() => return,
                 _ = stop.changed(), if idle => return,
             }
         };
@@ -245,11 +252,18 @@ pub async fn serve_lane<S: LaneService>(
                 .fallback(Rewind::new(prefix.freeze(), stream), peer)
                 .await;
         }
-        while buf.len() < body_len {
-            let read = read_more(&mut stream, &mut buf);
-            match tokio::time::timeout(options.read_timeout, read).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+        if buf.len() < body_len {
+            let timer = timer.get_or_insert_with(|| Deadline::after(options.read_timeout));
+            timer.set(options.read_timeout);
+            while buf.len() < body_len {
+                tokio::select! {
+                    biased;
+                    read = read_more(&mut stream, &mut buf) => match read {
+                        Ok(n) if n > 0 => {}
+                        _ => return,
+                    },
+                    () = timer.passed() => return,
+                }
             }
         }
         let body = if body_len == 0 {
@@ -277,6 +291,43 @@ pub async fn serve_lane<S: LaneService>(
     }
 }
 
+/// A connection's one timer, reused from wait to wait. Setting a later deadline only
+/// notes it; the timer, should it fire before the deadline noted, sleeps on to it. A
+/// request thus costs no timer registration, only a clock read.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn after(wait: Duration) -> Self {
+        let at = Instant::now() + wait;
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    /// The deadline is `wait` from now.
+    fn set(&mut self, wait: Duration) {
+        self.at = Instant::now() + wait;
+        if self.at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+
+    /// Completes once the deadline has passed.
+    async fn passed(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= self.at {
+                return;
+            }
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +350,30 @@ mod tests {
         assert_eq!(parts.uri, "/api/a/b?x=1");
         assert_eq!(parts.headers["accept"], "*/*");
         assert_eq!(parts.headers["host"], "gw");
+    }
+
+    /// Whether `timer` has passed, without waiting.
+    fn passed(timer: &mut Deadline) -> bool {
+        timer.passed().now_or_never().is_some()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_follows_later_and_earlier_deadlines() {
+        let second = Duration::from_secs(1);
+        let mut timer = Deadline::after(10 * second);
+        // A later deadline is only noted: the timer fires at 10 s, then sleeps on.
+        timer.set(20 * second);
+        tokio::time::advance(15 * second).await;
+        assert!(!passed(&mut timer));
+        tokio::time::advance(5 * second).await;
+        assert!(passed(&mut timer));
+        // An earlier deadline than the one armed moves the timer forward.
+        timer.set(60 * second);
+        timer.set(5 * second);
+        tokio::time::advance(4 * second).await;
+        assert!(!passed(&mut timer));
+        tokio::time::advance(second).await;
+        assert!(passed(&mut timer));
     }
 
     #[test]
