@@ -1,6 +1,7 @@
 //! Who is calling: JWT (HS256 with a secret, RS256/ES256 with public keys; `exp`, `nbf`,
 //! `iss`, `aud` checked) or an API key.
 
+use super::per_thread::PerThread;
 use crate::{Error, Result};
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -62,14 +63,17 @@ impl std::fmt::Display for AuthFailure {
     }
 }
 
-/// How many verified tokens are remembered.
-const VERIFIED_CAPACITY: usize = 4096;
+/// Verified tokens, with the caller each stands for and when it stops being valid.
+type Verified = HashMap<Box<str>, (Identity, u64)>;
+
+/// How many verified tokens each thread slot remembers.
+const VERIFIED_CAPACITY: usize = 1024;
 
 /// Verifies credentials against an [`AuthConfig`]. A verified token is remembered until
-/// its `exp` (at most 4096 tokens), so the signature of a client's token is checked once,
-/// not on every request.
+/// its `exp` (at most 1024 tokens per serving thread, each thread remembering its own),
+/// so the signature of a client's token is checked once per thread, not on every request.
 pub struct Authenticator {
-    verified: Mutex<HashMap<Box<str>, (Identity, u64)>>,
+    verified: PerThread<Mutex<Verified>>,
     keys: Vec<(Algorithm, DecodingKey)>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -130,7 +134,7 @@ impl Authenticator {
             );
         }
         Ok(Self {
-            verified: Mutex::new(HashMap::new()),
+            verified: PerThread::new(|| Mutex::new(HashMap::new())),
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -166,7 +170,7 @@ impl Authenticator {
             })?;
         let now = jsonwebtoken::get_current_timestamp();
         {
-            let mut verified = self.verified.lock();
+            let mut verified = self.verified.get().lock();
             match verified.get(token) {
                 Some((identity, until)) if now <= *until => return Ok(identity.clone()),
                 Some(_) => {
@@ -176,7 +180,7 @@ impl Authenticator {
             }
         }
         let (identity, exp) = self.verify_jwt(token)?;
-        let mut verified = self.verified.lock();
+        let mut verified = self.verified.get().lock();
         if verified.len() >= VERIFIED_CAPACITY {
             verified.retain(|_, (_, until)| now <= *until);
             if verified.len() >= VERIFIED_CAPACITY {
@@ -338,7 +342,7 @@ mod tests {
             "s3cret",
         );
         a.authenticate(&ok).unwrap();
-        let (identity, until) = a.verified.lock()[token_of(&ok).as_str()].clone();
+        let (identity, until) = a.verified.get().lock()[token_of(&ok).as_str()].clone();
         assert_eq!((identity.subject.as_str(), until as i64), ("u1", exp));
         assert_eq!(a.authenticate(&ok).unwrap().subject, "u1");
 
@@ -348,10 +352,15 @@ mod tests {
             "s3cret",
         );
         a.verified
+            .get()
             .lock()
             .insert(token_of(&stale).into(), (identity, (now() - 1) as u64));
         assert_eq!(a.authenticate(&stale).unwrap_err().0, "token expired");
-        assert!(!a.verified.lock().contains_key(token_of(&stale).as_str()));
+        assert!(!a
+            .verified
+            .get()
+            .lock()
+            .contains_key(token_of(&stale).as_str()));
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Gateway {
         parts: http::request::Parts,
         body: GatewayBody,
         matched: &RouteMatch,
+        max_attempts: u32,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let service = matched.service.as_str();
@@ -157,7 +158,7 @@ impl Gateway {
             }
         };
         let max_attempts = if idempotent(&parts.method) {
-            self.current().config.max_attempts
+            max_attempts
         } else {
             1
         };

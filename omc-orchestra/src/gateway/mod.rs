@@ -16,6 +16,7 @@ mod config;
 mod forward;
 pub mod h1;
 mod names;
+mod per_thread;
 mod pipeline;
 mod pool;
 mod proxy;

@@ -361,9 +361,11 @@ impl Gateway {
             && !request_bypasses(&parts.headers);
         let mut response = if cacheable {
             let subject = identity.as_ref().map(|i| i.subject.as_str());
-            Box::pin(self.cached(parts, body, &matched, subject, info)).await
+            let attempts = dynamic.config.max_attempts;
+            Box::pin(self.cached(parts, body, &matched, subject, attempts, info)).await
         } else {
-            self.forward(parts, body, &matched, info).await
+            let attempts = dynamic.config.max_attempts;
+            self.forward(parts, body, &matched, attempts, info).await
         };
         if let Some(decision) = &decision {
             rate_headers(response.headers_mut(), decision);
@@ -373,11 +375,11 @@ impl Gateway {
 
     /// `/api/pricing/...` serves `pricing-service` when only that one is known.
     fn resolve(&self, dynamic: &Dynamic, service: String) -> String {
-        if !self.view.instances(&service).is_empty() || dynamic.statics.contains_key(&service) {
+        if self.view.knows(&service) || dynamic.statics.contains_key(&service) {
             return service;
         }
         let long = format!("{service}-service");
-        if !self.view.instances(&long).is_empty() || dynamic.statics.contains_key(&long) {
+        if self.view.knows(&long) || dynamic.statics.contains_key(&long) {
             long
         } else {
             service
@@ -390,6 +392,7 @@ impl Gateway {
         body: GatewayBody,
         matched: &RouteMatch,
         subject: Option<&str>,
+        max_attempts: u32,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let path_and_query = parts
@@ -418,7 +421,7 @@ impl Gateway {
         }
         info.cache = Some("MISS");
         let request_headers = parts.headers.clone();
-        let response = self.forward(parts, body, matched, info).await;
+        let response = self.forward(parts, body, matched, max_attempts, info).await;
         let mut response = if head {
             response
         } else {

@@ -10,6 +10,7 @@
 //! transparently (the request is sent again on a fresh one when it was held whole).
 
 use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
+use super::per_thread::PerThread;
 use super::{BoxError, GatewayBody};
 use http::{Request, Response};
 use hyper::body::Body;
@@ -81,23 +82,17 @@ struct Idle {
 /// that opened it) and origin.
 type IdleMap = HashMap<(ThreadId, Arc<str>), Vec<Idle>>;
 
-/// Shards of the idle map: each thread mostly meets only its own, so that threads do
-/// not contend for one lock on every request.
-const SHARDS: usize = 16;
-
 struct Shared {
-    idle: [Mutex<IdleMap>; SHARDS],
+    /// Each thread mostly meets only its own slot, so that threads neither contend for
+    /// one lock nor share its cache line on every request.
+    idle: PerThread<Mutex<IdleMap>>,
     options: PoolOptions,
 }
 
 impl Shared {
-    /// The shard of the calling thread.
+    /// The idle map of the calling thread's slot.
     fn shard(&self) -> &Mutex<IdleMap> {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        thread_local! {
-            static SHARD: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
-        }
-        &self.idle[SHARD.with(|shard| *shard)]
+        self.idle.get()
     }
 }
 
@@ -146,7 +141,7 @@ impl UpstreamPool {
     pub fn new(options: PoolOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                idle: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+                idle: PerThread::new(|| Mutex::new(HashMap::new())),
                 options,
             }),
         }
@@ -165,7 +160,7 @@ impl UpstreamPool {
     /// origins left with none.
     pub fn sweep(&self) {
         let timeout = self.shared.options.idle_timeout;
-        for shard in &self.shared.idle {
+        for shard in self.shared.idle.iter() {
             shard.lock().retain(|_, list| {
                 list.retain(|c| c.conn.looks_idle() && c.since.elapsed() < timeout);
                 !list.is_empty()

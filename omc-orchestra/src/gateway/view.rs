@@ -134,6 +134,14 @@ impl ServiceView {
             .unwrap_or_default()
     }
 
+    /// Whether `service` has an instance.
+    pub fn knows(&self, service: &str) -> bool {
+        self.services
+            .read()
+            .get(service)
+            .is_some_and(|list| !list.is_empty())
+    }
+
     /// The ids of every known instance.
     pub fn instance_ids(&self) -> HashSet<String> {
         self.services
