@@ -16,9 +16,15 @@ use omc_orchestra::gateway::{
     BreakerPhase, BreakerState, Gateway, GatewayBody, MemoryRateLimits, ProxyInfo, RateLimitStore,
     RedisCacheStore, RedisRateLimits,
 };
+use omc_orchestra::per_thread::PerThread;
 use omc_orchestra::{Backends, RedisStore};
+use parking_lot::Mutex;
+use prometheus::core::{Collector, Desc};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,11 +45,109 @@ pub struct GatewayState {
 /// The gateway's own Prometheus metrics, next to the shared HTTP ones.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
-    requests: IntCounterVec,
-    duration: HistogramVec,
+    proxied: Proxied,
     breakers: IntGaugeVec,
     degraded: IntCounterVec,
     cache: IntCounterVec,
+}
+
+/// The per-request counts and latencies. Each serving thread tallies its own (see
+/// [`Tallies`]); a scrape folds every thread's tallies in before it reads them.
+#[derive(Clone)]
+struct Proxied {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    tallies: Arc<PerThread<Mutex<Tallies>>>,
+}
+
+impl std::fmt::Debug for Proxied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxied").finish_non_exhaustive()
+    }
+}
+
+/// One thread's counts not yet folded into the shared metrics, by route then service:
+/// counting them costs no shared memory write, where the shared metrics cost several
+/// atomic writes to lines every serving thread touches.
+type Tallies = HashMap<String, HashMap<String, Tally>>;
+
+/// Route and service pairs a thread tallies; past this, requests count straight into
+/// the shared metrics.
+const MOST_TALLIED: usize = 1024;
+
+/// A route and service's tallies.
+struct Tally {
+    duration: LocalHistogram,
+    statuses: Vec<(http::StatusCode, LocalIntCounter)>,
+}
+
+impl Proxied {
+    fn observe(&self, route: &str, service: &str, status: http::StatusCode, seconds: f64) {
+        let mut tallies = self.tallies.get().lock();
+        if !tallies.get(route).is_some_and(|s| s.contains_key(service)) {
+            let pairs: usize = tallies.values().map(HashMap::len).sum();
+            if pairs >= MOST_TALLIED {
+                drop(tallies);
+                self.requests
+                    .with_label_values(&[route, service, status.as_str()])
+                    .inc();
+                self.duration
+                    .with_label_values(&[route, service])
+                    .observe(seconds);
+                return;
+            }
+            let tally = Tally {
+                duration: self.duration.with_label_values(&[route, service]).local(),
+                statuses: Vec::new(),
+            };
+            tallies
+                .entry(route.to_owned())
+                .or_default()
+                .insert(service.to_owned(), tally);
+        }
+        let Some(tally) = tallies.get_mut(route).and_then(|s| s.get_mut(service)) else {
+            return;
+        };
+        tally.duration.observe(seconds);
+        match tally.statuses.iter().find(|(s, _)| *s == status) {
+            Some((_, count)) => count.inc(),
+            None => {
+                let count = self
+                    .requests
+                    .with_label_values(&[route, service, status.as_str()])
+                    .local();
+                count.inc();
+                tally.statuses.push((status, count));
+            }
+        }
+    }
+
+    /// Fold every thread's tallies into the shared metrics.
+    fn fold(&self) {
+        for tallies in self.tallies.iter() {
+            for tally in tallies.lock().values().flat_map(HashMap::values) {
+                tally.duration.flush();
+                for (_, count) in &tally.statuses {
+                    count.flush();
+                }
+            }
+        }
+    }
+}
+
+impl Collector for Proxied {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.requests.desc();
+        descs.extend(self.duration.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.fold();
+        let mut families = self.requests.collect();
+        families.extend(self.duration.collect());
+        families
+    }
 }
 
 impl GatewayMetrics {
@@ -84,15 +188,18 @@ impl GatewayMetrics {
             Opts::new("gateway_cache_total", "Response cache lookups by result."),
             &["result"],
         )?;
+        let proxied = Proxied {
+            requests,
+            duration,
+            tallies: Arc::new(PerThread::new(|| Mutex::new(HashMap::new()))),
+        };
         let registry = metrics.registry();
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(proxied.clone()))?;
         registry.register(Box::new(breakers.clone()))?;
         registry.register(Box::new(degraded.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         Ok(Self {
-            requests,
-            duration,
+            proxied,
             breakers,
             degraded,
             cache,
@@ -105,12 +212,7 @@ impl GatewayMetrics {
         } else {
             &info.service
         };
-        self.requests
-            .with_label_values(&[info.route.as_str(), service, status.as_str()])
-            .inc();
-        self.duration
-            .with_label_values(&[info.route.as_str(), service])
-            .observe(seconds);
+        self.proxied.observe(&info.route, service, status, seconds);
         if info.rate_limit_degraded {
             self.degraded
                 .with_label_values(&[info.route.as_str()])
@@ -307,12 +409,9 @@ pub async fn serve_proxied(
     client: IpAddr,
 ) -> http::Response<GatewayBody> {
     let started = Instant::now();
-    let response = state.gateway.handle(req, client).await;
-    if let Some(info) = response.extensions().get::<ProxyInfo>() {
-        state
-            .metrics
-            .observe(info, response.status(), started.elapsed().as_secs_f64());
-    }
+    let (response, info) = state.gateway.serve(req, client).await;
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.observe(&info, response.status(), seconds);
     response
 }
 

@@ -35,6 +35,7 @@ pub mod gateway;
 pub mod health;
 pub mod jobs;
 pub mod logs;
+pub mod per_thread;
 pub mod registry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

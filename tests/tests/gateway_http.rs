@@ -120,6 +120,22 @@ async fn discovery_routing_static_fallback_and_trace_headers() {
         .await
         .unwrap();
     assert!(metrics.contains("gateway_requests_total"), "{metrics}");
+    // Each serving thread's tallies are folded in at the scrape: the one request to the
+    // ghost service shows, counted once, with its latency.
+    let ghost = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(r#"service="ghost-service""#))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let counted = ghost("orchestra_gateway_requests_total{");
+    assert_eq!(counted.len(), 1, "{metrics}");
+    assert!(counted[0].contains(r#"status="503""#), "{counted:?}");
+    assert!(counted[0].ends_with(" 1"), "{counted:?}");
+    let timed = ghost("orchestra_gateway_request_duration_seconds_count{");
+    assert_eq!(timed.len(), 1, "{metrics}");
+    assert!(timed[0].ends_with(" 1"), "{timed:?}");
     app.shutdown().await;
 }
 

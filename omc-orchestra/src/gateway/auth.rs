@@ -1,7 +1,7 @@
 //! Who is calling: JWT (HS256 with a secret, RS256/ES256 with public keys; `exp`, `nbf`,
 //! `iss`, `aud` checked) or an API key.
 
-use super::per_thread::PerThread;
+use crate::per_thread::PerThread;
 use crate::{Error, Result};
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

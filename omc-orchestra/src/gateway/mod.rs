@@ -16,7 +16,6 @@ mod config;
 mod forward;
 pub mod h1;
 mod names;
-mod per_thread;
 mod pipeline;
 mod pool;
 mod proxy;

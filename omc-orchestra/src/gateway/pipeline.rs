@@ -195,12 +195,25 @@ impl Gateway {
     }
 
     /// Serve one request from `client_ip`. Never fails: errors are JSON answers (404 no
-    /// route, 401, 429, 502/504 upstream failure, 503 no instance). Logs one line.
+    /// route, 401, 429, 502/504 upstream failure, 503 no instance). Logs one line. The
+    /// answer carries what the gateway did as a [`ProxyInfo`] extension.
     pub async fn handle(
         &self,
         req: Request<GatewayBody>,
         client_ip: IpAddr,
     ) -> Response<GatewayBody> {
+        let (mut response, info) = self.serve(req, client_ip).await;
+        response.extensions_mut().insert(info);
+        response
+    }
+
+    /// [`Gateway::handle`], with what the gateway did returned beside the answer rather
+    /// than in it.
+    pub async fn serve(
+        &self,
+        req: Request<GatewayBody>,
+        client_ip: IpAddr,
+    ) -> (Response<GatewayBody>, ProxyInfo) {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -256,8 +269,7 @@ impl Gateway {
         }
         // This request's id, also over a cached answer that carried another one.
         response.headers_mut().insert(X_REQUEST_ID, id_value);
-        response.extensions_mut().insert(info);
-        response
+        (response, info)
     }
 
     async fn route(

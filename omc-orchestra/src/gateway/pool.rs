@@ -10,8 +10,8 @@
 //! transparently (the request is sent again on a fresh one when it was held whole).
 
 use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
-use super::per_thread::PerThread;
 use super::{BoxError, GatewayBody};
+use crate::per_thread::PerThread;
 use http::{Request, Response};
 use hyper::body::Body;
 use hyper::body::Incoming;

@@ -1,6 +1,17 @@
 //! State kept once per thread slot, each slot on cache lines of its own, so that the
 //! serving threads neither contend for one lock nor pass one cache line back and forth
 //! on every request.
+//!
+//! ```
+//! use omc_orchestra::per_thread::PerThread;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! // A counter each thread bumps on its own line; a reader sums the slots.
+//! let served = PerThread::new(|| AtomicU64::new(0));
+//! served.get().fetch_add(1, Ordering::Relaxed);
+//! let total: u64 = served.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+//! assert_eq!(total, 1);
+//! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,26 +22,27 @@ const SLOTS: usize = 16;
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// One `T` per thread slot.
-pub(crate) struct PerThread<T> {
+/// One `T` per thread slot: a thread always gets the same slot, and each of the first
+/// sixteen threads to ask gets one of its own.
+pub struct PerThread<T> {
     slots: Box<[Padded<T>]>,
 }
 
 impl<T> PerThread<T> {
     /// Slots made by `make`.
-    pub(crate) fn new(mut make: impl FnMut() -> T) -> Self {
+    pub fn new(mut make: impl FnMut() -> T) -> Self {
         Self {
             slots: (0..SLOTS).map(|_| Padded(make())).collect(),
         }
     }
 
     /// The calling thread's slot.
-    pub(crate) fn get(&self) -> &T {
+    pub fn get(&self) -> &T {
         &self.slots[slot()].0
     }
 
     /// Every slot.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().map(|padded| &padded.0)
     }
 }
