@@ -66,6 +66,7 @@ pub async fn run_all(make: MakeBus) {
     stats_count_every_stage(&make).await;
     idempotent_publish_happens_once(&make).await;
     batches_keep_the_contract(&make).await;
+    a_batch_consumer_that_ran_dry_gets_news_of_any_priority(&make).await;
 }
 
 /// A published event is stamped, reaches history, and bad input names its field.
@@ -478,4 +479,42 @@ pub async fn batches_keep_the_contract(make: &MakeBus) {
         (10, expected.len() as u64, expected.len() as u64)
     );
     assert!(other.next(NOTHING).await.unwrap().is_none());
+}
+
+/// A batch consumer that took everything of one priority, waiting for more, gets news of
+/// a lower priority, and after that of its first priority again.
+pub async fn a_batch_consumer_that_ran_dry_gets_news_of_any_priority(make: &MakeBus) {
+    let (bus, _clock) = fresh(make, BusOptions::default()).await;
+    let mut consumer = bus
+        .consumer(ConsumerOptions::new("dashboard", "d1"))
+        .await
+        .unwrap();
+    assert!(consumer.next_batch(10, NOTHING).await.unwrap().is_empty());
+    let mut normal = Vec::new();
+    for n in 0..3 {
+        normal.push(
+            bus.publish(event("PRICE_UPDATED", "pricing", n))
+                .await
+                .unwrap(),
+        );
+    }
+    let batch = consumer.next_batch(10, ARRIVES).await.unwrap();
+    let got: Vec<Event> = batch.into_iter().map(|d| d.event).collect();
+    assert_eq!(got, normal);
+    let ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(consumer.ack_many(&ids).await.unwrap(), 3);
+    for priority in [EventPriority::Low, EventPriority::Normal] {
+        let mut news = event("PRICE_UPDATED", "pricing", 9);
+        news.priority = priority;
+        // Published while the consumer waits (or just before: it must come either way).
+        let (batch, published) = tokio::join!(consumer.next_batch(10, ARRIVES), async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            bus.publish(news).await.unwrap()
+        });
+        let got: Vec<Event> = batch.unwrap().into_iter().map(|d| d.event).collect();
+        assert_eq!(got, vec![published], "{priority:?}");
+        let ids = vec![got[0].id.clone()];
+        assert_eq!(consumer.ack_many(&ids).await.unwrap(), 1);
+    }
+    assert!(consumer.next_batch(10, NOTHING).await.unwrap().is_empty());
 }
