@@ -29,6 +29,21 @@ pub fn event(event_type: &str, source: &str, n: u64) -> NewEvent {
     NewEvent::new(event_type, source, json!({ "n": n }))
 }
 
+/// Publish `count` events of `event_type` from `source`, numbered from 0; answers them
+/// as published.
+pub async fn publish_numbered(
+    bus: &dyn EventBus,
+    event_type: &str,
+    source: &str,
+    count: u64,
+) -> Vec<Event> {
+    let mut published = Vec::new();
+    for n in 0..count {
+        published.push(bus.publish(event(event_type, source, n)).await.unwrap());
+    }
+    published
+}
+
 /// A consumer of `group` named `name` with `visibility` and `max_deliveries`.
 pub async fn consumer(
     bus: &dyn EventBus,
@@ -319,14 +334,7 @@ pub async fn history_trims_at_its_bounds(make: &MakeBus) {
         ..BusOptions::default()
     };
     let (bus, clock) = fresh(make, options).await;
-    let mut published = Vec::new();
-    for n in 0..8 {
-        published.push(
-            bus.publish(event("PERFORMANCE_METRIC", "gateway", n))
-                .await
-                .unwrap(),
-        );
-    }
+    let published = publish_numbered(bus.as_ref(), "PERFORMANCE_METRIC", "gateway", 8).await;
     let all = EventQuery {
         limit: Some(1000),
         ..Default::default()
@@ -490,14 +498,7 @@ pub async fn a_batch_consumer_that_ran_dry_gets_news_of_any_priority(make: &Make
         .await
         .unwrap();
     assert!(consumer.next_batch(10, NOTHING).await.unwrap().is_empty());
-    let mut normal = Vec::new();
-    for n in 0..3 {
-        normal.push(
-            bus.publish(event("PRICE_UPDATED", "pricing", n))
-                .await
-                .unwrap(),
-        );
-    }
+    let normal = publish_numbered(bus.as_ref(), "PRICE_UPDATED", "pricing", 3).await;
     let batch = consumer.next_batch(10, ARRIVES).await.unwrap();
     let got: Vec<Event> = batch.into_iter().map(|d| d.event).collect();
     assert_eq!(got, normal);
