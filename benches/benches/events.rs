@@ -17,7 +17,7 @@ use omc_orchestra::{clock, Clock, RedisStore, SystemClock};
 use serde_json::json;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const PUBLISHERS: usize = 50;
@@ -259,23 +259,51 @@ fn event(n: usize) -> NewEvent {
     )
 }
 
+/// How many deliveries the consumers of a run acknowledged, and when they got them all.
+struct Progress {
+    received: AtomicUsize,
+    expected: usize,
+    /// When the acknowledgement that completed the run came back.
+    done: OnceLock<Instant>,
+}
+
+impl Progress {
+    fn new(expected: usize) -> Arc<Self> {
+        Arc::new(Self {
+            received: AtomicUsize::new(0),
+            expected,
+            done: OnceLock::new(),
+        })
+    }
+
+    fn complete(&self) -> bool {
+        self.received.load(Ordering::SeqCst) >= self.expected
+    }
+
+    /// Count `n` acknowledged deliveries.
+    fn add(&self, n: usize) {
+        if self.received.fetch_add(n, Ordering::SeqCst) + n >= self.expected {
+            let _ = self.done.set(Instant::now());
+        }
+    }
+}
+
 /// Consumers of one group that acknowledge everything; each delivery's latency (from the
 /// event's publish time) goes to `latencies` when given.
 fn spawn_consumers(
     bus: Arc<RedisEventBus>,
-    received: Arc<AtomicUsize>,
-    expected: usize,
+    progress: Arc<Progress>,
     latencies: Option<Arc<samples::Samples>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..CONSUMERS)
         .map(|i| {
             let bus = bus.clone();
-            let received = received.clone();
+            let progress = progress.clone();
             let latencies = latencies.clone();
             tokio::spawn(async move {
                 let options = ConsumerOptions::new("bench", format!("c{i}"));
                 let mut consumer = bus.consumer(options).await.expect("consumer");
-                while received.load(Ordering::SeqCst) < expected {
+                while !progress.complete() {
                     // One fetch, then one acknowledgement round trip for the batch.
                     let Ok(batch) = consumer.next_batch(BATCH, Duration::from_millis(200)).await
                     else {
@@ -293,17 +321,18 @@ fn spawn_consumers(
                     }
                     let ids: Vec<String> = batch.iter().map(|d| d.event.id.clone()).collect();
                     let _ = consumer.ack_many(&ids).await;
-                    received.fetch_add(ids.len(), Ordering::SeqCst);
+                    progress.add(ids.len());
                 }
             })
         })
         .collect()
 }
 
-/// Events per second: (publish only, publish→deliver+ack).
+/// Events per second: (publish only, publish→deliver+ack). The run ends when the last
+/// acknowledgement comes back, not when the consumers idle in a fetch notice it.
 async fn throughput(bus: Arc<RedisEventBus>) -> (f64, f64) {
-    let received = Arc::new(AtomicUsize::new(0));
-    let consumers = spawn_consumers(bus.clone(), received.clone(), THROUGHPUT_EVENTS, None);
+    let progress = Progress::new(THROUGHPUT_EVENTS);
+    let consumers = spawn_consumers(bus.clone(), progress.clone(), None);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let per = THROUGHPUT_EVENTS / PUBLISHERS;
@@ -324,16 +353,16 @@ async fn throughput(bus: Arc<RedisEventBus>) -> (f64, f64) {
     for consumer in consumers {
         consumer.await.expect("consumer");
     }
+    let done = progress.done.get().copied().unwrap_or_else(Instant::now);
     let rate = |d: Duration| THROUGHPUT_EVENTS as f64 / d.as_secs_f64();
-    (rate(published), rate(started.elapsed()))
+    (rate(published), rate(done - started))
 }
 
 /// p50 and p99 publish→deliver latency at a steady `rate`.
 async fn paced_latency(bus: Arc<RedisEventBus>, rate: u64) -> (Duration, Duration) {
     let total = (rate * PACED_SECONDS) as usize;
-    let received = Arc::new(AtomicUsize::new(0));
     let samples = Arc::new(samples::Samples::default());
-    let consumers = spawn_consumers(bus.clone(), received, total, Some(samples.clone()));
+    let consumers = spawn_consumers(bus.clone(), Progress::new(total), Some(samples.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // 50 publishers, each publishing one event every 50/rate seconds.
     let each = total / PUBLISHERS;

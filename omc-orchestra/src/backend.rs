@@ -94,12 +94,13 @@ pub use self::redis_store::RedisStore;
 pub(crate) type Pending<I, O> = (I, tokio::sync::oneshot::Sender<Result<O, String>>);
 
 /// Group commit: whatever queued up on `pending` while earlier batches were in flight goes
-/// to `send` as one batch (at most `most` items, two batches in flight, no added delay),
-/// and each caller gets its own answer. Runs until every sender is dropped.
+/// to `send` as one batch (at most `most` items, at most `in_flight` batches in flight, no
+/// added delay), and each caller gets its own answer. Runs until every sender is dropped.
 #[cfg(feature = "redis")]
 pub(crate) async fn group_commit<I, O, F, Fut>(
     mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending<I, O>>,
     most: usize,
+    in_flight: usize,
     send: F,
 ) where
     I: Send + 'static,
@@ -108,8 +109,8 @@ pub(crate) async fn group_commit<I, O, F, Fut>(
     Fut: std::future::Future<Output = Result<Vec<O>>> + Send + 'static,
 {
     let send = Arc::new(send);
-    // Two batches in flight: Redis runs one while this process prepares the other.
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(2));
+    // More than one batch in flight: Redis runs one while this process prepares the next.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
     while let Some(first) = pending.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;

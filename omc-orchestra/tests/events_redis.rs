@@ -2,7 +2,7 @@
 //! a consumer dropped mid-stream loses nothing, and two buses on one Redis share events.
 
 use omc_orchestra::events::{BusOptions, EventBus, EventConsumer, RedisEventBus};
-use omc_orchestra::testkit::events::{consumer, event, run_all, MakeBus};
+use omc_orchestra::testkit::events::{consumer, event, publish_numbered, run_all, MakeBus};
 use omc_orchestra::testkit::redis::{store, url, RedisProcess};
 use omc_orchestra::{ManualClock, RedisStore};
 use std::collections::HashMap;
@@ -68,15 +68,11 @@ async fn a_consumer_dropped_mid_stream_loses_nothing() {
         consumer(&bus, "inventory-service", "s1", vis, 5).await,
         consumer(&bus, "inventory-service", "s2", vis, 5).await,
     ];
-    let mut published = Vec::new();
-    for n in 0..200 {
-        published.push(
-            bus.publish(event("INVENTORY_UPDATED", "depot", n))
-                .await
-                .unwrap()
-                .id,
-        );
-    }
+    let published: Vec<String> = publish_numbered(&bus, "INVENTORY_UPDATED", "depot", 200)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     // The doomed consumer takes ten events, acknowledges three, and dies holding seven.
     for i in 0..10 {
         let delivery = doomed.next(Duration::from_secs(5)).await.unwrap().unwrap();
@@ -193,14 +189,7 @@ async fn acknowledged_stays_acknowledged_and_pending_survives_a_redis_restart() 
     let bus = bus_on(&store, &clock).await;
     let vis = Duration::from_secs(30);
     let mut worker = consumer(&bus, "uppf-service", "u1", vis, 5).await;
-    let mut published = Vec::new();
-    for n in 0..5 {
-        published.push(
-            bus.publish(event("UPPF_CLAIM_SUBMITTED", "uppf", n))
-                .await
-                .unwrap(),
-        );
-    }
+    let published = publish_numbered(&bus, "UPPF_CLAIM_SUBMITTED", "uppf", 5).await;
     for expected in &published[..2] {
         let delivery = worker.next(Duration::from_secs(5)).await.unwrap().unwrap();
         assert_eq!(&delivery.event, expected);

@@ -79,6 +79,9 @@ pub(super) struct RedisConsumer {
     synced: Option<fetch::Synced>,
     /// The priority stream the last fetch read (the most urgent one with news then).
     reading: Option<usize>,
+    /// Whether the last fetch found that stream dry and answered nothing, to wait for
+    /// news before reading it again.
+    dry: bool,
     /// Shared by the group's consumers in this process, to wait without a herd.
     wait: Arc<GroupWait>,
     /// What plain reads delivered and found unwanted, to settle with the next
@@ -114,6 +117,7 @@ impl RedisConsumer {
             claimed_at: None,
             synced: None,
             reading: None,
+            dry: false,
             wait,
             unsettled: Default::default(),
             counted: Default::default(),

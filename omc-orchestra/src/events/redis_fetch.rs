@@ -8,8 +8,9 @@
 //! and with it the first new entry of each more urgent stream (at most one of each), so an
 //! urgent event is handed out first and the next fetch reads on its stream. The script
 //! runs (a full run) whenever the look for expired deliveries is due, the consumer's
-//! estimate of its clock offset is stale or has moved, or the stream ran dry; so every
-//! delivery is covered by the offset log (`redis_take.lua`).
+//! estimate of its clock offset is stale or has moved, or the stream ran dry twice running
+//! (the first time, a patient consumer waits for news and reads on that stream again); so
+//! every delivery is covered by the offset log (`redis_take.lua`).
 
 use super::RedisConsumer;
 use crate::events::redis::{decode_event, lines};
@@ -97,17 +98,23 @@ impl RedisConsumer {
         if let Some(stream) = self.reading.filter(|_| quick && count > 1) {
             let (urgent, held) = self.read_along(stream, count, &mut deliveries).await?;
             if urgent.is_some() || held > 0 {
+                self.dry = false;
                 // Most urgent first (stable: each stream's entries stay in order).
                 deliveries.sort_by_key(|d| d.event.priority.rank());
                 self.reading = urgent.or(Some(stream));
                 return Ok(deliveries);
             }
-            self.reading = None;
-            if patient && self.wait.tails().is_some() {
+            if patient && !self.dry && self.wait.tails().is_some() {
+                // Wait for news, then read on this stream again: news most likely comes
+                // to it. Should the next read find it dry too (the news went to a less
+                // urgent stream), the script looks at them all.
+                self.dry = true;
                 return Ok(deliveries);
             }
-            // That stream ran dry: look at them all.
+            // That stream ran dry again: look at them all.
+            self.reading = None;
         }
+        self.dry = false;
         let sent = Instant::now();
         let (rows, tails, left, more, server_ms, offset_ms) = self.take(now, count, claim).await?;
         self.synced = (sent.elapsed() < SYNC_ROUND_TRIP).then_some(Synced {

@@ -82,6 +82,11 @@ return table.concat(out, '\n')
 /// Most events sent in one script call.
 const MOST: usize = 256;
 
+/// Most script calls in flight at once. With 50 publishers on 2 cores, three gave about
+/// 6 % more events/s than two (smaller batches, but less time waiting for a turn), and
+/// one about 5 % less.
+const IN_FLIGHT: usize = 3;
+
 /// One event ready to send: its idempotency key (the full Redis key), the oldest history
 /// time to keep when it is published, its time and the rest of its script arguments.
 pub(super) struct Outgoing {
@@ -179,7 +184,7 @@ pub(super) async fn publish_in_batches(
     publisher: Arc<Publisher>,
     pending: mpsc::UnboundedReceiver<Pending>,
 ) {
-    crate::backend::group_commit(pending, MOST, move |events: Vec<Outgoing>| {
+    crate::backend::group_commit(pending, MOST, IN_FLIGHT, move |events: Vec<Outgoing>| {
         let publisher = publisher.clone();
         async move { publisher.send(&events).await }
     })

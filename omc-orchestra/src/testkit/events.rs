@@ -29,6 +29,21 @@ pub fn event(event_type: &str, source: &str, n: u64) -> NewEvent {
     NewEvent::new(event_type, source, json!({ "n": n }))
 }
 
+/// Publish `count` events of `event_type` from `source`, numbered from 0; answers them
+/// as published.
+pub async fn publish_numbered(
+    bus: &dyn EventBus,
+    event_type: &str,
+    source: &str,
+    count: u64,
+) -> Vec<Event> {
+    let mut published = Vec::new();
+    for n in 0..count {
+        published.push(bus.publish(event(event_type, source, n)).await.unwrap());
+    }
+    published
+}
+
 /// A consumer of `group` named `name` with `visibility` and `max_deliveries`.
 pub async fn consumer(
     bus: &dyn EventBus,
@@ -66,6 +81,7 @@ pub async fn run_all(make: MakeBus) {
     stats_count_every_stage(&make).await;
     idempotent_publish_happens_once(&make).await;
     batches_keep_the_contract(&make).await;
+    a_batch_consumer_that_ran_dry_gets_news_of_any_priority(&make).await;
 }
 
 /// A published event is stamped, reaches history, and bad input names its field.
@@ -318,14 +334,7 @@ pub async fn history_trims_at_its_bounds(make: &MakeBus) {
         ..BusOptions::default()
     };
     let (bus, clock) = fresh(make, options).await;
-    let mut published = Vec::new();
-    for n in 0..8 {
-        published.push(
-            bus.publish(event("PERFORMANCE_METRIC", "gateway", n))
-                .await
-                .unwrap(),
-        );
-    }
+    let published = publish_numbered(bus.as_ref(), "PERFORMANCE_METRIC", "gateway", 8).await;
     let all = EventQuery {
         limit: Some(1000),
         ..Default::default()
@@ -478,4 +487,35 @@ pub async fn batches_keep_the_contract(make: &MakeBus) {
         (10, expected.len() as u64, expected.len() as u64)
     );
     assert!(other.next(NOTHING).await.unwrap().is_none());
+}
+
+/// A batch consumer that took everything of one priority, waiting for more, gets news of
+/// a lower priority, and after that of its first priority again.
+pub async fn a_batch_consumer_that_ran_dry_gets_news_of_any_priority(make: &MakeBus) {
+    let (bus, _clock) = fresh(make, BusOptions::default()).await;
+    let mut consumer = bus
+        .consumer(ConsumerOptions::new("dashboard", "d1"))
+        .await
+        .unwrap();
+    assert!(consumer.next_batch(10, NOTHING).await.unwrap().is_empty());
+    let normal = publish_numbered(bus.as_ref(), "PRICE_UPDATED", "pricing", 3).await;
+    let batch = consumer.next_batch(10, ARRIVES).await.unwrap();
+    let got: Vec<Event> = batch.into_iter().map(|d| d.event).collect();
+    assert_eq!(got, normal);
+    let ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(consumer.ack_many(&ids).await.unwrap(), 3);
+    for priority in [EventPriority::Low, EventPriority::Normal] {
+        let mut news = event("PRICE_UPDATED", "pricing", 9);
+        news.priority = priority;
+        // Published while the consumer waits (or just before: it must come either way).
+        let (batch, published) = tokio::join!(consumer.next_batch(10, ARRIVES), async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            bus.publish(news).await.unwrap()
+        });
+        let got: Vec<Event> = batch.unwrap().into_iter().map(|d| d.event).collect();
+        assert_eq!(got, vec![published], "{priority:?}");
+        let ids = vec![got[0].id.clone()];
+        assert_eq!(consumer.ack_many(&ids).await.unwrap(), 1);
+    }
+    assert!(consumer.next_batch(10, NOTHING).await.unwrap().is_empty());
 }

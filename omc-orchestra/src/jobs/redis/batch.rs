@@ -49,7 +49,7 @@ pub(super) async fn enqueue_in_batches(
     inner: Arc<Inner>,
     pending: mpsc::UnboundedReceiver<PendingEnqueue>,
 ) {
-    crate::backend::group_commit(pending, 256, move |jobs: Vec<NewJob>| {
+    crate::backend::group_commit(pending, 256, 2, move |jobs: Vec<NewJob>| {
         let inner = inner.clone();
         async move { inner.enqueue_now(&jobs).await }
     })
