@@ -215,31 +215,26 @@ impl UpstreamPool {
     ) -> Result<Response<GatewayBody>, UpstreamError> {
         let (parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let held = hold_whole(body).await?;
+        let length = match &held {
+            Ok(bytes) => Some(bytes.len() as u64),
+            Err(body) => body.size_hint().exact(),
+        };
         let mut head = Vec::with_capacity(1024);
-        match hold_whole(body).await? {
+        put_head(
+            &mut head,
+            &parts.method,
+            &[target],
+            None,
+            &parts.headers,
+            length,
+        );
+        match held {
             Ok(bytes) => {
-                let length = Some(bytes.len() as u64);
-                put_head(
-                    &mut head,
-                    &parts.method,
-                    &[target],
-                    None,
-                    &parts.headers,
-                    length,
-                );
                 let whole = whole(head, parts.method, &bytes);
                 self.send_whole(origin, &whole).await
             }
             Err(body) => {
-                let length = body.size_hint().exact();
-                put_head(
-                    &mut head,
-                    &parts.method,
-                    &[target],
-                    None,
-                    &parts.headers,
-                    length,
-                );
                 let key = self.key(origin);
                 let conn = match self.checkout(&key) {
                     Some(conn) => conn,
