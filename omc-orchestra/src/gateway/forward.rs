@@ -2,7 +2,7 @@
 
 use super::answers::error;
 use super::cache::CachedResponse;
-use super::h1::{hold_whole, put_head, whole, Whole};
+use super::h1::{hold_whole, put_head, whole};
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +30,7 @@ pub(super) fn upstream_request(
     parts: &http::request::Parts,
     path: &str,
 ) -> Result<http::request::Builder, String> {
-    if target.secure {
-        return Err(format!(
-            "`{}` is an https upstream; only http is proxied",
-            target.origin
-        ));
-    }
+    plain(target)?;
     let uri = target
         .path(path, parts.uri.query())
         .map_err(|err| format!("cannot build the upstream URL: {err}"))?;
@@ -49,20 +44,27 @@ pub(super) fn upstream_request(
     Ok(builder)
 }
 
-/// The request to `target` for `path` (the client's query kept), with the upstream's
-/// `Host`, in wire form with `body`; why not when it cannot be sent there (a 502).
-pub(super) fn whole_request(
-    target: &Target,
-    parts: &http::request::Parts,
-    path: &str,
-    body: &[u8],
-) -> Result<Whole, String> {
+/// Why `target` cannot be proxied to: it speaks https.
+fn plain(target: &Target) -> Result<(), String> {
     if target.secure {
         return Err(format!(
             "`{}` is an https upstream; only http is proxied",
             target.origin
         ));
     }
+    Ok(())
+}
+
+/// The head of the request to `target` for `path` (the client's query kept), with the
+/// upstream's `Host` and a body of `length` bytes (chunked when unknown), in wire form;
+/// why not when it cannot be sent there (a 502).
+fn upstream_head(
+    target: &Target,
+    parts: &http::request::Parts,
+    path: &str,
+    length: Option<u64>,
+) -> Result<Vec<u8>, String> {
+    plain(target)?;
     let query = parts.uri.query();
     let pieces = [
         target.base_path.as_str(),
@@ -71,7 +73,6 @@ pub(super) fn whole_request(
         query.unwrap_or_default(),
     ];
     let mut head = Vec::with_capacity(512 + parts.headers.len() * 64);
-    let length = Some(body.len() as u64);
     let host = Some(&*target.authority);
     put_head(
         &mut head,
@@ -81,7 +82,7 @@ pub(super) fn whole_request(
         &parts.headers,
         length,
     );
-    Ok(whole(head, parts.method.clone(), body))
+    Ok(head)
 }
 
 pub(super) fn relay(response: Response<Incoming>) -> Response<GatewayBody> {
@@ -166,8 +167,9 @@ impl Gateway {
         loop {
             info.attempts += 1;
             info.instance = Some(target.0.id.clone());
-            let whole = match whole_request(&target.0, &parts, &matched.upstream_path, &body) {
-                Ok(whole) => whole,
+            let length = Some(body.len() as u64);
+            let whole = match upstream_head(&target.0, &parts, &matched.upstream_path, length) {
+                Ok(head) => whole(head, parts.method.clone(), &body),
                 Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
             };
             let sent = self.pool.send_whole(&target.0.authority, &whole);
@@ -198,13 +200,14 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         info.attempts += 1;
         info.instance = Some(target.0.id.clone());
-        let request = upstream_request(&target.0, &parts, &matched.upstream_path)
-            .and_then(|head| head.body(body).map_err(|err| err.to_string()));
-        let request = match request {
-            Ok(request) => request,
+        let length = body.size_hint().exact();
+        let head = match upstream_head(&target.0, &parts, &matched.upstream_path, length) {
+            Ok(head) => head,
             Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
         };
-        let sent = self.pool.send(&target.0.authority, request);
+        let sent = self
+            .pool
+            .send_streamed(&target.0.authority, &head, &parts.method, body);
         let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
         self.settle(outcome, &matched.service, &target, matched).0
     }

@@ -234,17 +234,27 @@ impl UpstreamPool {
                 let whole = whole(head, parts.method, &bytes);
                 self.send_whole(origin, &whole).await
             }
-            Err(body) => {
-                let key = self.key(origin);
-                let conn = match self.checkout(&key) {
-                    Some(conn) => conn,
-                    None => Conn::new(self.open(origin).await?),
-                };
-                let home = self.home(key);
-                let chunked = length.is_none();
-                exchange_streamed(conn, &head, &parts.method, body, chunked, home).await
-            }
+            Err(body) => self.send_streamed(origin, &head, &parts.method, body).await,
         }
+    }
+
+    /// Send `head` (see [`put_head`]) then stream `body`, of the length `head` gave or
+    /// chunked, to `origin` on a pooled connection or a new one. Such a request is sent
+    /// once: a pooled connection found closed fails it.
+    pub(crate) async fn send_streamed(
+        &self,
+        origin: &Arc<str>,
+        head: &[u8],
+        method: &http::Method,
+        body: GatewayBody,
+    ) -> Result<Response<GatewayBody>, UpstreamError> {
+        let chunked = body.size_hint().exact().is_none();
+        let key = self.key(origin);
+        let conn = match self.checkout(&key) {
+            Some(conn) => conn,
+            None => Conn::new(self.open(origin).await?),
+        };
+        exchange_streamed(conn, head, method, body, chunked, self.home(key)).await
     }
 
     /// Send a request held whole to `origin` on a pooled connection, or a new one; a
