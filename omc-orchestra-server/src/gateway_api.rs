@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
+use omc_orchestra::gateway::h1::WireHeaders;
 use omc_orchestra::gateway::{
     BreakerPhase, BreakerState, Gateway, GatewayBody, MemoryRateLimits, ProxyInfo, RateLimitStore,
     RedisCacheStore, RedisRateLimits,
@@ -397,9 +398,9 @@ async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
     let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
-    serve_proxied(&state, req, client)
-        .await
-        .map(axum::body::Body::new)
+    let mut response = serve_proxied(&state, req, client).await;
+    WireHeaders::restore(&mut response);
+    response.map(axum::body::Body::new)
 }
 
 /// Proxy one request from `client` through the pipeline and count it.

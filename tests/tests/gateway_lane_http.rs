@@ -80,6 +80,7 @@ async fn raw_upstream() -> RawUpstream {
                             answer.extend_from_slice(&body);
                             answer
                         }
+                        "/hop" => b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nDate: Tue, 24 Nov 2026 08:00:00 GMT\r\nX-Kept: yes\r\nX-Kept: twice\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                         "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
                         _ => {
                             let text = format!("conn {id} request {served}");
@@ -157,6 +158,33 @@ async fn answers_framed_every_way_pass_through() {
             "ok",
             "interim answers are skipped"
         );
+    }
+    // The upstream's hop-by-hop headers (those its `Connection` names too) and its request
+    // id stay behind; the rest, repeated ones included, comes through as sent. The same
+    // holds on the general-purpose path (a CORS request goes there).
+    for origin in [None, Some("http://app.example")] {
+        let mut request = http
+            .get(format!("{base}/api/raw/hop"))
+            .header("x-request-id", "caller-1");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let headers = res.headers();
+        assert!(headers.get("x-secret").is_none(), "{origin:?}: {headers:?}");
+        assert!(
+            headers.get("keep-alive").is_none(),
+            "{origin:?}: {headers:?}"
+        );
+        let ids: Vec<_> = headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "{origin:?}: {headers:?}");
+        assert_ne!(ids[0], "theirs", "{origin:?}");
+        let kept: Vec<_> = headers.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["yes", "twice"], "{origin:?}");
+        assert_eq!(headers.get_all("date").iter().count(), 1, "{origin:?}");
+        assert_eq!(headers["date"], "Tue, 24 Nov 2026 08:00:00 GMT");
+        assert_eq!(res.text().await.unwrap(), "ok");
     }
     let res = http
         .post(format!("{base}/api/raw/echo"))

@@ -3,6 +3,7 @@
 
 use super::auth::Identity;
 use super::full_body;
+use super::h1::SetHeader;
 use super::names::{
     RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_RATELIMIT_LIMIT_DAY,
     X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_LIMIT_SECOND,
@@ -61,9 +62,9 @@ pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<Ga
     res
 }
 
-pub(super) fn rate_headers(headers: &mut http::HeaderMap, decision: &RateDecision) {
+pub(super) fn rate_headers(headers: &mut dyn SetHeader, decision: &RateDecision) {
     if decision.degraded {
-        headers.insert(X_RATELIMIT_STATUS, HeaderValue::from_static("degraded"));
+        headers.set_value(X_RATELIMIT_STATUS, HeaderValue::from_static("degraded"));
         return;
     }
     for window in &decision.windows {
@@ -73,13 +74,13 @@ pub(super) fn rate_headers(headers: &mut http::HeaderMap, decision: &RateDecisio
             Window::Hour => (X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_REMAINING_HOUR),
             Window::Day => (X_RATELIMIT_LIMIT_DAY, X_RATELIMIT_REMAINING_DAY),
         };
-        headers.insert(limit, window.limit.max.into());
-        headers.insert(remaining, window.remaining().into());
+        headers.set_number(limit, window.limit.max);
+        headers.set_number(remaining, window.remaining());
     }
     if let Some(tightest) = decision.tightest() {
-        headers.insert(RATELIMIT_LIMIT, tightest.limit.max.into());
-        headers.insert(RATELIMIT_REMAINING, tightest.remaining().into());
+        headers.set_number(RATELIMIT_LIMIT, tightest.limit.max);
+        headers.set_number(RATELIMIT_REMAINING, tightest.remaining());
         let reset = (tightest.reset_ms.max(1) as u64).div_ceil(1000);
-        headers.insert(RATELIMIT_RESET, reset.into());
+        headers.set_number(RATELIMIT_RESET, reset);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::answers::error;
 use super::cache::CachedResponse;
-use super::h1::{hold_whole, put_head, whole};
+use super::h1::{hold_whole, put_head, whole, Form};
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
@@ -169,7 +169,7 @@ impl Gateway {
             info.instance = Some(target.0.id.clone());
             let length = Some(body.len() as u64);
             let whole = match upstream_head(&target.0, &parts, &matched.upstream_path, length) {
-                Ok(head) => whole(head, parts.method.clone(), &body),
+                Ok(head) => whole(head, parts.method.clone(), &body, Form::Wire),
                 Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
             };
             let sent = self.pool.send_whole(&target.0.authority, &whole);
@@ -205,9 +205,9 @@ impl Gateway {
             Ok(head) => head,
             Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
         };
-        let sent = self
-            .pool
-            .send_streamed(&target.0.authority, &head, &parts.method, body);
+        let sent =
+            self.pool
+                .send_streamed(&target.0.authority, &head, &parts.method, body, Form::Wire);
         let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
         self.settle(outcome, &matched.service, &target, matched).0
     }

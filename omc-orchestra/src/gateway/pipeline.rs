@@ -8,6 +8,7 @@ use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
 };
 use super::config::GatewayConfig;
+use super::h1::{set_headers, WireHeaders};
 use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID, X_USER_ID, X_USER_ROLES};
 use super::pool::UpstreamPool;
 use super::proxy::{forward_headers, Target};
@@ -203,12 +204,15 @@ impl Gateway {
         client_ip: IpAddr,
     ) -> Response<GatewayBody> {
         let (mut response, info) = self.serve(req, client_ip).await;
+        WireHeaders::restore(&mut response);
         response.extensions_mut().insert(info);
         response
     }
 
     /// [`Gateway::handle`], with what the gateway did returned beside the answer rather
-    /// than in it.
+    /// than in it, and an upstream's headers (of an answer that came from one) left in
+    /// wire form as a [`WireHeaders`] extension, for an HTTP/1.1 writer to copy as they
+    /// are; [`WireHeaders::restore`] puts them in the header map.
     pub async fn serve(
         &self,
         req: Request<GatewayBody>,
@@ -236,10 +240,7 @@ impl Gateway {
         };
         let mut response = self.route(req, client_ip, &id_value, &mut info).await;
         let status = response.status().as_u16();
-        let bytes = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let bytes = answer_length(&response);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "orchestra::gateway",
@@ -268,7 +269,9 @@ impl Gateway {
             log.send(access.record(self.clock.now()));
         }
         // This request's id, also over a cached answer that carried another one.
-        response.headers_mut().insert(X_REQUEST_ID, id_value);
+        set_headers(&mut response, |headers| {
+            headers.set_value(X_REQUEST_ID, id_value)
+        });
         (response, info)
     }
 
@@ -380,7 +383,7 @@ impl Gateway {
             self.forward(parts, body, &matched, attempts, info).await
         };
         if let Some(decision) = &decision {
-            rate_headers(response.headers_mut(), decision);
+            set_headers(&mut response, |headers| rate_headers(headers, decision));
         }
         response
     }
@@ -433,7 +436,8 @@ impl Gateway {
         }
         info.cache = Some("MISS");
         let request_headers = parts.headers.clone();
-        let response = self.forward(parts, body, matched, max_attempts, info).await;
+        let mut response = self.forward(parts, body, matched, max_attempts, info).await;
+        WireHeaders::restore(&mut response);
         let mut response = if head {
             response
         } else {
@@ -444,5 +448,16 @@ impl Gateway {
             .headers_mut()
             .insert(X_CACHE, HeaderValue::from_static("MISS"));
         response
+    }
+}
+
+/// The length of an answer's body as its headers (or, without them, its body) say.
+fn answer_length(response: &Response<GatewayBody>) -> Option<u64> {
+    if let Some(wire) = response.extensions().get::<WireHeaders>() {
+        return wire.length();
+    }
+    match response.headers().get(http::header::CONTENT_LENGTH) {
+        Some(value) => value.to_str().ok()?.parse::<u64>().ok(),
+        None => hyper::body::Body::size_hint(response.body()).exact(),
     }
 }

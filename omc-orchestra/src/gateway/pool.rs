@@ -9,7 +9,7 @@
 //! drives, and a pooled connection found closed before any answer came is replaced
 //! transparently (the request is sent again on a fresh one when it was held whole).
 
-use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
+use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Form, Whole};
 use super::{BoxError, GatewayBody};
 use crate::per_thread::PerThread;
 use http::{Request, Response};
@@ -231,22 +231,27 @@ impl UpstreamPool {
         );
         match held {
             Ok(bytes) => {
-                let whole = whole(head, parts.method, &bytes);
+                let whole = whole(head, parts.method, &bytes, Form::Map);
                 self.send_whole(origin, &whole).await
             }
-            Err(body) => self.send_streamed(origin, &head, &parts.method, body).await,
+            Err(body) => {
+                let method = &parts.method;
+                self.send_streamed(origin, &head, method, body, Form::Map)
+                    .await
+            }
         }
     }
 
     /// Send `head` (see [`put_head`]) then stream `body`, of the length `head` gave or
-    /// chunked, to `origin` on a pooled connection or a new one. Such a request is sent
-    /// once: a pooled connection found closed fails it.
+    /// chunked, to `origin` on a pooled connection or a new one, the answer's headers in
+    /// `form`. Such a request is sent once: a pooled connection found closed fails it.
     pub(crate) async fn send_streamed(
         &self,
         origin: &Arc<str>,
         head: &[u8],
         method: &http::Method,
         body: GatewayBody,
+        form: Form,
     ) -> Result<Response<GatewayBody>, UpstreamError> {
         let chunked = body.size_hint().exact().is_none();
         let key = self.key(origin);
@@ -254,7 +259,7 @@ impl UpstreamPool {
             Some(conn) => conn,
             None => Conn::new(self.open(origin).await?),
         };
-        exchange_streamed(conn, head, method, body, chunked, self.home(key)).await
+        exchange_streamed(conn, head, method, body, chunked, self.home(key), form).await
     }
 
     /// Send a request held whole to `origin` on a pooled connection, or a new one; a

@@ -5,14 +5,12 @@
 //! handing the connection back to the pool at its end.
 
 use super::body::{Chunk, Framing, UpstreamBody};
-use super::{
-    field, is_token_in, put_header, put_length, read_more, shared_headers, BODY_IN_ONE_WRITE,
-    MAX_HEAD,
-};
+use super::wire::{sort, Declared, Sorted, WireHeaders};
+use super::{put_header, put_length, read_more, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
 use crate::gateway::{GatewayBody, UpstreamError};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -72,6 +70,8 @@ pub(crate) struct Whole {
     pub(crate) wire: Bytes,
     /// The request's method (how to read the answer; whether it may be repeated).
     pub(crate) method: Method,
+    /// The form the answer's headers are wanted in.
+    pub(crate) form: Form,
 }
 
 fn io_error(error: std::io::Error) -> UpstreamError {
@@ -132,11 +132,12 @@ pub(crate) async fn hold_whole(
 }
 
 /// `head` (see [`put_head`]) and `body` as one [`Whole`].
-pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8]) -> Whole {
+pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8], form: Form) -> Whole {
     head.extend_from_slice(body);
     Whole {
         wire: Bytes::from(head),
         method,
+        form,
     }
 }
 
@@ -156,7 +157,7 @@ pub(crate) async fn exchange(
         });
     }
     match read_head(&mut conn).await {
-        Ok(head) => Ok(answer(conn, head, &whole.method, home)),
+        Ok(head) => Ok(answer(conn, head, &whole.method, home, whole.form)),
         // The request went out: the upstream may have acted on it before closing, so
         // only a request that may be repeated is sent again.
         Err(HeadError::ClosedEarly(error)) => Err(Failed {
@@ -176,11 +177,12 @@ pub(crate) async fn exchange_streamed(
     body: GatewayBody,
     chunked: bool,
     home: Home,
+    form: Form,
 ) -> Result<Response<GatewayBody>, UpstreamError> {
     conn.stream.write_all(head).await.map_err(io_error)?;
     stream_body(&mut conn.stream, body, chunked).await?;
     match read_head(&mut conn).await {
-        Ok(head) => Ok(answer(conn, head, method, home)),
+        Ok(head) => Ok(answer(conn, head, method, home, form)),
         Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => Err(error),
     }
 }
@@ -217,8 +219,8 @@ async fn stream_body(
 
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
-    keep_alive: bool,
+    sorted: Sorted,
+    http11: bool,
 }
 
 enum HeadError {
@@ -270,8 +272,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
     }
 }
 
-/// The answer head at the start of `buf`, split off it; `None` while incomplete. Header
-/// values share the head's bytes.
+/// The answer head at the start of `buf`, split off it; `None` while incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     let mut slots = [httparse::EMPTY_HEADER; 100];
     let mut parsed = httparse::Response::new(&mut slots);
@@ -288,53 +289,52 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| UpstreamError::Protocol("the upstream's status is invalid".into()))?;
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for header in parsed.headers.iter() {
-        fields.push(field(buf, header).ok_or_else(|| {
-            UpstreamError::Protocol(format!(
-                "the upstream sent an invalid header `{}`",
-                header.name
-            ))
-        })?);
-    }
+    // httparse accepts the names and values `http` does: they are copied as they came.
+    let sorted = sort(parsed.headers);
     let http11 = parsed.version == Some(1);
-    let head = buf.split_to(len).freeze();
-    let headers = shared_headers(&head, fields, 4);
-    let keep_alive = http11 && !is_token_in(&headers, CONNECTION, "close");
+    buf.advance(len);
     Ok(Some(Head {
         status,
-        headers,
-        keep_alive,
+        sorted,
+        http11,
     }))
 }
 
-/// The answer, its body reading the rest from `conn`.
-fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Response<GatewayBody> {
+/// The form an answer's upstream headers are given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// As [`WireHeaders`], an extension of the answer.
+    Wire,
+    /// In the answer's header map.
+    Map,
+}
+
+/// The answer, its body reading the rest from `conn`, its headers in `form`.
+fn answer(
+    conn: Conn,
+    head: Head,
+    method: &Method,
+    home: Home,
+    form: Form,
+) -> Response<GatewayBody> {
     let Head {
         status,
-        mut headers,
-        keep_alive,
+        sorted,
+        http11,
     } = head;
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
-    } else if is_token_in(&headers, TRANSFER_ENCODING, "chunked") {
-        Framing::Chunked(Chunk::Size)
     } else {
-        let lengths: Vec<_> = headers.get_all(CONTENT_LENGTH).iter().collect();
-        match lengths.as_slice() {
-            [one] => one
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map_or(Framing::UntilClose, Framing::Length),
-            _ => Framing::UntilClose,
+        match sorted.declared {
+            Declared::Chunked => Framing::Chunked(Chunk::Size),
+            Declared::Length(length) => Framing::Length(length),
+            Declared::Unknown => Framing::UntilClose,
         }
     };
-    headers.remove(TRANSFER_ENCODING);
-    let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
+    let reusable = http11 && !sorted.close && !matches!(framing, Framing::UntilClose);
     let mut body = UpstreamBody {
         conn: Some(conn),
         framing,
@@ -343,6 +343,9 @@ fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Response<Gatew
     body.finish_if_done();
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = status;
-    *response.headers_mut() = headers;
+    response.extensions_mut().insert(sorted.wire);
+    if form == Form::Map {
+        WireHeaders::restore(&mut response);
+    }
     response
 }

@@ -16,10 +16,15 @@ mod client;
 mod respond;
 mod rewind;
 mod server;
+mod wire;
 
-pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
+pub(crate) use client::{
+    exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Form, Whole,
+};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
+pub use wire::WireHeaders;
+pub(crate) use wire::{set_headers, SetHeader};
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -60,39 +65,25 @@ fn put_length(out: &mut Vec<u8>, len: u64) {
 /// shared rather than copied once the head is split off (see [`shared_headers`]).
 type Field = (HeaderName, std::ops::Range<usize>);
 
-/// `header` of a head starting at `head`, as a [`Field`]; `None` when its name or value
-/// is not one `http` accepts.
+/// `header` of a head starting at `head`, as a [`Field`]; `None` when its name is not one
+/// `http` accepts. Its value is one: httparse accepts the bytes `HeaderValue` does
+/// (visible ASCII, obs-text, spaces and tabs).
 fn field(head: &[u8], header: &httparse::Header<'_>) -> Option<Field> {
     let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-    // What `HeaderValue` accepts: visible ASCII, obs-text and tabs.
-    let valid = header
-        .value
-        .iter()
-        .all(|&b| (b >= 32 && b != 127) || b == b'\t');
     let offset = (header.value.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
-    valid.then(|| (name, offset..offset + header.value.len()))
+    Some((name, offset..offset + header.value.len()))
 }
 
 /// The headers of `fields`, their values sharing `head`'s bytes.
 fn shared_headers(head: &bytes::Bytes, fields: Vec<Field>, room: usize) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(fields.len() + room);
     for (name, range) in fields {
-        // `field` checked the value with the same rule.
+        // httparse checked the value with the same rule.
         if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
             headers.append(name, value);
         }
     }
     headers
-}
-
-/// Whether a comma-separated header (`Connection`, `Transfer-Encoding`) names `token`.
-fn is_token_in(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|part| part.trim().eq_ignore_ascii_case(token))
-        })
-    })
 }
 
 /// Read what the socket has into `buf`: `Ok(0)` at its end. A read that leaves room in

@@ -1,6 +1,6 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, WireHeaders, BODY_IN_ONE_WRITE};
 use crate::gateway::{full_body, GatewayBody};
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -52,11 +52,21 @@ pub(super) async fn write_response(
         }
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !parts.headers.contains_key(DATE) {
+    let wire = parts.extensions.get::<WireHeaders>();
+    let mut dated = false;
+    if let Some(wire) = wire {
+        out.extend_from_slice(wire.lines());
+        dated = wire.has_date();
+    }
+    if !dated && !parts.headers.contains_key(DATE) {
         put_date(out);
     }
     match exact {
-        _ if bodiless => {}
+        _ if bodiless => {
+            if let Some(length) = wire.and_then(WireHeaders::length) {
+                put_length(out, length);
+            }
+        }
         Some(len) => put_length(out, len),
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }

@@ -1,0 +1,335 @@
+//! An upstream answer's headers kept in wire form, copied to the client as they came.
+
+use super::put_header;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::{HeaderMap, Response};
+
+/// An upstream answer's headers as `name: value\r\n` lines: those the upstream sent, less
+/// the hop-by-hop ones (the fixed list and those its `Connection` names), the framing
+/// ones and `X-Request-Id` (the gateway sets its own), followed by any the gateway added.
+///
+/// [`Gateway::serve`](crate::gateway::Gateway::serve) gives a proxied answer's upstream
+/// headers this way, as an extension of the answer, so that an HTTP/1.1 writer copies
+/// them rather than rebuilding them from a header map; the answer's header map holds
+/// only what else the gateway set. [`WireHeaders::restore`] moves them into the header
+/// map for anyone else.
+#[derive(Debug, Clone, Default)]
+pub struct WireHeaders {
+    lines: Vec<u8>,
+    /// The upstream's `Content-Length`, when it gave one valid value and no chunking.
+    length: Option<u64>,
+    /// The lines hold a `Date`.
+    date: bool,
+    /// The upstream sent rate-limit headers of its own, which the gateway's replace.
+    foreign_rate: bool,
+}
+
+/// What a header of an upstream answer is to the gateway.
+enum Kind {
+    /// Hop-by-hop, or one the gateway sets itself: never relayed as it is.
+    Dropped,
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    Date,
+    RateLimit,
+    Other,
+}
+
+fn kind(name: &[u8]) -> Kind {
+    let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
+    match name.len() {
+        2 if is("te") => Kind::Dropped,
+        4 if is("date") => Kind::Date,
+        7 if is("trailer") || is("upgrade") => Kind::Dropped,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::Dropped,
+        12 if is("x-request-id") => Kind::Dropped,
+        14 if is("content-length") => Kind::ContentLength,
+        16 if is("proxy-connection") => Kind::Dropped,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        18 if is("proxy-authenticate") => Kind::Dropped,
+        19 if is("proxy-authorization") => Kind::Dropped,
+        _ if starts_with_ignore_case(name, b"x-ratelimit-")
+            || starts_with_ignore_case(name, b"ratelimit-") =>
+        {
+            Kind::RateLimit
+        }
+        _ => Kind::Other,
+    }
+}
+
+fn starts_with_ignore_case(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
+/// How an answer's body is framed, as its headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Declared {
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// One valid `Content-Length`.
+    Length(u64),
+    /// Neither (or several lengths, or one that does not parse): until the connection closes.
+    Unknown,
+}
+
+/// An upstream answer's headers, sorted out.
+pub(super) struct Sorted {
+    pub(super) wire: WireHeaders,
+    pub(super) declared: Declared,
+    /// The upstream's `Connection` asks to close.
+    pub(super) close: bool,
+}
+
+/// Sort out the headers of an upstream answer.
+pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
+    // The names `Connection` lists are hop-by-hop too.
+    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut close = false;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("connection") {
+            for token in tokens(header.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                let known = token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"close");
+                if !known {
+                    listed.push(token);
+                }
+            }
+        }
+    }
+    let mut wire = WireHeaders {
+        lines: Vec::with_capacity(headers.iter().map(|h| h.value.len() + 24).sum()),
+        ..WireHeaders::default()
+    };
+    let (mut chunked, mut lengths, mut length) = (false, 0, None);
+    for header in headers {
+        let name = header.name.as_bytes();
+        match kind(name) {
+            Kind::Dropped | Kind::Connection => continue,
+            Kind::ContentLength => {
+                lengths += 1;
+                length = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                continue;
+            }
+            Kind::TransferEncoding => {
+                chunked |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"chunked"));
+                continue;
+            }
+            Kind::Date => wire.date = true,
+            Kind::RateLimit => wire.foreign_rate = true,
+            Kind::Other => {}
+        }
+        if !listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        put_header(&mut wire.lines, name, header.value);
+    }
+    let declared = match (chunked, lengths, length) {
+        (true, _, _) => Declared::Chunked,
+        (false, 1, Some(length)) => Declared::Length(length),
+        _ => Declared::Unknown,
+    };
+    if let Declared::Length(length) = declared {
+        wire.length = Some(length);
+    }
+    Sorted {
+        wire,
+        declared,
+        close,
+    }
+}
+
+impl WireHeaders {
+    /// The header lines, each ending in `\r\n`.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// The upstream's `Content-Length`, when it gave one.
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// Whether the lines hold a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.date
+    }
+
+    /// Set `name` to `value`, in place of what the upstream sent under that name when it
+    /// is a rate-limit header (the only ones besides `X-Request-Id`, which is never
+    /// relayed, that the gateway sets over an upstream's answer).
+    pub fn set(&mut self, name: &HeaderName, value: &[u8]) {
+        if self.foreign_rate {
+            self.remove(name.as_str().as_bytes());
+        }
+        put_header(&mut self.lines, name.as_str().as_bytes(), value);
+    }
+
+    /// Set `name` to the decimal `value` (see [`WireHeaders::set`]).
+    pub fn set_number(&mut self, name: &HeaderName, value: u64) {
+        let mut digits = itoa::Buffer::new();
+        self.set(name, digits.format(value).as_bytes());
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        let mut kept = Vec::with_capacity(self.lines.len());
+        for line in self.lines.split_inclusive(|&b| b == b'\n') {
+            let named = line
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|colon| line[..colon].eq_ignore_ascii_case(name));
+            if !named {
+                kept.extend_from_slice(line);
+            }
+        }
+        self.lines = kept;
+    }
+
+    /// Move an answer's wire headers (if it has them) into its header map, with the
+    /// upstream's `Content-Length`; a line `http` does not accept is dropped.
+    pub fn restore<B>(response: &mut Response<B>) {
+        let Some(wire) = response.extensions_mut().remove::<WireHeaders>() else {
+            return;
+        };
+        wire.add_to(response.headers_mut());
+    }
+
+    fn add_to(&self, headers: &mut HeaderMap) {
+        let mut text = Vec::with_capacity(self.lines.len() + 2);
+        text.extend_from_slice(&self.lines);
+        text.extend_from_slice(b"\r\n");
+        let mut slots = vec![httparse::EMPTY_HEADER; self.lines.len() / 4 + 1];
+        if let Ok(httparse::Status::Complete((_, parsed))) =
+            httparse::parse_headers(&text, &mut slots)
+        {
+            for header in parsed {
+                let name = HeaderName::from_bytes(header.name.as_bytes());
+                let value = HeaderValue::from_bytes(header.value);
+                if let (Ok(name), Ok(value)) = (name, value) {
+                    headers.append(name, value);
+                }
+            }
+        }
+        if let Some(length) = self.length {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
+    }
+}
+
+/// Where the gateway sets a header on an answer: its wire lines when it has them, else its
+/// header map.
+pub(crate) trait SetHeader {
+    /// Set `name` to `value`.
+    fn set_value(&mut self, name: HeaderName, value: HeaderValue);
+    /// Set `name` to the decimal `value`.
+    fn set_number(&mut self, name: HeaderName, value: u64);
+}
+
+impl SetHeader for HeaderMap {
+    fn set_value(&mut self, name: HeaderName, value: HeaderValue) {
+        self.insert(name, value);
+    }
+
+    fn set_number(&mut self, name: HeaderName, value: u64) {
+        self.insert(name, HeaderValue::from(value));
+    }
+}
+
+impl SetHeader for WireHeaders {
+    fn set_value(&mut self, name: HeaderName, value: HeaderValue) {
+        self.set(&name, value.as_bytes());
+    }
+
+    fn set_number(&mut self, name: HeaderName, value: u64) {
+        WireHeaders::set_number(self, &name, value);
+    }
+}
+
+/// Run `set` on where headers of `response` are set (see [`SetHeader`]).
+pub(crate) fn set_headers<B>(response: &mut Response<B>, set: impl FnOnce(&mut dyn SetHeader)) {
+    if response.extensions().get::<WireHeaders>().is_some() {
+        if let Some(wire) = response.extensions_mut().get_mut::<WireHeaders>() {
+            set(wire);
+        }
+    } else {
+        set(response.headers_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(raw: &[u8]) -> Sorted {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let Ok(httparse::Status::Complete((_, headers))) = httparse::parse_headers(raw, &mut slots)
+        else {
+            panic!("the test headers parse");
+        };
+        sort(headers)
+    }
+
+    #[test]
+    fn hop_by_hop_framing_and_request_ids_are_not_relayed() {
+        let raw = b"Server: up\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+            Keep-Alive: timeout=5\r\nContent-Length: 12\r\nX-Request-Id: theirs\r\n\
+            Date: Tue, 24 Nov 2026 08:00:00 GMT\r\nTE: trailers\r\nETag: \"x\"\r\n\r\n";
+        let sorted = sorted(raw);
+        assert_eq!(
+            sorted.wire.lines(),
+            b"Server: up\r\nDate: Tue, 24 Nov 2026 08:00:00 GMT\r\nETag: \"x\"\r\n"
+        );
+        assert_eq!(sorted.declared, Declared::Length(12));
+        assert_eq!(sorted.wire.length(), Some(12));
+        assert!(sorted.wire.has_date());
+        assert!(!sorted.close);
+    }
+
+    #[test]
+    fn framing_is_read_from_the_headers() {
+        let chunked = sorted(b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(chunked.declared, Declared::Chunked);
+        assert_eq!(chunked.wire.length(), None);
+        let twice = sorted(b"Content-Length: 3\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(twice.declared, Declared::Unknown);
+        let closing = sorted(b"Connection: close\r\n\r\n");
+        assert_eq!(closing.declared, Declared::Unknown);
+        assert!(closing.close);
+    }
+
+    #[test]
+    fn the_gateways_rate_headers_replace_the_upstreams() {
+        let mut wire = sorted(b"X-RateLimit-Limit-Second: 5\r\nA: b\r\n\r\n").wire;
+        wire.set_number(&HeaderName::from_static("x-ratelimit-limit-second"), 10);
+        assert_eq!(wire.lines(), b"A: b\r\nx-ratelimit-limit-second: 10\r\n");
+        let mut plain = sorted(b"A: b\r\n\r\n").wire;
+        plain.set_number(&HeaderName::from_static("ratelimit-limit"), 7);
+        assert_eq!(plain.lines(), b"A: b\r\nratelimit-limit: 7\r\n");
+    }
+
+    #[test]
+    fn restored_headers_land_in_the_map() {
+        let wire =
+            sorted(b"Server: up\r\nX-Many: 1\r\nX-Many: 2\r\nContent-Length: 5\r\n\r\n").wire;
+        let mut response = Response::new(());
+        response.extensions_mut().insert(wire);
+        WireHeaders::restore(&mut response);
+        let headers = response.headers();
+        assert_eq!(headers["server"], "up");
+        assert_eq!(headers.get_all("x-many").iter().count(), 2);
+        assert_eq!(headers["content-length"], "5");
+        assert!(response.extensions().get::<WireHeaders>().is_none());
+    }
+}
