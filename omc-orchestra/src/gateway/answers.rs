@@ -1,28 +1,18 @@
 //! The answers the gateway makes itself: JSON errors, 429s, rate-limit headers, and the
 //! identity it forwards.
 
-use super::auth::Identity;
 use super::full_body;
 use super::h1::SetHeader;
 use super::names::{
     RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_RATELIMIT_LIMIT_DAY,
     X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_LIMIT_SECOND,
     X_RATELIMIT_REMAINING_DAY, X_RATELIMIT_REMAINING_HOUR, X_RATELIMIT_REMAINING_MINUTE,
-    X_RATELIMIT_REMAINING_SECOND, X_RATELIMIT_STATUS, X_USER_ID, X_USER_ROLES,
+    X_RATELIMIT_REMAINING_SECOND, X_RATELIMIT_STATUS,
 };
 use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
-
-pub(super) fn forward_identity(headers: &mut http::HeaderMap, identity: &Identity) {
-    if let Ok(value) = HeaderValue::from_str(&identity.subject) {
-        headers.insert(X_USER_ID, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&identity.roles.join(",")) {
-        headers.insert(X_USER_ROLES, value);
-    }
-}
 
 /// A JSON error in the servers' shape: `{"error", "message", "details"}`.
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<GatewayBody> {

@@ -6,6 +6,7 @@ use super::h1::{hold_whole, put_head, whole, Form};
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
+use super::rewrite::Rewrite;
 use super::routes::RouteMatch;
 use super::{empty_body, full_body, BoxError, GatewayBody, UpstreamError};
 use bytes::Bytes;
@@ -56,13 +57,15 @@ fn plain(target: &Target) -> Result<(), String> {
 }
 
 /// The head of the request to `target` for `path` (the client's query kept), with the
-/// upstream's `Host` and a body of `length` bytes (chunked when unknown), in wire form;
-/// why not when it cannot be sent there (a 502).
+/// upstream's `Host`, the client's headers as `rewrite` has them, and a body of `length`
+/// bytes (chunked when unknown), in wire form; why not when it cannot be sent there (a
+/// 502).
 fn upstream_head(
     target: &Target,
     parts: &http::request::Parts,
     path: &str,
     length: Option<u64>,
+    rewrite: &Rewrite<'_>,
 ) -> Result<Vec<u8>, String> {
     plain(target)?;
     let query = parts.uri.query();
@@ -81,6 +84,7 @@ fn upstream_head(
         host,
         &parts.headers,
         length,
+        Some(rewrite),
     );
     Ok(head)
 }
@@ -132,6 +136,7 @@ impl Gateway {
         body: GatewayBody,
         matched: &RouteMatch,
         max_attempts: u32,
+        rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let service = matched.service.as_str();
@@ -154,7 +159,7 @@ impl Gateway {
             Ok(bytes) => bytes,
             Err(streamed) => {
                 return self
-                    .forward_streamed(parts, streamed, target, matched, info)
+                    .forward_streamed(parts, streamed, target, matched, rewrite, info)
                     .await
             }
         };
@@ -168,7 +173,8 @@ impl Gateway {
             info.attempts += 1;
             info.instance = Some(target.0.id.clone());
             let length = Some(body.len() as u64);
-            let whole = match upstream_head(&target.0, &parts, &matched.upstream_path, length) {
+            let path = &matched.upstream_path;
+            let whole = match upstream_head(&target.0, &parts, path, length, rewrite) {
                 Ok(head) => whole(head, parts.method.clone(), &body, Form::Wire),
                 Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
             };
@@ -196,12 +202,14 @@ impl Gateway {
         body: GatewayBody,
         target: (Arc<Target>, usize),
         matched: &RouteMatch,
+        rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         info.attempts += 1;
         info.instance = Some(target.0.id.clone());
         let length = body.size_hint().exact();
-        let head = match upstream_head(&target.0, &parts, &matched.upstream_path, length) {
+        let path = &matched.upstream_path;
+        let head = match upstream_head(&target.0, &parts, path, length, rewrite) {
             Ok(head) => head,
             Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
         };

@@ -21,6 +21,7 @@ mod pool;
 mod proxy;
 mod ratelimit;
 mod retry;
+pub(crate) mod rewrite;
 mod routes;
 mod trace;
 mod upgrade;

@@ -1,7 +1,7 @@
 //! The request pipeline: route → auth → rate limit → trace context → cache → forward.
 
 use super::access_log::{Access, AccessLog};
-use super::answers::{error, forward_identity, rate_headers, rejected};
+use super::answers::{error, rate_headers, rejected};
 use super::auth::Authenticator;
 use super::breaker::Breakers;
 use super::cache::{
@@ -9,11 +9,12 @@ use super::cache::{
 };
 use super::config::GatewayConfig;
 use super::h1::{set_headers, WireHeaders};
-use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID, X_USER_ID, X_USER_ROLES};
+use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID};
 use super::pool::UpstreamPool;
-use super::proxy::{forward_headers, Target};
+use super::proxy::Target;
 use super::ratelimit::{RateLimitStore, RateLimiter};
 use super::retry::RetryBudget;
+use super::rewrite::Rewrite;
 use super::routes::{RouteMatch, RouteTable};
 use super::trace::next_traceparent;
 use super::view::ServiceView;
@@ -301,9 +302,6 @@ impl Gateway {
             );
         }
 
-        // Identity headers come from the gateway only.
-        parts.headers.remove(&X_USER_ID);
-        parts.headers.remove(&X_USER_ROLES);
         let identity = if spec.auth {
             match dynamic.auth.authenticate(&parts.headers) {
                 Ok(identity) => Some(identity),
@@ -317,9 +315,6 @@ impl Gateway {
         } else {
             None
         };
-        if let Some(identity) = &identity {
-            forward_identity(&mut parts.headers, identity);
-        }
 
         let limits = spec.limits.to_list();
         let decision = if limits.is_empty() {
@@ -352,18 +347,18 @@ impl Gateway {
                 .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
         );
-        if let Ok(value) = HeaderValue::from_str(&trace.header()) {
-            parts.headers.insert(TRACEPARENT, value);
-        }
+        let rewrite = Rewrite::new(
+            &parts.headers,
+            client_ip,
+            identity.as_ref(),
+            trace.header(),
+            id_value,
+        );
         info.trace_id = Some(trace.trace_id);
         info.span_id = Some(trace.parent_id);
-        if !parts.headers.contains_key(&X_REQUEST_ID) {
-            parts.headers.insert(X_REQUEST_ID, id_value.clone());
-        }
-        let upgrade = super::upgrade::requested(&parts.headers);
-        forward_headers(&mut parts.headers, client_ip);
-        if let Some(protocol) = upgrade {
+        if let Some(protocol) = super::upgrade::requested(&parts.headers) {
             drop(body);
+            rewrite.apply(&mut parts.headers);
             let mut response = Box::pin(self.upgrade(parts, protocol, &matched, info)).await;
             if let Some(decision) = &decision {
                 rate_headers(response.headers_mut(), decision);
@@ -374,13 +369,14 @@ impl Gateway {
         let cacheable = spec.cache_ttl.is_some()
             && matches!(parts.method, Method::GET | Method::HEAD)
             && !request_bypasses(&parts.headers);
+        let attempts = dynamic.config.max_attempts;
         let mut response = if cacheable {
             let subject = identity.as_ref().map(|i| i.subject.as_str());
-            let attempts = dynamic.config.max_attempts;
-            Box::pin(self.cached(parts, body, &matched, subject, attempts, info)).await
+            let cached = self.cached(parts, body, &matched, subject, attempts, &rewrite, info);
+            Box::pin(cached).await
         } else {
-            let attempts = dynamic.config.max_attempts;
-            self.forward(parts, body, &matched, attempts, info).await
+            self.forward(parts, body, &matched, attempts, &rewrite, info)
+                .await
         };
         if let Some(decision) = &decision {
             set_headers(&mut response, |headers| rate_headers(headers, decision));
@@ -408,6 +404,7 @@ impl Gateway {
         matched: &RouteMatch,
         subject: Option<&str>,
         max_attempts: u32,
+        rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
         let path_and_query = parts
@@ -436,7 +433,8 @@ impl Gateway {
         }
         info.cache = Some("MISS");
         let request_headers = parts.headers.clone();
-        let mut response = self.forward(parts, body, matched, max_attempts, info).await;
+        let sent = self.forward(parts, body, matched, max_attempts, rewrite, info);
+        let mut response = sent.await;
         WireHeaders::restore(&mut response);
         let mut response = if head {
             response

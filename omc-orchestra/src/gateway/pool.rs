@@ -228,6 +228,7 @@ impl UpstreamPool {
             None,
             &parts.headers,
             length,
+            None,
         );
         match held {
             Ok(bytes) => {

@@ -93,7 +93,7 @@ impl Target {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub(super) const HOP_BY_HOP: [HeaderName; 9] = [
     http::header::CONNECTION,
     super::names::KEEP_ALIVE,
     super::names::PROXY_CONNECTION,

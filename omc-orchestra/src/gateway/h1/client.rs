@@ -9,6 +9,7 @@ use super::wire::{sort, Declared, Sorted, WireHeaders};
 use super::{put_header, put_length, read_more, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
+use crate::gateway::rewrite::Rewrite;
 use crate::gateway::{GatewayBody, UpstreamError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -80,8 +81,9 @@ fn io_error(error: std::io::Error) -> UpstreamError {
 
 /// Append a request head: the request line for `method` and the target made of
 /// `target` pieces, `host` (when given) as `Host` in place of the request's own, the
-/// request's `headers` but for the framing ones, and the `Content-Length` of a body of
-/// `length` bytes (also 0 where the method expects a body); the blank line ends it.
+/// request's `headers` but for the framing ones, rewritten by `rewrite` when given, and
+/// the `Content-Length` of a body of `length` bytes (also 0 where the method expects a
+/// body); the blank line ends it.
 pub(crate) fn put_head(
     wire: &mut Vec<u8>,
     method: &Method,
@@ -89,6 +91,7 @@ pub(crate) fn put_head(
     host: Option<&str>,
     headers: &HeaderMap,
     length: Option<u64>,
+    rewrite: Option<&Rewrite<'_>>,
 ) {
     wire.extend_from_slice(method.as_str().as_bytes());
     wire.push(b' ');
@@ -102,9 +105,12 @@ pub(crate) fn put_head(
     for (name, value) in headers {
         let framing = name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION;
         let replaced = host.is_some() && name == HOST;
-        if !framing && !replaced {
+        if !framing && !replaced && !rewrite.is_some_and(|r| r.drops(name)) {
             put_header(wire, name.as_str().as_bytes(), value.as_bytes());
         }
+    }
+    if let Some(rewrite) = rewrite {
+        rewrite.put(wire);
     }
     let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     match length {

@@ -1,0 +1,277 @@
+//! What the gateway changes in a request's headers on its way upstream, applied as the
+//! upstream request's head is written rather than by editing the client's header map.
+
+use super::auth::Identity;
+use super::names::{
+    TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_USER_ID,
+    X_USER_ROLES,
+};
+use super::proxy::{forward_headers, push_ip, HOP_BY_HOP};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
+use http::HeaderMap;
+use std::net::IpAddr;
+
+/// The client's headers the upstream does not get, and those the gateway adds: hop-by-hop
+/// ones (and those `Connection` names) out; `Host` out (the upstream's goes in), becoming
+/// `X-Forwarded-Host` unless the client sent one; `X-Forwarded-For` extended with the
+/// client's address; `X-Forwarded-Proto` unless sent; the verified identity in
+/// `X-User-Id`/`X-User-Roles` (the client's never pass); a new `traceparent`; the request
+/// id when the client sent none.
+pub(crate) struct Rewrite<'a> {
+    identity: Option<&'a Identity>,
+    traceparent: String,
+    request_id: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    forwarded_proto: bool,
+    forwarded_host: Option<HeaderValue>,
+    client_ip: IpAddr,
+    /// Names the client's `Connection` lists (beyond `keep-alive` and `close`).
+    listed: Vec<HeaderName>,
+}
+
+impl<'a> Rewrite<'a> {
+    /// The rewrite of a request with `headers` from `client_ip`.
+    pub(super) fn new(
+        headers: &HeaderMap,
+        client_ip: IpAddr,
+        identity: Option<&'a Identity>,
+        traceparent: String,
+        request_id: &HeaderValue,
+    ) -> Self {
+        let mut listed = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                let known = token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"close");
+                if known || token.is_empty() {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    listed.push(name);
+                }
+            }
+        }
+        Self {
+            identity,
+            traceparent,
+            request_id: (!headers.contains_key(X_REQUEST_ID)).then(|| request_id.clone()),
+            forwarded_for: headers
+                .get(X_FORWARDED_FOR)
+                .filter(|v| v.to_str().is_ok_and(|v| !v.trim().is_empty()))
+                .cloned(),
+            forwarded_proto: !headers.contains_key(X_FORWARDED_PROTO),
+            forwarded_host: if headers.contains_key(X_FORWARDED_HOST) {
+                None
+            } else {
+                headers.get(HOST).cloned()
+            },
+            client_ip,
+            listed,
+        }
+    }
+
+    /// Whether the client's header `name` stays behind (or is replaced).
+    pub(super) fn drops(&self, name: &HeaderName) -> bool {
+        HOP_BY_HOP.contains(name)
+            || name == HOST
+            || name == X_USER_ID
+            || name == X_USER_ROLES
+            || name == TRACEPARENT
+            || name == X_FORWARDED_FOR
+            || (!self.listed.is_empty() && self.listed.contains(name))
+    }
+
+    /// Append the headers the gateway adds, in wire form.
+    pub(super) fn put(&self, wire: &mut Vec<u8>) {
+        let mut line = |name: &HeaderName, value: &[&[u8]]| {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            for piece in value {
+                wire.extend_from_slice(piece);
+            }
+            wire.extend_from_slice(b"\r\n");
+        };
+        if let Some(identity) = self.identity {
+            if valid_value(identity.subject.as_bytes()) {
+                line(&X_USER_ID, &[identity.subject.as_bytes()]);
+            }
+            let roles = &identity.roles;
+            if roles.iter().all(|role| valid_value(role.as_bytes())) {
+                let mut joined = Vec::with_capacity(roles.len() * 2);
+                for (i, role) in roles.iter().enumerate() {
+                    if i > 0 {
+                        joined.push(&b","[..]);
+                    }
+                    joined.push(role.as_bytes());
+                }
+                line(&X_USER_ROLES, &joined);
+            }
+        }
+        line(&TRACEPARENT, &[self.traceparent.as_bytes()]);
+        if let Some(id) = &self.request_id {
+            line(&X_REQUEST_ID, &[id.as_bytes()]);
+        }
+        let mut address = String::with_capacity(40);
+        push_ip(&mut address, self.client_ip);
+        match &self.forwarded_for {
+            Some(previous) => line(
+                &X_FORWARDED_FOR,
+                &[previous.as_bytes(), b", ", address.as_bytes()],
+            ),
+            None => line(&X_FORWARDED_FOR, &[address.as_bytes()]),
+        }
+        if self.forwarded_proto {
+            line(&X_FORWARDED_PROTO, &[b"http"]);
+        }
+        if let Some(host) = &self.forwarded_host {
+            line(&X_FORWARDED_HOST, &[host.as_bytes()]);
+        }
+    }
+
+    /// The same rewrite, made on `headers` (for requests sent as an `http::Request`).
+    pub(super) fn apply(&self, headers: &mut HeaderMap) {
+        headers.remove(X_USER_ID);
+        headers.remove(X_USER_ROLES);
+        if let Some(identity) = self.identity {
+            if let Ok(value) = HeaderValue::from_str(&identity.subject) {
+                headers.insert(X_USER_ID, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&identity.roles.join(",")) {
+                headers.insert(X_USER_ROLES, value);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&self.traceparent) {
+            headers.insert(TRACEPARENT, value);
+        }
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID, id.clone());
+        }
+        forward_headers(headers, self.client_ip);
+    }
+}
+
+/// What `HeaderValue` accepts: visible ASCII, obs-text, spaces and tabs.
+fn valid_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::h1::put_head;
+    use http::Method;
+
+    fn client_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("host", "gw.example:3000"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("keep-alive", "timeout=5"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-user-id", "forged"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("accept", "*/*"),
+            ("x-many", "1"),
+            ("x-many", "2"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    /// The headers of a head written by `put_head`, sorted.
+    fn written(head: &[u8]) -> Vec<(String, String)> {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut slots);
+        assert!(request.parse(head).is_ok_and(|s| s.is_complete()));
+        let mut all: Vec<_> = request
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn the_wire_rewrite_and_the_map_rewrite_agree() {
+        let identity = Identity {
+            subject: "user-1".into(),
+            roles: vec!["reader".into(), "writer".into()],
+        };
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01".to_owned();
+        let id = HeaderValue::from_static("req-1");
+        for identity in [Some(&identity), None] {
+            let headers = client_headers();
+            let ip: IpAddr = "127.0.0.1".parse().unwrap();
+            let rewrite = Rewrite::new(&headers, ip, identity, trace.clone(), &id);
+            let mut wire = Vec::new();
+            let host = Some("up:80");
+            let get = Method::GET;
+            put_head(
+                &mut wire,
+                &get,
+                &["/x"],
+                host,
+                &headers,
+                Some(0),
+                Some(&rewrite),
+            );
+            let mut map = headers.clone();
+            rewrite.apply(&mut map);
+            map.insert(HOST, HeaderValue::from_static("up:80"));
+            let mut from_map = Vec::new();
+            put_head(&mut from_map, &get, &["/x"], None, &map, Some(0), None);
+            let wired = written(&wire);
+            assert_eq!(wired, written(&from_map), "identity: {identity:?}");
+            let names: Vec<_> = wired.iter().map(|(n, _)| n.as_str()).collect();
+            for gone in ["connection", "x-private", "te", "keep-alive"] {
+                assert!(!names.contains(&gone), "{gone} in {wired:?}");
+            }
+            assert!(wired.contains(&("x-forwarded-for".into(), "10.0.0.1, 127.0.0.1".into())));
+            assert!(wired.contains(&("x-forwarded-host".into(), "gw.example:3000".into())));
+            assert!(wired.contains(&("host".into(), "up:80".into())));
+            assert!(wired.contains(&("x-request-id".into(), "req-1".into())));
+            assert!(wired.contains(&("traceparent".into(), trace.clone())));
+            let user = wired.iter().find(|(n, _)| n == "x-user-id");
+            match identity {
+                Some(_) => {
+                    assert_eq!(user.map(|(_, v)| v.as_str()), Some("user-1"));
+                    let roles = ("x-user-roles".into(), "reader,writer".into());
+                    assert!(wired.contains(&roles));
+                }
+                None => assert!(user.is_none(), "a forged identity never passes"),
+            }
+        }
+    }
+
+    #[test]
+    fn identities_that_are_no_header_value_are_left_out() {
+        let identity = Identity {
+            subject: "a\r\nb".into(),
+            roles: vec!["ok".into()],
+        };
+        let headers = HeaderMap::new();
+        let id = HeaderValue::from_static("r");
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let rewrite = Rewrite::new(&headers, ip, Some(&identity), "t".into(), &id);
+        let mut wire = Vec::new();
+        rewrite.put(&mut wire);
+        let text = String::from_utf8(wire).unwrap();
+        assert!(!text.contains("x-user-id"), "{text}");
+        assert!(text.contains("x-user-roles: ok\r\n"), "{text}");
+        assert!(text.contains("x-forwarded-for: 10.1.2.3\r\n"), "{text}");
+    }
+}
