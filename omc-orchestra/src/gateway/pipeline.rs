@@ -371,8 +371,7 @@ impl Gateway {
             && !request_bypasses(&parts.headers);
         let attempts = dynamic.config.max_attempts;
         let mut response = if cacheable {
-            let subject = identity.as_ref().map(|i| i.subject.as_str());
-            let cached = self.cached(parts, body, &matched, subject, attempts, &rewrite, info);
+            let cached = self.cached(parts, body, &matched, attempts, &rewrite, info);
             Box::pin(cached).await
         } else {
             self.forward(parts, body, &matched, attempts, &rewrite, info)
@@ -402,7 +401,6 @@ impl Gateway {
         parts: http::request::Parts,
         body: GatewayBody,
         matched: &RouteMatch,
-        subject: Option<&str>,
         max_attempts: u32,
         rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
@@ -413,7 +411,7 @@ impl Gateway {
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
         let key = CacheKey {
             route: matched.route.name.clone(),
-            consumer: subject.unwrap_or_default().to_owned(),
+            consumer: rewrite.subject().unwrap_or_default().to_owned(),
             path: path_and_query,
         };
         let refresh = request_refreshes(&parts.headers);

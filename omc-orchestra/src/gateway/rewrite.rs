@@ -71,6 +71,11 @@ impl<'a> Rewrite<'a> {
         }
     }
 
+    /// The verified subject the request goes upstream as.
+    pub(super) fn subject(&self) -> Option<&'a str> {
+        self.identity.map(|identity| identity.subject.as_str())
+    }
+
     /// Whether the client's header `name` stays behind (or is replaced).
     pub(super) fn drops(&self, name: &HeaderName) -> bool {
         HOP_BY_HOP.contains(name)
