@@ -38,36 +38,54 @@ impl<'a> Rewrite<'a> {
         traceparent: String,
         request_id: &HeaderValue,
     ) -> Self {
-        let mut listed = Vec::new();
-        for value in headers.get_all(CONNECTION) {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                let known = token.eq_ignore_ascii_case(b"keep-alive")
-                    || token.eq_ignore_ascii_case(b"close");
-                if known || token.is_empty() {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    listed.push(name);
-                }
-            }
-        }
-        Self {
+        let mut rewrite = Self {
             identity,
             traceparent,
-            request_id: (!headers.contains_key(X_REQUEST_ID)).then(|| request_id.clone()),
-            forwarded_for: headers
-                .get(X_FORWARDED_FOR)
-                .filter(|v| v.to_str().is_ok_and(|v| !v.trim().is_empty()))
-                .cloned(),
-            forwarded_proto: !headers.contains_key(X_FORWARDED_PROTO),
-            forwarded_host: if headers.contains_key(X_FORWARDED_HOST) {
-                None
-            } else {
-                headers.get(HOST).cloned()
-            },
+            request_id: Some(request_id.clone()),
+            forwarded_for: None,
+            forwarded_proto: true,
+            forwarded_host: None,
             client_ip,
-            listed,
+            listed: Vec::new(),
+        };
+        // One pass over the client's headers (a few lookups by name would hash each).
+        let (mut host, mut forwarded_host) = (None, false);
+        for (name, value) in headers {
+            if name == CONNECTION {
+                rewrite.list(value);
+            } else if name == HOST {
+                host.get_or_insert(value);
+            } else if name == X_REQUEST_ID {
+                rewrite.request_id = None;
+            } else if name == X_FORWARDED_FOR {
+                let given = value.to_str().is_ok_and(|v| !v.trim().is_empty());
+                if given && rewrite.forwarded_for.is_none() {
+                    rewrite.forwarded_for = Some(value.clone());
+                }
+            } else if name == X_FORWARDED_PROTO {
+                rewrite.forwarded_proto = false;
+            } else if name == X_FORWARDED_HOST {
+                forwarded_host = true;
+            }
+        }
+        if !forwarded_host {
+            rewrite.forwarded_host = host.cloned();
+        }
+        rewrite
+    }
+
+    /// Note the names a `Connection` value lists.
+    fn list(&mut self, value: &HeaderValue) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            let known =
+                token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close");
+            if known || token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                self.listed.push(name);
+            }
         }
     }
 

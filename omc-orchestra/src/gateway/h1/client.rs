@@ -16,6 +16,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use std::mem::MaybeUninit;
 use std::task::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -280,9 +281,10 @@ async fn read_head(conn: &mut Conn) -> Result<Head, HeadError> {
 
 /// The answer head at the start of `buf`, split off it; `None` while incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
-    let mut slots = [httparse::EMPTY_HEADER; 100];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 100];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(err) => {
