@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Keys and rules for authentication.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -64,7 +65,7 @@ impl std::fmt::Display for AuthFailure {
 }
 
 /// Verified tokens, with the caller each stands for and when it stops being valid.
-type Verified = HashMap<Box<str>, (Identity, u64)>;
+type Verified = HashMap<Box<str>, (Arc<Identity>, u64)>;
 
 /// How many verified tokens each thread slot remembers.
 const VERIFIED_CAPACITY: usize = 1024;
@@ -79,7 +80,7 @@ pub struct Authenticator {
     audience: Option<String>,
     leeway: u64,
     roles_claim: String,
-    api_keys: HashMap<String, Identity>,
+    api_keys: HashMap<String, Arc<Identity>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -127,10 +128,10 @@ impl Authenticator {
             }
             api_keys.insert(
                 key.key.clone(),
-                Identity {
+                Arc::new(Identity {
                     subject: key.consumer.clone(),
                     roles: key.roles.clone(),
-                },
+                }),
             );
         }
         Ok(Self {
@@ -145,7 +146,8 @@ impl Authenticator {
     }
 
     /// Verify the request's credentials: an API key in `X-API-Key`, else a bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
+    /// The identity is shared with the cache of verified tokens.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthFailure> {
         if let Some(key) = headers.get(&super::names::X_API_KEY) {
             return key
                 .to_str()
@@ -180,6 +182,7 @@ impl Authenticator {
             }
         }
         let (identity, exp) = self.verify_jwt(token)?;
+        let identity = Arc::new(identity);
         let mut verified = self.verified.get().lock();
         if verified.len() >= VERIFIED_CAPACITY {
             verified.retain(|_, (_, until)| now <= *until);

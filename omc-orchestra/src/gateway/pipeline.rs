@@ -350,7 +350,7 @@ impl Gateway {
         let rewrite = Rewrite::new(
             &parts.headers,
             client_ip,
-            identity.as_ref(),
+            identity.as_deref(),
             trace.header(),
             id_value,
         );
