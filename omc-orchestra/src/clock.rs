@@ -26,6 +26,14 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    /// Read straight off the system clock, without the calendar arithmetic of `now`.
+    fn now_ms(&self) -> i64 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 /// A clock that moves only when told to; for tests.
@@ -69,4 +77,18 @@ impl Clock for ManualClock {
 /// The wall clock as a [`SharedClock`].
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clocks_milliseconds_match_its_time() {
+        let clock = SystemClock;
+        let before = clock.now().timestamp_millis();
+        let ms = clock.now_ms();
+        let after = clock.now().timestamp_millis();
+        assert!(before <= ms && ms <= after, "{before} <= {ms} <= {after}");
+    }
 }
