@@ -75,7 +75,8 @@ fn upstream_head(
         if query.is_some() { "?" } else { "" },
         query.unwrap_or_default(),
     ];
-    let mut head = Vec::with_capacity(512 + parts.headers.len() * 64);
+    // Room for the lines the rewrite adds (identity, trace, forwarding) too.
+    let mut head = Vec::with_capacity(1024 + parts.headers.len() * 64);
     let host = Some(&*target.authority);
     put_head(
         &mut head,

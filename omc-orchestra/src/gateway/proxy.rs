@@ -127,28 +127,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Append `ip` in its usual text form (IPv4 without the formatting machinery).
-pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+/// An address in its usual text form, written on the stack (IPv4 without the formatting
+/// machinery).
+pub(crate) struct IpText {
+    text: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    /// The text of `ip`.
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        let mut text = [0u8; 45];
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                let mut put = |b: u8| {
+                    text[len] = b;
+                    len += 1;
+                };
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        put(b'.');
+                    }
+                    if octet >= 100 {
+                        put(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        put(b'0' + octet / 10 % 10);
+                    }
+                    put(b'0' + octet % 10);
                 }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
+                len
             }
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{v6}");
-        }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut rest = &mut text[..];
+                // The longest IPv6 text is 45 bytes: the write always fits.
+                let _ = write!(rest, "{v6}");
+                45 - rest.len()
+            }
+        };
+        Self { text, len }
     }
+
+    /// The text.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
+/// Append `ip` in its usual text form.
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    let text = IpText::new(ip);
+    out.push_str(std::str::from_utf8(text.as_bytes()).unwrap_or_default());
 }
 
 /// Rewrite request headers for the upstream: hop-by-hop ones out, `Host` left to the
@@ -181,6 +212,23 @@ pub(crate) fn forward_headers(headers: &mut HeaderMap, client_ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "fe80::1ff:fe23:4567:890a",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:192.0.2.128",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn headers_are_rewritten() {

@@ -6,7 +6,7 @@ use super::names::{
     TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_USER_ID,
     X_USER_ROLES,
 };
-use super::proxy::{forward_headers, push_ip, HOP_BY_HOP};
+use super::proxy::{forward_headers, IpText, HOP_BY_HOP};
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::HeaderMap;
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use std::net::IpAddr;
 pub(crate) struct Rewrite<'a> {
     identity: Option<&'a Identity>,
     traceparent: String,
-    request_id: Option<HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: bool,
     forwarded_host: Option<HeaderValue>,
@@ -36,12 +36,12 @@ impl<'a> Rewrite<'a> {
         client_ip: IpAddr,
         identity: Option<&'a Identity>,
         traceparent: String,
-        request_id: &HeaderValue,
+        request_id: &'a HeaderValue,
     ) -> Self {
         let mut rewrite = Self {
             identity,
             traceparent,
-            request_id: Some(request_id.clone()),
+            request_id: Some(request_id),
             forwarded_for: None,
             forwarded_proto: true,
             forwarded_host: None,
@@ -107,49 +107,46 @@ impl<'a> Rewrite<'a> {
 
     /// Append the headers the gateway adds, in wire form.
     pub(super) fn put(&self, wire: &mut Vec<u8>) {
-        let mut line = |name: &HeaderName, value: &[&[u8]]| {
-            wire.extend_from_slice(name.as_str().as_bytes());
-            wire.extend_from_slice(b": ");
-            for piece in value {
-                wire.extend_from_slice(piece);
-            }
-            wire.extend_from_slice(b"\r\n");
-        };
         if let Some(identity) = self.identity {
             if valid_value(identity.subject.as_bytes()) {
-                line(&X_USER_ID, &[identity.subject.as_bytes()]);
+                start(wire, &X_USER_ID);
+                wire.extend_from_slice(identity.subject.as_bytes());
+                wire.extend_from_slice(b"\r\n");
             }
             let roles = &identity.roles;
             if roles.iter().all(|role| valid_value(role.as_bytes())) {
-                let mut joined = Vec::with_capacity(roles.len() * 2);
+                start(wire, &X_USER_ROLES);
                 for (i, role) in roles.iter().enumerate() {
                     if i > 0 {
-                        joined.push(&b","[..]);
+                        wire.push(b',');
                     }
-                    joined.push(role.as_bytes());
+                    wire.extend_from_slice(role.as_bytes());
                 }
-                line(&X_USER_ROLES, &joined);
+                wire.extend_from_slice(b"\r\n");
             }
         }
-        line(&TRACEPARENT, &[self.traceparent.as_bytes()]);
-        if let Some(id) = &self.request_id {
-            line(&X_REQUEST_ID, &[id.as_bytes()]);
-        }
-        let mut address = String::with_capacity(40);
-        push_ip(&mut address, self.client_ip);
-        match &self.forwarded_for {
-            Some(previous) => line(
-                &X_FORWARDED_FOR,
-                &[previous.as_bytes(), b", ", address.as_bytes()],
-            ),
-            None => line(&X_FORWARDED_FOR, &[address.as_bytes()]),
+        let line = |wire: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
+            start(wire, name);
+            wire.extend_from_slice(value);
+            wire.extend_from_slice(b"\r\n");
+        };
+        line(wire, &TRACEPARENT, self.traceparent.as_bytes());
+        if let Some(id) = self.request_id {
+            line(wire, &X_REQUEST_ID, id.as_bytes());
         }
         if self.forwarded_proto {
-            line(&X_FORWARDED_PROTO, &[b"http"]);
+            line(wire, &X_FORWARDED_PROTO, b"http");
         }
         if let Some(host) = &self.forwarded_host {
-            line(&X_FORWARDED_HOST, &[host.as_bytes()]);
+            line(wire, &X_FORWARDED_HOST, host.as_bytes());
         }
+        start(wire, &X_FORWARDED_FOR);
+        if let Some(previous) = &self.forwarded_for {
+            wire.extend_from_slice(previous.as_bytes());
+            wire.extend_from_slice(b", ");
+        }
+        wire.extend_from_slice(IpText::new(self.client_ip).as_bytes());
+        wire.extend_from_slice(b"\r\n");
     }
 
     /// The same rewrite, made on `headers` (for requests sent as an `http::Request`).
@@ -168,10 +165,16 @@ impl<'a> Rewrite<'a> {
             headers.insert(TRACEPARENT, value);
         }
         if let Some(id) = &self.request_id {
-            headers.insert(X_REQUEST_ID, id.clone());
+            headers.insert(X_REQUEST_ID, (*id).clone());
         }
         forward_headers(headers, self.client_ip);
     }
+}
+
+/// Append `name: `.
+fn start(wire: &mut Vec<u8>, name: &HeaderName) {
+    wire.extend_from_slice(name.as_str().as_bytes());
+    wire.extend_from_slice(b": ");
 }
 
 /// What `HeaderValue` accepts: visible ASCII, obs-text, spaces and tabs.

@@ -108,7 +108,8 @@ pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
         }
     }
     let mut wire = WireHeaders {
-        lines: Vec::with_capacity(headers.iter().map(|h| h.value.len() + 24).sum()),
+        // Room for the rate-limit and request-id lines the gateway adds.
+        lines: Vec::with_capacity(headers.iter().map(|h| h.value.len() + 24).sum::<usize>() + 320),
         ..WireHeaders::default()
     };
     let (mut chunked, mut lengths, mut length) = (false, 0, None);
