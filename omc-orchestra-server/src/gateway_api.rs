@@ -67,10 +67,19 @@ impl std::fmt::Debug for Proxied {
     }
 }
 
-/// One thread's counts not yet folded into the shared metrics, by route then service:
-/// counting them costs no shared memory write, where the shared metrics cost several
-/// atomic writes to lines every serving thread touches.
-type Tallies = HashMap<String, HashMap<String, Tally>>;
+/// One thread's counts not yet folded into the shared metrics: counting them costs no
+/// shared memory write, where the shared metrics cost several atomic writes to lines
+/// every serving thread touches.
+#[derive(Default)]
+struct Tallies {
+    /// Where each route and service's tally is in `all`. Route and service names can come
+    /// from a client's path, so the maps keep their keyed hasher.
+    index: HashMap<String, HashMap<String, usize>>,
+    all: Vec<Tally>,
+    /// The tally used last: a thread's requests tend to come in runs to one route, and
+    /// comparing two names costs less than hashing them.
+    last: usize,
+}
 
 /// Route and service pairs a thread tallies; past this, requests count straight into
 /// the shared metrics.
@@ -78,16 +87,32 @@ const MOST_TALLIED: usize = 1024;
 
 /// A route and service's tallies.
 struct Tally {
+    route: String,
+    service: String,
     duration: LocalHistogram,
     statuses: Vec<(http::StatusCode, LocalIntCounter)>,
+}
+
+impl Tallies {
+    /// Where the tally of `route` and `service` is, if the thread keeps one.
+    fn find(&mut self, route: &str, service: &str) -> Option<usize> {
+        if let Some(tally) = self.all.get(self.last) {
+            if tally.route == route && tally.service == service {
+                return Some(self.last);
+            }
+        }
+        let at = *self.index.get(route)?.get(service)?;
+        self.last = at;
+        Some(at)
+    }
 }
 
 impl Proxied {
     fn observe(&self, route: &str, service: &str, status: http::StatusCode, seconds: f64) {
         let mut tallies = self.tallies.get().lock();
-        if !tallies.get(route).is_some_and(|s| s.contains_key(service)) {
-            let pairs: usize = tallies.values().map(HashMap::len).sum();
-            if pairs >= MOST_TALLIED {
+        let at = match tallies.find(route, service) {
+            Some(at) => at,
+            None if tallies.all.len() >= MOST_TALLIED => {
                 drop(tallies);
                 self.requests
                     .with_label_values(&[route, service, status.as_str()])
@@ -97,16 +122,24 @@ impl Proxied {
                     .observe(seconds);
                 return;
             }
-            let tally = Tally {
-                duration: self.duration.with_label_values(&[route, service]).local(),
-                statuses: Vec::new(),
-            };
-            tallies
-                .entry(route.to_owned())
-                .or_default()
-                .insert(service.to_owned(), tally);
-        }
-        let Some(tally) = tallies.get_mut(route).and_then(|s| s.get_mut(service)) else {
+            None => {
+                let at = tallies.all.len();
+                tallies.all.push(Tally {
+                    route: route.to_owned(),
+                    service: service.to_owned(),
+                    duration: self.duration.with_label_values(&[route, service]).local(),
+                    statuses: Vec::new(),
+                });
+                tallies
+                    .index
+                    .entry(route.to_owned())
+                    .or_default()
+                    .insert(service.to_owned(), at);
+                tallies.last = at;
+                at
+            }
+        };
+        let Some(tally) = tallies.all.get_mut(at) else {
             return;
         };
         tally.duration.observe(seconds);
@@ -126,7 +159,7 @@ impl Proxied {
     /// Fold every thread's tallies into the shared metrics.
     fn fold(&self) {
         for tallies in self.tallies.iter() {
-            for tally in tallies.lock().values().flat_map(HashMap::values) {
+            for tally in &tallies.lock().all {
                 tally.duration.flush();
                 for (_, count) in &tally.statuses {
                     count.flush();
@@ -192,7 +225,7 @@ impl GatewayMetrics {
         let proxied = Proxied {
             requests,
             duration,
-            tallies: Arc::new(PerThread::new(|| Mutex::new(HashMap::new()))),
+            tallies: Arc::new(PerThread::new(|| Mutex::new(Tallies::default()))),
         };
         let registry = metrics.registry();
         registry.register(Box::new(proxied.clone()))?;

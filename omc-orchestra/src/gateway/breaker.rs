@@ -11,7 +11,7 @@
 use crate::{Error, Result, SharedClock};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 /// Breaker thresholds and timings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -211,7 +211,9 @@ impl Breaker {
 pub struct Breakers {
     config: BreakerConfig,
     clock: SharedClock,
-    all: Mutex<HashMap<String, Breaker>>,
+    /// By instance id. The ids are the registry's and the config's, never a client's, so
+    /// a fast hasher is safe here.
+    all: Mutex<foldhash::HashMap<String, Breaker>>,
 }
 
 impl Breakers {
@@ -220,7 +222,7 @@ impl Breakers {
         Self {
             config,
             clock,
-            all: Mutex::new(HashMap::new()),
+            all: Mutex::new(foldhash::HashMap::default()),
         }
     }
 
@@ -237,11 +239,14 @@ impl Breakers {
     /// May a request go to `instance` of `service` now? Counts the request towards the
     /// half-open share when it does.
     pub fn admit(&self, service: &str, instance: &str) -> bool {
-        let now = self.clock.now_ms();
         let mut all = self.all.lock();
         let Some(breaker) = all.get_mut(instance) else {
             return true;
         };
+        if matches!(breaker.phase, Phase::Closed) {
+            return true;
+        }
+        let now = self.clock.now_ms();
         if let Phase::Open { until } = breaker.phase {
             if now < until {
                 return false;
@@ -283,11 +288,11 @@ impl Breakers {
                 .filter(|b| b.service == service && matches!(b.phase, Phase::Open { .. }))
                 .count()
         };
-        if !all.contains_key(instance) {
-            all.insert(instance.to_owned(), Breaker::new(service));
-        }
-        let Some(breaker) = all.get_mut(instance) else {
-            return;
+        let breaker = match all.get_mut(instance) {
+            Some(breaker) => breaker,
+            None => all
+                .entry(instance.to_owned())
+                .or_insert_with(|| Breaker::new(service)),
         };
         breaker.count(now, window_ms, success);
         match breaker.phase {

@@ -16,11 +16,31 @@ use tokio::sync::broadcast::error::RecvError;
 /// Instances by service, and the balancer that picks among them.
 pub struct ServiceView {
     registry: Arc<dyn Registry>,
-    services: RwLock<HashMap<String, Arc<Vec<ServiceInstance>>>>,
-    /// Where each known instance (by id) is reached, built once per change.
-    targets: RwLock<HashMap<String, Arc<Target>>>,
+    /// The service names are the registry's: a client's request only looks them up, so a
+    /// fast hasher is safe here.
+    services: RwLock<foldhash::HashMap<String, Arc<Known>>>,
     balancer: SmoothWeighted,
     panic_threshold_percent: Option<u8>,
+}
+
+/// A service's instances and, beside each, where it is reached (built once per change).
+#[derive(Debug, Default)]
+struct Known {
+    instances: Arc<Vec<ServiceInstance>>,
+    targets: Vec<Arc<Target>>,
+}
+
+impl Known {
+    fn new(instances: Vec<ServiceInstance>) -> Self {
+        let targets = instances
+            .iter()
+            .map(|i| Arc::new(Target::instance(i)))
+            .collect();
+        Self {
+            instances: Arc::new(instances),
+            targets,
+        }
+    }
 }
 
 impl std::fmt::Debug for ServiceView {
@@ -37,8 +57,7 @@ impl ServiceView {
     pub fn new(registry: Arc<dyn Registry>, panic_threshold_percent: Option<u8>) -> Self {
         Self {
             registry,
-            services: RwLock::new(HashMap::new()),
-            targets: RwLock::new(HashMap::new()),
+            services: RwLock::new(foldhash::HashMap::default()),
             balancer: SmoothWeighted::new(),
             panic_threshold_percent,
         }
@@ -54,16 +73,11 @@ impl ServiceView {
                 .or_default()
                 .push(instance);
         }
-        let targets = services
-            .values()
-            .flatten()
-            .map(|i| (i.id.clone(), Arc::new(Target::instance(i))))
-            .collect();
-        *self.services.write() = services
+        let services = services
             .into_iter()
-            .map(|(name, list)| (name, Arc::new(list)))
+            .map(|(name, list)| (name, Arc::new(Known::new(list))))
             .collect();
-        *self.targets.write() = targets;
+        *self.services.write() = services;
         Ok(())
     }
 
@@ -72,23 +86,26 @@ impl ServiceView {
         let instance = &change.instance;
         let mut services = self.services.write();
         let current = services.get(&instance.name).cloned().unwrap_or_default();
-        let mut list: Vec<ServiceInstance> = current
+        let mut kept: Vec<(ServiceInstance, Arc<Target>)> = current
+            .instances
             .iter()
-            .filter(|i| i.id != instance.id)
-            .cloned()
+            .zip(&current.targets)
+            .filter(|(i, _)| i.id != instance.id)
+            .map(|(i, t)| (i.clone(), t.clone()))
             .collect();
-        let mut targets = self.targets.write();
-        if matches!(change.kind, ChangeKind::Deregistered | ChangeKind::Expired) {
-            targets.remove(&instance.id);
-        } else {
-            targets.insert(instance.id.clone(), Arc::new(Target::instance(instance)));
-            list.push(instance.clone());
-            list.sort_by(|a, b| a.id.cmp(&b.id));
+        if !matches!(change.kind, ChangeKind::Deregistered | ChangeKind::Expired) {
+            kept.push((instance.clone(), Arc::new(Target::instance(instance))));
+            kept.sort_by(|(a, _), (b, _)| a.id.cmp(&b.id));
         }
+        let (list, targets): (Vec<ServiceInstance>, Vec<Arc<Target>>) = kept.into_iter().unzip();
         if list.is_empty() {
             services.remove(&instance.name);
         } else {
-            services.insert(instance.name.clone(), Arc::new(list));
+            let known = Known {
+                instances: Arc::new(list),
+                targets,
+            };
+            services.insert(instance.name.clone(), Arc::new(known));
         }
     }
 
@@ -130,7 +147,7 @@ impl ServiceView {
         self.services
             .read()
             .get(service)
-            .cloned()
+            .map(|known| known.instances.clone())
             .unwrap_or_default()
     }
 
@@ -139,7 +156,7 @@ impl ServiceView {
         self.services
             .read()
             .get(service)
-            .is_some_and(|list| !list.is_empty())
+            .is_some_and(|known| !known.instances.is_empty())
     }
 
     /// The ids of every known instance.
@@ -147,7 +164,7 @@ impl ServiceView {
         self.services
             .read()
             .values()
-            .flat_map(|list| list.iter().map(|i| i.id.clone()))
+            .flat_map(|known| known.instances.iter().map(|i| i.id.clone()))
             .collect()
     }
 
@@ -160,29 +177,21 @@ impl ServiceView {
         exclude: &[String],
         mut admit: impl FnMut(&ServiceInstance) -> bool,
     ) -> (Option<Arc<Target>>, usize) {
-        let all = self.instances(service);
+        let Some(known) = self.services.read().get(service).cloned() else {
+            return (None, 0);
+        };
+        let all = &known.instances;
         let serving = all.iter().filter(|i| i.status.is_serving()).count();
         let unhealthy = all.len() - serving;
         let panic = self.panic_threshold_percent.is_some_and(|percent| {
             unhealthy > 0 && unhealthy * 100 > usize::from(percent) * all.len()
         });
-        let candidates: Vec<&ServiceInstance> = all
-            .iter()
-            .filter(|i| panic || i.status.is_serving())
-            .filter(|i| !exclude.contains(&i.id))
-            .filter(|i| admit(i))
-            .collect();
-        let picked = self
-            .balancer
-            .pick(service, &candidates)
-            .and_then(|index| candidates.get(index).copied());
-        let target = picked.map(|instance| {
-            self.targets
-                .read()
-                .get(&instance.id)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Target::instance(instance)))
+        // The balancer keeps the score of an instance left out this time (unhealthy,
+        // excluded, or kept away by its breaker) for when it is back.
+        let picked = self.balancer.pick_among(service, all, |_, i| {
+            (panic || i.status.is_serving()) && !exclude.contains(&i.id) && admit(i)
         });
+        let target = picked.and_then(|index| known.targets.get(index).cloned());
         (target, all.len())
     }
 }

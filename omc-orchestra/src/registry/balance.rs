@@ -5,7 +5,6 @@ use crate::Result;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Smooth weighted round-robin, as nginx does it: each pick adds every instance's weight
@@ -13,8 +12,20 @@ use std::sync::Arc;
 /// any window the spread follows the weights, with no bursts to one instance.
 #[derive(Debug, Default)]
 pub struct SmoothWeighted {
-    scores: Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// Per service, each instance's score in the order of the last list picked from. The
+    /// service names are the registry's, so a fast hasher is safe here.
+    scores: Mutex<foldhash::HashMap<String, Vec<Score>>>,
 }
+
+/// One instance's running score.
+#[derive(Debug)]
+struct Score {
+    id: String,
+    score: i64,
+}
+
+/// Lists longer than this are realigned through a map rather than by linear search.
+const LINEAR_REALIGN: usize = 16;
 
 impl SmoothWeighted {
     /// A balancer with no history.
@@ -29,43 +40,95 @@ impl SmoothWeighted {
         service: &str,
         instances: &[I],
     ) -> Option<usize> {
+        self.pick_among(service, instances, |_, _| true)
+    }
+
+    /// Pick one of the `instances` of `service` that `eligible` accepts; returns its
+    /// index in `instances`. Like nginx skipping a peer that is down, an instance that is
+    /// not eligible keeps its score for later picks, and its weight does not count this
+    /// time. `eligible` is asked once about each instance, in order. Instances that left
+    /// the list are forgotten; new ones start at zero.
+    pub fn pick_among<I: Borrow<ServiceInstance>>(
+        &self,
+        service: &str,
+        instances: &[I],
+        mut eligible: impl FnMut(usize, &ServiceInstance) -> bool,
+    ) -> Option<usize> {
         if instances.is_empty() {
             return None;
         }
         let mut all = self.scores.lock();
-        if !all.contains_key(service) {
-            all.insert(service.to_owned(), HashMap::new());
+        if let Some(scores) = all.get_mut(service) {
+            return advance(scores, instances, &mut eligible);
         }
-        let scores = all.get_mut(service)?;
-        if scores.len() != instances.len()
-            || instances
-                .iter()
-                .any(|i| !scores.contains_key(&i.borrow().id))
-        {
-            scores.retain(|id, _| instances.iter().any(|i| i.borrow().id == *id));
-            for instance in instances {
-                scores.entry(instance.borrow().id.clone()).or_insert(0);
-            }
+        let mut scores = Vec::new();
+        let picked = advance(&mut scores, instances, &mut eligible);
+        all.insert(service.to_owned(), scores);
+        picked
+    }
+}
+
+/// One round of smooth weighted round-robin over `scores`, first brought in line with
+/// `instances`.
+fn advance<I: Borrow<ServiceInstance>>(
+    scores: &mut Vec<Score>,
+    instances: &[I],
+    eligible: &mut impl FnMut(usize, &ServiceInstance) -> bool,
+) -> Option<usize> {
+    let aligned = scores.len() == instances.len()
+        && scores
+            .iter()
+            .zip(instances)
+            .all(|(score, instance)| score.id == instance.borrow().id);
+    if !aligned {
+        realign(scores, instances);
+    }
+    let mut total = 0i64;
+    let mut best: Option<(usize, i64)> = None;
+    for (index, (score, instance)) in scores.iter_mut().zip(instances).enumerate() {
+        let instance = instance.borrow();
+        if !eligible(index, instance) {
+            continue;
         }
-        let mut total = 0i64;
-        let mut best: Option<(usize, i64)> = None;
-        for (index, instance) in instances.iter().enumerate() {
-            let instance = instance.borrow();
-            let weight = i64::from(instance.weight.max(1));
-            total += weight;
-            let Some(score) = scores.get_mut(&instance.id) else {
-                continue;
+        let weight = i64::from(instance.weight.max(1));
+        total += weight;
+        score.score += weight;
+        if best.is_none_or(|(_, top)| score.score > top) {
+            best = Some((index, score.score));
+        }
+    }
+    let (index, _) = best?;
+    scores[index].score -= total;
+    Some(index)
+}
+
+/// Lay `scores` out in the order of `instances`, keeping the score of each instance that
+/// stays and starting new ones at zero.
+fn realign<I: Borrow<ServiceInstance>>(scores: &mut Vec<Score>, instances: &[I]) {
+    let mut old = std::mem::take(scores);
+    scores.reserve(instances.len());
+    if old.len() <= LINEAR_REALIGN {
+        for instance in instances {
+            let id = &instance.borrow().id;
+            let score = match old.iter().position(|s| s.id == *id) {
+                Some(at) => old.swap_remove(at),
+                None => Score {
+                    id: id.clone(),
+                    score: 0,
+                },
             };
-            *score += weight;
-            if best.is_none_or(|(_, top)| *score > top) {
-                best = Some((index, *score));
+            scores.push(score);
+        }
+    } else {
+        let kept: foldhash::HashMap<&str, i64> =
+            old.iter().map(|s| (s.id.as_str(), s.score)).collect();
+        scores.extend(instances.iter().map(|instance| {
+            let id = &instance.borrow().id;
+            Score {
+                id: id.clone(),
+                score: kept.get(id.as_str()).copied().unwrap_or(0),
             }
-        }
-        let (index, _) = best?;
-        if let Some(score) = scores.get_mut(&instances[index].borrow().id) {
-            *score -= total;
-        }
-        Some(index)
+        }));
     }
 }
 
@@ -165,6 +228,123 @@ impl Discovery {
             total,
             healthy: healthy_count,
             panic_mode,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registration;
+    use std::collections::BTreeMap;
+
+    fn instance(id: &str, weight: i64) -> ServiceInstance {
+        let mut registration = Registration::new("svc", "127.0.0.1", 8080);
+        registration.weight = Some(weight);
+        let mut instance = ServiceInstance::from_registration(
+            &registration,
+            std::time::Duration::from_secs(30),
+            chrono::Utc::now(),
+        );
+        instance.id = id.to_owned();
+        instance
+    }
+
+    /// The algorithm by the book: scores by id, instances that left forgotten, ineligible
+    /// ones skipped with their scores kept.
+    fn by_the_book(
+        scores: &mut BTreeMap<String, i64>,
+        list: &[ServiceInstance],
+        eligible: &[bool],
+    ) -> Option<usize> {
+        scores.retain(|id, _| list.iter().any(|i| i.id == *id));
+        let mut total = 0;
+        let mut best: Option<(usize, i64)> = None;
+        for (index, instance) in list.iter().enumerate() {
+            let score = scores.entry(instance.id.clone()).or_insert(0);
+            if !eligible[index] {
+                continue;
+            }
+            let weight = i64::from(instance.weight);
+            total += weight;
+            *score += weight;
+            if best.is_none_or(|(_, top)| *score > top) {
+                best = Some((index, *score));
+            }
+        }
+        let (index, _) = best?;
+        *scores.get_mut(&list[index].id).unwrap() -= total;
+        Some(index)
+    }
+
+    #[test]
+    fn follows_nginx_sequence() {
+        let list = [instance("a", 5), instance("b", 1), instance("c", 1)];
+        let balancer = SmoothWeighted::new();
+        let picks: String = (0..14)
+            .map(|_| ["a", "b", "c"][balancer.pick("svc", &list).unwrap()])
+            .collect();
+        assert_eq!(picks, "aabacaaaabacaa");
+        assert_eq!(
+            SmoothWeighted::new().pick::<ServiceInstance>("svc", &[]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_reordered_list_keeps_the_scores() {
+        let list = [instance("a", 5), instance("b", 1), instance("c", 1)];
+        let reversed = [list[2].clone(), list[1].clone(), list[0].clone()];
+        let balancer = SmoothWeighted::new();
+        let mut picks = String::new();
+        for round in 0..7 {
+            let id = if round % 2 == 0 {
+                &list[balancer.pick("svc", &list).unwrap()].id
+            } else {
+                &reversed[balancer.pick("svc", &reversed).unwrap()].id
+            };
+            picks.push_str(id);
+        }
+        assert_eq!(picks, "aabacaa");
+    }
+
+    #[test]
+    fn matches_the_book_through_changes_and_skips() {
+        for size in [3usize, LINEAR_REALIGN + 8] {
+            let everyone: Vec<ServiceInstance> = (0..size)
+                .map(|i| instance(&format!("i{i}"), (i % 4 + 1) as i64))
+                .collect();
+            let balancer = SmoothWeighted::new();
+            let mut book = BTreeMap::new();
+            let mut seed = 0x9e37_79b9_u64;
+            let mut next = move || {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                seed >> 33
+            };
+            let mut list = everyone.clone();
+            for round in 0..2_000 {
+                if round % 50 == 0 {
+                    // Someone leaves or comes back.
+                    list = everyone
+                        .iter()
+                        .filter(|_| next() % 5 != 0)
+                        .cloned()
+                        .collect();
+                }
+                let eligible: Vec<bool> = list.iter().map(|_| next() % 7 != 0).collect();
+                let mut asked = Vec::new();
+                let picked = balancer.pick_among("svc", &list, |index, instance| {
+                    asked.push(index);
+                    assert_eq!(instance.id, list[index].id);
+                    eligible[index]
+                });
+                assert_eq!(asked, (0..list.len()).collect::<Vec<_>>());
+                assert_eq!(
+                    picked,
+                    by_the_book(&mut book, &list, &eligible),
+                    "round {round}"
+                );
+            }
         }
     }
 }

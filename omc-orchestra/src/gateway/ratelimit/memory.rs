@@ -63,11 +63,11 @@ impl RateLimitStore for MemoryRateLimits {
                     })
             });
         }
-        if !counters.map.contains_key(key) {
-            counters.map.insert(key.to_owned(), [(0, 0); 4]);
-        }
-        let Some(slots) = counters.map.get_mut(key) else {
-            return Ok(Vec::new());
+        // Keys carry client input, so the map keeps its keyed hasher; a present key is
+        // found with one lookup and copied only when new.
+        let slots = match counters.map.get_mut(key) {
+            Some(slots) => slots,
+            None => counters.map.entry(key.to_owned()).or_insert([(0, 0); 4]),
         };
         Ok(limits
             .iter()
