@@ -18,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -79,8 +78,9 @@ struct Idle {
 }
 
 /// Idle connections by thread (a connection is driven by the reactor of the thread
-/// that opened it) and origin.
-type IdleMap = HashMap<(ThreadId, Arc<str>), Vec<Idle>>;
+/// that opened it) and origin. Origins are the registry's and the config's, never a
+/// client's, so a fast hasher is safe here.
+type IdleMap = foldhash::HashMap<(ThreadId, Arc<str>), Vec<Idle>>;
 
 struct Shared {
     /// Each thread mostly meets only its own slot, so that threads neither contend for
@@ -141,7 +141,7 @@ impl UpstreamPool {
     pub fn new(options: PoolOptions) -> Self {
         Self {
             shared: Arc::new(Shared {
-                idle: PerThread::new(|| Mutex::new(HashMap::new())),
+                idle: PerThread::new(|| Mutex::new(IdleMap::default())),
                 options,
             }),
         }
