@@ -5,15 +5,18 @@
 //! `/api/bench-service/body.json` by discovery, with a request id, metrics, a local rate
 //! limit and JWT authentication on; the peer nginx proxies the same path to the same
 //! upstream over keep-alive connections. Direct hits on the upstream show the latency
-//! each proxy adds.
+//! each proxy adds. The two proxies take turns for several rounds, the first of each
+//! pair alternating, and the medians over the rounds are printed: on a shared machine
+//! whose speed drifts, one run each would compare two different machines.
 //!
 //! Then each of the three is driven at half of the gateway's peak at a constant rate
 //! (this crate's open-loop `constant-rate` driver) for the latency the proxies add
 //! there, and the CPU time each proxy spent per request is printed.
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
-//! (`apt-get install wrk nginx`). Settings: `BENCH_SECONDS` (default 5),
-//! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
+//! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 5) and
+//! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_SECONDS` (default 5)
+//! for each paced run, `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
 //! threads, default one per core, as nginx's `worker_processes auto`).
 
 use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
@@ -32,6 +35,8 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 5);
     let connections: u32 = setting("BENCH_CONNECTIONS", 64);
+    let rounds: usize = setting("BENCH_ROUNDS", 5).max(1);
+    let round_seconds: u64 = setting("BENCH_ROUND_SECONDS", 3);
     benches::require(&["wrk", "nginx"]);
 
     let body =
@@ -108,18 +113,33 @@ fn main() {
         std::process::exit(1);
     }
 
-    let direct = wrk(&upstream.url("/body.json"), connections, seconds);
-    let before = cpu_seconds(std::process::id());
-    let ours = wrk_with(&ours_url, connections, seconds, &[&auth]);
-    let ours_cpu = cpu_seconds(std::process::id()) - before;
-    let before = peer.cpu_seconds();
-    let theirs = wrk_with(
-        &peer.url("/api/bench-service/body.json"),
-        connections,
-        seconds,
-        &[&auth],
-    );
-    let theirs_cpu = peer.cpu_seconds() - before;
+    // The two proxies take turns, round after round, the one that goes first changing
+    // each round: a machine whose speed drifts (other tenants, clock changes) weighs on
+    // both alike, and the medians of the rounds set aside a round that a burst spoiled.
+    let direct = wrk(&upstream.url("/body.json"), connections, round_seconds);
+    let theirs_url = peer.url("/api/bench-service/body.json");
+    let (mut ours_rounds, mut theirs_rounds) = (Vec::new(), Vec::new());
+    let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
+    for round in 0..rounds {
+        for turn in 0..2 {
+            if (round + turn).is_multiple_of(2) {
+                let before = cpu_seconds(std::process::id());
+                ours_rounds.push(wrk_with(&ours_url, connections, round_seconds, &[&auth]));
+                ours_cpu += cpu_seconds(std::process::id()) - before;
+            } else {
+                let before = peer.cpu_seconds();
+                theirs_rounds.push(wrk_with(&theirs_url, connections, round_seconds, &[&auth]));
+                theirs_cpu += peer.cpu_seconds() - before;
+            }
+        }
+    }
+    let ratios: Vec<f64> = ours_rounds
+        .iter()
+        .zip(&theirs_rounds)
+        .map(|(ours, theirs)| ours.rps / theirs.rps)
+        .collect();
+    let ours = median_load(&ours_rounds);
+    let theirs = median_load(&theirs_rounds);
 
     // Latency at half of the gateway's peak, at a fixed rate (open loop), on all three.
     let half = ((ours.rps / 2.0) as u64).max(100);
@@ -135,7 +155,7 @@ fn main() {
     runtime.block_on(app.shutdown());
 
     println!(
-        "proxying a {} byte JSON answer, {connections} connections, {seconds} s each",
+        "proxying a {} byte JSON answer, {connections} connections; {rounds} rounds of {round_seconds} s each, the proxies taking turns (medians of the rounds)",
         body.len()
     );
     for (name, load) in [
@@ -148,9 +168,11 @@ fn main() {
             load.rps, load.p50_ms, load.p99_ms
         );
     }
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!("  ratio per round (gateway / nginx): {}", shown.join(" "));
     println!(
-        "  ratio (gateway / nginx): {:.2}x req/s  (goal: at least 1.0x); p99 added over direct: gateway {:.3} ms, nginx {:.3} ms",
-        ours.rps / theirs.rps,
+        "  ratio (gateway / nginx): {:.2}x req/s, the median round (goal: at least 1.0x); p99 added over direct: gateway {:.3} ms, nginx {:.3} ms",
+        median(&ratios),
         ours.p99_ms - direct.p99_ms,
         theirs.p99_ms - direct.p99_ms
     );
@@ -171,10 +193,35 @@ fn main() {
         paced_theirs.p99_ms - paced_direct.p99_ms
     );
     // CPU per request tells the two proxies apart even on a busy machine.
-    let per_request = |cpu: f64, load: &benches::Load| cpu * 1e6 / (load.rps * seconds as f64);
+    let served = |rounds: &[benches::Load]| -> f64 {
+        rounds.iter().map(|l| l.rps * round_seconds as f64).sum()
+    };
     println!(
-        "  CPU per proxied request: gateway {:.1} us, nginx {:.1} us",
-        per_request(ours_cpu, &ours),
-        per_request(theirs_cpu, &theirs)
+        "  CPU per proxied request (all rounds): gateway {:.1} us, nginx {:.1} us",
+        ours_cpu * 1e6 / served(&ours_rounds),
+        theirs_cpu * 1e6 / served(&theirs_rounds)
     );
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// Each figure's median over `rounds`.
+fn median_load(rounds: &[benches::Load]) -> benches::Load {
+    let of =
+        |figure: fn(&benches::Load) -> f64| median(&rounds.iter().map(figure).collect::<Vec<_>>());
+    benches::Load {
+        rps: of(|l| l.rps),
+        p50_ms: of(|l| l.p50_ms),
+        p99_ms: of(|l| l.p99_ms),
+    }
 }
