@@ -12,7 +12,7 @@ use super::h1::{set_headers, WireHeaders};
 use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID};
 use super::pool::UpstreamPool;
 use super::proxy::Target;
-use super::ratelimit::{RateLimitStore, RateLimiter};
+use super::ratelimit::{Limit, RateLimitStore, RateLimiter, Window};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
 use super::routes::{RouteMatch, RouteTable};
@@ -41,6 +41,8 @@ pub struct ProxyInfo {
     pub instance: Option<String>,
     /// `HIT` or `MISS` on cached routes.
     pub cache: Option<&'static str>,
+    /// How long the gateway took to answer (the head; a streamed body may take longer).
+    pub elapsed: Duration,
     /// The rate-limit store failed and the failure policy decided.
     pub rate_limit_degraded: bool,
     /// Upstream attempts made (retries included).
@@ -235,14 +237,15 @@ impl Gateway {
             HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
         });
         let request_id = id_value.to_str().unwrap_or("-");
-        let mut info = ProxyInfo {
-            route: "unmatched".into(),
-            ..ProxyInfo::default()
-        };
+        let mut info = ProxyInfo::default();
         let mut response = self.route(req, client_ip, &id_value, &mut info).await;
+        if info.route.is_empty() {
+            info.route = "unmatched".into();
+        }
         let status = response.status().as_u16();
         let bytes = answer_length(&response);
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        info.elapsed = started.elapsed();
+        let latency_ms = info.elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             target: "orchestra::gateway",
             method = %method,
@@ -316,7 +319,17 @@ impl Gateway {
             None
         };
 
-        let limits = spec.limits.to_list();
+        // At most four windows: kept on the stack.
+        let mut windows = [Limit {
+            window: Window::Second,
+            max: 0,
+        }; 4];
+        let mut count = 0;
+        for limit in spec.limits.each() {
+            windows[count] = limit;
+            count += 1;
+        }
+        let limits = &windows[..count];
         let decision = if limits.is_empty() {
             None
         } else {
@@ -333,7 +346,7 @@ impl Gateway {
                     super::proxy::push_ip(&mut key, client_ip);
                 }
             }
-            let decision = self.limiter.check(&key, &limits).await;
+            let decision = self.limiter.check(&key, limits).await;
             info.rate_limit_degraded = decision.degraded;
             if !decision.allowed {
                 return rejected(&decision, id_value.to_str().unwrap_or("-"));

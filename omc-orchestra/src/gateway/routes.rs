@@ -60,15 +60,15 @@ fn methods(list: &[String]) -> Vec<Method> {
         .collect()
 }
 
-fn under(path: &str, prefix: &str) -> Option<String> {
+fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     if prefix == "/" {
-        return Some(path.to_owned());
+        return Some(path);
     }
     let rest = path.strip_prefix(prefix)?;
     if rest.is_empty() {
-        Some("/".to_owned())
+        Some("/")
     } else if rest.starts_with('/') {
-        Some(rest.to_owned())
+        Some(rest)
     } else {
         None
     }
@@ -129,7 +129,7 @@ impl RouteTable {
                 return Some(RouteMatch {
                     route: route.spec.clone(),
                     service: route.service.clone(),
-                    upstream_path: if route.strip { rest } else { path.to_owned() },
+                    upstream_path: if route.strip { rest } else { path }.to_owned(),
                 });
             }
         }
@@ -156,7 +156,10 @@ impl RouteTable {
             route,
             service: service.to_owned(),
             upstream_path: if *strip {
-                format!("/{tail}")
+                let mut stripped = String::with_capacity(tail.len() + 1);
+                stripped.push('/');
+                stripped.push_str(tail);
+                stripped
             } else {
                 path.to_owned()
             },

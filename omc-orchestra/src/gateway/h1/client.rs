@@ -69,7 +69,7 @@ impl Failed {
 #[derive(Debug, Clone)]
 pub(crate) struct Whole {
     /// The head and the body, as sent.
-    pub(crate) wire: Bytes,
+    pub(crate) wire: Vec<u8>,
     /// The request's method (how to read the answer; whether it may be repeated).
     pub(crate) method: Method,
     /// The form the answer's headers are wanted in.
@@ -142,7 +142,7 @@ pub(crate) async fn hold_whole(
 pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8], form: Form) -> Whole {
     head.extend_from_slice(body);
     Whole {
-        wire: Bytes::from(head),
+        wire: head,
         method,
         form,
     }

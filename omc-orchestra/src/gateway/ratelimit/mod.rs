@@ -76,6 +76,11 @@ pub struct Limit {
 impl Limits {
     /// The configured windows as a list, shortest first.
     pub fn to_list(&self) -> Vec<Limit> {
+        self.each().collect()
+    }
+
+    /// The configured windows, shortest first.
+    pub fn each(&self) -> impl Iterator<Item = Limit> {
         [
             (Window::Second, self.second),
             (Window::Minute, self.minute),
@@ -84,7 +89,6 @@ impl Limits {
         ]
         .into_iter()
         .filter_map(|(window, max)| max.map(|max| Limit { window, max }))
-        .collect()
     }
 }
 
