@@ -14,7 +14,7 @@
 //! there, and the CPU time each proxy spent per request is printed.
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
-//! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 5) and
+//! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 6, made even) and
 //! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_SECONDS` (default 5)
 //! for each paced run, `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
 //! threads, default one per core, as nginx's `worker_processes auto`).
@@ -35,7 +35,8 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 5);
     let connections: u32 = setting("BENCH_CONNECTIONS", 64);
-    let rounds: usize = setting("BENCH_ROUNDS", 5).max(1);
+    // An even number of rounds: each proxy goes first as often as the other.
+    let rounds: usize = setting("BENCH_ROUNDS", 6).max(1).next_multiple_of(2);
     let round_seconds: u64 = setting("BENCH_ROUND_SECONDS", 3);
     benches::require(&["wrk", "nginx"]);
 
