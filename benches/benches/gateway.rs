@@ -36,7 +36,9 @@ fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 5);
     let connections: u32 = setting("BENCH_CONNECTIONS", 64);
     // An even number of rounds: each proxy goes first as often as the other.
-    let rounds: usize = setting("BENCH_ROUNDS", 6).max(1).next_multiple_of(2);
+    let rounds = setting::<usize>("BENCH_ROUNDS", 6)
+        .max(1)
+        .next_multiple_of(2);
     let round_seconds: u64 = setting("BENCH_ROUND_SECONDS", 3);
     benches::require(&["wrk", "nginx"]);
 
