@@ -276,10 +276,11 @@ pub async fn serve_lane<S: LaneService>(
         };
         let head = parts.method == Method::HEAD;
         let request = Request::from_parts(parts, body);
-        let response = match AssertUnwindSafe(service.call(request, peer))
-            .catch_unwind()
-            .await
-        {
+        // Pinned where it runs, and wrapped by reference: the call's state (a few KiB)
+        // is not copied from wrapper to wrapper.
+        let call = service.call(request, peer);
+        tokio::pin!(call);
+        let response = match AssertUnwindSafe(call.as_mut()).catch_unwind().await {
             Ok(response) => response,
             Err(_) => super::respond::internal_error(),
         };
