@@ -21,7 +21,7 @@
 
 use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
-use omc_orchestra::registry::Registration;
+use omc_orchestra::registry::{Registration, MAX_TTL_SECONDS};
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,11 +75,11 @@ fn main() {
             .expect("the gateway starts");
         app.backends()
             .registry
-            .register(Registration::new(
-                "bench-service",
-                "127.0.0.1",
-                upstream_port,
-            ))
+            .register(Registration {
+                // No heartbeats during the run: the registration outlives it.
+                ttl_seconds: Some(MAX_TTL_SECONDS),
+                ..Registration::new("bench-service", "127.0.0.1", upstream_port)
+            })
             .await
             .expect("register the upstream");
         // The gateway's view follows the registry's watch stream.
@@ -141,6 +141,15 @@ fn main() {
         .zip(&theirs_rounds)
         .map(|(ours, theirs)| ours.rps / theirs.rps)
         .collect();
+    // An error answer costs a proxy far less than a proxied one: a run with any would
+    // compare something else.
+    for (name, rounds) in [("gateway", &ours_rounds), ("nginx", &theirs_rounds)] {
+        let failures: u64 = rounds.iter().map(|l| l.failures).sum();
+        if failures > 0 {
+            eprintln!("the {name} answered {failures} requests with errors: no comparison");
+            std::process::exit(1);
+        }
+    }
     let ours = median_load(&ours_rounds);
     let theirs = median_load(&theirs_rounds);
 
@@ -153,6 +162,15 @@ fn main() {
     let paced_direct = paced(&upstream.url("/body.json"), &[]);
     let paced_ours = paced(&ours_url, &[&auth]);
     let paced_theirs = paced(&peer.url("/api/bench-service/body.json"), &[&auth]);
+    for (name, load) in [("gateway", &paced_ours), ("nginx", &paced_theirs)] {
+        if load.errors > 0 {
+            eprintln!(
+                "the {name} failed {} paced requests: no comparison",
+                load.errors
+            );
+            std::process::exit(1);
+        }
+    }
     drop(peer);
     drop(upstream);
     runtime.block_on(app.shutdown());
@@ -171,8 +189,13 @@ fn main() {
             load.rps, load.p50_ms, load.p99_ms
         );
     }
-    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    println!("  ratio per round (gateway / nginx): {}", shown.join(" "));
+    let shown: Vec<String> = ours_rounds
+        .iter()
+        .zip(&theirs_rounds)
+        .zip(&ratios)
+        .map(|((ours, theirs), ratio)| format!("{:.0}/{:.0}={ratio:.2}", ours.rps, theirs.rps))
+        .collect();
+    println!("  rounds (gateway/nginx req/s): {}", shown.join("  "));
     println!(
         "  ratio (gateway / nginx): {:.2}x req/s, the median round (goal: at least 1.0x); p99 added over direct: gateway {:.3} ms, nginx {:.3} ms",
         median(&ratios),
@@ -226,5 +249,6 @@ fn median_load(rounds: &[benches::Load]) -> benches::Load {
         rps: of(|l| l.rps),
         p50_ms: of(|l| l.p50_ms),
         p99_ms: of(|l| l.p99_ms),
+        failures: rounds.iter().map(|l| l.failures).sum(),
     }
 }

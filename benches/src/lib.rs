@@ -52,6 +52,9 @@ pub struct Load {
     pub p50_ms: f64,
     /// 99th percentile latency in milliseconds.
     pub p99_ms: f64,
+    /// Answers that were not 2xx/3xx, and socket errors (a run with any measured
+    /// something other than the proxy's work).
+    pub failures: u64,
 }
 
 fn millis(text: &str) -> f64 {
@@ -95,6 +98,7 @@ pub fn wrk_with(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> 
         rps: f64::NAN,
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
+        failures: 0,
     };
     for line in text.lines() {
         let line = line.trim();
@@ -104,6 +108,14 @@ pub fn wrk_with(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> 
             load.p50_ms = millis(rest);
         } else if let Some(rest) = line.strip_prefix("99%") {
             load.p99_ms = millis(rest);
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            load.failures += rest.trim().parse::<u64>().unwrap_or(1);
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            // `connect 0, read 0, write 0, timeout 0`
+            load.failures += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
         }
     }
     if text.contains("Non-2xx") {
