@@ -1,6 +1,7 @@
 //! The forwarding half: where a request goes and the header rewriting a reverse proxy
 //! owes both sides. Connections are pooled by [`super::UpstreamPool`].
 
+use super::h1::connection_listed;
 use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::registry::ServiceInstance;
 use http::header::{HeaderName, HeaderValue};
@@ -114,9 +115,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| connection_listed(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect();
         for name in named {
             headers.remove(name);

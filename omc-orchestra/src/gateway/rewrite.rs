@@ -2,6 +2,7 @@
 //! upstream request's head is written rather than by editing the client's header map.
 
 use super::auth::Identity;
+use super::h1::connection_listed;
 use super::names::{
     TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_USER_ID,
     X_USER_ROLES,
@@ -76,17 +77,9 @@ impl<'a> Rewrite<'a> {
 
     /// Note the names a `Connection` value lists.
     fn list(&mut self, value: &HeaderValue) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            let known =
-                token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close");
-            if known || token.is_empty() {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                self.listed.push(name);
-            }
-        }
+        let names = connection_listed(value.as_bytes());
+        self.listed
+            .extend(names.filter_map(|token| HeaderName::from_bytes(token).ok()));
     }
 
     /// The verified subject the request goes upstream as.

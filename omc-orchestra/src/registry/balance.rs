@@ -24,9 +24,6 @@ struct Score {
     score: i64,
 }
 
-/// Lists longer than this are realigned through a map rather than by linear search.
-const LINEAR_REALIGN: usize = 16;
-
 impl SmoothWeighted {
     /// A balancer with no history.
     pub fn new() -> Self {
@@ -105,31 +102,16 @@ fn advance<I: Borrow<ServiceInstance>>(
 /// Lay `scores` out in the order of `instances`, keeping the score of each instance that
 /// stays and starting new ones at zero.
 fn realign<I: Borrow<ServiceInstance>>(scores: &mut Vec<Score>, instances: &[I]) {
-    let mut old = std::mem::take(scores);
-    scores.reserve(instances.len());
-    if old.len() <= LINEAR_REALIGN {
-        for instance in instances {
-            let id = &instance.borrow().id;
-            let score = match old.iter().position(|s| s.id == *id) {
-                Some(at) => old.swap_remove(at),
-                None => Score {
-                    id: id.clone(),
-                    score: 0,
-                },
-            };
-            scores.push(score);
+    // Only when the list changed: rare enough for a map, whatever its length.
+    let old = std::mem::take(scores);
+    let kept: foldhash::HashMap<&str, i64> = old.iter().map(|s| (s.id.as_str(), s.score)).collect();
+    scores.extend(instances.iter().map(|instance| {
+        let id = &instance.borrow().id;
+        Score {
+            id: id.clone(),
+            score: kept.get(id.as_str()).copied().unwrap_or(0),
         }
-    } else {
-        let kept: foldhash::HashMap<&str, i64> =
-            old.iter().map(|s| (s.id.as_str(), s.score)).collect();
-        scores.extend(instances.iter().map(|instance| {
-            let id = &instance.borrow().id;
-            Score {
-                id: id.clone(),
-                score: kept.get(id.as_str()).copied().unwrap_or(0),
-            }
-        }));
-    }
+    }));
 }
 
 /// The answer of [`Discovery::discover`].
@@ -310,7 +292,7 @@ mod tests {
 
     #[test]
     fn matches_the_book_through_changes_and_skips() {
-        for size in [3usize, LINEAR_REALIGN + 8] {
+        for size in [3usize, 24] {
             let everyone: Vec<ServiceInstance> = (0..size)
                 .map(|i| instance(&format!("i{i}"), (i % 4 + 1) as i64))
                 .collect();

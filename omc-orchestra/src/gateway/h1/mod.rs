@@ -24,7 +24,7 @@ pub(crate) use client::{
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
 pub use wire::WireHeaders;
-pub(crate) use wire::{set_headers, SetHeader};
+pub(crate) use wire::{connection_listed, set_headers, SetHeader};
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};

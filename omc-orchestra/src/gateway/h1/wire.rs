@@ -1,7 +1,9 @@
 //! An upstream answer's headers kept in wire form, copied to the client as they came.
 
 use super::put_header;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use crate::gateway::names::X_REQUEST_ID;
+use crate::gateway::proxy::HOP_BY_HOP;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, Response};
 
 /// An upstream answer's headers as `name: value\r\n` lines: those the upstream sent, less
@@ -37,25 +39,23 @@ enum Kind {
 }
 
 fn kind(name: &[u8]) -> Kind {
-    let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
-    match name.len() {
-        2 if is("te") => Kind::Dropped,
-        4 if is("date") => Kind::Date,
-        7 if is("trailer") || is("upgrade") => Kind::Dropped,
-        10 if is("connection") => Kind::Connection,
-        10 if is("keep-alive") => Kind::Dropped,
-        12 if is("x-request-id") => Kind::Dropped,
-        14 if is("content-length") => Kind::ContentLength,
-        16 if is("proxy-connection") => Kind::Dropped,
-        17 if is("transfer-encoding") => Kind::TransferEncoding,
-        18 if is("proxy-authenticate") => Kind::Dropped,
-        19 if is("proxy-authorization") => Kind::Dropped,
-        _ if starts_with_ignore_case(name, b"x-ratelimit-")
-            || starts_with_ignore_case(name, b"ratelimit-") =>
-        {
-            Kind::RateLimit
-        }
-        _ => Kind::Other,
+    let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
+    if is(&CONNECTION) {
+        Kind::Connection
+    } else if is(&TRANSFER_ENCODING) {
+        Kind::TransferEncoding
+    } else if is(&CONTENT_LENGTH) {
+        Kind::ContentLength
+    } else if is(&DATE) {
+        Kind::Date
+    } else if is(&X_REQUEST_ID) || HOP_BY_HOP.iter().any(is) {
+        Kind::Dropped
+    } else if starts_with_ignore_case(name, b"x-ratelimit-")
+        || starts_with_ignore_case(name, b"ratelimit-")
+    {
+        Kind::RateLimit
+    } else {
+        Kind::Other
     }
 }
 
@@ -69,6 +69,14 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|token| !token.is_empty())
+}
+
+/// The header names a `Connection` value lists, which are hop-by-hop too (its own
+/// `keep-alive` and `close` options aside).
+pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    tokens(value).filter(|token| {
+        !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// How an answer's body is framed, as its headers say.
@@ -97,14 +105,8 @@ pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
     let mut close = false;
     for header in headers {
         if header.name.eq_ignore_ascii_case("connection") {
-            for token in tokens(header.value) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                let known = token.eq_ignore_ascii_case(b"keep-alive")
-                    || token.eq_ignore_ascii_case(b"close");
-                if !known {
-                    listed.push(token);
-                }
-            }
+            close |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            listed.extend(connection_listed(header.value));
         }
     }
     let mut wire = WireHeaders {
@@ -260,12 +262,9 @@ impl SetHeader for WireHeaders {
 
 /// Run `set` on where headers of `response` are set (see [`SetHeader`]).
 pub(crate) fn set_headers<B>(response: &mut Response<B>, set: impl FnOnce(&mut dyn SetHeader)) {
-    if response.extensions().get::<WireHeaders>().is_some() {
-        if let Some(wire) = response.extensions_mut().get_mut::<WireHeaders>() {
-            set(wire);
-        }
-    } else {
-        set(response.headers_mut());
+    match response.extensions_mut().get_mut::<WireHeaders>() {
+        Some(wire) => set(wire),
+        None => set(response.headers_mut()),
     }
 }
 
