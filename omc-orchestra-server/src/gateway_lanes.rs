@@ -41,12 +41,14 @@ impl LaneService for GatewayLane {
         !own_path(head.uri.path())
     }
 
-    async fn call(
+    // The proxy's own future, not one wrapping it: each wrapper would copy the few KiB
+    // of its state once more per request.
+    fn call(
         &self,
         request: http::Request<GatewayBody>,
         peer: SocketAddr,
-    ) -> http::Response<GatewayBody> {
-        serve_proxied(&self.state, request, peer.ip()).await
+    ) -> impl std::future::Future<Output = http::Response<GatewayBody>> + Send {
+        serve_proxied(&self.state, request, peer.ip())
     }
 
     async fn fallback(&self, io: Rewind, peer: SocketAddr) {

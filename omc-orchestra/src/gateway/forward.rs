@@ -159,9 +159,11 @@ impl Gateway {
         let body = match body {
             Ok(bytes) => bytes,
             Err(streamed) => {
-                return self
-                    .forward_streamed(parts, streamed, target, matched, rewrite, info)
-                    .await
+                // Boxed: the rare streamed path would otherwise add its state (some
+                // 660 bytes) to every request's, which each caller up the chain copies.
+                let streamed =
+                    self.forward_streamed(parts, streamed, target, matched, rewrite, info);
+                return Box::pin(streamed).await;
             }
         };
         let max_attempts = if idempotent(&parts.method) {

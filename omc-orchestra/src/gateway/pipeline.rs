@@ -223,7 +223,9 @@ impl Gateway {
     ) -> (Response<GatewayBody>, ProxyInfo) {
         let started = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Shares the request's bytes (no copy of the path).
+        let uri = req.uri().clone();
+        let path = uri.path();
         // The caller's id when it is printable, else a new one; one header value serves
         // the upstream request and the answer.
         let given = req
@@ -263,7 +265,7 @@ impl Gateway {
         if let Some(log) = &self.access_log {
             let access = Access {
                 method: method.as_str(),
-                path: &path,
+                path,
                 status,
                 latency_ms,
                 bytes,
