@@ -234,10 +234,10 @@ impl Gateway {
         matched: &RouteMatch,
     ) -> (Response<GatewayBody>, bool) {
         match outcome {
-            Ok(Ok(mut response)) => {
+            // The answer's headers come sorted: its hop-by-hop ones are already out.
+            Ok(Ok(response)) => {
                 let ok = !response.status().is_server_error();
                 self.breakers.record(service, &target.0.id, ok, target.1);
-                strip_hop_by_hop(response.headers_mut());
                 (response, ok)
             }
             Ok(Err(err)) => {

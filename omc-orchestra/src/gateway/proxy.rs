@@ -108,9 +108,6 @@ pub(super) const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.is_empty() {
-        return;
-    }
     if headers.contains_key(http::header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)

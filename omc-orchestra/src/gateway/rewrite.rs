@@ -2,7 +2,7 @@
 //! upstream request's head is written rather than by editing the client's header map.
 
 use super::auth::Identity;
-use super::h1::connection_listed;
+use super::h1::{connection_listed, put_header};
 use super::names::{
     TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_USER_ID,
     X_USER_ROLES,
@@ -102,9 +102,11 @@ impl<'a> Rewrite<'a> {
     pub(super) fn put(&self, wire: &mut Vec<u8>) {
         if let Some(identity) = self.identity {
             if valid_value(identity.subject.as_bytes()) {
-                start(wire, &X_USER_ID);
-                wire.extend_from_slice(identity.subject.as_bytes());
-                wire.extend_from_slice(b"\r\n");
+                put_header(
+                    wire,
+                    X_USER_ID.as_str().as_bytes(),
+                    identity.subject.as_bytes(),
+                );
             }
             let roles = &identity.roles;
             if roles.iter().all(|role| valid_value(role.as_bytes())) {
@@ -119,9 +121,7 @@ impl<'a> Rewrite<'a> {
             }
         }
         let line = |wire: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
-            start(wire, name);
-            wire.extend_from_slice(value);
-            wire.extend_from_slice(b"\r\n");
+            put_header(wire, name.as_str().as_bytes(), value);
         };
         line(wire, &TRACEPARENT, self.traceparent.as_bytes());
         if let Some(id) = self.request_id {

@@ -38,7 +38,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const BODY_IN_ONE_WRITE: usize = 64 * 1024;
 
 /// Append `name: value\r\n`.
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
