@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use omc_orchestra::gateway::h1::WireHeaders;
+use omc_orchestra::gateway::h1::Answer;
 use omc_orchestra::gateway::{
-    BreakerPhase, BreakerState, Gateway, GatewayBody, MemoryRateLimits, ProxyInfo, RateLimitStore,
+    BreakerPhase, BreakerState, Gateway, MemoryRateLimits, ProxyInfo, RateLimitStore,
     RedisCacheStore, RedisRateLimits,
 };
 use omc_orchestra::per_thread::PerThread;
@@ -431,21 +431,17 @@ async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
     let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
-    let mut response = serve_proxied(&state, req, client).await;
-    WireHeaders::restore(&mut response);
-    response.map(axum::body::Body::new)
+    let (answer, info) = state.gateway.serve(req, client).await;
+    state.count(&answer, &info);
+    answer.into_response().map(axum::body::Body::new)
 }
 
-/// Proxy one request from `client` through the pipeline and count it.
-pub async fn serve_proxied(
-    state: &GatewayState,
-    req: http::Request<GatewayBody>,
-    client: IpAddr,
-) -> http::Response<GatewayBody> {
-    let (response, info) = state.gateway.serve(req, client).await;
-    let seconds = info.elapsed.as_secs_f64();
-    state.metrics.observe(&info, response.status(), seconds);
-    response
+impl GatewayState {
+    /// Count a proxied request in the metrics.
+    pub fn count(&self, answer: &Answer, info: &ProxyInfo) {
+        let seconds = info.elapsed.as_secs_f64();
+        self.metrics.observe(info, answer.status(), seconds);
+    }
 }
 
 /// Every upstream instance's circuit breaker.

@@ -7,12 +7,12 @@
 //! (the gateway's own routes, upgrades, CORS, streamed bodies) is handed to the full
 //! router, with the shared stack, on the same thread.
 
-use crate::gateway_api::{serve_proxied, GatewayState};
+use crate::gateway_api::GatewayState;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use omc_orchestra::gateway::h1::{serve_lane, LaneOptions, LaneService, Rewind};
-use omc_orchestra::gateway::GatewayBody;
+use omc_orchestra::gateway::h1::{serve_lane, Answer, LaneOptions, LaneService, Rewind};
+use omc_orchestra::gateway::{GatewayBody, ProxyInfo};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,8 +47,12 @@ impl LaneService for GatewayLane {
         &self,
         request: http::Request<GatewayBody>,
         peer: SocketAddr,
-    ) -> impl std::future::Future<Output = http::Response<GatewayBody>> + Send {
-        serve_proxied(&self.state, request, peer.ip())
+    ) -> impl std::future::Future<Output = (Answer, ProxyInfo)> + Send {
+        self.state.gateway.serve(request, peer.ip())
+    }
+
+    fn served(&self, answer: &Answer, info: &ProxyInfo) {
+        self.state.count(answer, info);
     }
 
     async fn fallback(&self, io: Rewind, peer: SocketAddr) {

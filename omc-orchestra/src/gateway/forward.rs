@@ -2,7 +2,7 @@
 
 use super::answers::error;
 use super::cache::CachedResponse;
-use super::h1::{hold_whole, put_head, whole, Form};
+use super::h1::{hold_whole, put_head, whole, Answer};
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
 use super::proxy::{strip_hop_by_hop, Target};
@@ -75,8 +75,14 @@ fn upstream_head(
         if query.is_some() { "?" } else { "" },
         query.unwrap_or_default(),
     ];
-    // Room for the lines the rewrite adds (identity, trace, forwarding) too.
-    let mut head = Vec::with_capacity(1024 + parts.headers.len() * 64);
+    // The client's lines, and room for the request line and those the rewrite adds
+    // (identity, trace, forwarding): most heads then fit the allocator's small sizes.
+    let lines: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut head = Vec::with_capacity(lines + path.len() + 512);
     let host = Some(&*target.authority);
     put_head(
         &mut head,
@@ -131,6 +137,9 @@ impl Gateway {
             .then(|| (fixed.clone(), total.max(1)))
     }
 
+    /// Forward the request (which started at `started`) to an instance of the matched
+    /// service, again to another while attempts, the budget and the method allow.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         parts: http::request::Parts,
@@ -139,11 +148,12 @@ impl Gateway {
         max_attempts: u32,
         rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
-    ) -> Response<GatewayBody> {
+        started: std::time::Instant,
+    ) -> Answer {
         let service = matched.service.as_str();
         let Some(mut target) = self.pick(service, &[]) else {
             let message = format!("no healthy instance of `{service}`");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message);
+            return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message).into();
         };
         self.budget.deposit();
         // A body small enough to hold goes out with the head in one write; only such a
@@ -153,7 +163,7 @@ impl Gateway {
             Err(err) => {
                 tracing::debug!(error = %err, "the request body broke off");
                 let message = "the request body could not be read";
-                return error(StatusCode::BAD_REQUEST, "bad_request", message);
+                return error(StatusCode::BAD_REQUEST, "bad_request", message).into();
             }
         };
         let body = match body {
@@ -172,17 +182,24 @@ impl Gateway {
             1
         };
         let mut tried: Vec<String> = Vec::new();
+        // The first attempt starts with the request: the clock is not read again.
+        let mut attempt_started = started;
         loop {
             info.attempts += 1;
             info.instance = Some(target.0.id.clone());
             let length = Some(body.len() as u64);
             let path = &matched.upstream_path;
             let whole = match upstream_head(&target.0, &parts, path, length, rewrite) {
-                Ok(head) => whole(head, parts.method.clone(), &body, Form::Wire),
-                Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+                Ok(head) => whole(head, parts.method.clone(), &body),
+                Err(message) => {
+                    return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message).into()
+                }
             };
-            let sent = self.pool.send_whole(&target.0.authority, &whole);
-            let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
+            let sent = self
+                .pool
+                .send_whole(&target.0.authority, &whole, attempt_started);
+            let deadline = tokio::time::Instant::from_std(attempt_started + matched.route.timeout);
+            let outcome = tokio::time::timeout_at(deadline, sent).await;
             let (failure, ok) = self.settle(outcome, service, &target, matched);
             if ok {
                 return failure;
@@ -195,6 +212,7 @@ impl Gateway {
                 Some(next) if self.budget.try_withdraw() => target = next,
                 _ => return failure,
             }
+            attempt_started = std::time::Instant::now();
         }
     }
 
@@ -207,18 +225,18 @@ impl Gateway {
         matched: &RouteMatch,
         rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
-    ) -> Response<GatewayBody> {
+    ) -> Answer {
         info.attempts += 1;
         info.instance = Some(target.0.id.clone());
         let length = body.size_hint().exact();
         let path = &matched.upstream_path;
         let head = match upstream_head(&target.0, &parts, path, length, rewrite) {
             Ok(head) => head,
-            Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+            Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message).into(),
         };
-        let sent =
-            self.pool
-                .send_streamed(&target.0.authority, &head, &parts.method, body, Form::Wire);
+        let sent = self
+            .pool
+            .send_streamed(&target.0.authority, &head, &parts.method, body);
         let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
         self.settle(outcome, &matched.service, &target, matched).0
     }
@@ -228,26 +246,24 @@ impl Gateway {
     /// only should no other attempt be made.
     fn settle(
         &self,
-        outcome: Result<Result<Response<GatewayBody>, UpstreamError>, tokio::time::error::Elapsed>,
+        outcome: Result<Result<Answer, UpstreamError>, tokio::time::error::Elapsed>,
         service: &str,
         target: &(Arc<Target>, usize),
         matched: &RouteMatch,
-    ) -> (Response<GatewayBody>, bool) {
+    ) -> (Answer, bool) {
         match outcome {
             // The answer's headers come sorted: its hop-by-hop ones are already out.
-            Ok(Ok(response)) => {
-                let ok = !response.status().is_server_error();
+            Ok(Ok(answer)) => {
+                let ok = !answer.status().is_server_error();
                 self.breakers.record(service, &target.0.id, ok, target.1);
-                (response, ok)
+                (answer, ok)
             }
             Ok(Err(err)) => {
                 self.breakers.record(service, &target.0.id, false, target.1);
                 tracing::debug!(error = %err, instance = %target.0.id, "upstream request failed");
                 let message = format!("the upstream of `{service}` failed to answer");
-                (
-                    error(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
-                    false,
-                )
+                let answer = error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+                (answer.into(), false)
             }
             Err(_) => {
                 self.breakers.record(service, &target.0.id, false, target.1);
@@ -256,7 +272,7 @@ impl Gateway {
                     matched.route.timeout.as_millis()
                 );
                 let answer = error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message);
-                (answer, false)
+                (answer.into(), false)
             }
         }
     }

@@ -3,19 +3,20 @@
 use super::access_log::{Access, AccessLog};
 use super::answers::{error, rate_headers, rejected};
 use super::auth::Authenticator;
+use super::auth::Identity;
 use super::breaker::Breakers;
 use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
 };
 use super::config::GatewayConfig;
-use super::h1::{set_headers, WireHeaders};
+use super::h1::Answer;
 use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID};
 use super::pool::UpstreamPool;
 use super::proxy::Target;
-use super::ratelimit::{Limit, RateLimitStore, RateLimiter, Window};
+use super::ratelimit::{Limit, RateDecision, RateLimitStore, RateLimiter, Window};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
-use super::routes::{RouteMatch, RouteTable};
+use super::routes::{RouteMatch, RouteSpec, RouteTable};
 use super::trace::next_traceparent;
 use super::view::ServiceView;
 use super::GatewayBody;
@@ -206,30 +207,29 @@ impl Gateway {
         req: Request<GatewayBody>,
         client_ip: IpAddr,
     ) -> Response<GatewayBody> {
-        let (mut response, info) = self.serve(req, client_ip).await;
-        WireHeaders::restore(&mut response);
+        let (answer, info) = self.serve(req, client_ip).await;
+        let mut response = answer.into_response();
         response.extensions_mut().insert(info);
         response
     }
 
     /// [`Gateway::handle`], with what the gateway did returned beside the answer rather
     /// than in it, and an upstream's headers (of an answer that came from one) left in
-    /// wire form as a [`WireHeaders`] extension, for an HTTP/1.1 writer to copy as they
-    /// are; [`WireHeaders::restore`] puts them in the header map.
-    pub async fn serve(
-        &self,
-        req: Request<GatewayBody>,
-        client_ip: IpAddr,
-    ) -> (Response<GatewayBody>, ProxyInfo) {
+    /// wire form in the [`Answer`], for an HTTP/1.1 writer to copy as they are;
+    /// [`Answer::into_response`] puts them in the header map.
+    pub async fn serve(&self, req: Request<GatewayBody>, client_ip: IpAddr) -> (Answer, ProxyInfo) {
+        // The one clock reading of the request's start: its latency, the upstream
+        // timeout and the pooled connection's age all count from it.
         let started = Instant::now();
-        let method = req.method().clone();
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
         // Shares the request's bytes (no copy of the path).
-        let uri = req.uri().clone();
+        let uri = parts.uri.clone();
         let path = uri.path();
         // The caller's id when it is printable, else a new one; one header value serves
         // the upstream request and the answer.
-        let given = req
-            .headers()
+        let given = parts
+            .headers
             .get(&X_REQUEST_ID)
             .filter(|v| v.to_str().is_ok())
             .cloned();
@@ -240,12 +240,83 @@ impl Gateway {
         });
         let request_id = id_value.to_str().unwrap_or("-");
         let mut info = ProxyInfo::default();
-        let mut response = self.route(req, client_ip, &id_value, &mut info).await;
+        // The route's steps, written out here rather than in a function of their own: a
+        // proxied request's state (a few KiB) is then not copied from one to the other.
+        let mut answer: Answer = 'route: {
+            let dynamic = self.current();
+            let Some(mut matched) = dynamic.routes.find(path) else {
+                let message = format!("no route for {path}");
+                break 'route error(StatusCode::NOT_FOUND, "not_found", &message).into();
+            };
+            matched.service = self.resolve(&dynamic, matched.service);
+            info.route = matched.route.name.clone();
+            info.service = matched.service.clone();
+            let spec = matched.route.clone();
+            if !spec.methods.is_empty() && !spec.methods.contains(&parts.method) {
+                let message = format!("{} is not allowed on {path}", parts.method);
+                let status = StatusCode::METHOD_NOT_ALLOWED;
+                break 'route error(status, "method_not_allowed", &message).into();
+            }
+            let identity = match Self::identify(&dynamic, &spec, &parts.headers) {
+                Ok(identity) => identity,
+                Err(refused) => break 'route (*refused).into(),
+            };
+            let decision = match self.limit(&spec, identity.as_deref(), client_ip).await {
+                Ok(decision) => decision,
+                Err(decision) => {
+                    info.rate_limit_degraded = decision.degraded;
+                    break 'route rejected(&decision, request_id).into();
+                }
+            };
+            if let Some(decision) = &decision {
+                info.rate_limit_degraded = decision.degraded;
+            }
+            let trace = next_traceparent(
+                parts
+                    .headers
+                    .get(&TRACEPARENT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let rewrite = Rewrite::new(
+                &parts.headers,
+                client_ip,
+                identity.as_deref(),
+                trace.header(),
+                &id_value,
+            );
+            info.trace_id = Some(trace.trace_id);
+            info.span_id = Some(trace.parent_id);
+            let mut answer = if let Some(protocol) = super::upgrade::requested(&parts.headers) {
+                drop(body);
+                rewrite.apply(&mut parts.headers);
+                let upgrade = self.upgrade(parts, protocol, &matched, &mut info);
+                Answer::from(Box::pin(upgrade).await)
+            } else if spec.cache_ttl.is_some()
+                && matches!(parts.method, Method::GET | Method::HEAD)
+                && !request_bypasses(&parts.headers)
+            {
+                let attempts = dynamic.config.max_attempts;
+                let cached = self.cached(
+                    parts, body, &matched, attempts, &rewrite, &mut info, started,
+                );
+                Box::pin(cached).await
+            } else {
+                let attempts = dynamic.config.max_attempts;
+                self.forward(
+                    parts, body, &matched, attempts, &rewrite, &mut info, started,
+                )
+                .await
+            };
+            if let Some(decision) = &decision {
+                answer.set_headers(|headers| rate_headers(headers, decision));
+            }
+            answer
+        };
         if info.route.is_empty() {
             info.route = "unmatched".into();
         }
-        let status = response.status().as_u16();
-        let bytes = answer_length(&response);
+        let status = answer.status().as_u16();
+        let bytes = answer.length();
         info.elapsed = started.elapsed();
         let latency_ms = info.elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
@@ -275,52 +346,40 @@ impl Gateway {
             log.send(access.record(self.clock.now()));
         }
         // This request's id, also over a cached answer that carried another one.
-        set_headers(&mut response, |headers| {
-            headers.set_value(X_REQUEST_ID, id_value)
-        });
-        (response, info)
+        answer.set_headers(|headers| headers.set_value(X_REQUEST_ID, id_value));
+        (answer, info)
     }
 
-    async fn route(
-        &self,
-        req: Request<GatewayBody>,
-        client_ip: IpAddr,
-        id_value: &HeaderValue,
-        info: &mut ProxyInfo,
-    ) -> Response<GatewayBody> {
-        let (mut parts, body) = req.into_parts();
-        let dynamic = self.current();
-        let Some(mut matched) = dynamic.routes.find(parts.uri.path()) else {
-            let message = format!("no route for {}", parts.uri.path());
-            return error(StatusCode::NOT_FOUND, "not_found", &message);
-        };
-        matched.service = self.resolve(&dynamic, matched.service);
-        info.route = matched.route.name.clone();
-        info.service = matched.service.clone();
-        let spec = matched.route.clone();
-        if !spec.methods.is_empty() && !spec.methods.contains(&parts.method) {
-            let message = format!("{} is not allowed on {}", parts.method, parts.uri.path());
-            return error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                &message,
-            );
+    /// The caller of a request to a route that wants one (none on public routes), or
+    /// the 401 refusing it.
+    fn identify(
+        dynamic: &Dynamic,
+        spec: &RouteSpec,
+        headers: &http::HeaderMap,
+    ) -> std::result::Result<Option<Arc<Identity>>, Box<Response<GatewayBody>>> {
+        if !spec.auth {
+            return Ok(None);
         }
-
-        let identity = if spec.auth {
-            match dynamic.auth.authenticate(&parts.headers) {
-                Ok(identity) => Some(identity),
-                Err(failure) => {
-                    let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", &failure.0);
-                    res.headers_mut()
-                        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                    return res;
-                }
+        match dynamic.auth.authenticate(headers) {
+            Ok(identity) => Ok(Some(identity)),
+            Err(failure) => {
+                let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", &failure.0);
+                res.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                Err(Box::new(res))
             }
-        } else {
-            None
-        };
+        }
+    }
 
+    /// Count the request against the route's limits, by `identity`'s subject or else by
+    /// the client's address: the decision (none on a route without limits), or the one
+    /// that refuses it.
+    async fn limit(
+        &self,
+        spec: &RouteSpec,
+        identity: Option<&Identity>,
+        client_ip: IpAddr,
+    ) -> std::result::Result<Option<RateDecision>, RateDecision> {
         // At most four windows: kept on the stack.
         let mut windows = [Limit {
             window: Window::Second,
@@ -332,72 +391,29 @@ impl Gateway {
             count += 1;
         }
         let limits = &windows[..count];
-        let decision = if limits.is_empty() {
-            None
-        } else {
-            // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
-            let mut key = String::with_capacity(spec.name.len() + 48);
-            key.push_str(&spec.name);
-            match &identity {
-                Some(identity) => {
-                    key.push_str("|sub:");
-                    key.push_str(&identity.subject);
-                }
-                None => {
-                    key.push_str("|ip:");
-                    super::proxy::push_ip(&mut key, client_ip);
-                }
-            }
-            let decision = self.limiter.check(&key, limits).await;
-            info.rate_limit_degraded = decision.degraded;
-            if !decision.allowed {
-                return rejected(&decision, id_value.to_str().unwrap_or("-"));
-            }
-            Some(decision)
-        };
-
-        let trace = next_traceparent(
-            parts
-                .headers
-                .get(&TRACEPARENT)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let rewrite = Rewrite::new(
-            &parts.headers,
-            client_ip,
-            identity.as_deref(),
-            trace.header(),
-            id_value,
-        );
-        info.trace_id = Some(trace.trace_id);
-        info.span_id = Some(trace.parent_id);
-        if let Some(protocol) = super::upgrade::requested(&parts.headers) {
-            drop(body);
-            rewrite.apply(&mut parts.headers);
-            let mut response = Box::pin(self.upgrade(parts, protocol, &matched, info)).await;
-            if let Some(decision) = &decision {
-                rate_headers(response.headers_mut(), decision);
-            }
-            return response;
+        if limits.is_empty() {
+            return Ok(None);
         }
-
-        let cacheable = spec.cache_ttl.is_some()
-            && matches!(parts.method, Method::GET | Method::HEAD)
-            && !request_bypasses(&parts.headers);
-        let attempts = dynamic.config.max_attempts;
-        let mut response = if cacheable {
-            let cached = self.cached(parts, body, &matched, attempts, &rewrite, info);
-            Box::pin(cached).await
-        } else {
-            self.forward(parts, body, &matched, attempts, &rewrite, info)
-                .await
-        };
-        if let Some(decision) = &decision {
-            set_headers(&mut response, |headers| rate_headers(headers, decision));
+        // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
+        let mut key = String::with_capacity(spec.name.len() + 48);
+        key.push_str(&spec.name);
+        match identity {
+            Some(identity) => {
+                key.push_str("|sub:");
+                key.push_str(&identity.subject);
+            }
+            None => {
+                key.push_str("|ip:");
+                super::proxy::push_ip(&mut key, client_ip);
+            }
         }
-        response
+        let decision = self.limiter.check(&key, limits).await;
+        if decision.allowed {
+            Ok(Some(decision))
+        } else {
+            Err(decision)
+        }
     }
-
     /// `/api/pricing/...` serves `pricing-service` when only that one is known.
     fn resolve(&self, dynamic: &Dynamic, service: String) -> String {
         if self.view.knows(&service) || dynamic.statics.contains_key(&service) {
@@ -411,6 +427,9 @@ impl Gateway {
         }
     }
 
+    /// Answer from the cache, or forward the request (started at `started`) and store
+    /// what it brings.
+    #[allow(clippy::too_many_arguments)]
     async fn cached(
         &self,
         parts: http::request::Parts,
@@ -419,7 +438,8 @@ impl Gateway {
         max_attempts: u32,
         rewrite: &Rewrite<'_>,
         info: &mut ProxyInfo,
-    ) -> Response<GatewayBody> {
+        started: Instant,
+    ) -> Answer {
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -434,21 +454,20 @@ impl Gateway {
         if !refresh {
             if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
                 info.cache = Some("HIT");
-                return super::forward::from_cache(&hit, head);
+                return super::forward::from_cache(&hit, head).into();
             }
         }
         let _fill = self.cache.fill(&key).await;
         if !refresh {
             if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
                 info.cache = Some("HIT");
-                return super::forward::from_cache(&hit, head);
+                return super::forward::from_cache(&hit, head).into();
             }
         }
         info.cache = Some("MISS");
         let request_headers = parts.headers.clone();
-        let sent = self.forward(parts, body, matched, max_attempts, rewrite, info);
-        let mut response = sent.await;
-        WireHeaders::restore(&mut response);
+        let sent = self.forward(parts, body, matched, max_attempts, rewrite, info, started);
+        let response = sent.await.into_response();
         let mut response = if head {
             response
         } else {
@@ -458,17 +477,6 @@ impl Gateway {
         response
             .headers_mut()
             .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        response
-    }
-}
-
-/// The length of an answer's body as its headers (or, without them, its body) say.
-fn answer_length(response: &Response<GatewayBody>) -> Option<u64> {
-    if let Some(wire) = response.extensions().get::<WireHeaders>() {
-        return wire.length();
-    }
-    match response.headers().get(http::header::CONTENT_LENGTH) {
-        Some(value) => value.to_str().ok()?.parse::<u64>().ok(),
-        None => hyper::body::Body::size_hint(response.body()).exact(),
+        response.into()
     }
 }

@@ -9,7 +9,7 @@
 //! drives, and a pooled connection found closed before any answer came is replaced
 //! transparently (the request is sent again on a fresh one when it was held whole).
 
-use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Form, Whole};
+use super::h1::{exchange, exchange_streamed, hold_whole, put_head, whole, Answer, Conn, Whole};
 use super::{BoxError, GatewayBody};
 use crate::per_thread::PerThread;
 use http::{Request, Response};
@@ -28,7 +28,8 @@ use tokio::net::TcpStream;
 pub struct PoolOptions {
     /// Idle connections kept per origin; more are closed when they come back.
     pub max_idle_per_origin: usize,
-    /// An idle connection older than this is closed instead of reused.
+    /// A connection whose last request started longer ago than this is closed instead
+    /// of reused (timed from the request's start, the clock is read once per request).
     pub idle_timeout: Duration,
     /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
@@ -74,6 +75,7 @@ pub enum UpstreamError {
 
 struct Idle {
     conn: Conn,
+    /// When its last request started.
     since: Instant,
 }
 
@@ -100,6 +102,8 @@ impl Shared {
 pub(crate) struct Home {
     shared: Arc<Shared>,
     key: (ThreadId, Arc<str>),
+    /// When the request on the connection started.
+    since: Instant,
 }
 
 impl Home {
@@ -109,7 +113,7 @@ impl Home {
         if list.len() < self.shared.options.max_idle_per_origin {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: self.since,
             });
         }
     }
@@ -172,19 +176,21 @@ impl UpstreamPool {
         (std::thread::current().id(), origin.clone())
     }
 
-    fn home(&self, key: (ThreadId, Arc<str>)) -> Home {
+    fn home(&self, key: (ThreadId, Arc<str>), since: Instant) -> Home {
         Home {
             shared: self.shared.clone(),
             key,
+            since,
         }
     }
 
-    fn checkout(&self, key: &(ThreadId, Arc<str>)) -> Option<Conn> {
+    /// An idle connection to `key`'s origin for a request starting at `now`.
+    fn checkout(&self, key: &(ThreadId, Arc<str>), now: Instant) -> Option<Conn> {
         let timeout = self.shared.options.idle_timeout;
         let mut idle = self.shared.shard().lock();
         let list = idle.get_mut(key)?;
         while let Some(idle) = list.pop() {
-            if idle.conn.looks_idle() && idle.since.elapsed() < timeout {
+            if idle.conn.looks_idle() && now.saturating_duration_since(idle.since) < timeout {
                 return Some(idle.conn);
             }
         }
@@ -230,56 +236,59 @@ impl UpstreamPool {
             length,
             None,
         );
-        match held {
+        let answer = match held {
             Ok(bytes) => {
-                let whole = whole(head, parts.method, &bytes, Form::Map);
-                self.send_whole(origin, &whole).await
+                let whole = whole(head, parts.method, &bytes);
+                self.send_whole(origin, &whole, Instant::now()).await
             }
             Err(body) => {
                 let method = &parts.method;
-                self.send_streamed(origin, &head, method, body, Form::Map)
-                    .await
+                self.send_streamed(origin, &head, method, body).await
             }
-        }
+        };
+        answer.map(Answer::into_response)
     }
 
     /// Send `head` (see [`put_head`]) then stream `body`, of the length `head` gave or
-    /// chunked, to `origin` on a pooled connection or a new one, the answer's headers in
-    /// `form`. Such a request is sent once: a pooled connection found closed fails it.
+    /// chunked, to `origin` on a pooled connection or a new one. Such a request is sent
+    /// once: a pooled connection found closed fails it.
     pub(crate) async fn send_streamed(
         &self,
         origin: &Arc<str>,
         head: &[u8],
         method: &http::Method,
         body: GatewayBody,
-        form: Form,
-    ) -> Result<Response<GatewayBody>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let chunked = body.size_hint().exact().is_none();
         let key = self.key(origin);
-        let conn = match self.checkout(&key) {
+        let now = Instant::now();
+        let conn = match self.checkout(&key, now) {
             Some(conn) => conn,
             None => Conn::new(self.open(origin).await?),
         };
-        exchange_streamed(conn, head, method, body, chunked, self.home(key), form).await
+        let home = self.home(key, now);
+        exchange_streamed(conn, head, method, body, chunked, home).await
     }
 
     /// Send a request held whole to `origin` on a pooled connection, or a new one; a
     /// pooled connection found closed before it answered is passed over for another.
+    /// The request starts at `now` (the caller's clock reading, not read again here).
     pub(crate) async fn send_whole(
         &self,
         origin: &Arc<str>,
         whole: &Whole,
-    ) -> Result<Response<GatewayBody>, UpstreamError> {
+        now: Instant,
+    ) -> Result<Answer, UpstreamError> {
         let key = self.key(origin);
-        while let Some(conn) = self.checkout(&key) {
-            match exchange(conn, whole, self.home(key.clone()), true).await {
+        while let Some(conn) = self.checkout(&key, now) {
+            match exchange(conn, whole, self.home(key.clone(), now), true).await {
                 Ok(response) => return Ok(response),
                 Err(failed) if failed.again => {}
                 Err(failed) => return Err(failed.error),
             }
         }
         let conn = Conn::new(self.open(origin).await?);
-        exchange(conn, whole, self.home(key), false)
+        exchange(conn, whole, self.home(key, now), false)
             .await
             .map_err(|failed| failed.error)
     }

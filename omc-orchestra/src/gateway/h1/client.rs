@@ -5,7 +5,7 @@
 //! handing the connection back to the pool at its end.
 
 use super::body::{Chunk, Framing, UpstreamBody};
-use super::wire::{sort, Declared, Sorted, WireHeaders};
+use super::wire::{sort, Answer, Declared, Sorted};
 use super::{put_header, put_length, read_more, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
@@ -72,8 +72,6 @@ pub(crate) struct Whole {
     pub(crate) wire: Vec<u8>,
     /// The request's method (how to read the answer; whether it may be repeated).
     pub(crate) method: Method,
-    /// The form the answer's headers are wanted in.
-    pub(crate) form: Form,
 }
 
 fn io_error(error: std::io::Error) -> UpstreamError {
@@ -139,13 +137,9 @@ pub(crate) async fn hold_whole(
 }
 
 /// `head` (see [`put_head`]) and `body` as one [`Whole`].
-pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8], form: Form) -> Whole {
+pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8]) -> Whole {
     head.extend_from_slice(body);
-    Whole {
-        wire: head,
-        method,
-        form,
-    }
+    Whole { wire: head, method }
 }
 
 /// Send `whole` on `conn` and read the answer's head. `reused`: the connection came
@@ -156,7 +150,7 @@ pub(crate) async fn exchange(
     whole: &Whole,
     home: Home,
     reused: bool,
-) -> Result<Response<GatewayBody>, Failed> {
+) -> Result<Answer, Failed> {
     if let Err(err) = conn.stream.write_all(&whole.wire).await {
         return Err(Failed {
             error: io_error(err),
@@ -164,7 +158,7 @@ pub(crate) async fn exchange(
         });
     }
     match read_head(&mut conn).await {
-        Ok(head) => Ok(answer(conn, head, &whole.method, home, whole.form)),
+        Ok(head) => Ok(answer(conn, head, &whole.method, home)),
         // The request went out: the upstream may have acted on it before closing, so
         // only a request that may be repeated is sent again.
         Err(HeadError::ClosedEarly(error)) => Err(Failed {
@@ -184,12 +178,11 @@ pub(crate) async fn exchange_streamed(
     body: GatewayBody,
     chunked: bool,
     home: Home,
-    form: Form,
-) -> Result<Response<GatewayBody>, UpstreamError> {
+) -> Result<Answer, UpstreamError> {
     conn.stream.write_all(head).await.map_err(io_error)?;
     stream_body(&mut conn.stream, body, chunked).await?;
     match read_head(&mut conn).await {
-        Ok(head) => Ok(answer(conn, head, method, home, form)),
+        Ok(head) => Ok(answer(conn, head, method, home)),
         Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => Err(error),
     }
 }
@@ -308,23 +301,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     }))
 }
 
-/// The form an answer's upstream headers are given in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Form {
-    /// As [`WireHeaders`], an extension of the answer.
-    Wire,
-    /// In the answer's header map.
-    Map,
-}
-
-/// The answer, its body reading the rest from `conn`, its headers in `form`.
-fn answer(
-    conn: Conn,
-    head: Head,
-    method: &Method,
-    home: Home,
-    form: Form,
-) -> Response<GatewayBody> {
+/// The answer, its body reading the rest from `conn`, its headers in wire form.
+fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Answer {
     let Head {
         status,
         sorted,
@@ -351,9 +329,8 @@ fn answer(
     body.finish_if_done();
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = status;
-    response.extensions_mut().insert(sorted.wire);
-    if form == Form::Map {
-        WireHeaders::restore(&mut response);
+    Answer {
+        response,
+        wire: Some(sorted.wire),
     }
-    response
 }

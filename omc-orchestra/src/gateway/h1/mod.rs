@@ -18,13 +18,11 @@ mod rewind;
 mod server;
 mod wire;
 
-pub(crate) use client::{
-    exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Form, Whole,
-};
+pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
-pub use wire::WireHeaders;
-pub(crate) use wire::{connection_listed, set_headers, SetHeader};
+pub(crate) use wire::{connection_listed, SetHeader};
+pub use wire::{Answer, WireHeaders};
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};

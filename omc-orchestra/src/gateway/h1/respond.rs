@@ -1,6 +1,6 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, WireHeaders, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, Answer, WireHeaders, BODY_IN_ONE_WRITE};
 use crate::gateway::{full_body, GatewayBody};
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -23,16 +23,16 @@ pub(super) fn internal_error() -> Response<GatewayBody> {
     response
 }
 
-/// Write `response`: its head and what of its body is ready in one write, the rest as it
+/// Write `answer`: its head and what of its body is ready in one write, the rest as it
 /// comes. A body of unknown length goes chunked.
 pub(super) async fn write_response(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    response: Response<GatewayBody>,
+    answer: Answer,
     head_request: bool,
     close: bool,
 ) -> std::io::Result<()> {
-    let (parts, mut body) = response.into_parts();
+    let (parts, mut body) = answer.response.into_parts();
     let status = parts.status;
     let bodiless = head_request
         || status.is_informational()
@@ -52,7 +52,7 @@ pub(super) async fn write_response(
         }
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    let wire = parts.extensions.get::<WireHeaders>();
+    let wire = answer.wire.as_ref();
     let mut dated = false;
     if let Some(wire) = wire {
         out.extend_from_slice(wire.lines());

@@ -1,12 +1,12 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{field, read_more, shared_headers, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
-use crate::gateway::{empty_body, full_body, GatewayBody};
+use super::{field, read_more, shared_headers, Answer, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use crate::gateway::{empty_body, full_body, GatewayBody, ProxyInfo};
 use bytes::BytesMut;
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Uri};
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -24,12 +24,18 @@ pub trait LaneService: Send + Sync + 'static {
     /// [`LaneService::fallback`] from this request on.
     fn takes(&self, head: &http::request::Parts) -> bool;
 
-    /// Serve one request from `peer`.
+    /// Serve one request from `peer`: the answer, and what the gateway did.
     fn call(
         &self,
         request: Request<GatewayBody>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<GatewayBody>> + Send;
+    ) -> impl Future<Output = (Answer, ProxyInfo)> + Send;
+
+    /// Called with each answer (and what the gateway did) before it is written: where
+    /// to count it. Does nothing unless implemented.
+    fn served(&self, answer: &Answer, info: &ProxyInfo) {
+        let _ = (answer, info);
+    }
 
     /// Serve the rest of a connection the lane gave up on, from the request it did not
     /// take on (its bytes come first in `io`).
@@ -158,8 +164,8 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
 /// A custom gateway serving its proxied requests on this path:
 ///
 /// ```no_run
-/// use omc_orchestra::gateway::h1::{serve_lane, LaneOptions, LaneService, Rewind};
-/// use omc_orchestra::gateway::{Gateway, GatewayBody};
+/// use omc_orchestra::gateway::h1::{serve_lane, Answer, LaneOptions, LaneService, Rewind};
+/// use omc_orchestra::gateway::{Gateway, GatewayBody, ProxyInfo};
 /// use std::net::SocketAddr;
 /// use std::sync::Arc;
 ///
@@ -174,8 +180,8 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
 ///         &self,
 ///         request: http::Request<GatewayBody>,
 ///         peer: SocketAddr,
-///     ) -> http::Response<GatewayBody> {
-///         self.0.handle(request, peer.ip()).await
+///     ) -> (Answer, ProxyInfo) {
+///         self.0.serve(request, peer.ip()).await
 ///     }
 ///
 ///     async fn fallback(&self, _connection: Rewind, _peer: SocketAddr) {
@@ -280,12 +286,15 @@ pub async fn serve_lane<S: LaneService>(
         // is not copied from wrapper to wrapper.
         let call = service.call(request, peer);
         tokio::pin!(call);
-        let response = match AssertUnwindSafe(call.as_mut()).catch_unwind().await {
-            Ok(response) => response,
-            Err(_) => super::respond::internal_error(),
+        let answer = match AssertUnwindSafe(call.as_mut()).catch_unwind().await {
+            Ok((answer, info)) => {
+                service.served(&answer, &info);
+                answer
+            }
+            Err(_) => super::respond::internal_error().into(),
         };
         out.clear();
-        if super::respond::write_response(&mut stream, &mut out, response, head, close)
+        if super::respond::write_response(&mut stream, &mut out, answer, head, close)
             .await
             .is_err()
             || close

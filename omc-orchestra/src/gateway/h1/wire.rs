@@ -2,8 +2,8 @@
 
 use super::put_header;
 use crate::gateway::names::X_REQUEST_ID;
-use crate::gateway::proxy::HOP_BY_HOP;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use crate::gateway::GatewayBody;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{HeaderMap, Response};
 
 /// An upstream answer's headers as `name: value\r\n` lines: those the upstream sent, less
@@ -11,10 +11,10 @@ use http::{HeaderMap, Response};
 /// ones and `X-Request-Id` (the gateway sets its own), followed by any the gateway added.
 ///
 /// [`Gateway::serve`](crate::gateway::Gateway::serve) gives a proxied answer's upstream
-/// headers this way, as an extension of the answer, so that an HTTP/1.1 writer copies
-/// them rather than rebuilding them from a header map; the answer's header map holds
-/// only what else the gateway set. [`WireHeaders::restore`] moves them into the header
-/// map for anyone else.
+/// headers this way, beside the response in an [`Answer`], so that an HTTP/1.1 writer
+/// copies them rather than rebuilding them from a header map; the response's header map
+/// holds only what else the gateway set. [`Answer::into_response`] moves them into the
+/// header map for anyone else.
 #[derive(Debug, Clone, Default)]
 pub struct WireHeaders {
     lines: Vec<u8>,
@@ -39,23 +39,35 @@ enum Kind {
 }
 
 fn kind(name: &[u8]) -> Kind {
-    let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
-    if is(&CONNECTION) {
-        Kind::Connection
-    } else if is(&TRANSFER_ENCODING) {
-        Kind::TransferEncoding
-    } else if is(&CONTENT_LENGTH) {
-        Kind::ContentLength
-    } else if is(&DATE) {
-        Kind::Date
-    } else if is(&X_REQUEST_ID) || HOP_BY_HOP.iter().any(is) {
-        Kind::Dropped
-    } else if starts_with_ignore_case(name, b"x-ratelimit-")
-        || starts_with_ignore_case(name, b"ratelimit-")
-    {
-        Kind::RateLimit
-    } else {
-        Kind::Other
+    let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
+    // Sorted by length first: most names are compared with at most one or two others.
+    match name.len() {
+        4 if is(b"date") => Kind::Date,
+        10 if is(b"connection") => Kind::Connection,
+        14 if is(b"content-length") => Kind::ContentLength,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+        _ if is(X_REQUEST_ID.as_str().as_bytes()) || hop_by_hop(name) => Kind::Dropped,
+        _ if starts_with_ignore_case(name, b"x-ratelimit-")
+            || starts_with_ignore_case(name, b"ratelimit-") =>
+        {
+            Kind::RateLimit
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// Whether `name` is one of [`HOP_BY_HOP`] (any case), told by its length first.
+fn hop_by_hop(name: &[u8]) -> bool {
+    let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
     }
 }
 
@@ -200,15 +212,8 @@ impl WireHeaders {
         self.lines = kept;
     }
 
-    /// Move an answer's wire headers (if it has them) into its header map, with the
-    /// upstream's `Content-Length`; a line `http` does not accept is dropped.
-    pub fn restore<B>(response: &mut Response<B>) {
-        let Some(wire) = response.extensions_mut().remove::<WireHeaders>() else {
-            return;
-        };
-        wire.add_to(response.headers_mut());
-    }
-
+    /// Add the lines to `headers`, with the upstream's `Content-Length`; a line `http`
+    /// does not accept is dropped.
     fn add_to(&self, headers: &mut HeaderMap) {
         let mut text = Vec::with_capacity(self.lines.len() + 2);
         text.extend_from_slice(&self.lines);
@@ -260,17 +265,65 @@ impl SetHeader for WireHeaders {
     }
 }
 
-/// Run `set` on where headers of `response` are set (see [`SetHeader`]).
-pub(crate) fn set_headers<B>(response: &mut Response<B>, set: impl FnOnce(&mut dyn SetHeader)) {
-    match response.extensions_mut().get_mut::<WireHeaders>() {
-        Some(wire) => set(wire),
-        None => set(response.headers_mut()),
+/// A response, with the headers of the upstream answer it relays (when it relays one)
+/// kept apart in wire form; what [`LaneService::call`](super::LaneService::call) gives
+/// the lane to write.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status, the headers the gateway set and the body.
+    pub response: Response<GatewayBody>,
+    /// The upstream's headers, written after the response's own.
+    pub wire: Option<WireHeaders>,
+}
+
+impl From<Response<GatewayBody>> for Answer {
+    fn from(response: Response<GatewayBody>) -> Self {
+        Self {
+            response,
+            wire: None,
+        }
+    }
+}
+
+impl Answer {
+    /// The response with the upstream's headers (if any) moved into its header map.
+    pub fn into_response(self) -> Response<GatewayBody> {
+        let mut response = self.response;
+        if let Some(wire) = self.wire {
+            wire.add_to(response.headers_mut());
+        }
+        response
+    }
+
+    /// The answer's status.
+    pub fn status(&self) -> http::StatusCode {
+        self.response.status()
+    }
+
+    /// The length of the body as the headers (or, without them, the body) say.
+    pub fn length(&self) -> Option<u64> {
+        if let Some(wire) = &self.wire {
+            return wire.length();
+        }
+        match self.response.headers().get(CONTENT_LENGTH) {
+            Some(value) => value.to_str().ok()?.parse::<u64>().ok(),
+            None => hyper::body::Body::size_hint(self.response.body()).exact(),
+        }
+    }
+
+    /// Run `set` on where the answer's headers are set (see [`SetHeader`]).
+    pub(crate) fn set_headers(&mut self, set: impl FnOnce(&mut dyn SetHeader)) {
+        match &mut self.wire {
+            Some(wire) => set(wire),
+            None => set(self.response.headers_mut()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::proxy::HOP_BY_HOP;
 
     fn sorted(raw: &[u8]) -> Sorted {
         let mut slots = [httparse::EMPTY_HEADER; 32];
@@ -295,6 +348,27 @@ mod tests {
         assert_eq!(sorted.wire.length(), Some(12));
         assert!(sorted.wire.has_date());
         assert!(!sorted.close);
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_told_in_any_case() {
+        for name in &HOP_BY_HOP {
+            assert!(hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(
+                hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for name in [
+            "date",
+            "server",
+            "content-type",
+            "x-upgrade",
+            "tee",
+            "trailers",
+        ] {
+            assert!(!hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]
@@ -323,13 +397,15 @@ mod tests {
     fn restored_headers_land_in_the_map() {
         let wire =
             sorted(b"Server: up\r\nX-Many: 1\r\nX-Many: 2\r\nContent-Length: 5\r\n\r\n").wire;
-        let mut response = Response::new(());
-        response.extensions_mut().insert(wire);
-        WireHeaders::restore(&mut response);
+        let answer = Answer {
+            response: Response::new(crate::gateway::empty_body()),
+            wire: Some(wire),
+        };
+        assert_eq!(answer.length(), Some(5));
+        let response = answer.into_response();
         let headers = response.headers();
         assert_eq!(headers["server"], "up");
         assert_eq!(headers.get_all("x-many").iter().count(), 2);
         assert_eq!(headers["content-length"], "5");
-        assert!(response.extensions().get::<WireHeaders>().is_none());
     }
 }
