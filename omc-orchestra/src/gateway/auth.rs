@@ -3,7 +3,7 @@
 
 use crate::per_thread::PerThread;
 use crate::{Error, Result};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,20 @@ impl Authenticator {
     /// Verify the request's credentials: an API key in `X-API-Key`, else a bearer token.
     /// The identity is shared with the cache of verified tokens.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, AuthFailure> {
-        if let Some(key) = headers.get(&super::names::X_API_KEY) {
+        self.authenticate_values(
+            headers.get(&super::names::X_API_KEY),
+            headers.get(http::header::AUTHORIZATION),
+        )
+    }
+
+    /// [`Authenticator::authenticate`], given the request's `X-API-Key` and
+    /// `Authorization` values.
+    pub fn authenticate_values(
+        &self,
+        api_key: Option<&HeaderValue>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Arc<Identity>, AuthFailure> {
+        if let Some(key) = api_key {
             return key
                 .to_str()
                 .ok()
@@ -158,9 +171,8 @@ impl Authenticator {
                 .cloned()
                 .ok_or_else(|| AuthFailure("unknown API key".into()));
         }
-        let header = headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| AuthFailure("missing bearer token or API key".into()))?;
+        let header =
+            authorization.ok_or_else(|| AuthFailure("missing bearer token or API key".into()))?;
         let token = header
             .to_str()
             .ok()

@@ -54,6 +54,38 @@ pub struct ProxyInfo {
     pub span_id: Option<String>,
 }
 
+/// The request headers the pipeline reads, found in one pass over the header map: a
+/// lookup by name would hash the name, four times per request. The first value of a
+/// name counts, as a lookup would have it.
+#[derive(Default)]
+struct Facts<'a> {
+    request_id: Option<&'a HeaderValue>,
+    traceparent: Option<&'a HeaderValue>,
+    authorization: Option<&'a HeaderValue>,
+    api_key: Option<&'a HeaderValue>,
+}
+
+impl<'a> Facts<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        let mut facts = Self::default();
+        for (name, value) in headers {
+            let slot = if name == http::header::AUTHORIZATION {
+                &mut facts.authorization
+            } else if name == X_REQUEST_ID {
+                &mut facts.request_id
+            } else if name == TRACEPARENT {
+                &mut facts.traceparent
+            } else if name == super::names::X_API_KEY {
+                &mut facts.api_key
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        facts
+    }
+}
+
 /// The part of the gateway a reload replaces: routes, keys, static fallbacks and the
 /// settings read per request.
 pub(super) struct Dynamic {
@@ -228,11 +260,8 @@ impl Gateway {
         let path = uri.path();
         // The caller's id when it is printable, else a new one; one header value serves
         // the upstream request and the answer.
-        let given = parts
-            .headers
-            .get(&X_REQUEST_ID)
-            .filter(|v| v.to_str().is_ok())
-            .cloned();
+        let facts = Facts::of(&parts.headers);
+        let given = facts.request_id.filter(|v| v.to_str().is_ok()).cloned();
         let id_value = given.unwrap_or_else(|| {
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
@@ -257,7 +286,7 @@ impl Gateway {
                 let status = StatusCode::METHOD_NOT_ALLOWED;
                 break 'route error(status, "method_not_allowed", &message).into();
             }
-            let identity = match Self::identify(&dynamic, &spec, &parts.headers) {
+            let identity = match Self::identify(&dynamic, &spec, &facts) {
                 Ok(identity) => identity,
                 Err(refused) => break 'route (*refused).into(),
             };
@@ -271,12 +300,7 @@ impl Gateway {
             if let Some(decision) = &decision {
                 info.rate_limit_degraded = decision.degraded;
             }
-            let trace = next_traceparent(
-                parts
-                    .headers
-                    .get(&TRACEPARENT)
-                    .and_then(|v| v.to_str().ok()),
-            );
+            let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
             let rewrite = Rewrite::new(
                 &parts.headers,
                 client_ip,
@@ -355,12 +379,15 @@ impl Gateway {
     fn identify(
         dynamic: &Dynamic,
         spec: &RouteSpec,
-        headers: &http::HeaderMap,
+        facts: &Facts<'_>,
     ) -> std::result::Result<Option<Arc<Identity>>, Box<Response<GatewayBody>>> {
         if !spec.auth {
             return Ok(None);
         }
-        match dynamic.auth.authenticate(headers) {
+        match dynamic
+            .auth
+            .authenticate_values(facts.api_key, facts.authorization)
+        {
             Ok(identity) => Ok(Some(identity)),
             Err(failure) => {
                 let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", &failure.0);

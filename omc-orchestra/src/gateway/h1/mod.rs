@@ -21,7 +21,7 @@ mod wire;
 pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
-pub(crate) use wire::{connection_listed, SetHeader};
+pub(crate) use wire::{connection_listed, hop_by_hop, SetHeader};
 pub use wire::{Answer, WireHeaders};
 
 use bytes::BytesMut;

@@ -57,7 +57,7 @@ fn kind(name: &[u8]) -> Kind {
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`] (any case), told by its length first.
-fn hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
     let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
     match name.len() {
         2 => is(b"te"),
