@@ -310,6 +310,13 @@ async fn route_timeouts_answer_504_and_posts_are_not_retried() {
     let (status, body) = get(&http, &format!("{base}/quick/slow")).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body["error"], "gateway_timeout");
+    // A pooled connection keeps one timer from request to request: armed for a short
+    // deadline by a quick request, it still lets a later request with a long deadline
+    // take its time.
+    let (status, _) = get(&http, &format!("{base}/quick/fast")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = get(&http, &format!("{base}/api/report-service/slow")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     up.failing.store(true, Ordering::SeqCst);
     let hits = up.hits.load(Ordering::SeqCst);

@@ -195,11 +195,12 @@ impl Gateway {
                     return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message).into()
                 }
             };
+            let deadline = tokio::time::Instant::from_std(attempt_started + matched.route.timeout);
+            let authority = &target.0.authority;
             let sent = self
                 .pool
-                .send_whole(&target.0.authority, &whole, attempt_started);
-            let deadline = tokio::time::Instant::from_std(attempt_started + matched.route.timeout);
-            let outcome = tokio::time::timeout_at(deadline, sent).await;
+                .send_whole(authority, &whole, attempt_started, Some(deadline));
+            let outcome = sent.await;
             let (failure, ok) = self.settle(outcome, service, &target, matched);
             if ok {
                 return failure;
@@ -238,6 +239,7 @@ impl Gateway {
             .pool
             .send_streamed(&target.0.authority, &head, &parts.method, body);
         let outcome = tokio::time::timeout(matched.route.timeout, sent).await;
+        let outcome = outcome.unwrap_or(Err(UpstreamError::TimedOut));
         self.settle(outcome, &matched.service, &target, matched).0
     }
 
@@ -246,32 +248,32 @@ impl Gateway {
     /// only should no other attempt be made.
     fn settle(
         &self,
-        outcome: Result<Result<Answer, UpstreamError>, tokio::time::error::Elapsed>,
+        outcome: Result<Answer, UpstreamError>,
         service: &str,
         target: &(Arc<Target>, usize),
         matched: &RouteMatch,
     ) -> (Answer, bool) {
         match outcome {
             // The answer's headers come sorted: its hop-by-hop ones are already out.
-            Ok(Ok(answer)) => {
+            Ok(answer) => {
                 let ok = !answer.status().is_server_error();
                 self.breakers.record(service, &target.0.id, ok, target.1);
                 (answer, ok)
             }
-            Ok(Err(err)) => {
-                self.breakers.record(service, &target.0.id, false, target.1);
-                tracing::debug!(error = %err, instance = %target.0.id, "upstream request failed");
-                let message = format!("the upstream of `{service}` failed to answer");
-                let answer = error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
-                (answer.into(), false)
-            }
-            Err(_) => {
+            Err(UpstreamError::TimedOut) => {
                 self.breakers.record(service, &target.0.id, false, target.1);
                 let message = format!(
                     "the upstream of `{service}` did not answer within {} ms",
                     matched.route.timeout.as_millis()
                 );
                 let answer = error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message);
+                (answer.into(), false)
+            }
+            Err(err) => {
+                self.breakers.record(service, &target.0.id, false, target.1);
+                tracing::debug!(error = %err, instance = %target.0.id, "upstream request failed");
+                let message = format!("the upstream of `{service}` failed to answer");
+                let answer = error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
                 (answer.into(), false)
             }
         }

@@ -59,6 +59,9 @@ pub enum UpstreamError {
     /// The TCP connect took longer than the pool's connect timeout.
     #[error("connecting to {0} timed out")]
     ConnectTimeout(String),
+    /// The answer's head did not come by the request's deadline.
+    #[error("the upstream did not answer in time")]
+    TimedOut,
     /// The HTTP exchange of an upgrade failed (handshake, write or read of the head).
     #[error("the upstream exchange failed: {0}")]
     Http(#[from] hyper::Error),
@@ -239,7 +242,7 @@ impl UpstreamPool {
         let answer = match held {
             Ok(bytes) => {
                 let whole = whole(head, parts.method, &bytes);
-                self.send_whole(origin, &whole, Instant::now()).await
+                self.send_whole(origin, &whole, Instant::now(), None).await
             }
             Err(body) => {
                 let method = &parts.method;
@@ -272,25 +275,40 @@ impl UpstreamPool {
 
     /// Send a request held whole to `origin` on a pooled connection, or a new one; a
     /// pooled connection found closed before it answered is passed over for another.
-    /// The request starts at `now` (the caller's clock reading, not read again here).
+    /// The request starts at `now` (the caller's clock reading, not read again here);
+    /// its answer's head is due by `deadline` when one is given.
     pub(crate) async fn send_whole(
         &self,
         origin: &Arc<str>,
         whole: &Whole,
         now: Instant,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Answer, UpstreamError> {
         let key = self.key(origin);
         while let Some(conn) = self.checkout(&key, now) {
-            match exchange(conn, whole, self.home(key.clone(), now), true).await {
+            let home = self.home(key.clone(), now);
+            match exchange(conn, whole, home, true, deadline).await {
                 Ok(response) => return Ok(response),
                 Err(failed) if failed.again => {}
                 Err(failed) => return Err(failed.error),
             }
         }
-        let conn = Conn::new(self.open(origin).await?);
-        exchange(conn, whole, self.home(key, now), false)
-            .await
-            .map_err(|failed| failed.error)
+        // Rare: a new connection (its connect, too, within the deadline).
+        let stream = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.open(origin))
+                .await
+                .map_err(|_| UpstreamError::TimedOut)??,
+            None => self.open(origin).await?,
+        };
+        exchange(
+            Conn::new(stream),
+            whole,
+            self.home(key, now),
+            false,
+            deadline,
+        )
+        .await
+        .map_err(|failed| failed.error)
     }
 
     /// Send an upgrade request on a connection of its own (never pooled), so that the

@@ -6,7 +6,7 @@
 
 use super::body::{Chunk, Framing, UpstreamBody};
 use super::wire::{sort, Answer, Declared, Sorted};
-use super::{put_header, put_length, read_more, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{put_header, put_length, read_more, Deadline, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
 use crate::gateway::rewrite::Rewrite;
@@ -20,12 +20,15 @@ use std::mem::MaybeUninit;
 use std::task::Context;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// An open upstream connection and the bytes read from it but not used yet.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     pub(super) buf: BytesMut,
+    /// The timer of its exchanges' deadlines, kept from one to the next.
+    timer: Option<Deadline>,
 }
 
 impl Conn {
@@ -33,6 +36,7 @@ impl Conn {
         Self {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
+            timer: None,
         }
     }
 
@@ -142,23 +146,44 @@ pub(crate) fn whole(mut head: Vec<u8>, method: Method, body: &[u8]) -> Whole {
     Whole { wire: head, method }
 }
 
-/// Send `whole` on `conn` and read the answer's head. `reused`: the connection came
-/// from the pool, so a close before any answer means it was stale, not that the
-/// upstream failed; the request may then be sent again (see [`Failed`]).
+/// Send `whole` on `conn` and read the answer's head, by `deadline` when one is given
+/// (the connection's own timer keeps it: a pooled connection's exchanges register
+/// no timer of their own). `reused`: the connection came from the pool, so a close
+/// before any answer means it was stale, not that the upstream failed; the request may
+/// then be sent again (see [`Failed`]).
 pub(crate) async fn exchange(
     mut conn: Conn,
     whole: &Whole,
     home: Home,
     reused: bool,
+    deadline: Option<Instant>,
 ) -> Result<Answer, Failed> {
-    if let Err(err) = conn.stream.write_all(&whole.wire).await {
-        return Err(Failed {
-            error: io_error(err),
-            again: reused,
-        });
-    }
-    match read_head(&mut conn).await {
+    let sent = match deadline {
+        None => send_and_read(&mut conn, whole).await,
+        Some(deadline) => {
+            let mut timer = match conn.timer.take() {
+                Some(mut timer) => {
+                    timer.set_at(deadline);
+                    timer
+                }
+                None => Deadline::at(deadline),
+            };
+            let within = tokio::select! {
+                biased;
+                sent = send_and_read(&mut conn, whole) => Some(sent),
+                () = timer.passed() => None,
+            };
+            conn.timer = Some(timer);
+            // A connection left mid-exchange is dropped (closed) with the failure.
+            within.ok_or_else(|| Failed::end(UpstreamError::TimedOut))?
+        }
+    };
+    match sent {
         Ok(head) => Ok(answer(conn, head, &whole.method, home)),
+        Err(HeadError::Write(error)) => Err(Failed {
+            error,
+            again: reused,
+        }),
         // The request went out: the upstream may have acted on it before closing, so
         // only a request that may be repeated is sent again.
         Err(HeadError::ClosedEarly(error)) => Err(Failed {
@@ -167,6 +192,15 @@ pub(crate) async fn exchange(
         }),
         Err(HeadError::Other(error)) => Err(Failed::end(error)),
     }
+}
+
+/// Send `whole` on `conn` and read the answer's head.
+async fn send_and_read(conn: &mut Conn, whole: &Whole) -> Result<Head, HeadError> {
+    conn.stream
+        .write_all(&whole.wire)
+        .await
+        .map_err(|err| HeadError::Write(io_error(err)))?;
+    read_head(conn).await
 }
 
 /// Send `head` then stream `body` (`chunked` or of the length `head` gave) on `conn`,
@@ -183,7 +217,9 @@ pub(crate) async fn exchange_streamed(
     stream_body(&mut conn.stream, body, chunked).await?;
     match read_head(&mut conn).await {
         Ok(head) => Ok(answer(conn, head, method, home)),
-        Err(HeadError::ClosedEarly(error) | HeadError::Other(error)) => Err(error),
+        Err(HeadError::Write(error) | HeadError::ClosedEarly(error) | HeadError::Other(error)) => {
+            Err(error)
+        }
     }
 }
 
@@ -224,6 +260,8 @@ struct Head {
 }
 
 enum HeadError {
+    /// The request could not be written.
+    Write(UpstreamError),
     /// The connection closed (or reset) before a byte of the answer came.
     ClosedEarly(UpstreamError),
     Other(UpstreamError),

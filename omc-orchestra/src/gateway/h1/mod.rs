@@ -13,12 +13,14 @@
 
 mod body;
 mod client;
+mod deadline;
 mod respond;
 mod rewind;
 mod server;
 mod wire;
 
 pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
+pub(crate) use deadline::Deadline;
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
 pub(crate) use wire::{connection_listed, hop_by_hop, SetHeader};

@@ -1,7 +1,9 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
-use super::{field, read_more, shared_headers, Answer, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD};
+use super::{
+    field, read_more, shared_headers, Answer, Deadline, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD,
+};
 use crate::gateway::{empty_body, full_body, GatewayBody, ProxyInfo};
 use bytes::BytesMut;
 use futures::FutureExt;
@@ -11,12 +13,10 @@ use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
 
 /// What serves the requests of a lane.
 pub trait LaneService: Send + Sync + 'static {
@@ -304,43 +304,6 @@ pub async fn serve_lane<S: LaneService>(
     }
 }
 
-/// A connection's one timer, reused from wait to wait. Setting a later deadline only
-/// notes it; the timer, should it fire before the deadline noted, sleeps on to it. A
-/// request thus costs no timer registration, only a clock read.
-struct Deadline {
-    sleep: Pin<Box<Sleep>>,
-    at: Instant,
-}
-
-impl Deadline {
-    fn after(wait: Duration) -> Self {
-        let at = Instant::now() + wait;
-        Self {
-            sleep: Box::pin(tokio::time::sleep_until(at)),
-            at,
-        }
-    }
-
-    /// The deadline is `wait` from now.
-    fn set(&mut self, wait: Duration) {
-        self.at = Instant::now() + wait;
-        if self.at < self.sleep.deadline() {
-            self.sleep.as_mut().reset(self.at);
-        }
-    }
-
-    /// Completes once the deadline has passed.
-    async fn passed(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            if Instant::now() >= self.at {
-                return;
-            }
-            self.sleep.as_mut().reset(self.at);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,30 +326,6 @@ mod tests {
         assert_eq!(parts.uri, "/api/a/b?x=1");
         assert_eq!(parts.headers["accept"], "*/*");
         assert_eq!(parts.headers["host"], "gw");
-    }
-
-    /// Whether `timer` has passed, without waiting.
-    fn passed(timer: &mut Deadline) -> bool {
-        timer.passed().now_or_never().is_some()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn one_timer_follows_later_and_earlier_deadlines() {
-        let second = Duration::from_secs(1);
-        let mut timer = Deadline::after(10 * second);
-        // A later deadline is only noted: the timer fires at 10 s, then sleeps on.
-        timer.set(20 * second);
-        tokio::time::advance(15 * second).await;
-        assert!(!passed(&mut timer));
-        tokio::time::advance(5 * second).await;
-        assert!(passed(&mut timer));
-        // An earlier deadline than the one armed moves the timer forward.
-        timer.set(60 * second);
-        timer.set(5 * second);
-        tokio::time::advance(4 * second).await;
-        assert!(!passed(&mut timer));
-        tokio::time::advance(second).await;
-        assert!(passed(&mut timer));
     }
 
     #[test]
