@@ -248,9 +248,7 @@ impl GatewayMetrics {
         };
         self.proxied.observe(&info.route, service, status, seconds);
         if info.rate_limit_degraded {
-            self.degraded
-                .with_label_values(&[info.route.as_str()])
-                .inc();
+            self.degraded.with_label_values(&[&*info.route]).inc();
         }
         if let Some(result) = info.cache {
             self.cache.with_label_values(&[result]).inc();

@@ -84,9 +84,9 @@ impl Access<'_> {
         let fields = serde_json::json!({
             "method": self.method,
             "path": path,
-            "route": info.route,
-            "service": info.service,
-            "instance": info.instance,
+            "route": &*info.route,
+            "service": &*info.service,
+            "instance": info.instance.as_deref(),
             "status": self.status,
             "latencyMs": self.latency_ms,
             "bytes": self.bytes,

@@ -124,7 +124,7 @@ pub(super) fn from_cache(hit: &CachedResponse, head: bool) -> Response<GatewayBo
 impl Gateway {
     /// A target for `service` that the breakers admit, avoiding `tried`: a discovered
     /// instance, else the static fallback. Also returns how many instances the service has.
-    pub(super) fn pick(&self, service: &str, tried: &[String]) -> Option<(Arc<Target>, usize)> {
+    pub(super) fn pick(&self, service: &str, tried: &[Arc<str>]) -> Option<(Arc<Target>, usize)> {
         let (picked, total) = self
             .view
             .choose(service, tried, |i| self.breakers.admit(service, &i.id));
@@ -150,7 +150,7 @@ impl Gateway {
         info: &mut ProxyInfo,
         started: std::time::Instant,
     ) -> Answer {
-        let service = matched.service.as_str();
+        let service = &*matched.service;
         let Some(mut target) = self.pick(service, &[]) else {
             let message = format!("no healthy instance of `{service}`");
             return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message).into();
@@ -181,7 +181,7 @@ impl Gateway {
         } else {
             1
         };
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<Arc<str>> = Vec::new();
         // The first attempt starts with the request: the clock is not read again.
         let mut attempt_started = started;
         loop {

@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Default)]
 pub struct ProxyInfo {
     /// The route's name (`unmatched` when none).
-    pub route: String,
+    pub route: Arc<str>,
     /// The service (empty when no route matched).
-    pub service: String,
+    pub service: Arc<str>,
     /// The instance that answered (`static:{service}` for a static fallback).
-    pub instance: Option<String>,
+    pub instance: Option<Arc<str>>,
     /// `HIT` or `MISS` on cached routes.
     pub cache: Option<&'static str>,
     /// How long the gateway took to answer (the head; a streamed body may take longer).
@@ -203,7 +203,7 @@ impl Gateway {
             loop {
                 tick.tick().await;
                 let mut live = gateway.view.instance_ids();
-                live.extend(gateway.current().statics.values().map(|t| t.id.clone()));
+                live.extend(gateway.current().statics.values().map(|t| t.id.to_string()));
                 gateway.breakers.retain(&live);
                 gateway.pool.sweep();
             }
@@ -441,14 +441,15 @@ impl Gateway {
             Err(decision)
         }
     }
+
     /// `/api/pricing/...` serves `pricing-service` when only that one is known.
-    fn resolve(&self, dynamic: &Dynamic, service: String) -> String {
-        if self.view.knows(&service) || dynamic.statics.contains_key(&service) {
+    fn resolve(&self, dynamic: &Dynamic, service: Arc<str>) -> Arc<str> {
+        if self.view.knows(&service) || dynamic.statics.contains_key(&*service) {
             return service;
         }
         let long = format!("{service}-service");
         if self.view.knows(&long) || dynamic.statics.contains_key(&long) {
-            long
+            long.into()
         } else {
             service
         }
@@ -472,7 +473,7 @@ impl Gateway {
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
         let key = CacheKey {
-            route: matched.route.name.clone(),
+            route: matched.route.name.to_string(),
             consumer: rewrite.subject().unwrap_or_default().to_owned(),
             path: path_and_query,
         };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The instance id, or `static:{service}` for a static fallback.
-    pub id: String,
+    pub id: Arc<str>,
     /// `scheme://host:port`.
     pub origin: String,
     /// A path the upstream is mounted under (from a static URL), without trailing `/`.
@@ -28,7 +28,7 @@ pub struct Target {
 impl Target {
     fn new(id: String, scheme: &str, authority: String, base_path: String) -> Self {
         Self {
-            id,
+            id: id.into(),
             origin: format!("{scheme}://{authority}"),
             base_path,
             authority: authority.into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteSpec {
     /// The route's name (metrics, logs, rate-limit and cache keys).
-    pub name: String,
+    pub name: Arc<str>,
     /// Allowed methods; empty allows all.
     pub methods: Vec<Method>,
     /// Upstream timeout.
@@ -29,7 +29,7 @@ pub struct RouteMatch {
     /// The route.
     pub route: Arc<RouteSpec>,
     /// The service to forward to.
-    pub service: String,
+    pub service: Arc<str>,
     /// The path to send upstream (query not included).
     pub upstream_path: String,
 }
@@ -37,7 +37,7 @@ pub struct RouteMatch {
 #[derive(Debug)]
 struct Configured {
     prefix: String,
-    service: String,
+    service: Arc<str>,
     strip: bool,
     spec: Arc<RouteSpec>,
 }
@@ -48,8 +48,11 @@ pub struct RouteTable {
     configured: Vec<Configured>,
     discovery: Option<(String, bool, RouteSpec)>,
     /// The discovery route of each service seen, built once (up to [`MOST_REMEMBERED`]).
-    discovered: parking_lot::RwLock<std::collections::HashMap<String, Arc<RouteSpec>>>,
+    discovered: parking_lot::RwLock<std::collections::HashMap<String, Discovered>>,
 }
+
+/// A service's discovery route and its name, shared by the requests that take it.
+type Discovered = (Arc<RouteSpec>, Arc<str>);
 
 /// Discovery routes remembered; past this, a service's route is built per request.
 const MOST_REMEMBERED: usize = 4096;
@@ -83,13 +86,13 @@ impl RouteTable {
             .iter()
             .map(|r| Configured {
                 prefix: r.prefix.clone(),
-                service: r.service.clone(),
+                service: r.service.as_str().into(),
                 strip: r.strip_prefix,
                 spec: Arc::new(RouteSpec {
                     name: if r.name.is_empty() {
-                        r.prefix.clone()
+                        r.prefix.as_str().into()
                     } else {
-                        r.name.clone()
+                        r.name.as_str().into()
                     },
                     methods: methods(&r.methods),
                     timeout: Duration::from_millis(r.timeout_ms.unwrap_or(d.timeout_ms)),
@@ -105,7 +108,7 @@ impl RouteTable {
                 d.prefix.clone(),
                 d.strip_prefix,
                 RouteSpec {
-                    name: String::new(),
+                    name: "".into(),
                     methods: Vec::new(),
                     timeout: Duration::from_millis(d.timeout_ms),
                     auth: d.auth,
@@ -141,20 +144,21 @@ impl RouteTable {
             return None;
         }
         let known = self.discovered.read().get(service).cloned();
-        let route = known.unwrap_or_else(|| {
+        let (route, service) = known.unwrap_or_else(|| {
             let route = Arc::new(RouteSpec {
-                name: format!("{prefix}/{service}"),
+                name: format!("{prefix}/{service}").into(),
                 ..spec.clone()
             });
+            let found: Discovered = (route, service.into());
             let mut discovered = self.discovered.write();
             if discovered.len() < MOST_REMEMBERED {
-                discovered.insert(service.to_owned(), route.clone());
+                discovered.insert(service.to_owned(), found.clone());
             }
-            route
+            found
         });
         Some(RouteMatch {
             route,
-            service: service.to_owned(),
+            service,
             upstream_path: if *strip {
                 let mut stripped = String::with_capacity(tail.len() + 1);
                 stripped.push('/');
@@ -193,12 +197,12 @@ mod tests {
         let t = table();
         let m = t.find("/prices/special/x").unwrap();
         assert_eq!(
-            (m.service.as_str(), m.upstream_path.as_str()),
+            (&*m.service, m.upstream_path.as_str()),
             ("special", "/prices/special/x")
         );
         let m = t.find("/prices/a/b").unwrap();
         assert_eq!(
-            (m.service.as_str(), m.upstream_path.as_str()),
+            (&*m.service, m.upstream_path.as_str()),
             ("pricing-service", "/a/b")
         );
         assert_eq!(t.find("/prices").unwrap().upstream_path, "/");
@@ -209,9 +213,9 @@ mod tests {
     fn discovery_routes_name_the_service() {
         let t = table();
         let m = t.find("/api/inventory-service/items/7").unwrap();
-        assert_eq!(m.service, "inventory-service");
+        assert_eq!(&*m.service, "inventory-service");
         assert_eq!(m.upstream_path, "/items/7");
-        assert_eq!(m.route.name, "/api/inventory-service");
+        assert_eq!(&*m.route.name, "/api/inventory-service");
         assert_eq!(t.find("/api/inventory-service").unwrap().upstream_path, "/");
         assert!(t.find("/api/").is_none());
         assert!(t.find("/other").is_none());

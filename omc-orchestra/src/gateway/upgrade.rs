@@ -33,7 +33,7 @@ impl Gateway {
         matched: &RouteMatch,
         info: &mut ProxyInfo,
     ) -> Response<GatewayBody> {
-        let service = matched.service.as_str();
+        let service = &*matched.service;
         let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
             return error(
                 StatusCode::BAD_REQUEST,

@@ -174,7 +174,7 @@ impl ServiceView {
     pub fn choose(
         &self,
         service: &str,
-        exclude: &[String],
+        exclude: &[Arc<str>],
         mut admit: impl FnMut(&ServiceInstance) -> bool,
     ) -> (Option<Arc<Target>>, usize) {
         let Some(known) = self.services.read().get(service).cloned() else {
@@ -189,7 +189,7 @@ impl ServiceView {
         // The balancer keeps the score of an instance left out this time (unhealthy,
         // excluded, or kept away by its breaker) for when it is back.
         let picked = self.balancer.pick_among(service, all, |_, i| {
-            (panic || i.status.is_serving()) && !exclude.contains(&i.id) && admit(i)
+            (panic || i.status.is_serving()) && !exclude.iter().any(|e| **e == *i.id) && admit(i)
         });
         let target = picked.and_then(|index| known.targets.get(index).cloned());
         (target, all.len())

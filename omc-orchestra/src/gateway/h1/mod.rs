@@ -75,8 +75,8 @@ fn field(head: &[u8], header: &httparse::Header<'_>) -> Option<Field> {
 }
 
 /// The headers of `fields`, their values sharing `head`'s bytes.
-fn shared_headers(head: &bytes::Bytes, fields: Vec<Field>, room: usize) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(fields.len() + room);
+fn shared_headers(head: &bytes::Bytes, fields: Vec<Field>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, range) in fields {
         // httparse checked the value with the same rule.
         if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {

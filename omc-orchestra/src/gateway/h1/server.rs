@@ -67,7 +67,8 @@ impl Default for LaneOptions {
 /// A request head the lane takes, and its body's length.
 struct Taken {
     method: Method,
-    uri: Uri,
+    /// Where the request target is in the head.
+    target: std::ops::Range<usize>,
     fields: Vec<Field>,
     head_len: usize,
     body_len: usize,
@@ -75,13 +76,17 @@ struct Taken {
 }
 
 impl Taken {
-    /// The request's head, its values sharing `head`'s bytes.
-    fn parts(self, head: &bytes::Bytes) -> http::request::Parts {
+    /// The request's head, its target and values sharing `head`'s bytes; `None` when
+    /// its target is not one `http` accepts.
+    fn parts(self, head: &bytes::Bytes) -> Option<http::request::Parts> {
+        let uri = Uri::from_maybe_shared(head.slice(self.target)).ok()?;
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = self.method;
-        parts.uri = self.uri;
-        parts.headers = shared_headers(head, self.fields, 8);
-        parts
+        parts.uri = uri;
+        // The lane's requests gain no header here: the rewrite is written with the
+        // upstream head.
+        parts.headers = shared_headers(head, self.fields);
+        Some(parts)
     }
 }
 
@@ -108,7 +113,14 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return Parsed::Elsewhere;
     };
-    let (Ok(method), Ok(uri)) = (Method::from_bytes(method.as_bytes()), path.parse::<Uri>()) else {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Elsewhere;
+    };
+    // Checked as a URI once the head is split off, sharing its bytes.
+    let Some(target) = (path.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .map(|at| at..at + path.len())
+    else {
         return Parsed::Elsewhere;
     };
     let mut fields = Vec::with_capacity(req.headers.len());
@@ -150,7 +162,7 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     }
     Parsed::Taken(Taken {
         method,
-        uri,
+        target,
         fields,
         head_len,
         body_len: body_len.unwrap_or(0),
@@ -253,14 +265,17 @@ pub async fn serve_lane<S: LaneService>(
         };
         let (body_len, close) = (taken.body_len, taken.close);
         let head = buf.split_to(taken.head_len).freeze();
-        let parts = taken.parts(&head);
-        if !service.takes(&parts) {
-            let mut prefix = BytesMut::from(&head[..]);
-            prefix.extend_from_slice(&buf);
-            return service
-                .fallback(Rewind::new(prefix.freeze(), stream), peer)
-                .await;
-        }
+        let parts = match taken.parts(&head) {
+            Some(parts) if service.takes(&parts) => parts,
+            // The fallback answers what the lane does not take, bad targets included.
+            _ => {
+                let mut prefix = BytesMut::from(&head[..]);
+                prefix.extend_from_slice(&buf);
+                return service
+                    .fallback(Rewind::new(prefix.freeze(), stream), peer)
+                    .await;
+            }
+        };
         if buf.len() < body_len {
             let timer = timer.get_or_insert_with(|| Deadline::after(options.read_timeout));
             timer.set(options.read_timeout);
@@ -322,10 +337,20 @@ mod tests {
         assert_eq!(taken.body_len, 0);
         assert!(!taken.close);
         let head = bytes::Bytes::copy_from_slice(&raw[..taken.head_len]);
-        let parts = taken.parts(&head);
+        let parts = taken.parts(&head).expect("a plain target is a URI");
         assert_eq!(parts.uri, "/api/a/b?x=1");
         assert_eq!(parts.headers["accept"], "*/*");
         assert_eq!(parts.headers["host"], "gw");
+    }
+
+    #[test]
+    fn targets_that_are_no_uri_are_not_taken() {
+        let raw = b"GET http://[::1 HTTP/1.1\r\nHost: gw\r\n\r\n";
+        let Parsed::Taken(taken) = parse(raw, &options()) else {
+            panic!("the head parses");
+        };
+        let head = bytes::Bytes::copy_from_slice(&raw[..taken.head_len]);
+        assert!(taken.parts(&head).is_none());
     }
 
     #[test]
