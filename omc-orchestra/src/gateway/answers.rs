@@ -3,12 +3,7 @@
 
 use super::full_body;
 use super::h1::SetHeader;
-use super::names::{
-    RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET, X_RATELIMIT_LIMIT_DAY,
-    X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_LIMIT_SECOND,
-    X_RATELIMIT_REMAINING_DAY, X_RATELIMIT_REMAINING_HOUR, X_RATELIMIT_REMAINING_MINUTE,
-    X_RATELIMIT_REMAINING_SECOND, X_RATELIMIT_STATUS,
-};
+use super::names::{rate, X_RATELIMIT_STATUS};
 use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
 use http::header::HeaderValue;
@@ -57,20 +52,32 @@ pub(super) fn rate_headers(headers: &mut dyn SetHeader, decision: &RateDecision)
         headers.set_value(X_RATELIMIT_STATUS, HeaderValue::from_static("degraded"));
         return;
     }
+    // Two lines a window (four windows at most), and three for the tightest.
+    let mut lines = [("", 0); 11];
+    let mut count = 0;
+    let mut put = |name: &'static str, value: u64| {
+        if let Some(line) = lines.get_mut(count) {
+            *line = (name, value);
+            count += 1;
+        }
+    };
     for window in &decision.windows {
-        let (limit, remaining) = match window.limit.window {
-            Window::Second => (X_RATELIMIT_LIMIT_SECOND, X_RATELIMIT_REMAINING_SECOND),
-            Window::Minute => (X_RATELIMIT_LIMIT_MINUTE, X_RATELIMIT_REMAINING_MINUTE),
-            Window::Hour => (X_RATELIMIT_LIMIT_HOUR, X_RATELIMIT_REMAINING_HOUR),
-            Window::Day => (X_RATELIMIT_LIMIT_DAY, X_RATELIMIT_REMAINING_DAY),
+        let [limit, remaining] = match window.limit.window {
+            Window::Second => rate::SECOND,
+            Window::Minute => rate::MINUTE,
+            Window::Hour => rate::HOUR,
+            Window::Day => rate::DAY,
         };
-        headers.set_number(limit, window.limit.max);
-        headers.set_number(remaining, window.remaining());
+        put(limit, window.limit.max);
+        put(remaining, window.remaining());
     }
     if let Some(tightest) = decision.tightest() {
-        headers.set_number(RATELIMIT_LIMIT, tightest.limit.max);
-        headers.set_number(RATELIMIT_REMAINING, tightest.remaining());
-        let reset = (tightest.reset_ms.max(1) as u64).div_ceil(1000);
-        headers.set_number(RATELIMIT_RESET, reset);
+        put(rate::LIMIT, tightest.limit.max);
+        put(rate::REMAINING, tightest.remaining());
+        put(
+            rate::RESET,
+            (tightest.reset_ms.max(1) as u64).div_ceil(1000),
+        );
     }
+    headers.set_numbers(&lines[..count]);
 }

@@ -23,17 +23,27 @@ names! {
     X_FORWARDED_HOST = "x-forwarded-host";
     X_CACHE = "x-cache";
     X_RATELIMIT_STATUS = "x-ratelimit-status";
-    X_RATELIMIT_LIMIT_SECOND = "x-ratelimit-limit-second";
-    X_RATELIMIT_REMAINING_SECOND = "x-ratelimit-remaining-second";
-    X_RATELIMIT_LIMIT_MINUTE = "x-ratelimit-limit-minute";
-    X_RATELIMIT_REMAINING_MINUTE = "x-ratelimit-remaining-minute";
-    X_RATELIMIT_LIMIT_HOUR = "x-ratelimit-limit-hour";
-    X_RATELIMIT_REMAINING_HOUR = "x-ratelimit-remaining-hour";
-    X_RATELIMIT_LIMIT_DAY = "x-ratelimit-limit-day";
-    X_RATELIMIT_REMAINING_DAY = "x-ratelimit-remaining-day";
-    RATELIMIT_LIMIT = "ratelimit-limit";
-    RATELIMIT_REMAINING = "ratelimit-remaining";
-    RATELIMIT_RESET = "ratelimit-reset";
     KEEP_ALIVE = "keep-alive";
     PROXY_CONNECTION = "proxy-connection";
+}
+
+/// The names of the numeric rate-limit headers, lowercase, written as a batch (see
+/// `SetHeader::set_numbers`) rather than one header value at a time.
+pub(crate) mod rate {
+    /// `X-RateLimit-Limit-<Window>` and `X-RateLimit-Remaining-<Window>`, by window.
+    pub(crate) const SECOND: [&str; 2] =
+        ["x-ratelimit-limit-second", "x-ratelimit-remaining-second"];
+    /// The minute's.
+    pub(crate) const MINUTE: [&str; 2] =
+        ["x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"];
+    /// The hour's.
+    pub(crate) const HOUR: [&str; 2] = ["x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"];
+    /// The day's.
+    pub(crate) const DAY: [&str; 2] = ["x-ratelimit-limit-day", "x-ratelimit-remaining-day"];
+    /// `RateLimit-Limit`.
+    pub(crate) const LIMIT: &str = "ratelimit-limit";
+    /// `RateLimit-Remaining`.
+    pub(crate) const REMAINING: &str = "ratelimit-remaining";
+    /// `RateLimit-Reset`.
+    pub(crate) const RESET: &str = "ratelimit-reset";
 }

@@ -198,6 +198,25 @@ impl WireHeaders {
         self.set(name, digits.format(value).as_bytes());
     }
 
+    /// Set each of `lines`' lowercase names to its decimal value (see
+    /// [`WireHeaders::set`]), in one go.
+    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
+        if self.foreign_rate {
+            for (name, _) in lines {
+                self.remove(name.as_bytes());
+            }
+        }
+        let mut digits = itoa::Buffer::new();
+        self.lines.reserve(lines.len() * 48);
+        for (name, value) in lines {
+            put_header(
+                &mut self.lines,
+                name.as_bytes(),
+                digits.format(*value).as_bytes(),
+            );
+        }
+    }
+
     fn remove(&mut self, name: &[u8]) {
         let mut kept = Vec::with_capacity(self.lines.len());
         for line in self.lines.split_inclusive(|&b| b == b'\n') {
@@ -241,8 +260,8 @@ impl WireHeaders {
 pub(crate) trait SetHeader {
     /// Set `name` to `value`.
     fn set_value(&mut self, name: HeaderName, value: HeaderValue);
-    /// Set `name` to the decimal `value`.
-    fn set_number(&mut self, name: HeaderName, value: u64);
+    /// Set each of `lines`' names (lowercase) to its decimal value.
+    fn set_numbers(&mut self, lines: &[(&'static str, u64)]);
 }
 
 impl SetHeader for HeaderMap {
@@ -250,8 +269,10 @@ impl SetHeader for HeaderMap {
         self.insert(name, value);
     }
 
-    fn set_number(&mut self, name: HeaderName, value: u64) {
-        self.insert(name, HeaderValue::from(value));
+    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
+        for (name, value) in lines {
+            self.insert(HeaderName::from_static(name), HeaderValue::from(*value));
+        }
     }
 }
 
@@ -260,8 +281,8 @@ impl SetHeader for WireHeaders {
         self.set(&name, value.as_bytes());
     }
 
-    fn set_number(&mut self, name: HeaderName, value: u64) {
-        WireHeaders::set_number(self, &name, value);
+    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
+        WireHeaders::set_numbers(self, lines);
     }
 }
 
@@ -391,6 +412,23 @@ mod tests {
         let mut plain = sorted(b"A: b\r\n\r\n").wire;
         plain.set_number(&HeaderName::from_static("ratelimit-limit"), 7);
         assert_eq!(plain.lines(), b"A: b\r\nratelimit-limit: 7\r\n");
+    }
+
+    #[test]
+    fn numbers_set_in_a_batch_agree_in_both_forms() {
+        let lines = [("x-ratelimit-limit-second", 10), ("ratelimit-reset", 1)];
+        let mut wire = sorted(b"X-RateLimit-Limit-Second: 5\r\nA: b\r\n\r\n").wire;
+        SetHeader::set_numbers(&mut wire, &lines);
+        assert_eq!(
+            wire.lines(),
+            b"A: b\r\nx-ratelimit-limit-second: 10\r\nratelimit-reset: 1\r\n"
+        );
+        let mut map = HeaderMap::new();
+        map.insert("x-ratelimit-limit-second", HeaderValue::from_static("5"));
+        map.set_numbers(&lines);
+        assert_eq!(map["x-ratelimit-limit-second"], "10");
+        assert_eq!(map["ratelimit-reset"], "1");
+        assert_eq!(map.len(), 2);
     }
 
     #[test]
