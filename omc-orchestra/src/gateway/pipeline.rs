@@ -305,11 +305,9 @@ impl Gateway {
                 &parts.headers,
                 client_ip,
                 identity.as_deref(),
-                trace.header(),
+                &trace,
                 &id_value,
             );
-            info.trace_id = Some(trace.trace_id);
-            info.span_id = Some(trace.parent_id);
             let mut answer = if let Some(protocol) = super::upgrade::requested(&parts.headers) {
                 drop(body);
                 rewrite.apply(&mut parts.headers);
@@ -334,6 +332,10 @@ impl Gateway {
             if let Some(decision) = &decision {
                 answer.set_headers(|headers| rate_headers(headers, decision));
             }
+            // The rewrite wrote the trace's header; its ids are the record's now.
+            drop(rewrite);
+            info.trace_id = Some(trace.trace_id);
+            info.span_id = Some(trace.parent_id);
             answer
         };
         if info.route.is_empty() {

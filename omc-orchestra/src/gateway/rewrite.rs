@@ -8,6 +8,7 @@ use super::names::{
     X_USER_ROLES,
 };
 use super::proxy::{forward_headers, IpText};
+use super::trace::TraceParent;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::HeaderMap;
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 /// id when the client sent none.
 pub(crate) struct Rewrite<'a> {
     identity: Option<&'a Identity>,
-    traceparent: String,
+    traceparent: &'a TraceParent,
     request_id: Option<&'a HeaderValue>,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: bool,
@@ -36,7 +37,7 @@ impl<'a> Rewrite<'a> {
         headers: &HeaderMap,
         client_ip: IpAddr,
         identity: Option<&'a Identity>,
-        traceparent: String,
+        traceparent: &'a TraceParent,
         request_id: &'a HeaderValue,
     ) -> Self {
         let mut rewrite = Self {
@@ -129,7 +130,9 @@ impl<'a> Rewrite<'a> {
         let line = |wire: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
             put_header(wire, name.as_str().as_bytes(), value);
         };
-        line(wire, &TRACEPARENT, self.traceparent.as_bytes());
+        start(wire, &TRACEPARENT);
+        self.traceparent.put(wire);
+        wire.extend_from_slice(b"\r\n");
         if let Some(id) = self.request_id {
             line(wire, &X_REQUEST_ID, id.as_bytes());
         }
@@ -160,7 +163,7 @@ impl<'a> Rewrite<'a> {
                 headers.insert(X_USER_ROLES, value);
             }
         }
-        if let Ok(value) = HeaderValue::from_str(&self.traceparent) {
+        if let Ok(value) = HeaderValue::from_str(&self.traceparent.header()) {
             headers.insert(TRACEPARENT, value);
         }
         if let Some(id) = &self.request_id {
@@ -192,7 +195,8 @@ mod tests {
         use crate::gateway::proxy::HOP_BY_HOP;
         let headers = HeaderMap::new();
         let id = HeaderValue::from_static("id");
-        let rewrite = Rewrite::new(&headers, [127, 0, 0, 1].into(), None, String::new(), &id);
+        let trace = crate::gateway::next_traceparent(None);
+        let rewrite = Rewrite::new(&headers, [127, 0, 0, 1].into(), None, &trace, &id);
         let replaced = [HOST, X_USER_ID, X_USER_ROLES, TRACEPARENT, X_FORWARDED_FOR];
         for name in HOP_BY_HOP.iter().chain(&replaced) {
             assert!(rewrite.drops(name), "{name}");
@@ -258,11 +262,12 @@ mod tests {
             roles: vec!["reader".into(), "writer".into()],
         };
         let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01".to_owned();
+        let parent = TraceParent::parse(&trace).unwrap();
         let id = HeaderValue::from_static("req-1");
         for identity in [Some(&identity), None] {
             let headers = client_headers();
             let ip: IpAddr = "127.0.0.1".parse().unwrap();
-            let rewrite = Rewrite::new(&headers, ip, identity, trace.clone(), &id);
+            let rewrite = Rewrite::new(&headers, ip, identity, &parent, &id);
             let mut wire = Vec::new();
             let host = Some("up:80");
             let get = Method::GET;
@@ -312,7 +317,8 @@ mod tests {
         let headers = HeaderMap::new();
         let id = HeaderValue::from_static("r");
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let rewrite = Rewrite::new(&headers, ip, Some(&identity), "t".into(), &id);
+        let trace = crate::gateway::next_traceparent(None);
+        let rewrite = Rewrite::new(&headers, ip, Some(&identity), &trace, &id);
         let mut wire = Vec::new();
         rewrite.put(&mut wire);
         let text = String::from_utf8(wire).unwrap();

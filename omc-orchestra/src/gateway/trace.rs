@@ -50,16 +50,21 @@ impl TraceParent {
 
     /// The header value.
     pub fn header(&self) -> String {
+        let mut text = Vec::with_capacity(55);
+        self.put(&mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+
+    /// Append the header value.
+    pub(crate) fn put(&self, out: &mut Vec<u8>) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut text = String::with_capacity(55);
-        text.push_str("00-");
-        text.push_str(&self.trace_id);
-        text.push('-');
-        text.push_str(&self.parent_id);
-        text.push('-');
-        text.push(char::from(DIGITS[usize::from(self.flags >> 4)]));
-        text.push(char::from(DIGITS[usize::from(self.flags & 0xf)]));
-        text
+        out.extend_from_slice(b"00-");
+        out.extend_from_slice(self.trace_id.as_bytes());
+        out.push(b'-');
+        out.extend_from_slice(self.parent_id.as_bytes());
+        out.push(b'-');
+        out.push(DIGITS[usize::from(self.flags >> 4)]);
+        out.push(DIGITS[usize::from(self.flags & 0xf)]);
     }
 }
 
