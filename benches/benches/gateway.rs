@@ -11,12 +11,15 @@
 //!
 //! Then each of the three is driven at half of the gateway's peak at a constant rate
 //! (this crate's open-loop `constant-rate` driver) for the latency the proxies add
-//! there, and the CPU time each proxy spent per request is printed.
+//! there, in rounds as well: the three take turns, and what a proxy adds is read against
+//! the same round's direct run, the median round printed. Last, the CPU time each proxy
+//! spent per request.
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
 //! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 6, made even) and
-//! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_SECONDS` (default 5)
-//! for each paced run, `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
+//! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_PACED_ROUNDS` (default
+//! 3) and `BENCH_SECONDS` (default 5) for the paced rounds and each paced run,
+//! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
 //! threads, default one per core, as nginx's `worker_processes auto`).
 
 use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
@@ -40,6 +43,7 @@ fn main() {
         .max(1)
         .next_multiple_of(2);
     let round_seconds: u64 = setting("BENCH_ROUND_SECONDS", 3);
+    let paced_count = setting::<usize>("BENCH_PACED_ROUNDS", 3).max(1);
     benches::require(&["wrk", "nginx"]);
 
     let body =
@@ -159,18 +163,56 @@ fn main() {
     let paced = |url: &str, headers: &[&str]| {
         constant_rate(driver, url, half, seconds, connections, headers)
     };
-    let paced_direct = paced(&upstream.url("/body.json"), &[]);
-    let paced_ours = paced(&ours_url, &[&auth]);
-    let paced_theirs = paced(&peer.url("/api/bench-service/body.json"), &[&auth]);
-    for (name, load) in [("gateway", &paced_ours), ("nginx", &paced_theirs)] {
-        if load.errors > 0 {
-            eprintln!(
-                "the {name} failed {} paced requests: no comparison",
-                load.errors
-            );
-            std::process::exit(1);
+    // Paced rounds, too: in each, the three in an order that turns from round to round,
+    // and what a proxy adds is read against the direct run of the same round, so that a
+    // burst of other work spoils one round, not the comparison.
+    let direct_url = upstream.url("/body.json");
+    let (mut paced_rounds, mut added_ours, mut added_theirs) = (Vec::new(), vec![], vec![]);
+    for round in 0..paced_count {
+        let mut loads = [None, None, None];
+        for turn in 0..3 {
+            let which = (round + turn) % 3;
+            loads[which] = Some(match which {
+                0 => paced(&direct_url, &[]),
+                1 => paced(&ours_url, &[&auth]),
+                _ => paced(&theirs_url, &[&auth]),
+            });
         }
+        let [Some(direct), Some(ours), Some(theirs)] = loads else {
+            unreachable!("each of the three ran in the round");
+        };
+        for (name, load) in [("gateway", &ours), ("nginx", &theirs)] {
+            if load.errors > 0 {
+                eprintln!(
+                    "the {name} failed {} paced requests: no comparison",
+                    load.errors
+                );
+                std::process::exit(1);
+            }
+        }
+        added_ours.push(ours.p99_ms - direct.p99_ms);
+        added_theirs.push(theirs.p99_ms - direct.p99_ms);
+        paced_rounds.push([direct, ours, theirs]);
     }
+    let paced_median = |i: usize| {
+        let of = |figure: fn(&benches::RateLoad) -> f64| {
+            median(
+                &paced_rounds
+                    .iter()
+                    .map(|r| figure(&r[i]))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        benches::RateLoad {
+            sent: paced_rounds.iter().map(|r| r[i].sent).sum(),
+            errors: paced_rounds.iter().map(|r| r[i].errors).sum(),
+            rps: of(|l| l.rps),
+            p50_ms: of(|l| l.p50_ms),
+            p99_ms: of(|l| l.p99_ms),
+        }
+    };
+    let (paced_direct, paced_ours, paced_theirs) =
+        (paced_median(0), paced_median(1), paced_median(2));
     drop(peer);
     drop(upstream);
     runtime.block_on(app.shutdown());
@@ -202,7 +244,9 @@ fn main() {
         ours.p99_ms - direct.p99_ms,
         theirs.p99_ms - direct.p99_ms
     );
-    println!("at half of the gateway's peak, {half} req/s (constant rate, open loop):");
+    println!(
+        "at half of the gateway's peak, {half} req/s (constant rate, open loop; medians of {paced_count} rounds of {seconds} s, the three taking turns):"
+    );
     for (name, load) in [
         ("upstream direct", paced_direct),
         ("orchestra gateway", paced_ours),
@@ -213,10 +257,19 @@ fn main() {
             load.rps, load.p50_ms, load.p99_ms
         );
     }
+    let shown: Vec<String> = added_ours
+        .iter()
+        .zip(&added_theirs)
+        .map(|(ours, theirs)| format!("{ours:.3}/{theirs:.3}"))
+        .collect();
     println!(
-        "  p99 added over direct: gateway {:.3} ms (goal: at most 1 ms), nginx {:.3} ms",
-        paced_ours.p99_ms - paced_direct.p99_ms,
-        paced_theirs.p99_ms - paced_direct.p99_ms
+        "  rounds (p99 added over the round's direct run, gateway/nginx ms): {}",
+        shown.join("  ")
+    );
+    println!(
+        "  p99 added over direct: gateway {:.3} ms (goal: at most 1 ms), nginx {:.3} ms, the median round",
+        median(&added_ours),
+        median(&added_theirs)
     );
     // CPU per request tells the two proxies apart even on a busy machine.
     let served = |rounds: &[benches::Load]| -> f64 {
