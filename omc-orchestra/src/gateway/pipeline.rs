@@ -2,8 +2,7 @@
 
 use super::access_log::{Access, AccessLog};
 use super::answers::{error, rate_headers, rejected};
-use super::auth::Authenticator;
-use super::auth::Identity;
+use super::auth::{Authenticator, Identity};
 use super::breaker::Breakers;
 use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
