@@ -65,8 +65,9 @@ impl std::fmt::Display for AuthFailure {
 
 /// Verified tokens, with the caller each stands for and when it stops being valid. A
 /// token enters only once its signature checks, so a client cannot fill the map with keys
-/// chosen to collide: the fast hash serves.
-type Verified = foldhash::HashMap<Box<str>, (Arc<Identity>, u64)>;
+/// chosen to collide: the fast hash serves. Keyed by the token's bytes: a token found
+/// there was checked as text when it entered.
+type Verified = foldhash::HashMap<Box<[u8]>, (Arc<Identity>, u64)>;
 
 /// How many verified tokens each thread slot remembers.
 const VERIFIED_CAPACITY: usize = 1024;
@@ -173,19 +174,16 @@ impl Authenticator {
         }
         let header =
             authorization.ok_or_else(|| AuthFailure("missing bearer token or API key".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                AuthFailure("the Authorization header must be `Bearer <token>`".into())
-            })?;
+        let not_bearer = || AuthFailure("the Authorization header must be `Bearer <token>`".into());
+        let value = header.as_bytes();
+        let token = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+            .map(<[u8]>::trim_ascii)
+            .ok_or_else(not_bearer)?;
         let now = jsonwebtoken::get_current_timestamp();
         {
+            // Looked up by its bytes: a known token is text already checked.
             let mut verified = self.verified.get().lock();
             match verified.get(token) {
                 Some((identity, until)) if now <= *until => return Ok(identity.clone()),
@@ -195,7 +193,12 @@ impl Authenticator {
                 None => {}
             }
         }
-        let (identity, exp) = self.verify_jwt(token)?;
+        // Visible ASCII only, as `HeaderValue::to_str` has it.
+        if header.to_str().is_err() {
+            return Err(not_bearer());
+        }
+        let token_text = std::str::from_utf8(token).map_err(|_| not_bearer())?;
+        let (identity, exp) = self.verify_jwt(token_text)?;
         let identity = Arc::new(identity);
         let mut verified = self.verified.get().lock();
         if verified.len() >= VERIFIED_CAPACITY {
@@ -343,6 +346,13 @@ mod tests {
             "token not valid yet (nbf)"
         );
         assert!(a.authenticate(&HeaderMap::new()).is_err());
+        for value in [&b"Basic dTpw"[..], b"Bearer \xff\xfe"] {
+            let mut headers = HeaderMap::new();
+            let value = HeaderValue::from_bytes(value).unwrap();
+            headers.insert(http::header::AUTHORIZATION, value);
+            let refused = a.authenticate(&headers).unwrap_err().0;
+            assert_eq!(refused, "the Authorization header must be `Bearer <token>`");
+        }
     }
 
     fn token_of(headers: &HeaderMap) -> String {
@@ -359,7 +369,7 @@ mod tests {
             "s3cret",
         );
         a.authenticate(&ok).unwrap();
-        let (identity, until) = a.verified.get().lock()[token_of(&ok).as_str()].clone();
+        let (identity, until) = a.verified.get().lock()[token_of(&ok).as_bytes()].clone();
         assert_eq!((identity.subject.as_str(), until as i64), ("u1", exp));
         assert_eq!(a.authenticate(&ok).unwrap().subject, "u1");
 
@@ -368,16 +378,16 @@ mod tests {
             serde_json::json!({"sub":"u2","exp":now()-120,"iss":"omc-auth"}),
             "s3cret",
         );
-        a.verified
-            .get()
-            .lock()
-            .insert(token_of(&stale).into(), (identity, (now() - 1) as u64));
+        a.verified.get().lock().insert(
+            token_of(&stale).into_bytes().into(),
+            (identity, (now() - 1) as u64),
+        );
         assert_eq!(a.authenticate(&stale).unwrap_err().0, "token expired");
         assert!(!a
             .verified
             .get()
             .lock()
-            .contains_key(token_of(&stale).as_str()));
+            .contains_key(token_of(&stale).as_bytes()));
     }
 
     #[test]
