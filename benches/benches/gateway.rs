@@ -20,7 +20,9 @@
 //! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_PACED_ROUNDS` (default
 //! 3) and `BENCH_SECONDS` (default 5) for the paced rounds and each paced run,
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
-//! threads, default one per core, as nginx's `worker_processes auto`).
+//! threads, default one per core, as nginx's `worker_processes auto`), `BENCH_RESYNC`
+//! (seconds between the gateway's registry resyncs and its breaker and pool pruning,
+//! default 10 as in the gateway's own configuration).
 
 use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
@@ -62,6 +64,7 @@ fn main() {
     };
     gateway.auth.jwt_secret = Some(secret.into());
     gateway.workers = setting("BENCH_GATEWAY_WORKERS", 0);
+    gateway.resync_secs = setting("BENCH_RESYNC", 10);
     // Background work only (the registry view, metrics gauges): the port is served by
     // the gateway's own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
