@@ -289,15 +289,12 @@ impl Gateway {
                 Ok(identity) => identity,
                 Err(refused) => break 'route (*refused).into(),
             };
-            let decision = match self.limit(&spec, identity.as_deref(), client_ip).await {
-                Ok(decision) => decision,
-                Err(decision) => {
-                    info.rate_limit_degraded = decision.degraded;
-                    break 'route rejected(&decision, request_id).into();
-                }
-            };
+            let decision = self.limit(&spec, identity.as_deref(), client_ip).await;
             if let Some(decision) = &decision {
                 info.rate_limit_degraded = decision.degraded;
+                if !decision.allowed {
+                    break 'route rejected(decision, request_id).into();
+                }
             }
             let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
             let rewrite = Rewrite::new(
@@ -400,14 +397,13 @@ impl Gateway {
     }
 
     /// Count the request against the route's limits, by `identity`'s subject or else by
-    /// the client's address: the decision (none on a route without limits), or the one
-    /// that refuses it.
+    /// the client's address: the decision, none on a route without limits.
     async fn limit(
         &self,
         spec: &RouteSpec,
         identity: Option<&Identity>,
         client_ip: IpAddr,
-    ) -> std::result::Result<Option<RateDecision>, RateDecision> {
+    ) -> Option<RateDecision> {
         // At most four windows: kept on the stack.
         let mut windows = [Limit {
             window: Window::Second,
@@ -420,7 +416,7 @@ impl Gateway {
         }
         let limits = &windows[..count];
         if limits.is_empty() {
-            return Ok(None);
+            return None;
         }
         // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
         let mut key = String::with_capacity(spec.name.len() + 48);
@@ -435,12 +431,7 @@ impl Gateway {
                 super::proxy::push_ip(&mut key, client_ip);
             }
         }
-        let decision = self.limiter.check(&key, limits).await;
-        if decision.allowed {
-            Ok(Some(decision))
-        } else {
-            Err(decision)
-        }
+        Some(self.limiter.check(&key, limits).await)
     }
 
     /// `/api/pricing/...` serves `pricing-service` when only that one is known.
