@@ -92,9 +92,12 @@ async fn discovery_routing_static_fallback_and_trace_headers() {
     );
     assert_eq!(body["path"], "/old");
 
-    let (status, body) = get(&http, &format!("{base}/api/ghost-service/x")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["error"], "unavailable");
+    for ghost in ["ghost-service", "phantom"] {
+        let (status, body) = get(&http, &format!("{base}/api/{ghost}/x")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "unavailable");
+        assert!(body["message"].as_str().unwrap().contains(ghost), "{body}");
+    }
     let (status, body) = get(&http, &format!("{base}/nowhere")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
@@ -120,22 +123,38 @@ async fn discovery_routing_static_fallback_and_trace_headers() {
         .await
         .unwrap();
     assert!(metrics.contains("gateway_requests_total"), "{metrics}");
-    // Each serving thread's tallies are folded in at the scrape: the one request to the
-    // ghost service shows, counted once, with its latency.
-    let ghost = |name: &str| {
+    // Each serving thread's tallies are folded in at the scrape. Names a client makes up
+    // in the path share one series (else each would add a series of its own): the two
+    // requests to services nothing answers to show under `(unknown)`, counted with their
+    // latency, and neither name appears; a known service keeps its own name.
+    let series = |name: &str, service: &str| {
+        let label = format!(r#"service="{service}""#);
         metrics
             .lines()
-            .filter(|l| l.starts_with(name) && l.contains(r#"service="ghost-service""#))
+            .filter(|l| l.starts_with(name) && l.contains(&label))
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    let counted = ghost("orchestra_gateway_requests_total{");
+    let counted = series("orchestra_gateway_requests_total{", "(unknown)");
     assert_eq!(counted.len(), 1, "{metrics}");
+    assert!(
+        counted[0].contains(r#"route="/api/(unknown)""#),
+        "{counted:?}"
+    );
     assert!(counted[0].contains(r#"status="503""#), "{counted:?}");
-    assert!(counted[0].ends_with(" 1"), "{counted:?}");
-    let timed = ghost("orchestra_gateway_request_duration_seconds_count{");
+    assert!(counted[0].ends_with(" 2"), "{counted:?}");
+    let timed = series(
+        "orchestra_gateway_request_duration_seconds_count{",
+        "(unknown)",
+    );
     assert_eq!(timed.len(), 1, "{metrics}");
-    assert!(timed[0].ends_with(" 1"), "{timed:?}");
+    assert!(timed[0].ends_with(" 2"), "{timed:?}");
+    assert!(
+        !metrics.contains("ghost") && !metrics.contains("phantom"),
+        "{metrics}"
+    );
+    let known = series("orchestra_gateway_requests_total{", "pricing-service");
+    assert!(!known.is_empty(), "{metrics}");
     app.shutdown().await;
 }
 

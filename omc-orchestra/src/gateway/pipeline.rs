@@ -15,7 +15,7 @@ use super::proxy::Target;
 use super::ratelimit::{Limit, RateDecision, RateLimitStore, RateLimiter, Window};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
-use super::routes::{RouteMatch, RouteSpec, RouteTable};
+use super::routes::{RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
 use super::trace::next_traceparent;
 use super::view::ServiceView;
 use super::GatewayBody;
@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 /// the server can count it.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyInfo {
-    /// The route's name (`unmatched` when none).
+    /// The route's name (`unmatched` when none; `{prefix}/(unknown)` for a discovery
+    /// request to a service nothing answers to).
     pub route: Arc<str>,
-    /// The service (empty when no route matched).
+    /// The service (empty when no route matched; [`UNKNOWN_SERVICE`] when nothing
+    /// answers to the name in the path).
     pub service: Arc<str>,
     /// The instance that answered (`static:{service}` for a static fallback).
     pub instance: Option<Arc<str>>,
@@ -276,9 +278,18 @@ impl Gateway {
                 let message = format!("no route for {path}");
                 break 'route error(StatusCode::NOT_FOUND, "not_found", &message).into();
             };
-            matched.service = self.resolve(&dynamic, matched.service);
-            info.route = matched.route.name.clone();
-            info.service = matched.service.clone();
+            let known;
+            (matched.service, known) = self.resolve(&dynamic, matched.service);
+            if known || !matched.discovery {
+                info.route = matched.route.name.clone();
+                info.service = matched.service.clone();
+            } else {
+                // The name came from the client's path and nothing answers to it: the
+                // metrics and the log record take one name for all such requests (the
+                // logged path still says which), so made-up names add no series.
+                info.route = dynamic.routes.unknown_route();
+                info.service = UNKNOWN_SERVICE.into();
+            }
             let spec = matched.route.clone();
             if !spec.methods.is_empty() && !spec.methods.contains(&parts.method) {
                 let message = format!("{} is not allowed on {path}", parts.method);
@@ -434,16 +445,17 @@ impl Gateway {
         Some(self.limiter.check(&key, limits).await)
     }
 
-    /// `/api/pricing/...` serves `pricing-service` when only that one is known.
-    fn resolve(&self, dynamic: &Dynamic, service: Arc<str>) -> Arc<str> {
+    /// `/api/pricing/...` serves `pricing-service` when only that one is known; beside
+    /// the name, whether an instance or a static URL answers to it.
+    fn resolve(&self, dynamic: &Dynamic, service: Arc<str>) -> (Arc<str>, bool) {
         if self.view.knows(&service) || dynamic.statics.contains_key(&*service) {
-            return service;
+            return (service, true);
         }
         let long = format!("{service}-service");
         if self.view.knows(&long) || dynamic.statics.contains_key(&long) {
-            long.into()
+            (long.into(), true)
         } else {
-            service
+            (service, false)
         }
     }
 

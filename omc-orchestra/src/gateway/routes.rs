@@ -32,6 +32,9 @@ pub struct RouteMatch {
     pub service: Arc<str>,
     /// The path to send upstream (query not included).
     pub upstream_path: String,
+    /// A discovery route (`{prefix}/{service}/...`), whose service name comes from the
+    /// request's path rather than from the configuration.
+    pub discovery: bool,
 }
 
 #[derive(Debug)]
@@ -49,7 +52,15 @@ pub struct RouteTable {
     discovery: Option<(String, bool, RouteSpec)>,
     /// The discovery route of each service seen, built once (up to [`MOST_REMEMBERED`]).
     discovered: parking_lot::RwLock<std::collections::HashMap<String, Discovered>>,
+    /// The name metrics and logs give a discovery request for a service no instance or
+    /// static URL answers to: `{prefix}/{UNKNOWN_SERVICE}`.
+    unknown: Arc<str>,
 }
+
+/// The service label of a discovery request for a service nothing answers to: any
+/// name a client makes up in the path would otherwise be a metric series of its own.
+/// Parentheses are not allowed in a registered service name, so no service has it.
+pub const UNKNOWN_SERVICE: &str = "(unknown)";
 
 /// A service's discovery route and its name, shared by the requests that take it.
 type Discovered = (Arc<RouteSpec>, Arc<str>);
@@ -117,10 +128,12 @@ impl RouteTable {
                 },
             )
         });
+        let unknown = format!("{}/{UNKNOWN_SERVICE}", d.prefix.trim_end_matches('/')).into();
         Self {
             configured,
             discovery,
             discovered: Default::default(),
+            unknown,
         }
     }
 
@@ -133,6 +146,7 @@ impl RouteTable {
                     route: route.spec.clone(),
                     service: route.service.clone(),
                     upstream_path: if route.strip { rest } else { path }.to_owned(),
+                    discovery: false,
                 });
             }
         }
@@ -167,7 +181,14 @@ impl RouteTable {
             } else {
                 path.to_owned()
             },
+            discovery: true,
         })
+    }
+
+    /// The route name metrics and logs give a discovery request for a service nothing
+    /// answers to (see [`UNKNOWN_SERVICE`]).
+    pub fn unknown_route(&self) -> Arc<str> {
+        self.unknown.clone()
     }
 }
 
@@ -217,6 +238,9 @@ mod tests {
         assert_eq!(m.upstream_path, "/items/7");
         assert_eq!(&*m.route.name, "/api/inventory-service");
         assert_eq!(t.find("/api/inventory-service").unwrap().upstream_path, "/");
+        assert!(m.discovery);
+        assert!(!t.find("/prices/a").unwrap().discovery);
+        assert_eq!(&*t.unknown_route(), "/api/(unknown)");
         assert!(t.find("/api/").is_none());
         assert!(t.find("/other").is_none());
     }
