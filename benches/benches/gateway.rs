@@ -11,9 +11,10 @@
 //!
 //! Then each of the three is driven at half of the gateway's peak at a constant rate
 //! (this crate's open-loop `constant-rate` driver) for the latency the proxies add
-//! there, in rounds as well: the three take turns, and what a proxy adds is read against
-//! the same round's direct run, the median round printed. Last, the CPU time each proxy
-//! spent per request.
+//! there, and again at a quarter of it, in rounds as well: the three take turns, and
+//! what a proxy adds is read against the same round's direct run, the median round
+//! printed with the share of the machine's CPU time that was busy meanwhile. Last, the
+//! CPU time each proxy spent per request.
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
 //! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 6, made even) and
@@ -24,7 +25,7 @@
 //! (seconds between the gateway's registry resyncs and its breaker and pool pruning,
 //! default 10 as in the gateway's own configuration).
 
-use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx};
+use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx, RateLoad};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
 use omc_orchestra::registry::{Registration, MAX_TTL_SECONDS};
 use omc_orchestra_server::app::{App, Config, ServerKind};
@@ -160,62 +161,25 @@ fn main() {
     let ours = median_load(&ours_rounds);
     let theirs = median_load(&theirs_rounds);
 
-    // Latency at half of the gateway's peak, at a fixed rate (open loop), on all three.
+    // Latency at half of the gateway's peak, at a fixed rate (open loop), on all three;
+    // then at a quarter of it. An open-loop driver sends each request on its own, where
+    // wrk's connections batch, so half of wrk's peak keeps the machine far busier than
+    // half: the share of CPU time the machine was busy is printed beside each rate.
     let half = ((ours.rps / 2.0) as u64).max(100);
     let driver = env!("CARGO_BIN_EXE_constant-rate");
-    let paced = |url: &str, headers: &[&str]| {
-        constant_rate(driver, url, half, seconds, connections, headers)
-    };
-    // Paced rounds, too: in each, the three in an order that turns from round to round,
-    // and what a proxy adds is read against the direct run of the same round, so that a
-    // burst of other work spoils one round, not the comparison.
     let direct_url = upstream.url("/body.json");
-    let (mut paced_rounds, mut added_ours, mut added_theirs) = (Vec::new(), vec![], vec![]);
-    for round in 0..paced_count {
-        let mut loads = [None, None, None];
-        for turn in 0..3 {
-            let which = (round + turn) % 3;
-            loads[which] = Some(match which {
-                0 => paced(&direct_url, &[]),
-                1 => paced(&ours_url, &[&auth]),
-                _ => paced(&theirs_url, &[&auth]),
-            });
-        }
-        let [Some(direct), Some(ours), Some(theirs)] = loads else {
-            unreachable!("each of the three ran in the round");
-        };
-        for (name, load) in [("gateway", &ours), ("nginx", &theirs)] {
-            if load.errors > 0 {
-                eprintln!(
-                    "the {name} failed {} paced requests: no comparison",
-                    load.errors
-                );
-                std::process::exit(1);
-            }
-        }
-        added_ours.push(ours.p99_ms - direct.p99_ms);
-        added_theirs.push(theirs.p99_ms - direct.p99_ms);
-        paced_rounds.push([direct, ours, theirs]);
-    }
-    let paced_median = |i: usize| {
-        let of = |figure: fn(&benches::RateLoad) -> f64| {
-            median(
-                &paced_rounds
-                    .iter()
-                    .map(|r| figure(&r[i]))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        benches::RateLoad {
-            sent: paced_rounds.iter().map(|r| r[i].sent).sum(),
-            errors: paced_rounds.iter().map(|r| r[i].errors).sum(),
-            rps: of(|l| l.rps),
-            p50_ms: of(|l| l.p50_ms),
-            p99_ms: of(|l| l.p99_ms),
-        }
+    let targets: [(&str, &[&str]); 3] = [
+        (&direct_url, &[]),
+        (&ours_url, &[&auth]),
+        (&theirs_url, &[&auth]),
+    ];
+    let paced_at = |rate: u64| {
+        paced_rounds(paced_count, |which| {
+            let (url, headers) = targets[which];
+            constant_rate(driver, url, rate, seconds, connections, headers)
+        })
     };
-    let (paced_direct, paced_ours, paced_theirs) =
-        (paced_median(0), paced_median(1), paced_median(2));
+    let paced = [(half, paced_at(half)), (half / 2, paced_at(half / 2))];
     drop(peer);
     drop(upstream);
     runtime.block_on(app.shutdown());
@@ -247,33 +211,14 @@ fn main() {
         ours.p99_ms - direct.p99_ms,
         theirs.p99_ms - direct.p99_ms
     );
-    println!(
-        "at half of the gateway's peak, {half} req/s (constant rate, open loop; medians of {paced_count} rounds of {seconds} s, the three taking turns):"
-    );
-    for (name, load) in [
-        ("upstream direct", paced_direct),
-        ("orchestra gateway", paced_ours),
-        ("nginx proxy", paced_theirs),
-    ] {
-        println!(
-            "  {name:<18} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
-            load.rps, load.p50_ms, load.p99_ms
+    for (i, (rate, rounds)) in paced.iter().enumerate() {
+        let share = if i == 0 { "half" } else { "a quarter" };
+        print_paced(
+            &format!("{share} of the gateway's peak, {rate}"),
+            rounds,
+            i == 0,
         );
     }
-    let shown: Vec<String> = added_ours
-        .iter()
-        .zip(&added_theirs)
-        .map(|(ours, theirs)| format!("{ours:.3}/{theirs:.3}"))
-        .collect();
-    println!(
-        "  rounds (p99 added over the round's direct run, gateway/nginx ms): {}",
-        shown.join("  ")
-    );
-    println!(
-        "  p99 added over direct: gateway {:.3} ms (goal: at most 1 ms), nginx {:.3} ms, the median round",
-        median(&added_ours),
-        median(&added_theirs)
-    );
     // CPU per request tells the two proxies apart even on a busy machine.
     let served = |rounds: &[benches::Load]| -> f64 {
         rounds.iter().map(|l| l.rps * round_seconds as f64).sum()
@@ -282,6 +227,77 @@ fn main() {
         "  CPU per proxied request (all rounds): gateway {:.1} us, nginx {:.1} us",
         ours_cpu * 1e6 / served(&ours_rounds),
         theirs_cpu * 1e6 / served(&theirs_rounds)
+    );
+}
+
+/// `count` rounds of a paced run of each of the three targets (direct, gateway, nginx)
+/// by `run(target)`, in an order that turns from round to round: what a proxy adds is
+/// read against the direct run of the same round, so that a burst of other work spoils
+/// one round, not the comparison. Stops the bench when a proxy failed requests.
+fn paced_rounds(count: usize, run: impl Fn(usize) -> RateLoad) -> Vec<[RateLoad; 3]> {
+    let mut rounds = Vec::with_capacity(count);
+    for round in 0..count {
+        let mut loads = [None, None, None];
+        for turn in 0..3 {
+            let which = (round + turn) % 3;
+            loads[which] = Some(run(which));
+        }
+        let [Some(direct), Some(ours), Some(theirs)] = loads else {
+            unreachable!("each of the three ran in the round");
+        };
+        for (name, load) in [("gateway", &ours), ("nginx", &theirs)] {
+            if load.errors > 0 {
+                eprintln!(
+                    "the {name} failed {} paced requests: no comparison",
+                    load.errors
+                );
+                std::process::exit(1);
+            }
+        }
+        rounds.push([direct, ours, theirs]);
+    }
+    rounds
+}
+
+/// Print the paced rounds at one rate: each target's medians, each round's p99 added
+/// over its direct run, and the median round's (against the goal when `goal`).
+fn print_paced(rate: &str, rounds: &[[RateLoad; 3]], goal: bool) {
+    println!(
+        "at {rate} req/s (constant rate, open loop; medians of {} rounds, the three taking turns):",
+        rounds.len()
+    );
+    let of = |i: usize, figure: fn(&RateLoad) -> f64| {
+        median(&rounds.iter().map(|r| figure(&r[i])).collect::<Vec<_>>())
+    };
+    for (i, name) in ["upstream direct", "orchestra gateway", "nginx proxy"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "  {name:<18} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  machine busy {:>3.0} %",
+            of(i, |l| l.rps),
+            of(i, |l| l.p50_ms),
+            of(i, |l| l.p99_ms),
+            of(i, |l| l.busy) * 100.0
+        );
+    }
+    let added =
+        |i: usize| -> Vec<f64> { rounds.iter().map(|r| r[i].p99_ms - r[0].p99_ms).collect() };
+    let (ours, theirs) = (added(1), added(2));
+    let shown: Vec<String> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(ours, theirs)| format!("{ours:.3}/{theirs:.3}"))
+        .collect();
+    println!(
+        "  rounds (p99 added over the round's direct run, gateway/nginx ms): {}",
+        shown.join("  ")
+    );
+    println!(
+        "  p99 added over direct: gateway {:.3} ms{}, nginx {:.3} ms, the median round",
+        median(&ours),
+        if goal { " (goal: at most 1 ms)" } else { "" },
+        median(&theirs)
     );
 }
 

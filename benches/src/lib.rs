@@ -163,6 +163,28 @@ pub struct RateLoad {
     pub p50_ms: f64,
     /// 99th percentile, in ms.
     pub p99_ms: f64,
+    /// The share of the machine's CPU time (all cores, 0 to 1) that was busy while the
+    /// driver ran: the driver, the target and everything else on the machine.
+    pub busy: f64,
+}
+
+/// The machine's CPU time so far, busy and in all, in clock ticks, from `/proc/stat`
+/// (zeros where there is none).
+fn machine_ticks() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let all: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (all - idle, all)
 }
 
 /// Drive `url` at `rate` requests/s for `seconds` over `connections` connections with
@@ -176,6 +198,7 @@ pub fn constant_rate(
     connections: u32,
     headers: &[&str],
 ) -> RateLoad {
+    let (busy_before, all_before) = machine_ticks();
     let output = Command::new(driver)
         .args([
             url,
@@ -186,6 +209,7 @@ pub fn constant_rate(
         .args(headers)
         .output()
         .expect("the constant-rate driver runs");
+    let (busy_after, all_after) = machine_ticks();
     let text = String::from_utf8_lossy(&output.stdout);
     let mut load = RateLoad {
         sent: 0,
@@ -193,6 +217,7 @@ pub fn constant_rate(
         rps: f64::NAN,
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
+        busy: (busy_after - busy_before) as f64 / (all_after - all_before).max(1) as f64,
     };
     for field in text.split_whitespace() {
         match field.split_once('=') {
