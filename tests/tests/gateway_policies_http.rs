@@ -46,6 +46,27 @@ async fn a_second_limit_of_ten_lets_exactly_ten_of_fifty_through() {
 
     clock.advance(Duration::from_secs(1));
     assert_eq!(get(&http, &url).await.0, StatusCode::OK, "a new second");
+
+    // Service names made up in the path share one count per client (as they share one
+    // metric series): a flood of them is limited like any route, apart from the known
+    // service's count.
+    let ghosts = (0..15).map(|i| format!("{base}/api/ghost-{i}/x")).collect();
+    let statuses: Vec<u16> = burst(&http, ghosts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(get(&http, &url).await.0, StatusCode::OK, "its own count");
     app.shutdown().await;
 }
 

@@ -300,7 +300,10 @@ impl Gateway {
                 Ok(identity) => identity,
                 Err(refused) => break 'route (*refused).into(),
             };
-            let decision = self.limit(&spec, identity.as_deref(), client_ip).await;
+            let route = &*info.route;
+            let decision = self
+                .limit(&spec, route, identity.as_deref(), client_ip)
+                .await;
             if let Some(decision) = &decision {
                 info.rate_limit_degraded = decision.degraded;
                 if !decision.allowed {
@@ -407,11 +410,14 @@ impl Gateway {
         }
     }
 
-    /// Count the request against the route's limits, by `identity`'s subject or else by
-    /// the client's address: the decision, none on a route without limits.
+    /// Count the request against the limits of the route `spec`, named `route` (the
+    /// name metrics give it, so that made-up service names share one count per client),
+    /// by `identity`'s subject or else by the client's address: the decision, none on a
+    /// route without limits.
     async fn limit(
         &self,
         spec: &RouteSpec,
+        route: &str,
         identity: Option<&Identity>,
         client_ip: IpAddr,
     ) -> Option<RateDecision> {
@@ -430,8 +436,8 @@ impl Gateway {
             return None;
         }
         // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
-        let mut key = String::with_capacity(spec.name.len() + 48);
-        key.push_str(&spec.name);
+        let mut key = String::with_capacity(route.len() + 48);
+        key.push_str(route);
         match identity {
             Some(identity) => {
                 key.push_str("|sub:");
