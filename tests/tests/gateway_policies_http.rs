@@ -191,6 +191,20 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     let (status, _) = call(None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // Dot-segments are resolved before routing: a public route's path cannot climb into
+    // the authenticated one (the upstream would resolve them and serve `/secure/me`),
+    // and what goes upstream has none left, written plainly or as `%2e`.
+    for climbing in [
+        "/api/accounts-service/../../secure/me",
+        "/api/accounts-service/%2e%2e/%2E%2E/secure/me",
+    ] {
+        let (status, body) = raw_get(&base, climbing).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{climbing}: {body}");
+    }
+    let (status, body) = raw_get(&base, "/api/accounts-service/a/./b/%2e%2e/me").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["path"], "/a/me");
+
     // The gateway's own endpoints need a service token when JWT_SECRET is set.
     let breakers = format!("{base}/gateway/breakers");
     assert_eq!(get(&http, &breakers).await.0, StatusCode::UNAUTHORIZED);

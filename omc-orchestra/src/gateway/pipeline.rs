@@ -15,7 +15,7 @@ use super::proxy::Target;
 use super::ratelimit::{Limit, RateDecision, RateLimitStore, RateLimiter, Window};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
-use super::routes::{RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
+use super::routes::{without_dot_segments, RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
 use super::trace::next_traceparent;
 use super::view::ServiceView;
 use super::GatewayBody;
@@ -258,7 +258,9 @@ impl Gateway {
         let method = parts.method.clone();
         // Shares the request's bytes (no copy of the path).
         let uri = parts.uri.clone();
-        let path = uri.path();
+        // Routed and sent upstream without dot-segments (see `without_dot_segments`).
+        let resolved = without_dot_segments(uri.path());
+        let path = &*resolved;
         // The caller's id when it is printable, else a new one; one header value serves
         // the upstream request and the answer.
         let facts = Facts::of(&parts.headers);

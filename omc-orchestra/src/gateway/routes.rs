@@ -3,6 +3,7 @@
 
 use super::config::{GatewayConfig, Limits};
 use http::Method;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,6 +193,64 @@ impl RouteTable {
     }
 }
 
+/// `path` with its dot-segments (`.` and `..`, also written `%2e`) resolved as RFC 3986
+/// resolves them, and `..` above the root dropped; borrowed when it has none.
+///
+/// Routes are matched on the result and it is what goes upstream: otherwise
+/// `/public/../private/x` would take a public route's policies (no authentication, its
+/// limits) to a path that the upstream, resolving the dots itself, serves as
+/// `/private/x`.
+pub fn without_dot_segments(path: &str) -> Cow<'_, str> {
+    let bytes = path.as_bytes();
+    // Only a `/` followed by `.` or `%` can start a dot-segment.
+    let suspect = bytes
+        .windows(2)
+        .any(|pair| pair[0] == b'/' && matches!(pair[1], b'.' | b'%'));
+    if !suspect || !path.split('/').any(|segment| dots(segment).is_some()) {
+        return Cow::Borrowed(path);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for segment in path.split('/').skip(1) {
+        trailing = true;
+        match dots(segment) {
+            Some(1) => {}
+            Some(_) => {
+                kept.pop();
+            }
+            None => {
+                kept.push(segment);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing || kept.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// How many dots `segment` is when it is a dot-segment (`.`, `..`, a dot also written
+/// `%2e` or `%2E`), else `None`.
+fn dots(segment: &str) -> Option<usize> {
+    let mut rest = segment.as_bytes();
+    let mut count = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return None,
+        };
+        count += 1;
+    }
+    (1..=2).contains(&count).then_some(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +287,46 @@ mod tests {
         );
         assert_eq!(t.find("/prices").unwrap().upstream_path, "/");
         assert!(t.find("/pricesx").is_none());
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_before_routing() {
+        for (raw, clean) in [
+            ("/public/../private/x", "/private/x"),
+            ("/public/%2e%2E/private/x", "/private/x"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/..", "/"),
+            ("/%2e", "/"),
+            ("/a//b/../c", "/a//c"),
+        ] {
+            let resolved = without_dot_segments(raw);
+            assert!(matches!(resolved, Cow::Owned(_)), "{raw}");
+            assert_eq!(resolved, clean, "{raw}");
+        }
+        for untouched in [
+            "/",
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/...",
+            "/a/%2f..",
+            "/a/b.",
+            "/%2e%2e%2e",
+        ] {
+            assert!(
+                matches!(without_dot_segments(untouched), Cow::Borrowed(p) if p == untouched),
+                "{untouched}"
+            );
+        }
+        let t = table();
+        let m = t
+            .find(&without_dot_segments("/prices/special/../x"))
+            .unwrap();
+        assert_eq!(
+            (&*m.service, m.upstream_path.as_str()),
+            ("pricing-service", "/x")
+        );
     }
 
     #[test]

@@ -186,3 +186,22 @@ pub(crate) fn token(claims: Value, secret: &str) -> String {
     )
     .unwrap()
 }
+
+/// GET `target` exactly as written (an HTTP client would resolve its dot-segments first)
+/// from the server at `base`, over a connection of its own: the status and the body.
+pub(crate) async fn raw_get(base: &str, target: &str) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (
+        StatusCode::from_u16(code).unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
