@@ -296,3 +296,38 @@ async fn pipelined_requests_and_a_handover_keep_their_order() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http11_request_names_its_host_once() {
+    let upstream = raw_upstream().await;
+    let (app, _) = gateway_with(&upstream).await;
+    let addr = app.addr(ServerKind::Gateway).unwrap();
+    let exchange = |head: &'static [u8]| async move {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(head).await.unwrap();
+        read_all(&mut client).await
+    };
+    for head in [
+        &b"GET /api/raw/x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /api/raw/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    ] {
+        let text = exchange(head).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        let body: serde_json::Value =
+            serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"], "validation_failed", "{text}");
+        assert_eq!(body["details"][0]["field"], "host", "{text}");
+    }
+    // The host in an absolute target, or an HTTP/1.0 request, needs no Host line.
+    for head in [
+        &b"GET http://gw/api/raw/x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /api/raw/x HTTP/1.0\r\n\r\n",
+    ] {
+        let text = exchange(head).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
+            "{text}"
+        );
+    }
+    app.shutdown().await;
+}

@@ -12,6 +12,11 @@ use http::{Response, StatusCode};
 /// A JSON error in the servers' shape: `{"error", "message", "details"}`.
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<GatewayBody> {
     let body = serde_json::json!({"error": code, "message": message, "details": []});
+    json(status, &body)
+}
+
+/// An answer of `status` with `body` as JSON.
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
     let mut res = Response::new(full_body(body.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -19,6 +24,17 @@ pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<G
         HeaderValue::from_static("application/json"),
     );
     res
+}
+
+/// A 400 for a request whose `field` is wrong: `{"error": "validation_failed", ...}`
+/// with the field and the reason in `details`, as the servers answer bad input.
+pub(super) fn invalid(field: &str, reason: &str) -> Response<GatewayBody> {
+    let body = serde_json::json!({
+        "error": "validation_failed",
+        "message": format!("{field}: {reason}"),
+        "details": [{"field": field, "reason": reason}],
+    });
+    json(StatusCode::BAD_REQUEST, &body)
 }
 
 pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<GatewayBody> {

@@ -1,7 +1,7 @@
 //! The request pipeline: route → auth → rate limit → trace context → cache → forward.
 
 use super::access_log::{Access, AccessLog};
-use super::answers::{error, rate_headers, rejected};
+use super::answers::{error, invalid, rate_headers, rejected};
 use super::auth::{Authenticator, Identity};
 use super::breaker::Breakers;
 use super::cache::{
@@ -64,13 +64,18 @@ struct Facts<'a> {
     traceparent: Option<&'a HeaderValue>,
     authorization: Option<&'a HeaderValue>,
     api_key: Option<&'a HeaderValue>,
+    /// How many `Host` lines the request has (counted up to 2).
+    hosts: u8,
 }
 
 impl<'a> Facts<'a> {
     fn of(headers: &'a http::HeaderMap) -> Self {
         let mut facts = Self::default();
         for (name, value) in headers {
-            let slot = if name == http::header::AUTHORIZATION {
+            let slot = if name == http::header::HOST {
+                facts.hosts = facts.hosts.saturating_add(1).min(2);
+                continue;
+            } else if name == http::header::AUTHORIZATION {
                 &mut facts.authorization
             } else if name == X_REQUEST_ID {
                 &mut facts.request_id
@@ -275,6 +280,13 @@ impl Gateway {
         // The route's steps, written out here rather than in a function of their own: a
         // proxied request's state (a few KiB) is then not copied from one to the other.
         let mut answer: Answer = 'route: {
+            // RFC 9112 (3.2): an HTTP/1.1 request names its host once, in `Host` or in an
+            // absolute target; which of two hosts a request meant is anyone's guess.
+            let unnamed = facts.hosts == 0 && uri.authority().is_none();
+            if parts.version == http::Version::HTTP_11 && (unnamed || facts.hosts > 1) {
+                let reason = "an HTTP/1.1 request needs exactly one Host header";
+                break 'route invalid("host", reason).into();
+            }
             let dynamic = self.current();
             let Some(mut matched) = dynamic.routes.find(path) else {
                 let message = format!("no route for {path}");
