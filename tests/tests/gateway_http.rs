@@ -159,6 +159,41 @@ async fn discovery_routing_static_fallback_and_trace_headers() {
 }
 
 #[tokio::test]
+async fn request_ids_are_kept_only_from_trusted_callers() {
+    let up = upstream("ids").await;
+    // Loopback is trusted by default; this gateway trusts no caller.
+    let mut untrusting = GatewayConfig::default();
+    untrusting.trusted_callers.clear();
+    for (config, trusted) in [(GatewayConfig::default(), true), (untrusting, false)] {
+        let app = start(with_gateway(config), None).await;
+        let base = app.url(ServerKind::Gateway);
+        let http = reqwest::Client::new();
+        register(&app, "orders-service", &up, 1).await;
+        let url = format!("{base}/api/orders-service/o/1");
+        routed(&http, &url, "ids").await;
+        let long = "r".repeat(201);
+        for (given, kept) in [("req-from-nest", trusted), (long.as_str(), false)] {
+            let res = http
+                .get(&url)
+                .header("x-request-id", given)
+                .send()
+                .await
+                .unwrap();
+            let answered = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["requestId"], answered.as_str(), "one id both ways");
+            assert_eq!(
+                answered == given,
+                kept,
+                "trusted {trusted}: {given} -> {answered}"
+            );
+            assert!(!answered.is_empty() && answered.len() <= 200, "{answered}");
+        }
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn weighted_spread_follows_weights() {
     let light = upstream("light").await;
     let heavy = upstream("heavy").await;

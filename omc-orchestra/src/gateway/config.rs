@@ -4,8 +4,10 @@ use super::auth::AuthConfig;
 use super::breaker::BreakerConfig;
 use super::cache::CacheConfig;
 use crate::{Error, Result};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -40,6 +42,27 @@ pub struct GatewayConfig {
     /// Threads serving the gateway's port, each with its own listening socket and
     /// upstream connections (0: one per CPU core). Read at start only.
     pub workers: usize,
+    /// Callers (address ranges) whose `X-Request-Id` the gateway keeps; any other
+    /// caller's is replaced by a new one, so that a client on the outside cannot pick the
+    /// ids the deployment's logs and traces are joined by. Default: loopback and the
+    /// private ranges (the deployment's own services); `[]` trusts no caller,
+    /// `["0.0.0.0/0", "::/0"]` every one.
+    pub trusted_callers: Vec<IpNet>,
+}
+
+/// Loopback and the private ranges of IPv4 and IPv6.
+fn internal_ranges() -> Vec<IpNet> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "::1/128",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|range| range.parse().ok())
+    .collect()
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +80,7 @@ impl Default for GatewayConfig {
             resync_secs: 10,
             access_log: false,
             workers: 0,
+            trusted_callers: internal_ranges(),
         }
     }
 }
@@ -181,6 +205,16 @@ const METHODS: [&str; 9] = [
 ];
 
 impl GatewayConfig {
+    /// Whether `caller`'s own request id is kept (see
+    /// [`GatewayConfig::trusted_callers`]); an IPv4 address written as IPv6 counts as
+    /// IPv4.
+    pub fn trusts(&self, caller: IpAddr) -> bool {
+        let caller = caller.to_canonical();
+        self.trusted_callers
+            .iter()
+            .any(|range| range.contains(&caller))
+    }
+
     /// Check the configuration; the error names the offending field.
     pub fn validate(&self) -> Result<()> {
         if self.discovery.enabled && !valid_prefix(&self.discovery.prefix) {

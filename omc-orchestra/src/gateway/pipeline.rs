@@ -55,6 +55,9 @@ pub struct ProxyInfo {
     pub span_id: Option<String>,
 }
 
+/// The longest `X-Request-Id` of a caller's that the gateway keeps, in bytes.
+const MAX_REQUEST_ID: usize = 200;
+
 /// The request headers the pipeline reads, found in one pass over the header map: a
 /// lookup by name would hash the name, four times per request. The first value of a
 /// name counts, as a lookup would have it.
@@ -266,10 +269,18 @@ impl Gateway {
         // Routed and sent upstream without dot-segments (see `without_dot_segments`).
         let resolved = without_dot_segments(uri.path());
         let path = &*resolved;
-        // The caller's id when it is printable, else a new one; one header value serves
-        // the upstream request and the answer.
+        // The caller's id when the caller is trusted and the id printable and short,
+        // else a new one; one header value serves the upstream request and the answer.
         let facts = Facts::of(&parts.headers);
-        let given = facts.request_id.filter(|v| v.to_str().is_ok()).cloned();
+        let dynamic = self.current();
+        let given = facts
+            .request_id
+            .filter(|v| {
+                (1..=MAX_REQUEST_ID).contains(&v.len())
+                    && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+                    && dynamic.config.trusts(client_ip)
+            })
+            .cloned();
         let id_value = given.unwrap_or_else(|| {
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
@@ -287,7 +298,6 @@ impl Gateway {
                 let reason = "an HTTP/1.1 request needs exactly one Host header";
                 break 'route invalid("host", reason).into();
             }
-            let dynamic = self.current();
             let Some(mut matched) = dynamic.routes.find(path) else {
                 let message = format!("no route for {path}");
                 break 'route error(StatusCode::NOT_FOUND, "not_found", &message).into();

@@ -18,11 +18,11 @@ use std::net::IpAddr;
 /// `X-Forwarded-Host` unless the client sent one; `X-Forwarded-For` extended with the
 /// client's address; `X-Forwarded-Proto` unless sent; the verified identity in
 /// `X-User-Id`/`X-User-Roles` (the client's never pass); a new `traceparent`; the request
-/// id when the client sent none.
+/// id the gateway settled on (the client's own only when the gateway kept it).
 pub(crate) struct Rewrite<'a> {
     identity: Option<&'a Identity>,
     traceparent: &'a TraceParent,
-    request_id: Option<&'a HeaderValue>,
+    request_id: &'a HeaderValue,
     forwarded_for: Option<HeaderValue>,
     forwarded_proto: bool,
     forwarded_host: Option<HeaderValue>,
@@ -43,7 +43,7 @@ impl<'a> Rewrite<'a> {
         let mut rewrite = Self {
             identity,
             traceparent,
-            request_id: Some(request_id),
+            request_id,
             forwarded_for: None,
             forwarded_proto: true,
             forwarded_host: None,
@@ -57,8 +57,6 @@ impl<'a> Rewrite<'a> {
                 rewrite.list(value);
             } else if name == HOST {
                 host.get_or_insert(value);
-            } else if name == X_REQUEST_ID {
-                rewrite.request_id = None;
             } else if name == X_FORWARDED_FOR {
                 let given = value.to_str().is_ok_and(|v| !v.trim().is_empty());
                 if given && rewrite.forwarded_for.is_none() {
@@ -98,7 +96,7 @@ impl<'a> Rewrite<'a> {
             4 => replaced(&HOST),
             9 => replaced(&X_USER_ID),
             11 => replaced(&TRACEPARENT),
-            12 => replaced(&X_USER_ROLES),
+            12 => replaced(&X_USER_ROLES) || replaced(&X_REQUEST_ID),
             15 => replaced(&X_FORWARDED_FOR),
             _ => false,
         };
@@ -133,9 +131,7 @@ impl<'a> Rewrite<'a> {
         start(wire, &TRACEPARENT);
         self.traceparent.put(wire);
         wire.extend_from_slice(b"\r\n");
-        if let Some(id) = self.request_id {
-            line(wire, &X_REQUEST_ID, id.as_bytes());
-        }
+        line(wire, &X_REQUEST_ID, self.request_id.as_bytes());
         if self.forwarded_proto {
             line(wire, &X_FORWARDED_PROTO, b"http");
         }
@@ -166,9 +162,7 @@ impl<'a> Rewrite<'a> {
         if let Ok(value) = HeaderValue::from_str(&self.traceparent.header()) {
             headers.insert(TRACEPARENT, value);
         }
-        if let Some(id) = &self.request_id {
-            headers.insert(X_REQUEST_ID, (*id).clone());
-        }
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
         forward_headers(headers, self.client_ip);
     }
 }
@@ -197,7 +191,14 @@ mod tests {
         let id = HeaderValue::from_static("id");
         let trace = crate::gateway::next_traceparent(None);
         let rewrite = Rewrite::new(&headers, [127, 0, 0, 1].into(), None, &trace, &id);
-        let replaced = [HOST, X_USER_ID, X_USER_ROLES, TRACEPARENT, X_FORWARDED_FOR];
+        let replaced = [
+            HOST,
+            X_USER_ID,
+            X_USER_ROLES,
+            X_REQUEST_ID,
+            TRACEPARENT,
+            X_FORWARDED_FOR,
+        ];
         for name in HOP_BY_HOP.iter().chain(&replaced) {
             assert!(rewrite.drops(name), "{name}");
         }
@@ -205,7 +206,7 @@ mod tests {
             "accept",
             "x-user-idx",
             "hosts",
-            "x-request-id",
+            "x-request-ids",
             "authorization",
         ] {
             assert!(!rewrite.drops(&HeaderName::from_static(name)), "{name}");
@@ -222,6 +223,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("x-forwarded-for", "10.0.0.1"),
             ("x-user-id", "forged"),
+            ("x-request-id", "the-client's"),
             (
                 "traceparent",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -294,7 +296,12 @@ mod tests {
             assert!(wired.contains(&("x-forwarded-for".into(), "10.0.0.1, 127.0.0.1".into())));
             assert!(wired.contains(&("x-forwarded-host".into(), "gw.example:3000".into())));
             assert!(wired.contains(&("host".into(), "up:80".into())));
-            assert!(wired.contains(&("x-request-id".into(), "req-1".into())));
+            let ids: Vec<_> = wired.iter().filter(|(n, _)| n == "x-request-id").collect();
+            assert_eq!(
+                ids,
+                [&("x-request-id".into(), "req-1".into())],
+                "the client's is replaced"
+            );
             assert!(wired.contains(&("traceparent".into(), trace.clone())));
             let user = wired.iter().find(|(n, _)| n == "x-user-id");
             match identity {
