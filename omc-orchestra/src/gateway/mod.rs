@@ -46,7 +46,7 @@ pub use ratelimit::{
     Limit, MemoryRateLimits, RateDecision, RateLimitStore, RateLimiter, Window, WindowCount,
 };
 pub use retry::RetryBudget;
-pub use routes::{without_dot_segments, RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
+pub use routes::{RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
 pub use trace::{next_traceparent, TraceParent};
 pub use view::ServiceView;
 

@@ -76,7 +76,7 @@ impl<'a> Facts<'a> {
         let mut facts = Self::default();
         for (name, value) in headers {
             let slot = if name == http::header::HOST {
-                facts.hosts = facts.hosts.saturating_add(1).min(2);
+                facts.hosts = (facts.hosts + 1).min(2);
                 continue;
             } else if name == http::header::AUTHORIZATION {
                 &mut facts.authorization

@@ -200,7 +200,7 @@ impl RouteTable {
 /// `/public/../private/x` would take a public route's policies (no authentication, its
 /// limits) to a path that the upstream, resolving the dots itself, serves as
 /// `/private/x`.
-pub fn without_dot_segments(path: &str) -> Cow<'_, str> {
+pub(crate) fn without_dot_segments(path: &str) -> Cow<'_, str> {
     let bytes = path.as_bytes();
     // Only a `/` followed by `.` or `%` can start a dot-segment.
     let suspect = bytes
