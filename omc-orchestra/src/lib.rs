@@ -27,6 +27,7 @@
 //! Features: `redis` (default) adds the Redis backends; `testkit` exports the conformance
 //! suites every backend runs; `openapi` derives OpenAPI schemas for the model types.
 
+pub mod access;
 pub mod backend;
 pub mod clock;
 pub mod error;
