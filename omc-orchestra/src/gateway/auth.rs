@@ -13,7 +13,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret (the server's `JWT_SECRET` when absent).
+    /// HS256 secret for end-user tokens (never the control plane's `JWT_SECRET`).
     pub jwt_secret: Option<String>,
     /// RS256 public key, PEM.
     pub rsa_public_key_pem: Option<String>,
@@ -104,6 +104,12 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 impl Authenticator {
     /// An authenticator for `config`; a key that does not parse is an error naming it.
     pub fn new(config: &AuthConfig) -> Result<Self> {
+        if config.audience.as_deref() == Some(crate::access::AUDIENCE) {
+            return Err(Error::invalid(
+                "gateway.auth.audience",
+                "`orchestra` is the control plane's audience; end-user tokens need their own",
+            ));
+        }
         let mut keys = Vec::new();
         if let Some(secret) = config.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
             keys.push((
@@ -250,6 +256,12 @@ impl Authenticator {
                 })
             })?;
         let claims = data.claims;
+        if is_control_plane(&claims) {
+            return Err(AuthFailure(format!(
+                "a control-plane token (`aud: \"{}\"`) is not accepted on gateway routes",
+                crate::access::AUDIENCE
+            )));
+        }
         let subject = claims
             .get("sub")
             .and_then(|s| s.as_str())
@@ -270,6 +282,18 @@ impl Authenticator {
             .and_then(|e| e.as_u64().or_else(|| e.as_f64().map(|f| f as u64)))
             .unwrap_or(0);
         Ok((Identity { subject, roles }, exp))
+    }
+}
+
+/// Whether `claims` are for the control plane: such a token grants services, not end
+/// users, so a gateway route refuses it even when its keys would verify it.
+fn is_control_plane(claims: &serde_json::Value) -> bool {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => aud == crate::access::AUDIENCE,
+        Some(serde_json::Value::Array(auds)) => auds
+            .iter()
+            .any(|aud| aud.as_str() == Some(crate::access::AUDIENCE)),
+        _ => false,
     }
 }
 
@@ -388,6 +412,30 @@ mod tests {
             .get()
             .lock()
             .contains_key(token_of(&stale).as_bytes()));
+    }
+
+    #[test]
+    fn control_plane_tokens_are_refused_on_gateway_routes() {
+        let a = auth();
+        for aud in [
+            serde_json::json!("orchestra"),
+            serde_json::json!(["x", "orchestra"]),
+        ] {
+            let token = bearer(
+                serde_json::json!({"sub":"ops","exp":now()+60,"iss":"omc-auth","aud":aud}),
+                "s3cret",
+            );
+            assert!(a
+                .authenticate(&token)
+                .unwrap_err()
+                .0
+                .contains("control-plane"));
+        }
+        let config = AuthConfig {
+            audience: Some("orchestra".into()),
+            ..AuthConfig::default()
+        };
+        assert!(Authenticator::new(&config).is_err());
     }
 
     #[test]

@@ -258,6 +258,34 @@ impl GatewayConfig {
                 ));
             }
         }
+        // With no keys an authenticated route would refuse everyone; say so at load.
+        let has_keys = self
+            .auth
+            .jwt_secret
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+            || self.auth.rsa_public_key_pem.is_some()
+            || self.auth.ec_public_key_pem.is_some()
+            || !self.auth.api_keys.is_empty();
+        if !has_keys {
+            let needs = self
+                .routes
+                .iter()
+                .position(|r| r.auth)
+                .map(|i| format!("gateway.routes[{i}].auth"))
+                .or_else(|| {
+                    self.discovery
+                        .auth
+                        .then(|| "gateway.discovery.auth".to_owned())
+                });
+            if let Some(field) = needs {
+                return Err(Error::invalid(
+                    field,
+                    "needs end-user keys in [gateway.auth] (jwt_secret, a public key or \
+                     api_keys); the control plane's JWT_SECRET is never used for gateway routes",
+                ));
+            }
+        }
         if self.max_attempts == 0 {
             return Err(Error::invalid("gateway.maxAttempts", "must be at least 1"));
         }
@@ -326,7 +354,7 @@ mod tests {
     #[test]
     fn route_fields_parse_with_defaults() {
         // The server parses TOML; the same serde shape is checked here through JSON.
-        let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+        let mut config: GatewayConfig = serde_json::from_value(serde_json::json!({
             "routes": [{"prefix": "/prices", "service": "pricing-service", "methods": ["GET"],
                         "timeout_ms": 500, "auth": true, "cache_ttl_secs": 30,
                         "limits": {"second": 10, "minute": 100}}]
@@ -334,6 +362,14 @@ mod tests {
         .unwrap();
         assert_eq!(config.routes[0].limits.second, Some(10));
         assert!(config.routes[0].strip_prefix);
+        match config.validate() {
+            Err(Error::Invalid { field, reason }) => {
+                assert_eq!(field, "gateway.routes[0].auth");
+                assert!(reason.contains("JWT_SECRET"), "{reason}");
+            }
+            other => panic!("an authenticated route without keys loaded: {other:?}"),
+        }
+        config.auth.jwt_secret = Some("end-user-secret".into());
         config.validate().unwrap();
     }
 }
