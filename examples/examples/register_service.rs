@@ -7,13 +7,15 @@
 //! SERVICE_REGISTRY_URL=http://127.0.0.1:3010 cargo run -p examples --example register_service
 //! ```
 //!
-//! Set `JWT_SECRET` too when the registry requires tokens.
+//! Set `ORCHESTRA_TOKEN` (from `orchestra token`) or `JWT_SECRET` when the registry
+//! requires tokens.
 
 use omc_orchestra_client::{OrchestraClient, Registration};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Reads SERVICE_REGISTRY_URL (default http://127.0.0.1:3010) and JWT_SECRET.
+    // Reads SERVICE_REGISTRY_URL (default http://127.0.0.1:3010) and ORCHESTRA_TOKEN or
+    // JWT_SECRET.
     let client = OrchestraClient::from_env().with_service_name("pricing-service");
     println!("registry: {}", client.registry_url());
 

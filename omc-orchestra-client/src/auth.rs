@@ -1,23 +1,16 @@
-//! HS256 bearer tokens for the registry, signed locally and reused until close to expiry.
+//! Control-plane credentials: a token minted by `orchestra token` sent as it is, or a
+//! secret from which the client signs its own tokens, reused until close to expiry.
 
 use crate::{ClientError, Result};
-use jsonwebtoken::{EncodingKey, Header};
-use serde::Serialize;
+use omc_orchestra::access::{Grants, TokenIssuer};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long a signed token is valid.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// Sign a new token when the cached one has less than this left, so a request in flight
 /// never carries a token that expires on the way.
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    iat: u64,
-    exp: u64,
-}
 
 /// A signed token and for whom and until when it is good.
 #[derive(Clone)]
@@ -27,22 +20,49 @@ struct Cached {
     expires: Instant,
 }
 
+/// What the client proves itself with.
+pub(crate) enum Credentials {
+    /// A token minted elsewhere (`ORCHESTRA_TOKEN`), sent as it is.
+    Token(String),
+    /// A secret: the client signs tokens for its own service name.
+    Signer(TokenSigner),
+}
+
+impl Credentials {
+    /// The bearer token for a request made by `subject`.
+    pub(crate) fn token(&self, subject: &str) -> Result<String> {
+        match self {
+            Self::Token(token) => Ok(token.clone()),
+            Self::Signer(signer) => signer.token(subject),
+        }
+    }
+}
+
 /// Signs tokens with one secret and caches the current one.
 pub(crate) struct TokenSigner {
-    key: EncodingKey,
+    /// The secret's issuer, or why the secret cannot sign (too short), told at first use.
+    issuer: std::result::Result<TokenIssuer, String>,
     cached: Mutex<Option<Cached>>,
 }
 
 impl TokenSigner {
     pub(crate) fn new(secret: &[u8]) -> Self {
         Self {
-            key: EncodingKey::from_secret(secret),
+            issuer: TokenIssuer::from_secret(secret).map_err(|err| err.to_string()),
             cached: Mutex::new(None),
         }
     }
 
-    /// A token for `subject` valid for at least [`RENEW_BEFORE`].
+    /// A token for `subject`, with every scope a service needs for itself (not `admin`),
+    /// valid for at least [`RENEW_BEFORE`].
     pub(crate) fn token(&self, subject: &str) -> Result<String> {
+        let issuer = self
+            .issuer
+            .as_ref()
+            .map_err(|reason| ClientError::Invalid {
+                field: "jwtSecret".into(),
+                reason: reason.clone(),
+            })?;
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cached.as_ref() {
             if c.subject == subject
@@ -51,17 +71,12 @@ impl TokenSigner {
                 return Ok(c.token.clone());
             }
         }
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let claims = Claims {
-            sub: subject,
-            iat,
-            exp: iat + TOKEN_LIFETIME.as_secs(),
-        };
-        let token = jsonwebtoken::encode(&Header::default(), &claims, &self.key)
-            .map_err(ClientError::Token)?;
+        let token = issuer
+            .mint(subject, Grants::service(), TOKEN_LIFETIME)
+            .map_err(|err| ClientError::Invalid {
+                field: "serviceName".into(),
+                reason: err.to_string(),
+            })?;
         *cached = Some(Cached {
             subject: subject.to_owned(),
             token: token.clone(),
@@ -74,35 +89,27 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation};
-    use serde::Deserialize;
+    use omc_orchestra::access::{Scope, TokenVerifier};
 
-    #[derive(Deserialize)]
-    struct Decoded {
-        sub: String,
-        iat: u64,
-        exp: u64,
-    }
+    const SECRET: &[u8] = b"a-secret-of-at-least-thirty-two-bytes";
 
     #[test]
-    fn signs_hs256_with_sub_iat_exp_and_reuses_the_token() {
-        let signer = TokenSigner::new(b"s3cret");
+    fn signs_service_tokens_for_the_subject_and_reuses_them() {
+        let signer = TokenSigner::new(SECRET);
         let token = signer.token("pricing-service").unwrap();
-        let decoded = jsonwebtoken::decode::<Decoded>(
-            &token,
-            &DecodingKey::from_secret(b"s3cret"),
-            &Validation::new(jsonwebtoken::Algorithm::HS256),
-        )
-        .unwrap()
-        .claims;
-        assert_eq!(decoded.sub, "pricing-service");
-        assert_eq!(decoded.exp - decoded.iat, 300);
+        let caller = TokenVerifier::from_secret(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap();
+        assert_eq!(caller.service(), "pricing-service");
+        assert!(caller.may_write_service("pricing-service"));
+        assert!(caller.require(Scope::Admin).is_err());
         assert_eq!(signer.token("pricing-service").unwrap(), token);
     }
 
     #[test]
     fn renews_a_token_close_to_expiry() {
-        let signer = TokenSigner::new(b"s3cret");
+        let signer = TokenSigner::new(SECRET);
         signer.token("a").unwrap();
         if let Some(c) = signer.cached.lock().unwrap().as_mut() {
             c.expires = Instant::now() + RENEW_BEFORE / 2;
@@ -116,9 +123,18 @@ mod tests {
 
     #[test]
     fn a_new_subject_gets_a_new_token() {
-        let signer = TokenSigner::new(b"s3cret");
+        let signer = TokenSigner::new(SECRET);
         let a = signer.token("a").unwrap();
         let b = signer.token("b").unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_short_secret_is_reported_at_first_use() {
+        let err = TokenSigner::new(b"short").token("a").unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Invalid { field, .. } if field == "jwtSecret"),
+            "{err:?}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! [`OrchestraClient`]: the registry's HTTP API as async methods.
 
-use crate::auth::TokenSigner;
+use crate::auth::{Credentials, TokenSigner};
 use crate::registered::{RegisterOptions, Registered};
 use crate::{ClientError, Discovery, Result};
 use omc_orchestra::registry::{Registration, ServiceFilter, ServiceInstance};
@@ -29,7 +29,7 @@ pub struct OrchestraClient {
     jobs: Arc<str>,
     logging: Arc<str>,
     subject: Arc<str>,
-    signer: Option<Arc<TokenSigner>>,
+    credentials: Option<Arc<Credentials>>,
 }
 
 impl std::fmt::Debug for OrchestraClient {
@@ -37,7 +37,7 @@ impl std::fmt::Debug for OrchestraClient {
         f.debug_struct("OrchestraClient")
             .field("registry_url", &self.base)
             .field("subject", &self.subject)
-            .field("jwt", &self.signer.is_some())
+            .field("authenticated", &self.credentials.is_some())
             .finish()
     }
 }
@@ -52,13 +52,13 @@ impl OrchestraClient {
             jobs: Arc::from(DEFAULT_JOBS_URL),
             logging: Arc::from(DEFAULT_LOGGING_URL),
             subject: Arc::from(DEFAULT_SUBJECT),
-            signer: None,
+            credentials: None,
         }
     }
 
     /// A client configured from the environment: `SERVICE_REGISTRY_URL` (default
     /// [`DEFAULT_REGISTRY_URL`]), `JOB_SCHEDULER_URL`, `LOGGING_SERVICE_URL` and, when set
-    /// and not empty, `JWT_SECRET`.
+    /// and not empty, `ORCHESTRA_TOKEN` (a minted token) or else `JWT_SECRET`.
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| {
             std::env::var(name)
@@ -69,16 +69,28 @@ impl OrchestraClient {
         let client = Self::new(var("SERVICE_REGISTRY_URL", DEFAULT_REGISTRY_URL))
             .with_jobs_url(var("JOB_SCHEDULER_URL", DEFAULT_JOBS_URL))
             .with_logging_url(var("LOGGING_SERVICE_URL", DEFAULT_LOGGING_URL));
-        match std::env::var("JWT_SECRET") {
-            Ok(secret) if !secret.is_empty() => client.with_jwt_secret(secret),
-            _ => client,
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        match (set("ORCHESTRA_TOKEN"), set("JWT_SECRET")) {
+            (Some(token), _) => client.with_token(token),
+            (None, Some(secret)) => client.with_jwt_secret(secret),
+            (None, None) => client,
         }
     }
 
-    /// Sign every request with an HS256 JWT made from `secret` and send it as
-    /// `Authorization: Bearer …`. Tokens live five minutes and are renewed before they run out.
+    /// Sign every request with a service token made from `secret` (the servers'
+    /// `JWT_SECRET`, at least 32 bytes) for this client's service name, with every scope
+    /// a service needs for itself, and send it as `Authorization: Bearer …`. Tokens live
+    /// five minutes and are renewed before they run out.
     pub fn with_jwt_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.signer = Some(Arc::new(TokenSigner::new(secret.as_ref())));
+        let signer = TokenSigner::new(secret.as_ref());
+        self.credentials = Some(Arc::new(Credentials::Signer(signer)));
+        self
+    }
+
+    /// Send `token` (minted by `orchestra token`) with every request, as
+    /// `Authorization: Bearer …`: for services that are given a token, not the secret.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.credentials = Some(Arc::new(Credentials::Token(token.into().trim().to_owned())));
         self
     }
 
@@ -203,7 +215,7 @@ impl OrchestraClient {
         self.request_to(Server::Registry, method, segments)
     }
 
-    /// A request to one of the servers, signed when a secret is configured.
+    /// A request to one of the servers, with the token when credentials are configured.
     pub(crate) fn request_to(
         &self,
         server: Server,
@@ -227,8 +239,8 @@ impl OrchestraClient {
             .pop_if_empty()
             .extend(segments);
         let mut request = self.http.request(method, url);
-        if let Some(signer) = &self.signer {
-            request = request.bearer_auth(signer.token(&self.subject)?);
+        if let Some(credentials) = &self.credentials {
+            request = request.bearer_auth(credentials.token(&self.subject)?);
         }
         Ok(request)
     }
@@ -320,7 +332,7 @@ mod tests {
             .unwrap();
         assert!(request.headers().get("authorization").is_none());
 
-        let signed = plain.with_jwt_secret("s3cret");
+        let signed = plain.with_jwt_secret("a-secret-of-at-least-thirty-two-bytes");
         let request = signed
             .request(Method::GET, &["health"])
             .unwrap()

@@ -216,14 +216,13 @@ async fn server_errors_carry_status_and_code() {
 
 #[tokio::test]
 async fn jwt_is_required_when_the_server_has_a_secret() {
-    let config = Config {
-        jwt_secret: Some("test-secret".into()),
-        ..Config::ephemeral()
-    };
+    let config = Config::ephemeral()
+        .with_service_secret("test-secret-of-at-least-32-bytes!")
+        .unwrap();
     let (app, url) = start(config).await;
 
     let trusted = OrchestraClient::new(&url)
-        .with_jwt_secret("test-secret")
+        .with_jwt_secret("test-secret-of-at-least-32-bytes!")
         .with_service_name("pricing-service");
     let registered = trusted.register(pricing(3010)).await.unwrap();
     let selected = trusted.discover("pricing-service").await.unwrap();
@@ -241,7 +240,7 @@ async fn jwt_is_required_when_the_server_has_a_secret() {
         "{err:?}"
     );
 
-    let forger = OrchestraClient::new(&url).with_jwt_secret("wrong-secret");
+    let forger = OrchestraClient::new(&url).with_jwt_secret("wrong-secret-of-at-least-32-bytes!");
     let err = forger
         .services(&ServiceFilter::default())
         .await
