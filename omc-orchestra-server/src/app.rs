@@ -7,7 +7,7 @@ use crate::events_api::{self, EventsState};
 use crate::gateway_api;
 use crate::gateway_lanes;
 use crate::health_api::{self, HealthState};
-use crate::http::{with_stack, HttpMetrics, StackConfig};
+use crate::http::{with_stack, Guard, HttpMetrics, Origins, StackConfig};
 use crate::jobs_api::{self, JobsState};
 use crate::jobs_dispatch;
 use crate::logs_api::{self, LogsState};
@@ -95,7 +95,7 @@ impl App {
             jobs_port: app.addr(ServerKind::Jobs).map(|a| a.port()),
             gateway_port: app.addr(ServerKind::Gateway).map(|a| a.port()),
             logging_port: app.addr(ServerKind::Logging).map(|a| a.port()),
-            auth_required: config.jwt_secret.is_some(),
+            auth_required: config.service_tokens.is_some(),
         };
         for (kind, listener) in listeners {
             let mut proxy = None;
@@ -138,6 +138,7 @@ impl App {
                         bus: backends.events.clone(),
                         metrics: metrics.clone(),
                         started: Instant::now(),
+                        origins: Origins::new(&config.cors_origins),
                     }))
                     .merge(health_api::router(health))
                 }
@@ -165,11 +166,12 @@ impl App {
                 StackConfig {
                     server: kind.name(),
                     body_limit,
-                    // The gateway authenticates per route itself.
-                    jwt_secret: (kind != ServerKind::Gateway)
-                        .then(|| config.jwt_secret.clone())
-                        .flatten(),
-                    cors_origins: config.cors_origins.clone(),
+                    guard: Guard::new(config.service_tokens.clone()),
+                    origins: Origins::new(&config.cors_origins).with_dashboard_port(
+                        app.addr(ServerKind::Registry)
+                            .filter(|_| kind != ServerKind::Registry)
+                            .map(|a| a.port()),
+                    ),
                     metrics,
                     own_fallback: kind == ServerKind::Gateway,
                 },
@@ -179,7 +181,7 @@ impl App {
                 Some(state) => {
                     let router = router.fallback_service(gateway_api::proxy_service(
                         state.clone(),
-                        &config.cors_origins,
+                        &Origins::new(&config.cors_origins),
                     ));
                     let workers = config.gateway.workers;
                     tokio::spawn(gateway_lanes::serve(

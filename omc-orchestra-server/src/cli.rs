@@ -3,10 +3,12 @@
 
 use crate::app::{App, Config, ServerKind};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use omc_orchestra::access::{Grants, Scope, TokenIssuer, TokenVerifier};
 use omc_orchestra::gateway::GatewayConfig;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// omc-orchestra: service registry, API gateway, jobs and logging for the OMC ERP.
@@ -35,6 +37,55 @@ pub enum Command {
     Jobs,
     /// Run the logging server only (port from PORT, default 3014).
     Logging,
+    /// Mint a control-plane service token from JWT_SECRET (or --private-key) and print it.
+    Token(TokenArgs),
+}
+
+/// What `orchestra token` mints.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The service the token acts for (its `sub`); `registry:write` covers this
+    /// service's instances only.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Space-separated scopes: registry:write, read, events:publish, jobs:write,
+    /// logs:write, admin.
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    /// Mint an admin token (every scope, any service): for operators and the dashboard.
+    #[arg(long)]
+    pub admin: bool,
+    /// How long the token is valid: `90s`, `15m`, `12h`, `30d`.
+    #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// Sign with this PEM private key (RSA, P-256 or Ed25519) instead of JWT_SECRET, for
+    /// servers started with --service-public-key.
+    #[arg(long)]
+    pub private_key: Option<PathBuf>,
+}
+
+/// `90s`, `15m`, `12h`, `30d` or plain seconds.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30d, 12h or 15m"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}`: use s, m, h or d")),
+    };
+    // A control-plane token that outlives ten years is a token nobody will rotate.
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs > 0 && secs <= 10 * 365 * 86_400 => Ok(Duration::from_secs(secs)),
+        _ => Err("the ttl must be between 1 second and 10 years".into()),
+    }
 }
 
 /// How the server logs.
@@ -55,9 +106,15 @@ pub struct Options {
     /// variables win over it.
     #[arg(long, global = true, env = "ORCHESTRA_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to bind.
+    /// Address to bind [default: 127.0.0.1]. Any other address needs control-plane
+    /// credentials (JWT_SECRET or --service-public-key) or --allow-unauthenticated.
     #[arg(long, global = true, env = "BIND")]
     pub bind: Option<IpAddr>,
+    /// Serve without control-plane credentials on a non-loopback address: anyone who
+    /// reaches the ports may register, publish and read. A warning is logged at every
+    /// start.
+    #[arg(long, global = true, env = "ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     /// Port of a single-server command.
     #[arg(long, global = true, env = "PORT")]
     pub port: Option<u16>,
@@ -85,11 +142,17 @@ pub struct Options {
     /// Prefix of every Redis key.
     #[arg(long, global = true, env = "REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
-    /// Service-to-service JWT secret (HS256): every endpoint but /health and /metrics
-    /// then needs `Authorization: Bearer <token>`.
+    /// Control-plane secret (HS256, at least 32 bytes): every endpoint but /health,
+    /// /metrics and the dashboard's page then needs a service token
+    /// (`Authorization: Bearer`, minted by `orchestra token`). Gateway routes never use it.
     #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// Allowed CORS origin (repeatable); any origin when none is given.
+    /// Verify control-plane tokens with this PEM public key file (RS256, ES256 or EdDSA)
+    /// instead of JWT_SECRET.
+    #[arg(long, global = true, env = "SERVICE_PUBLIC_KEY")]
+    pub service_public_key: Option<PathBuf>,
+    /// Browser origin allowed by CORS and on /ws besides same-origin, e.g.
+    /// `https://erp.example.com` (repeatable); none when not given.
     #[arg(long = "cors-origin", global = true)]
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
@@ -192,7 +255,8 @@ impl Options {
         if let Some(prefix) = self.redis_prefix.clone().or(file.redis_prefix) {
             config.redis_prefix = prefix;
         }
-        config.jwt_secret = self.jwt_secret.clone().filter(|s| !s.is_empty());
+        config.service_tokens = self.service_tokens()?.map(Arc::new);
+        config.allow_unauthenticated = self.allow_unauthenticated;
         config.cors_origins = if self.cors_origins.is_empty() {
             file.cors_origins.unwrap_or_default()
         } else {
@@ -254,7 +318,47 @@ impl Options {
         if config.panic_threshold.is_some_and(|p| p > 100) {
             return Err("--panic-threshold is a percentage, 0-100".into());
         }
+        if let Some(refusal) = config.exposure() {
+            return Err(refusal);
+        }
         Ok(config)
+    }
+
+    /// The control plane's verifier, from `JWT_SECRET` or `--service-public-key`.
+    fn service_tokens(&self) -> Result<Option<TokenVerifier>, String> {
+        let secret = self.jwt_secret.as_deref().filter(|s| !s.is_empty());
+        match (secret, &self.service_public_key) {
+            (Some(_), Some(_)) => {
+                Err("set one of JWT_SECRET and --service-public-key, not both".into())
+            }
+            (Some(secret), None) => TokenVerifier::from_secret(secret.as_bytes())
+                .map(Some)
+                .map_err(|err| err.to_string()),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+                TokenVerifier::from_public_key_pem(&pem)
+                    .map(Some)
+                    .map_err(|err| format!("{}: {err}", path.display()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The issuer `orchestra token` signs with.
+    fn token_issuer(&self, private_key: Option<&PathBuf>) -> Result<TokenIssuer, String> {
+        if let Some(path) = private_key {
+            let pem = std::fs::read(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            return TokenIssuer::from_private_key_pem(&pem)
+                .map_err(|err| format!("{}: {err}", path.display()));
+        }
+        let secret = self
+            .jwt_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or("set JWT_SECRET (the servers' secret) or pass --private-key to sign")?;
+        TokenIssuer::from_secret(secret.as_bytes()).map_err(|err| err.to_string())
     }
 
     fn logging(&self) -> (String, LogFormat) {
@@ -278,6 +382,45 @@ fn single(command: &Command) -> Option<ServerKind> {
         Command::Gateway => Some(ServerKind::Gateway),
         Command::Jobs => Some(ServerKind::Jobs),
         Command::Logging => Some(ServerKind::Logging),
+        Command::Token(_) => None,
+    }
+}
+
+/// `orchestra token`: the token alone on stdout, so `$(orchestra token …)` works.
+fn mint(options: &Options, args: &TokenArgs) -> i32 {
+    let minted = options
+        .token_issuer(args.private_key.as_ref())
+        .and_then(|issuer| {
+            let mut grants = Grants::parse_strict(&args.scope).map_err(|err| err.to_string())?;
+            if args.admin {
+                grants = grants.with(Scope::Admin);
+            }
+            if grants == Grants::NONE {
+                return Err(
+                    "name the grants with --scope \"registry:write read …\" or pass --admin"
+                        .to_owned(),
+                );
+            }
+            let service = match (&args.service, args.admin) {
+                (Some(service), _) => service.clone(),
+                (None, true) => "admin".to_owned(),
+                (None, false) => {
+                    return Err("--service names the service the token acts for".into())
+                }
+            };
+            issuer
+                .mint(&service, grants, args.ttl)
+                .map_err(|err| err.to_string())
+        });
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            0
+        }
+        Err(message) => {
+            eprintln!("orchestra token: {message}");
+            2
+        }
     }
 }
 
@@ -293,6 +436,9 @@ fn init_tracing(level: &str, format: LogFormat) {
 
 /// Run the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
+    if let Command::Token(args) = &cli.command {
+        return mint(&cli.options, args);
+    }
     let (level, format) = cli.options.logging();
     init_tracing(&level, format);
     let config = match cli.options.to_config(&cli.command) {
@@ -302,6 +448,13 @@ pub async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
+    if config.service_tokens.is_none() && !config.bind.is_loopback() {
+        tracing::warn!(
+            bind = %config.bind,
+            "serving WITHOUT control-plane authentication (--allow-unauthenticated): anyone \
+             who reaches these ports may register instances, publish, enqueue and read"
+        );
+    }
     let kinds: Vec<ServerKind> = match single(&cli.command) {
         Some(kind) => vec![kind],
         None => ServerKind::ALL.to_vec(),
@@ -461,6 +614,81 @@ severity = "warning"
         assert!(err.contains("clear"), "{err}");
     }
 
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(args).map_err(|err| err.to_string())?;
+        cli.options.to_config(&cli.command)
+    }
+
+    #[test]
+    fn servers_bind_loopback_unless_told_and_never_open_beyond_it_by_accident() {
+        let config = config_of(&["orchestra", "up"]).unwrap();
+        assert!(config.bind.is_loopback());
+        assert!(config.service_tokens.is_none());
+
+        let refused = config_of(&["orchestra", "--bind", "0.0.0.0", "up"]).unwrap_err();
+        for named in [
+            "JWT_SECRET",
+            "--service-public-key",
+            "--allow-unauthenticated",
+        ] {
+            assert!(refused.contains(named), "{refused}");
+        }
+        let open = config_of(&[
+            "orchestra",
+            "--bind",
+            "0.0.0.0",
+            "--allow-unauthenticated",
+            "registry",
+        ])
+        .unwrap();
+        assert!(open.allow_unauthenticated);
+        let closed = config_of(&[
+            "orchestra",
+            "--bind",
+            "0.0.0.0",
+            "--jwt-secret",
+            "a-control-plane-secret-of-32-bytes",
+            "up",
+        ])
+        .unwrap();
+        assert!(closed.service_tokens.is_some());
+    }
+
+    #[test]
+    fn a_short_secret_or_two_kinds_of_key_are_refused() {
+        let short = config_of(&["orchestra", "--jwt-secret", "short", "up"]).unwrap_err();
+        assert!(
+            short.contains("JWT_SECRET") && short.contains("32"),
+            "{short}"
+        );
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../omc-orchestra/tests/fixtures/keys/ed25519.pub.pem"
+        );
+        let keyed = config_of(&["orchestra", "--service-public-key", key, "up"]).unwrap();
+        assert!(keyed.service_tokens.is_some());
+        let both = config_of(&[
+            "orchestra",
+            "--service-public-key",
+            key,
+            "--jwt-secret",
+            "a-control-plane-secret-of-32-bytes",
+            "up",
+        ])
+        .unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+    }
+
+    #[test]
+    fn token_lifetimes_parse_with_units_and_bounds() {
+        assert_eq!(parse_ttl("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        for bad in ["", "0s", "3w", "-1d", "99999999999999999999d", "20000d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn gateway_routes_come_from_the_config_file() {
         let path =
@@ -471,6 +699,8 @@ severity = "warning"
             gateway_port = 3100
             [gateway]
             access_log = true
+            [gateway.auth]
+            jwt_secret = "end-user-secret"
             [gateway.discovery]
             limits = { second = 50 }
             [[gateway.routes]]

@@ -3,12 +3,14 @@
 
 use crate::jobs_dispatch::JobRoute;
 use crate::ws::WsConfig;
+use omc_orchestra::access::TokenVerifier;
 use omc_orchestra::gateway::GatewayConfig;
 use omc_orchestra::health::{builtin_rules, AlertRule};
 use omc_orchestra::registry::RegistryOptions;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One of the four servers.
@@ -66,9 +68,12 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
-    /// Service-to-service JWT secret (HS256); no authentication when absent.
-    pub jwt_secret: Option<String>,
-    /// Allowed CORS origins; empty allows any.
+    /// Verifies control-plane service tokens (from `JWT_SECRET` or a public key); every
+    /// caller may do everything when absent, which only loopback allows by default.
+    pub service_tokens: Option<Arc<TokenVerifier>>,
+    /// Serve without control-plane credentials on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// Browser origins allowed by CORS and on `/ws` besides same-origin; none when empty.
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
@@ -107,14 +112,15 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             registry_port: ServerKind::Registry.default_port(),
             gateway_port: ServerKind::Gateway.default_port(),
             jobs_port: ServerKind::Jobs.default_port(),
             logging_port: ServerKind::Logging.default_port(),
             redis_url: None,
             redis_prefix: "orc".into(),
-            jwt_secret: None,
+            service_tokens: None,
+            allow_unauthenticated: false,
             cors_origins: Vec::new(),
             body_limit: 1024 * 1024,
             registry: RegistryOptions::default(),
@@ -154,6 +160,28 @@ impl Config {
             elasticsearch_url: None,
             ..Self::default()
         }
+    }
+
+    /// The same configuration with the control plane closed to all but tokens signed
+    /// with `secret` (HS256, at least 32 bytes), as `JWT_SECRET` does.
+    pub fn with_service_secret(mut self, secret: &str) -> omc_orchestra::Result<Self> {
+        self.service_tokens = Some(Arc::new(TokenVerifier::from_secret(secret.as_bytes())?));
+        Ok(self)
+    }
+
+    /// Why serving as configured would expose an open control plane, if it would: a bind
+    /// beyond loopback with no credentials and no `--allow-unauthenticated`.
+    pub fn exposure(&self) -> Option<String> {
+        if self.bind.is_loopback() || self.service_tokens.is_some() || self.allow_unauthenticated {
+            return None;
+        }
+        Some(format!(
+            "refusing to serve on {} without control-plane credentials: anyone who reaches \
+             the port could register instances and read everything. Set JWT_SECRET (at least \
+             32 bytes) or --service-public-key, bind 127.0.0.1, or pass \
+             --allow-unauthenticated to serve open on purpose",
+            self.bind
+        ))
     }
 
     /// The configured port of `kind`.

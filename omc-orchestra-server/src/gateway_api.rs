@@ -3,11 +3,9 @@
 //! [`Gateway`] pipeline.
 
 use crate::app::Config;
-use crate::http::layers::Jwt;
-use crate::http::{ApiError, ErrorBody, HttpMetrics};
+use crate::http::{ApiError, ErrorBody, HttpMetrics, Origins};
 use crate::status::{self, ServerStatus};
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -295,10 +293,8 @@ pub async fn start(
     status: ServerStatus,
     metrics: &HttpMetrics,
 ) -> omc_orchestra::Result<Started> {
-    let mut gateway_config = config.gateway.clone();
-    if gateway_config.auth.jwt_secret.is_none() {
-        gateway_config.auth.jwt_secret = config.jwt_secret.clone();
-    }
+    // End-user auth has its own keys: `JWT_SECRET` signs control-plane tokens only.
+    let gateway_config = config.gateway.clone();
     let redis = match &config.redis_url {
         Some(url) => Some(RedisStore::connect(url, &config.redis_prefix).await?),
         None => None,
@@ -342,12 +338,8 @@ pub async fn start(
         status,
         metrics,
     };
-    let admin = config
-        .jwt_secret
-        .as_deref()
-        .map(|secret| Arc::new(Jwt::new(secret)));
     Ok(Started {
-        router: router(state.clone(), admin),
+        router: router(state.clone()),
         state,
         gateway,
         tasks,
@@ -372,7 +364,7 @@ pub struct Started {
 /// safety wrap it here.
 pub fn proxy_service(
     state: GatewayState,
-    cors_origins: &[String],
+    origins: &Origins,
 ) -> impl tower::Service<
     Request,
     Response = impl IntoResponse,
@@ -390,17 +382,13 @@ pub fn proxy_service(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             crate::http::layers::panic_answer,
         ))
-        .layer(crate::http::layers::cors(cors_origins))
+        .layer(origins.cors_layer())
         .service(axum::handler::HandlerWithoutStateExt::into_service(handler))
 }
 
-/// The gateway's own routes (`/health`, `/openapi.json`, `/gateway/*`); with `admin`,
-/// `/gateway/*` needs a service token. Everything else goes to [`proxy_service`].
-pub fn router(state: GatewayState, admin: Option<Arc<Jwt>>) -> Router {
-    let admin_routes = Router::new()
-        .route("/gateway/breakers", get(breakers))
-        .route("/gateway/cache", delete(purge_cache))
-        .route_layer(middleware::from_fn_with_state(admin, require_admin));
+/// The gateway's own routes (`/health`, `/openapi.json`, `/gateway/*`, which the shared
+/// stack keeps to `admin` tokens). Everything else goes to [`proxy_service`].
+pub fn router(state: GatewayState) -> Router {
     Router::new()
         .route(
             "/health",
@@ -410,17 +398,9 @@ pub fn router(state: GatewayState, admin: Option<Arc<Jwt>>) -> Router {
             "/openapi.json",
             get(|| async { Json(GatewayDoc::openapi()) }),
         )
-        .merge(admin_routes)
+        .route("/gateway/breakers", get(breakers))
+        .route("/gateway/cache", delete(purge_cache))
         .with_state(state)
-}
-
-async fn require_admin(State(jwt): State<Option<Arc<Jwt>>>, req: Request, next: Next) -> Response {
-    if let Some(jwt) = jwt {
-        if let Err(err) = jwt.verify(req.headers().get(axum::http::header::AUTHORIZATION)) {
-            return err.into_response();
-        }
-    }
-    next.run(req).await
 }
 
 async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {

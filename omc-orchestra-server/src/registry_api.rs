@@ -5,8 +5,10 @@ use crate::status::{self, ServerStatus};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use omc_orchestra::access::{Caller, Scope};
 use omc_orchestra::health::{DependencyHealth, HealthChecker, ProbeResult};
 use omc_orchestra::registry::{
     Discovered, Discovery, HealthStatus, Registration, ServiceFilter, ServiceInstance,
@@ -97,8 +99,20 @@ pub fn router(state: RegistryState) -> Router {
               (status = 413, body = ErrorBody)))]
 async fn register(
     State(state): State<RegistryState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(registration): ApiJson<Registration>,
 ) -> ApiResult<(StatusCode, Json<ServiceInstance>)> {
+    caller
+        .write_service(&registration.name)
+        .map_err(|denied| ApiError::forbidden("name", &denied))?;
+    // An explicit id must not take over another service's instance.
+    if let Some(id) = registration
+        .id
+        .as_deref()
+        .filter(|_| !caller.grants().contains(Scope::Admin))
+    {
+        owned_instance(&state, &caller, id, "id").await?;
+    }
     let instance = state.discovery.registry().register(registration).await?;
     Ok((StatusCode::CREATED, Json(instance)))
 }
@@ -151,8 +165,10 @@ async fn discover(
     responses((status = 200, body = ServiceInstance), (status = 404, body = ErrorBody)))]
 async fn heartbeat(
     State(state): State<RegistryState>,
+    Extension(caller): Extension<Caller>,
     Path(service_id): Path<String>,
 ) -> ApiResult<Json<ServiceInstance>> {
+    owned_instance(&state, &caller, &service_id, "serviceId").await?;
     Ok(Json(
         state.discovery.registry().heartbeat(&service_id).await?,
     ))
@@ -163,9 +179,32 @@ async fn heartbeat(
     responses((status = 200, body = ServiceInstance), (status = 404, body = ErrorBody)))]
 async fn deregister(
     State(state): State<RegistryState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ServiceInstance>> {
+    owned_instance(&state, &caller, &id, "serviceId").await?;
     Ok(Json(state.discovery.registry().deregister(&id).await?))
+}
+
+/// Refuse (403 naming `field`) when instance `id` exists and belongs to a service the
+/// caller may not write. An admin is not asked, so it costs no lookup; an unknown id
+/// passes, for the operation itself to answer 404 or to create it.
+async fn owned_instance(
+    state: &RegistryState,
+    caller: &Caller,
+    id: &str,
+    field: &str,
+) -> ApiResult<()> {
+    if caller.grants().contains(Scope::Admin) {
+        return Ok(());
+    }
+    match state.discovery.registry().get(id).await {
+        Ok(instance) => caller
+            .write_service(&instance.name)
+            .map_err(|denied| ApiError::forbidden(field, &denied)),
+        Err(omc_orchestra::Error::NotFound { .. }) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// An instance's health as the registry sees it.

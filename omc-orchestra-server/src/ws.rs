@@ -16,6 +16,7 @@
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -195,6 +196,8 @@ pub struct WsState {
     pub metrics: crate::http::HttpMetrics,
     /// When the server started.
     pub started: std::time::Instant,
+    /// The browser origins that may open the feed besides same-origin pages.
+    pub origins: crate::http::Origins,
 }
 
 /// The `/ws` router.
@@ -202,7 +205,29 @@ pub fn router(state: WsState) -> Router {
     Router::new().route("/ws", get(upgrade)).with_state(state)
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(state): State<WsState>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<WsState>,
+) -> Response {
+    // A browser sends `Origin` on every upgrade and lets any page open a socket anywhere:
+    // the server must refuse foreign pages itself (cross-site WebSocket hijacking).
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| state.origins.allows(origin, host));
+        if !allowed {
+            let mut refused = crate::http::ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "this origin may not open the live feed; list it with --cors-origin",
+            );
+            refused.body.details =
+                vec![json!({ "field": "origin", "reason": "not same-origin nor listed" })];
+            return refused.into_response();
+        }
+    }
     let hub = &state.hub;
     if hub.connections.fetch_add(1, Ordering::SeqCst) >= hub.config.max_connections {
         hub.connections.fetch_sub(1, Ordering::SeqCst);

@@ -7,7 +7,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use omc_orchestra::logs::{IngestOptions, LogIngest};
 use omc_orchestra::Backends;
-use omc_orchestra_server::http::{with_stack, HttpMetrics, StackConfig};
+use omc_orchestra_server::http::{with_stack, Guard, HttpMetrics, Origins, StackConfig};
 use omc_orchestra_server::logs_api::{self, LogsState, BODY_LIMIT};
 use omc_orchestra_server::status::ServerStatus;
 use serde_json::{json, Value};
@@ -33,8 +33,8 @@ fn app() -> Router {
         StackConfig {
             server: "logging",
             body_limit: BODY_LIMIT,
-            jwt_secret: None,
-            cors_origins: Vec::new(),
+            guard: Guard::new(None),
+            origins: Origins::default(),
             metrics: HttpMetrics::new("logging"),
             own_fallback: false,
         },

@@ -132,6 +132,9 @@ async fn two_gateways_sharing_redis_let_exactly_ten_through() {
         .unwrap();
 }
 
+/// The control plane's secret in the tests that close it.
+const CONTROL_SECRET: &str = "control-plane-secret-of-32-bytes!!";
+
 #[tokio::test]
 async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     let up = upstream("secure").await;
@@ -143,10 +146,9 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
         auth: true,
         ..RouteConfig::default()
     });
-    let config = Config {
-        jwt_secret: Some("service-secret".into()),
-        ..with_gateway(gateway)
-    };
+    let config = with_gateway(gateway)
+        .with_service_secret(CONTROL_SECRET)
+        .unwrap();
     let app = start(config, None).await;
     let base = app.url(ServerKind::Gateway);
     let http = reqwest::Client::new();
@@ -191,6 +193,26 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     let (status, _) = call(None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // End-user and control-plane tokens never stand in for each other: the control
+    // plane's secret verifies nothing here, and a control-plane token signed with the
+    // route's own key is still refused by its audience.
+    let control = token(
+        json!({"sub": "ops", "aud": "orchestra", "scope": "admin", "exp": now + 60}),
+        CONTROL_SECRET,
+    );
+    let (status, _) = call(Some(control)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let smuggled = token(
+        json!({"sub": "ops", "aud": "orchestra", "scope": "admin", "exp": now + 60}),
+        "gw-secret",
+    );
+    let (status, body) = call(Some(smuggled)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["message"].as_str().unwrap().contains("control-plane"),
+        "{body}"
+    );
+
     // Dot-segments are resolved before routing: a public route's path cannot climb into
     // the authenticated one (the upstream would resolve them and serve `/secure/me`),
     // and what goes upstream has none left, written plainly or as `%2e`.
@@ -205,10 +227,24 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["path"], "/a/me");
 
-    // The gateway's own endpoints need a service token when JWT_SECRET is set.
+    // The gateway's own endpoints need an admin service token when JWT_SECRET is set.
     let breakers = format!("{base}/gateway/breakers");
     assert_eq!(get(&http, &breakers).await.0, StatusCode::UNAUTHORIZED);
-    let service = token(json!({"sub": "ops", "exp": now + 60}), "service-secret");
+    let reader = token(
+        json!({"sub": "reports", "aud": "orchestra", "scope": "read", "exp": now + 60}),
+        CONTROL_SECRET,
+    );
+    let res = http
+        .get(&breakers)
+        .bearer_auth(reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let service = token(
+        json!({"sub": "ops", "aud": "orchestra", "scope": "admin", "exp": now + 60}),
+        CONTROL_SECRET,
+    );
     let res = http
         .get(&breakers)
         .bearer_auth(service)

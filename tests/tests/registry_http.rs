@@ -328,18 +328,15 @@ async fn every_port_has_health_metrics_openapi_and_request_ids() {
 
 #[tokio::test]
 async fn jwt_guards_everything_but_health_and_metrics() {
-    let secret = "s3cret-for-tests";
-    let config = Config {
-        jwt_secret: Some(secret.into()),
-        ..Config::ephemeral()
-    };
+    let secret = "s3cret-for-tests-of-32-bytes-or-more";
+    let config = Config::ephemeral().with_service_secret(secret).unwrap();
     let app = App::start(config, &[ServerKind::Registry]).await.unwrap();
     let base = app.url(ServerKind::Registry);
     let http = reqwest::Client::new();
     let token = |exp: i64, key: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
-            &json!({"sub": "pricing-service", "exp": exp}),
+            &json!({"aud": "orchestra", "sub": "pricing-service", "scope": "read", "exp": exp}),
             &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
         )
         .unwrap()

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use omc_orchestra::access::Denied;
 use omc_orchestra::Error;
 use serde::Serialize;
 
@@ -63,6 +64,20 @@ impl ApiError {
     /// 401 with `reason`.
     pub fn unauthorized(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+    }
+
+    /// 403: the caller's token does not allow this; `field` names what it lacks
+    /// (`scope`) or the input it may not touch (`name`, `serviceId`).
+    pub fn forbidden(field: &str, denied: &Denied) -> Self {
+        let reason = denied.to_string();
+        let mut error = Self::new(StatusCode::FORBIDDEN, "forbidden", reason.clone());
+        error.body.details = vec![match denied {
+            Denied::MissingScope(scope) => {
+                serde_json::json!({ "field": field, "reason": reason, "scope": scope.as_str() })
+            }
+            Denied::OtherService { .. } => serde_json::json!({ "field": field, "reason": reason }),
+        }];
+        error
     }
 }
 
