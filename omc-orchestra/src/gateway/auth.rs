@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Keys and rules for authentication.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// Keys and rules for authentication. Its `Debug` shows which keys are set, never the
+/// secret nor an API key.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 secret for end-user tokens (never the control plane's `JWT_SECRET`).
@@ -32,8 +33,8 @@ pub struct AuthConfig {
     pub api_keys: Vec<ApiKey>,
 }
 
-/// One API key and the consumer it stands for.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// One API key and the consumer it stands for (its `Debug` hides the key).
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKey {
     /// The key.
@@ -42,6 +43,31 @@ pub struct ApiKey {
     pub consumer: String,
     /// The consumer's roles.
     pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .field("rsa_public_key_pem", &self.rsa_public_key_pem.is_some())
+            .field("ec_public_key_pem", &self.ec_public_key_pem.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("roles_claim", &self.roles_claim)
+            .field("api_keys", &self.api_keys)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("key", &"***")
+            .field("consumer", &self.consumer)
+            .field("roles", &self.roles)
+            .finish()
+    }
 }
 
 /// A verified caller.
@@ -436,6 +462,22 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(Authenticator::new(&config).is_err());
+    }
+
+    #[test]
+    fn debug_prints_no_secret_nor_key() {
+        let config = AuthConfig {
+            jwt_secret: Some("s3cret-value".into()),
+            api_keys: vec![ApiKey {
+                key: "key-value".into(),
+                consumer: "reports".into(),
+                roles: Vec::new(),
+            }],
+            ..AuthConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret-value") && !printed.contains("key-value"));
+        assert!(printed.contains("reports"), "{printed}");
     }
 
     #[test]
