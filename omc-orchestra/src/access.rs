@@ -339,14 +339,17 @@ impl TokenVerifier {
     /// `nbf`, a non-empty `sub`. The error says which check failed.
     pub fn verify(&self, token: &str) -> std::result::Result<Caller, Rejected> {
         let segments: Vec<&str> = token.split('.').collect();
-        if segments.len() != 3 || segments.iter().any(|s| s.is_empty()) {
+        if segments.len() != 3 || segments[0].is_empty() || segments[1].is_empty() {
             return Err(rejected(
-                "malformed token: a JWT is three non-empty dot-separated segments",
+                "malformed token: a JWT is three dot-separated segments",
             ));
         }
         let alg = header_alg(segments[0])?;
         if alg.eq_ignore_ascii_case("none") {
             return Err(rejected("unsigned token (`alg: none`) refused"));
+        }
+        if segments[2].is_empty() {
+            return Err(rejected("malformed token: the signature is empty"));
         }
         let expected = format!("{:?}", self.algorithm);
         if alg != expected {
@@ -605,7 +608,13 @@ mod tests {
             b64(json!({"alg":"none","typ":"JWT"})),
             b64(base())
         );
-        assert!(refused(&unsigned).contains("malformed"));
+        assert!(refused(&unsigned).contains("alg: none"));
+        let unsigned = format!(
+            "{}.{}.",
+            b64(json!({"alg":"HS256","typ":"JWT"})),
+            b64(base())
+        );
+        assert!(refused(&unsigned).contains("signature is empty"));
         let unsigned = format!(
             "{}.{}.sig",
             b64(json!({"alg":"none","typ":"JWT"})),
