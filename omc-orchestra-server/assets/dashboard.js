@@ -6,7 +6,7 @@
     config: { jobsUrl: null, gatewayUrl: null, loggingUrl: null, authRequired: false },
     token: localStorage.getItem("orchestra.token") || "",
     services: [], latency: {}, alerts: new Map(), logs: [],
-    series: { cpu: [], mem: [], disk: [], net: [] }, gateway: null, socket: null, retry: 0,
+    series: { cpu: [], mem: [], disk: [], net: [] }, gateway: null, socket: null, retry: 0, reconnect: null,
   };
   const HOUR_POINTS = 360;
 
@@ -48,9 +48,10 @@
     };
     socket.onmessage = (msg) => { try { onMessage(JSON.parse(msg.data)); } catch (e) { console.warn(e); } };
     socket.onclose = () => {
+      if (state.socket !== socket) return; // replaced by a connection with a new token
       const wait = Math.min(10000, 500 * 2 ** state.retry++);
       setConn(false, `disconnected, reconnecting in ${Math.round(wait / 1000)} s…`);
-      setTimeout(connect, wait);
+      state.reconnect = setTimeout(connect, wait);
     };
     socket.onerror = () => socket.close();
   }
@@ -286,7 +287,12 @@
     localStorage.setItem("orchestra.token", state.token);
     $("login").hidden = true;
     $("main").hidden = false;
-    if (state.socket) state.socket.close(); else connect();
+    // Connect with the new token now, not after the back-off a refused token built up.
+    const old = state.socket;
+    clearTimeout(state.reconnect);
+    state.retry = 0;
+    connect();
+    if (old) old.close();
   };
   $("svc-filter").oninput = renderServices;
   $("log-level").onchange = renderLogs;
