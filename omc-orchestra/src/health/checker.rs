@@ -1,9 +1,10 @@
 //! The health checker: probes every registered instance and every named dependency on its
 //! interval, applies rise/fall thresholds and tells the registry when a verdict changes.
 
-use super::options::{parse_duration, redact};
+use super::options::parse_duration;
 use super::{dependency_probe, AlertEngine, HealthProbe, HttpProbe, Labels, ProbeResult};
 use super::{CheckerOptions, DependencyHealth, InstanceHealthView, TcpProbe, Tracker};
+use crate::redact::redact;
 use crate::registry::{HealthStatus, Registry, ServiceFilter, ServiceInstance};
 use crate::{Error, SharedClock};
 use chrono::{DateTime, Utc};
@@ -225,7 +226,8 @@ impl HealthChecker {
                     tracker: Tracker::new(HealthStatus::Passing, now, keep),
                     next_due: now,
                     in_flight: false,
-                    labels: Labels::from([("dependency".to_owned(), name.clone())]),
+                    // A dependency named by its URL would put its password in alerts.
+                    labels: Labels::from([("dependency".to_owned(), redact(&name))]),
                 });
             if slot.in_flight || slot.next_due > now {
                 continue;
@@ -362,7 +364,7 @@ impl HealthChecker {
                 "instance_critical"
             }
             Subject::Dependency { name, .. } => {
-                tracing::info!(dependency = %name, status = status.as_str(), "dependency health changed");
+                tracing::info!(dependency = %redact(name), status = status.as_str(), "dependency health changed");
                 "dependency_critical"
             }
         };
@@ -399,14 +401,25 @@ impl HealthChecker {
             .collect()
     }
 
-    /// Every probed dependency, by name.
+    /// Every probed dependency, by name; names and addresses have their passwords masked.
     pub fn dependencies(&self) -> Vec<DependencyHealth> {
+        self.dependency_views(|_| true)
+    }
+
+    /// The probed dependencies among `names` (as an instance registered them), by name;
+    /// names and addresses have their passwords masked.
+    pub fn dependencies_named(&self, names: &[String]) -> Vec<DependencyHealth> {
+        self.dependency_views(|name| names.iter().any(|n| n == name))
+    }
+
+    fn dependency_views(&self, wanted: impl Fn(&str) -> bool) -> Vec<DependencyHealth> {
         let state = self.state.lock();
         let mut all: Vec<_> = state
             .dependencies
             .iter()
+            .filter(|(name, _)| wanted(name))
             .map(|(name, slot)| DependencyHealth {
-                name: name.clone(),
+                name: redact(name),
                 address: self
                     .dependency_address(name)
                     .map(|a| redact(&a))
