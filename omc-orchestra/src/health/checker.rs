@@ -59,8 +59,13 @@ impl std::fmt::Debug for HealthChecker {
     }
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// When a subject probed at `now` is due again. A service sets its own interval in its
+/// metadata, so this saturates rather than overflow (`now + Duration::MAX` panics).
+fn due_after(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(interval)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl HealthChecker {
@@ -204,7 +209,7 @@ impl HealthChecker {
             }
             let interval = self.interval_of(&instance);
             slot.in_flight = true;
-            slot.next_due = now + to_chrono(interval);
+            slot.next_due = due_after(now, interval);
             jobs.push(Job {
                 interval,
                 timeout: self.timeout_of(&instance),
@@ -233,7 +238,7 @@ impl HealthChecker {
                 continue;
             }
             slot.in_flight = true;
-            slot.next_due = now + to_chrono(self.options.interval);
+            slot.next_due = due_after(now, self.options.interval);
             jobs.push(Job {
                 interval: self.options.interval,
                 timeout: self.options.timeout,
@@ -276,7 +281,8 @@ impl HealthChecker {
             };
             let key = store.key("health", &subject, "lock");
             // Slightly shorter than the interval so the next round's lock is free.
-            let ttl = (job.interval.as_millis() as u64)
+            let ttl = u64::try_from(job.interval.as_millis())
+                .unwrap_or(u64::MAX)
                 .saturating_sub(50)
                 .max(100);
             let taken = store
@@ -318,7 +324,7 @@ impl HealthChecker {
             Some(probe) if self.owns(&job).await => {
                 let _permit = self.permits.clone().acquire_owned().await;
                 // The probe's own timeout bounds it; this is a backstop.
-                let limit = job.timeout + Duration::from_secs(1);
+                let limit = job.timeout.saturating_add(Duration::from_secs(1));
                 tokio::time::timeout(limit, probe.check()).await.ok()
             }
             Some(_) => None,
