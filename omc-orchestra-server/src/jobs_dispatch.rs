@@ -4,6 +4,7 @@
 
 use omc_orchestra::events::EventBus;
 use omc_orchestra::jobs::{JobContext, JobQueue, WorkerPool};
+use omc_orchestra::redact::redact;
 use omc_orchestra::registry::Discovery;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,15 +67,18 @@ async fn dispatch(
         .json(&ctx.job)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| failed(&url, e))?;
     let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+    let body = response.text().await.map_err(|e| failed(&url, e))?;
     if status.is_success() {
         Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
     } else {
         Err(format!("{} answered {status}: {body}", route.service))
     }
+}
+
+/// A failed call as the job's error, which the jobs API shows: a route's path may carry a
+/// token in its query, and the client's error quotes the URL again.
+fn failed(url: &str, err: reqwest::Error) -> String {
+    redact(&format!("POST {url}: {err}"))
 }

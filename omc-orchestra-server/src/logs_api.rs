@@ -5,7 +5,7 @@ mod params;
 
 pub use params::IncomingLog;
 
-use crate::http::{ApiResult, ErrorBody};
+use crate::http::{ApiError, ApiResult, ErrorBody};
 use crate::status::{self, ServerStatus};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -124,7 +124,7 @@ async fn search(
 
 /// Stats over a window (`window=15m`, or `since`/`until`) of the filtered records.
 #[utoipa::path(get, path = "/logs/stats",
-    params(("window" = Option<String>, Query, description = "30s, 15m, 1h, 7d"),
+    params(("window" = Option<String>, Query, description = "30s, 15m, 1h, 7d; at most 365d"),
            ("top" = Option<usize>, Query, description = "top error messages")),
     responses((status = 200, body = LogStats), (status = 400, body = ErrorBody)))]
 async fn stats(
@@ -133,7 +133,15 @@ async fn stats(
 ) -> ApiResult<Json<LogStats>> {
     let (mut filter, extras) = params::parse_query(raw.as_deref())?;
     if let Some(window) = extras.window {
-        filter.since = Some(state.clock.now() - window);
+        // A window is at most a year, but the clock is injected: no time may panic.
+        let since = state
+            .clock
+            .now()
+            .checked_sub_signed(window)
+            .ok_or_else(|| {
+                ApiError::invalid("window", "reaches before the earliest representable time")
+            })?;
+        filter.since = Some(since);
     }
     let query = StatsQuery {
         filter,

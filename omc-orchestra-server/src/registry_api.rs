@@ -242,12 +242,7 @@ async fn service_health(
 ) -> ApiResult<Json<InstanceHealth>> {
     let instance = state.discovery.registry().get(&id).await?;
     let view = state.checker.instance(&instance.id);
-    let dependencies = state
-        .checker
-        .dependencies()
-        .into_iter()
-        .filter(|d| instance.dependencies.contains(&d.name))
-        .collect();
+    let dependencies = state.checker.dependencies_named(&instance.dependencies);
     Ok(Json(InstanceHealth {
         since: view.as_ref().map_or(instance.registered_at, |v| v.since),
         results: view.map(|v| v.results).unwrap_or_default(),

@@ -137,6 +137,37 @@ async fn bad_input_names_the_field() {
         "{body}"
     );
 
+    // A window past a year is refused by name, however many digits (it used to overflow
+    // the time arithmetic into a 500).
+    for window in [
+        "9000000000000000s",
+        "366d",
+        "99999999999999999999d",
+        "0s",
+        "1w",
+    ] {
+        let uri = format!("/logs/stats?window={window}");
+        let (status, body) = call(&app, "GET", &uri, Vec::new()).await;
+        assert_eq!(
+            (status, field(&body), body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, "window", Some("validation_failed")),
+            "{window}: {body}"
+        );
+    }
+    let (status, body) = call(
+        &app,
+        "GET",
+        "/logs/stats?window=9000000000000000s",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        body["details"][0]["reason"], "must be at most 365d",
+        "{status}: {body}"
+    );
+    let (status, body) = call(&app, "GET", "/logs/stats?window=365d", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     // Nothing of the bad requests was stored.
     let (_, page) = call(&app, "GET", "/logs", Vec::new()).await;
     assert_eq!(page["records"], json!([]));

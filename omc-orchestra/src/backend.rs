@@ -196,8 +196,10 @@ mod redis_store {
                     "must be non-empty and contain no braces",
                 ));
             }
-            let client = redis::Client::open(url)
-                .map_err(|err| Error::invalid("redisUrl", err.to_string()))?;
+            // The error is shown to whoever started the server; the driver may quote the URL.
+            let client = redis::Client::open(url).map_err(|err| {
+                Error::invalid("redisUrl", crate::redact::redact(&err.to_string()))
+            })?;
             let connection = client.get_connection_manager_with_config(config()).await?;
             Ok(Self {
                 client,

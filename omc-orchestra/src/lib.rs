@@ -37,6 +37,7 @@ pub mod health;
 pub mod jobs;
 pub mod logs;
 pub mod per_thread;
+pub mod redact;
 pub mod registry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

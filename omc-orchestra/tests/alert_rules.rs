@@ -3,6 +3,7 @@
 use omc_orchestra::events::{types, EventBus, EventQuery, MemoryEventBus};
 use omc_orchestra::health::{
     builtin_rules, AlertEngine, AlertRule, AlertState, Comparison, Labels, Severity,
+    MAX_RULE_SECONDS,
 };
 use omc_orchestra::{Error, ManualClock};
 use std::sync::Arc;
@@ -157,4 +158,56 @@ fn a_clear_threshold_on_the_wrong_side_is_named() {
     }
     let (engine, _) = engine(rule);
     assert!(engine.rules().is_empty(), "an invalid rule is skipped");
+}
+
+fn invalid_field(rule: &AlertRule) -> String {
+    match rule.validate() {
+        Err(Error::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid rule, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn huge_for_and_repeat_durations_are_named_and_skipped() {
+    let huge = 9_000_000_000_000_000_000;
+    assert_eq!(invalid_field(&cpu_rule().for_secs(huge)), "forSeconds");
+    assert_eq!(invalid_field(&cpu_rule().for_secs(u64::MAX)), "forSeconds");
+    assert_eq!(
+        invalid_field(&cpu_rule().repeat_secs(huge)),
+        "repeatSeconds"
+    );
+    assert_eq!(
+        invalid_field(&cpu_rule().repeat_secs(MAX_RULE_SECONDS + 1)),
+        "repeatSeconds"
+    );
+    cpu_rule()
+        .for_secs(MAX_RULE_SECONDS)
+        .repeat_secs(MAX_RULE_SECONDS)
+        .validate()
+        .unwrap();
+
+    // As a configuration file gives it.
+    let rule: AlertRule = serde_json::from_value(serde_json::json!({
+        "name": "Slow", "metric": "cpu", "comparison": "above", "threshold": 90.0,
+        "severity": "warning", "forSeconds": huge, "repeatSeconds": huge
+    }))
+    .unwrap();
+    assert_eq!(invalid_field(&rule), "forSeconds");
+
+    // An engine skips such a rule and evaluates the others without overflowing.
+    let clock = ManualClock::starting_now();
+    let engine = AlertEngine::new(
+        vec![
+            cpu_rule().for_secs(huge),
+            cpu_rule().repeat_secs(MAX_RULE_SECONDS),
+        ],
+        Arc::new(clock.clone()),
+    );
+    assert_eq!(engine.rules().len(), 1);
+    let fired = feed(&engine, &clock, &[95.0; 8]).await;
+    assert_eq!(fired, [AlertState::Firing]);
+    clock.advance(Duration::from_secs(MAX_RULE_SECONDS));
+    let repeated = engine.evaluate().await;
+    assert!(repeated.iter().all(|n| n.repeat), "{repeated:?}");
+    assert_eq!(repeated.len(), 1);
 }

@@ -323,3 +323,48 @@ async fn a_critical_instance_that_deregisters_resolves_its_alert() {
     assert_eq!(last.state, AlertState::Resolved);
     assert!(checker.instance(&instance.id).is_none());
 }
+
+#[tokio::test]
+async fn huge_interval_and_timeout_metadata_do_not_stop_the_rounds() {
+    let clock = ManualClock::starting_now();
+    let shared: SharedClock = Arc::new(clock.clone());
+    let registry = Arc::new(MemoryRegistry::new(
+        shared.clone(),
+        RegistryOptions::default(),
+    ));
+    let (port, _) = tiny_service().await;
+    // A service sets its own interval and timeout; nothing it sets may panic a round.
+    let mut huge = registration("huge-service", port);
+    huge.metadata
+        .insert("healthInterval".into(), u64::MAX.to_string());
+    huge.metadata
+        .insert("healthTimeout".into(), u64::MAX.to_string());
+    let huge = registry.register(huge).await.unwrap();
+    let mut minutes = registration("minutes-service", port);
+    minutes
+        .metadata
+        .insert("healthInterval".into(), format!("{}m", u64::MAX / 60));
+    let minutes = registry.register(minutes).await.unwrap();
+    let normal = registry
+        .register(registration("normal-service", port))
+        .await
+        .unwrap();
+    let checker = Arc::new(HealthChecker::new(
+        registry.clone(),
+        shared,
+        CheckerOptions::default(),
+    ));
+
+    assert_eq!(checker.run_due().await.unwrap(), 3);
+    for _ in 0..3 {
+        assert_eq!(
+            round(&clock, &checker).await,
+            1,
+            "only the normal one is due"
+        );
+    }
+    for id in [&huge.id, &minutes.id] {
+        assert_eq!(checker.instance(id).unwrap().checks_total, 1);
+    }
+    assert_eq!(checker.instance(&normal.id).unwrap().checks_total, 4);
+}

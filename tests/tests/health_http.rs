@@ -104,7 +104,10 @@ async fn failing_health_endpoint_goes_critical_alerts_and_resolves() {
     })
     .await;
     assert_eq!(health["name"], "postgres");
-    assert_eq!(health["address"], "postgres://127.0.0.1:5432/postgres");
+    assert_eq!(
+        health["address"],
+        "postgres://postgres@127.0.0.1:5432/postgres"
+    );
     assert_eq!(
         health["health"]["results"][0]["status"], "passing",
         "{health}"

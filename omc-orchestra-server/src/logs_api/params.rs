@@ -236,9 +236,13 @@ fn optional_string(
 pub(super) struct Extras {
     /// `top`: top error messages in stats.
     pub top: Option<usize>,
-    /// `window`: stats over the last `30s`, `15m`, `1h`, `7d`.
+    /// `window`: stats over the last `30s`, `15m`, `1h`, `7d`; at most [`MAX_WINDOW_DAYS`].
     pub window: Option<chrono::Duration>,
 }
+
+/// The longest stats window, in days: a year answers any question about recent logs, and
+/// the bound keeps `now - window` far from the limits of time arithmetic.
+pub(super) const MAX_WINDOW_DAYS: u64 = 365;
 
 /// Parse the filters of a query string: `level`, `category`, `service`, `since`,
 /// `until` (RFC 3339), `text`, `words`, `requestId`, `traceId`, `limit`, `cursor`,
@@ -271,12 +275,7 @@ pub(super) fn parse_query(raw: Option<&str>) -> Result<(LogQuery, Extras), ApiEr
             "limit" => query.limit = Some(number(&value)?),
             "cursor" => query.cursor = Some(value),
             "top" => extras.top = Some(number(&value)?),
-            "window" => {
-                extras.window = Some(
-                    parse_window(&value)
-                        .ok_or_else(|| invalid("must be a number and a unit: 30s, 15m, 1h, 7d"))?,
-                )
-            }
+            "window" => extras.window = Some(parse_window(&value).map_err(|r| invalid(&r))?),
             other => match other.strip_prefix("field.") {
                 Some(field) if !field.is_empty() => {
                     query.fields.insert(field.to_owned(), value);
@@ -288,18 +287,39 @@ pub(super) fn parse_query(raw: Option<&str>) -> Result<(LogQuery, Extras), ApiEr
     Ok((query, extras))
 }
 
-fn parse_window(value: &str) -> Option<chrono::Duration> {
-    let split = value.find(|c: char| !c.is_ascii_digit())?;
+/// `30s`, `15m`, `1h` or `7d`, more than nothing and at most [`MAX_WINDOW_DAYS`]; else
+/// why not.
+fn parse_window(value: &str) -> Result<chrono::Duration, String> {
+    let malformed = || "must be a number and a unit: 30s, 15m, 1h, 7d".to_owned();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(malformed)?;
     let (n, unit) = value.split_at(split);
-    let n: i64 = n.parse().ok()?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
+    let seconds_per_unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(malformed()),
     };
-    chrono::Duration::try_seconds(seconds).filter(|d| *d > chrono::Duration::zero())
+    // Digits too many for a u64 are still a number, only far too long a window.
+    let too_long = || format!("must be at most {MAX_WINDOW_DAYS}d");
+    let n: u64 = match n.parse() {
+        Ok(n) => n,
+        Err(_) if !n.is_empty() => return Err(too_long()),
+        Err(_) => return Err(malformed()),
+    };
+    if n == 0 {
+        return Err("must be longer than nothing".to_owned());
+    }
+    let max_seconds = MAX_WINDOW_DAYS * 86_400;
+    match n.checked_mul(seconds_per_unit) {
+        Some(seconds) if seconds <= max_seconds => i64::try_from(seconds)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .ok_or_else(too_long),
+        _ => Err(too_long()),
+    }
 }
 
 #[cfg(test)]
@@ -308,11 +328,26 @@ mod tests {
 
     #[test]
     fn windows() {
-        assert_eq!(parse_window("15m"), chrono::Duration::try_minutes(15));
-        assert_eq!(parse_window("2d"), chrono::Duration::try_days(2));
-        assert_eq!(parse_window("0s"), None);
-        assert_eq!(parse_window("1w"), None);
-        assert_eq!(parse_window("h"), None);
+        assert_eq!(parse_window("15m").ok(), chrono::Duration::try_minutes(15));
+        assert_eq!(parse_window("2d").ok(), chrono::Duration::try_days(2));
+        assert_eq!(parse_window("365d").ok(), chrono::Duration::try_days(365));
+        assert_eq!(
+            parse_window(&format!("{}s", 365 * 86_400)).ok(),
+            chrono::Duration::try_days(365)
+        );
+        for bad in ["0s", "1w", "h", "", "s", "-1s", "1.5h", "1 h"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+        for long in [
+            "366d",
+            "8761h",
+            "9000000000000000s",
+            "9223372036854775807s",
+            "18446744073709551615d",
+            "99999999999999999999999s",
+        ] {
+            assert_eq!(parse_window(long), Err("must be at most 365d".to_owned()));
+        }
     }
 
     #[test]

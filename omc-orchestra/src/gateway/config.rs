@@ -3,6 +3,7 @@
 use super::auth::AuthConfig;
 use super::breaker::BreakerConfig;
 use super::cache::CacheConfig;
+use crate::redact::redact;
 use crate::{Error, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Everything the gateway can be told.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Configured routes; they win over discovery routes (longest prefix first).
@@ -48,6 +49,32 @@ pub struct GatewayConfig {
     /// private ranges (the deployment's own services); `[]` trusts no caller,
     /// `["0.0.0.0/0", "::/0"]` every one.
     pub trusted_callers: Vec<IpNet>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A static upstream URL may carry credentials (`http://user:pw@legacy:8080`).
+        let static_services: BTreeMap<&str, String> = self
+            .static_services
+            .iter()
+            .map(|(service, url)| (service.as_str(), redact(url)))
+            .collect();
+        f.debug_struct("GatewayConfig")
+            .field("routes", &self.routes)
+            .field("discovery", &self.discovery)
+            .field("static_services", &static_services)
+            .field("auth", &self.auth)
+            .field("rate_limit", &self.rate_limit)
+            .field("breaker", &self.breaker)
+            .field("cache", &self.cache)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_budget_percent", &self.retry_budget_percent)
+            .field("resync_secs", &self.resync_secs)
+            .field("access_log", &self.access_log)
+            .field("workers", &self.workers)
+            .field("trusted_callers", &self.trusted_callers)
+            .finish()
+    }
 }
 
 /// Loopback and the private ranges of IPv4 and IPv6.
@@ -254,7 +281,7 @@ impl GatewayConfig {
             {
                 return Err(Error::invalid(
                     format!("gateway.staticServices.{service}"),
-                    format!("`{url}` is not an http(s) URL"),
+                    format!("`{}` is not an http(s) URL", redact(url)),
                 ));
             }
         }
@@ -349,6 +376,24 @@ mod tests {
             Err(Error::Invalid { field, .. }) => assert_eq!(field, "gateway.routes[0].methods"),
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn static_service_passwords_stay_out_of_debug_and_errors() {
+        let mut config = GatewayConfig::default();
+        config.static_services.insert(
+            "legacy-service".into(),
+            "http://app:hunter2@legacy:8080".into(),
+        );
+        let shown = format!("{config:?}");
+        assert!(shown.contains("http://app:***@legacy:8080"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        config
+            .static_services
+            .insert("odd-service".into(), "ftp://app:hunter2@files".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ftp://app:***@files"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -118,8 +118,13 @@ impl std::fmt::Debug for AlertEngine {
     }
 }
 
+/// `seconds` as a chrono duration, saturating: `Duration::seconds` panics past
+/// `i64::MAX / 1000`, which a `u64` from a rule can pass.
 fn secs(seconds: u64) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000))
+    i64::try_from(seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX)
 }
 
 impl AlertEngine {
@@ -331,6 +336,19 @@ fn step(rule: &AlertRule, series: &mut Series, now: DateTime<Utc>) -> Option<Ale
                 last_sent: now,
             };
             Some(notice(AlertState::Firing, since, true))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_saturate_instead_of_panicking() {
+        assert_eq!(secs(60), chrono::Duration::minutes(1));
+        for huge in [9_000_000_000_000_000_000, i64::MAX as u64, u64::MAX] {
+            assert_eq!(secs(huge), chrono::Duration::MAX);
         }
     }
 }

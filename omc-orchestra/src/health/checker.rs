@@ -1,9 +1,10 @@
 //! The health checker: probes every registered instance and every named dependency on its
 //! interval, applies rise/fall thresholds and tells the registry when a verdict changes.
 
-use super::options::{parse_duration, redact};
+use super::options::parse_duration;
 use super::{dependency_probe, AlertEngine, HealthProbe, HttpProbe, Labels, ProbeResult};
 use super::{CheckerOptions, DependencyHealth, InstanceHealthView, TcpProbe, Tracker};
+use crate::redact::redact;
 use crate::registry::{HealthStatus, Registry, ServiceFilter, ServiceInstance};
 use crate::{Error, SharedClock};
 use chrono::{DateTime, Utc};
@@ -58,8 +59,13 @@ impl std::fmt::Debug for HealthChecker {
     }
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// When a subject probed at `now` is due again. A service sets its own interval in its
+/// metadata, so this saturates rather than overflow (`now + Duration::MAX` panics).
+fn due_after(now: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(interval)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl HealthChecker {
@@ -203,7 +209,7 @@ impl HealthChecker {
             }
             let interval = self.interval_of(&instance);
             slot.in_flight = true;
-            slot.next_due = now + to_chrono(interval);
+            slot.next_due = due_after(now, interval);
             jobs.push(Job {
                 interval,
                 timeout: self.timeout_of(&instance),
@@ -225,13 +231,14 @@ impl HealthChecker {
                     tracker: Tracker::new(HealthStatus::Passing, now, keep),
                     next_due: now,
                     in_flight: false,
-                    labels: Labels::from([("dependency".to_owned(), name.clone())]),
+                    // A dependency named by its URL would put its password in alerts.
+                    labels: Labels::from([("dependency".to_owned(), redact(&name))]),
                 });
             if slot.in_flight || slot.next_due > now {
                 continue;
             }
             slot.in_flight = true;
-            slot.next_due = now + to_chrono(self.options.interval);
+            slot.next_due = due_after(now, self.options.interval);
             jobs.push(Job {
                 interval: self.options.interval,
                 timeout: self.options.timeout,
@@ -274,7 +281,8 @@ impl HealthChecker {
             };
             let key = store.key("health", &subject, "lock");
             // Slightly shorter than the interval so the next round's lock is free.
-            let ttl = (job.interval.as_millis() as u64)
+            let ttl = u64::try_from(job.interval.as_millis())
+                .unwrap_or(u64::MAX)
                 .saturating_sub(50)
                 .max(100);
             let taken = store
@@ -316,7 +324,7 @@ impl HealthChecker {
             Some(probe) if self.owns(&job).await => {
                 let _permit = self.permits.clone().acquire_owned().await;
                 // The probe's own timeout bounds it; this is a backstop.
-                let limit = job.timeout + Duration::from_secs(1);
+                let limit = job.timeout.saturating_add(Duration::from_secs(1));
                 tokio::time::timeout(limit, probe.check()).await.ok()
             }
             Some(_) => None,
@@ -362,7 +370,7 @@ impl HealthChecker {
                 "instance_critical"
             }
             Subject::Dependency { name, .. } => {
-                tracing::info!(dependency = %name, status = status.as_str(), "dependency health changed");
+                tracing::info!(dependency = %redact(name), status = status.as_str(), "dependency health changed");
                 "dependency_critical"
             }
         };
@@ -399,14 +407,25 @@ impl HealthChecker {
             .collect()
     }
 
-    /// Every probed dependency, by name.
+    /// Every probed dependency, by name; names and addresses have their passwords masked.
     pub fn dependencies(&self) -> Vec<DependencyHealth> {
+        self.dependency_views(|_| true)
+    }
+
+    /// The probed dependencies among `names` (as an instance registered them), by name;
+    /// names and addresses have their passwords masked.
+    pub fn dependencies_named(&self, names: &[String]) -> Vec<DependencyHealth> {
+        self.dependency_views(|name| names.iter().any(|n| n == name))
+    }
+
+    fn dependency_views(&self, wanted: impl Fn(&str) -> bool) -> Vec<DependencyHealth> {
         let state = self.state.lock();
         let mut all: Vec<_> = state
             .dependencies
             .iter()
+            .filter(|(name, _)| wanted(name))
             .map(|(name, slot)| DependencyHealth {
-                name: name.clone(),
+                name: redact(name),
                 address: self
                     .dependency_address(name)
                     .map(|a| redact(&a))

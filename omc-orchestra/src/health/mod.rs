@@ -25,7 +25,7 @@ pub use probes::PostgresProbe;
 #[cfg(feature = "redis")]
 pub use probes::RedisProbe;
 pub use probes::{dependency_probe, FnProbe, HttpProbe, TcpProbe};
-pub use rules::{builtin_rules, AlertRule, Comparison, Severity};
+pub use rules::{builtin_rules, AlertRule, Comparison, Severity, MAX_RULE_SECONDS};
 pub use system::{
     CpuSample, DiskSample, NetworkSample, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
 };

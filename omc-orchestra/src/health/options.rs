@@ -1,6 +1,7 @@
 //! The checker's options and what it reports about each instance and dependency.
 
 use super::{ProbeResult, Thresholds, Tracker};
+use crate::redact::redact;
 use crate::registry::HealthStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How the checker runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckerOptions {
     /// Default probe interval (30 s); metadata `healthInterval` overrides it per service.
     pub interval: Duration,
@@ -34,6 +35,25 @@ impl Default for CheckerOptions {
             history: 20,
             dependencies: BTreeMap::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for CheckerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Dependency addresses may carry passwords.
+        let dependencies: BTreeMap<&str, String> = self
+            .dependencies
+            .iter()
+            .map(|(name, address)| (name.as_str(), redact(address)))
+            .collect();
+        f.debug_struct("CheckerOptions")
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("thresholds", &self.thresholds)
+            .field("concurrency", &self.concurrency)
+            .field("history", &self.history)
+            .field("dependencies", &dependencies)
+            .finish()
     }
 }
 
@@ -63,9 +83,9 @@ pub struct InstanceHealthView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyHealth {
-    /// The dependency's name (`postgres`, `redis`, or its URL).
+    /// The dependency's name (`postgres`, `redis`, or its URL), its password masked.
     pub name: String,
-    /// Where it is probed, without credentials.
+    /// Where it is probed, its password masked (`redis://:***@cache:6379`).
     pub address: String,
     /// What the probes found.
     pub health: InstanceHealthView,
@@ -103,30 +123,27 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// `scheme://user:secret@host` → `scheme://host`.
-pub(crate) fn redact(address: &str) -> String {
-    match (address.find("://"), address.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &address[..scheme + 3], &address[at + 1..])
-        }
-        _ => address.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_redaction() {
+    fn durations() {
         assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("0"), None);
         assert_eq!(parse_duration("soon"), None);
-        assert_eq!(
-            redact("postgres://u:secret@db:5432/x"),
-            "postgres://db:5432/x"
-        );
+    }
+
+    #[test]
+    fn debug_output_masks_dependency_passwords() {
+        let mut options = CheckerOptions::default();
+        options
+            .dependencies
+            .insert("redis".into(), "redis://:hunter2@cache:6379".into());
+        let shown = format!("{options:?}");
+        assert!(shown.contains("redis://:***@cache:6379"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

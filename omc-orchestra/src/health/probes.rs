@@ -2,15 +2,21 @@
 //!
 //! Every probe answers within its own timeout and tells a refused connection
 //! (`connection refused`) from silence (`timed out after …ms`).
+//!
+//! An address may carry a password (`redis://:secret@cache`, `password=` in a DSN), and a
+//! probe's name, reasons and `Debug` output are shown and logged: they all go through
+//! [`redact`], only the connection itself sees the address as given.
 
 use super::{timed, HealthProbe, ProbeResult};
+use crate::redact::redact;
 use crate::registry::HealthStatus;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::time::Duration;
 
-/// A short reason for a failed connection: `connection refused`, or the innermost message.
+/// A short reason for a failed connection: `connection refused`, or the innermost message
+/// (redacted: drivers may quote the address they were given).
 fn connect_reason(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut innermost = err.to_string();
@@ -29,7 +35,13 @@ fn connect_reason(err: &(dyn std::error::Error + 'static)) -> String {
     {
         return "connection refused".to_owned();
     }
-    innermost
+    redact(&innermost)
+}
+
+/// An error as a probe's reason, redacted.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn reason(err: impl std::fmt::Display) -> String {
+    redact(&err.to_string())
 }
 
 /// A TCP connect probe: passing when the address accepts a connection in time.
@@ -70,7 +82,7 @@ impl HealthProbe for TcpProbe {
 }
 
 /// An HTTP probe: `GET url`; 2xx is passing, 429 warning, anything else critical.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpProbe {
     name: String,
     url: String,
@@ -88,11 +100,20 @@ impl HttpProbe {
     pub fn with_client(client: reqwest::Client, url: impl Into<String>, timeout: Duration) -> Self {
         let url = url.into();
         Self {
-            name: format!("http:{url}"),
+            name: format!("http:{}", redact(&url)),
             url,
             timeout,
             client,
         }
+    }
+}
+
+impl std::fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProbe")
+            .field("url", &redact(&self.url))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +147,7 @@ impl HealthProbe for HttpProbe {
 
 /// A Redis probe: connect and `PING`.
 #[cfg(feature = "redis")]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisProbe {
     name: String,
     url: String,
@@ -139,10 +160,20 @@ impl RedisProbe {
     pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
         let url = url.into();
         Self {
-            name: format!("redis:{url}"),
+            name: format!("redis:{}", redact(&url)),
             url,
             timeout,
         }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for RedisProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisProbe")
+            .field("url", &redact(&self.url))
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -155,7 +186,7 @@ impl HealthProbe for RedisProbe {
 
     async fn check(&self) -> ProbeResult {
         timed(self.timeout, async {
-            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+            let client = redis::Client::open(self.url.as_str()).map_err(reason)?;
             let mut conn = client
                 .get_multiplexed_async_connection()
                 .await
@@ -163,7 +194,7 @@ impl HealthProbe for RedisProbe {
             let pong: String = redis::cmd("PING")
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(reason)?;
             Ok((HealthStatus::Passing, pong))
         })
         .await
@@ -172,7 +203,7 @@ impl HealthProbe for RedisProbe {
 
 /// A PostgreSQL probe: connect and `SELECT 1`.
 #[cfg(feature = "postgres")]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresProbe {
     name: String,
     config: String,
@@ -193,6 +224,16 @@ impl PostgresProbe {
 }
 
 #[cfg(feature = "postgres")]
+impl std::fmt::Debug for PostgresProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresProbe")
+            .field("config", &redact(&self.config))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[cfg(feature = "postgres")]
 #[async_trait]
 impl HealthProbe for PostgresProbe {
     fn name(&self) -> &str {
@@ -208,7 +249,7 @@ impl HealthProbe for PostgresProbe {
             let answer = client.simple_query("SELECT 1").await;
             drop(client);
             driver.abort();
-            answer.map_err(|e| e.to_string())?;
+            answer.map_err(reason)?;
             Ok((HealthStatus::Passing, "SELECT 1 ok".to_owned()))
         })
         .await
@@ -289,8 +330,49 @@ pub fn dependency_probe(
         )));
     }
     let address = lower.strip_prefix("tcp://").unwrap_or(address);
+    // `user:password@host:port` is no socket address; refusing it also keeps the password
+    // out of the probe's name, which redaction only finds behind a `scheme://`.
+    if address.contains('@') {
+        return None;
+    }
     address
         .rsplit_once(':')
         .filter(|(_, port)| port.parse::<u16>().is_ok())
         .map(|_| Box::new(TcpProbe::new(address, timeout)) as Box<dyn HealthProbe>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_debug_output_hold_no_password() {
+        let timeout = Duration::from_secs(1);
+        let client = reqwest::Client::new();
+        for address in [
+            "redis://:hunter2@127.0.0.1:6399/0",
+            "rediss://app:hunter2@cache:6380",
+            "postgres://app:hunter2@db:5432/erp",
+            "http://app:hunter2@svc:80/health?token=hunter2",
+        ] {
+            let probe = dependency_probe(address, timeout, &client).expect(address);
+            assert!(!probe.name().contains("hunter2"), "{}", probe.name());
+        }
+        assert!(dependency_probe("tcp://app:hunter2@db:5432", timeout, &client).is_none());
+        let shown = [
+            format!("{:?}", RedisProbe::new("redis://u:hunter2@h:1", timeout)),
+            format!(
+                "{:?}",
+                PostgresProbe::new("host=h password=hunter2", timeout)
+            ),
+            format!("{:?}", HttpProbe::new("https://u:hunter2@h/", timeout)),
+        ];
+        for text in shown {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        assert_eq!(
+            RedisProbe::new("redis://u:hunter2@h:1", timeout).name(),
+            "redis:redis://u:***@h:1"
+        );
+    }
 }

@@ -5,6 +5,10 @@ use super::Labels;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// The longest `forSeconds` and `repeatSeconds` a rule may have: 30 days. Longer would
+/// never matter to an alert, and the bound keeps the time arithmetic far from overflow.
+pub const MAX_RULE_SECONDS: u64 = 30 * 24 * 3600;
+
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -133,6 +137,18 @@ impl AlertRule {
                 "clear",
                 "must be on the good side of the threshold",
             ));
+        }
+        let too_long = |field| {
+            Error::invalid(
+                field,
+                format!("must be at most {MAX_RULE_SECONDS} (30 days)"),
+            )
+        };
+        if self.for_seconds > MAX_RULE_SECONDS {
+            return Err(too_long("forSeconds"));
+        }
+        if self.repeat_seconds.is_some_and(|r| r > MAX_RULE_SECONDS) {
+            return Err(too_long("repeatSeconds"));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! a retryable status (429 or 5xx) or the whole batch when the request failed.
 
 use super::{LogExport, LogRecord};
+use crate::redact::redact;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How the forwarder batches and retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ElasticOptions {
     /// Elasticsearch's base URL (`http://elasticsearch:9200`).
     pub url: String,
@@ -48,6 +49,21 @@ impl ElasticOptions {
             attempts: 5,
             backoff: Duration::from_millis(200),
         }
+    }
+}
+
+impl std::fmt::Debug for ElasticOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry credentials (`https://user:pw@es:9200`, `?api_key=`).
+        f.debug_struct("ElasticOptions")
+            .field("url", &redact(&self.url))
+            .field("index_prefix", &self.index_prefix)
+            .field("queue", &self.queue)
+            .field("batch", &self.batch)
+            .field("linger", &self.linger)
+            .field("attempts", &self.attempts)
+            .field("backoff", &self.backoff)
+            .finish()
     }
 }
 
@@ -184,8 +200,9 @@ impl Sender {
                         .collect();
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, attempt, records = batch.len(),
-                        "forwarding logs to Elasticsearch failed");
+                    // The client's errors quote the request URL, query parameters included.
+                    tracing::warn!(error = %redact(&err.to_string()), attempt,
+                        records = batch.len(), "forwarding logs to Elasticsearch failed");
                 }
             }
             if batch.is_empty() {
@@ -270,4 +287,22 @@ fn ndjson(batch: &[LogRecord], prefix: &str) -> Result<Vec<u8>> {
         body.push(b'\n');
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_masks_the_url_credentials() {
+        let shown = format!(
+            "{:?}",
+            ElasticOptions::new("https://elastic:hunter2@es:9200/?api_key=hunter2")
+        );
+        assert!(
+            shown.contains("https://elastic:***@es:9200/?api_key=***"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -61,7 +61,10 @@ pub async fn store() -> RedisStore {
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     RedisStore::connect(&url, &prefix)
         .await
-        .unwrap_or_else(|err| panic!("cannot connect to the test Redis at {url}: {err}"))
+        .unwrap_or_else(|err| {
+            let url = crate::redact::redact(&url);
+            panic!("cannot connect to the test Redis at {url}: {err}")
+        })
 }
 
 /// A free TCP port on loopback.
