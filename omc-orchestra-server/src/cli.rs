@@ -5,6 +5,7 @@ use crate::app::{App, Config, ServerKind};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use omc_orchestra::access::{Grants, Scope, TokenIssuer, TokenVerifier};
 use omc_orchestra::gateway::GatewayConfig;
+use omc_orchestra::redact::{redact, MASK};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// omc-orchestra: service registry, API gateway, jobs and logging for the OMC ERP.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "orchestra", version, about, long_about = None)]
 pub struct Cli {
     /// What to run.
@@ -99,7 +100,7 @@ pub enum LogFormat {
 }
 
 /// Options shared by every command.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct Options {
     /// A TOML file with any of these options (snake_case keys) plus a `[gateway]` table
     /// (`[[gateway.routes]]`, limits, auth, breaker, cache); flags and environment
@@ -131,7 +132,12 @@ pub struct Options {
     #[arg(long, global = true)]
     pub logging_port: Option<u16>,
     /// Redis URL (e.g. redis://127.0.0.1:6379); every backend is Redis when set.
-    #[arg(long = "redis", global = true, env = "REDIS_URL")]
+    #[arg(
+        long = "redis",
+        global = true,
+        env = "REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
     /// Redis host, used when no URL is given.
     #[arg(long, global = true, env = "REDIS_HOST")]
@@ -180,7 +186,7 @@ pub struct Options {
 }
 
 /// The subset of options a `--config` file may hold.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileOptions {
     bind: Option<IpAddr>,
@@ -206,6 +212,31 @@ pub struct FileOptions {
     /// `[job_routes.report-generation]` with `service = "report-service"` and
     /// `path = "/jobs/run"`.
     job_routes: Option<std::collections::BTreeMap<String, crate::jobs_dispatch::JobRoute>>,
+}
+
+// Hand-written so that a printed command line never shows a secret or a password.
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("command", &self.command)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("config", &self.config)
+            .field("bind", &self.bind)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("redis_host", &self.redis_host)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| MASK))
+            .field("service_public_key", &self.service_public_key)
+            .field("cors_origins", &self.cors_origins)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Options {
@@ -467,7 +498,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
     };
     let backend = match &config.redis_url {
-        Some(url) => format!("redis ({url}, prefix {})", config.redis_prefix),
+        Some(url) => format!("redis ({}, prefix {})", redact(url), config.redis_prefix),
         None => "in-memory".to_owned(),
     };
     println!(
@@ -677,6 +708,30 @@ severity = "warning"
         ])
         .unwrap_err();
         assert!(both.contains("not both"), "{both}");
+    }
+
+    #[test]
+    fn debug_prints_of_the_command_line_and_config_hold_no_secret() {
+        let args = [
+            "orchestra",
+            "--redis",
+            "redis://app:redis-pw-secret@127.0.0.1:6379/0",
+            "--jwt-secret",
+            "a-control-plane-secret-of-32-bytes",
+            "up",
+        ];
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut config = cli.options.to_config(&cli.command).unwrap();
+        config.health_dependencies.insert(
+            "postgres".into(),
+            "host=db user=app password=pg-pw-secret".into(),
+        );
+        for printed in [format!("{cli:?}"), format!("{config:?}")] {
+            for secret in ["redis-pw-secret", "a-control-plane-secret", "pg-pw-secret"] {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+            assert!(printed.contains("127.0.0.1:6379"), "{printed}");
+        }
     }
 
     #[test]

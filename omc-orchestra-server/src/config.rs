@@ -6,6 +6,7 @@ use crate::ws::WsConfig;
 use omc_orchestra::access::TokenVerifier;
 use omc_orchestra::gateway::GatewayConfig;
 use omc_orchestra::health::{builtin_rules, AlertRule};
+use omc_orchestra::redact::redact;
 use omc_orchestra::registry::RegistryOptions;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -51,8 +52,8 @@ impl ServerKind {
     }
 }
 
-/// Everything the servers need to start.
-#[derive(Debug, Clone)]
+/// Everything the servers need to start. Its `Debug` masks passwords in addresses.
+#[derive(Clone)]
 pub struct Config {
     /// Address to bind.
     pub bind: IpAddr,
@@ -107,6 +108,34 @@ pub struct Config {
     pub job_routes: BTreeMap<String, JobRoute>,
     /// How often the cron scheduler looks for due ticks.
     pub cron_every: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dependencies: BTreeMap<&str, String> = self
+            .health_dependencies
+            .iter()
+            .map(|(name, address)| (name.as_str(), redact(address)))
+            .collect();
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("registry_port", &self.registry_port)
+            .field("gateway_port", &self.gateway_port)
+            .field("jobs_port", &self.jobs_port)
+            .field("logging_port", &self.logging_port)
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("service_tokens", &self.service_tokens)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("cors_origins", &self.cors_origins)
+            .field("health_dependencies", &dependencies)
+            .field(
+                "elasticsearch_url",
+                &self.elasticsearch_url.as_deref().map(redact),
+            )
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
