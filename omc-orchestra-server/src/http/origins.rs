@@ -4,7 +4,7 @@
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use std::sync::Arc;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 /// The origins a browser page may call from: those listed with `--cors-origin`, the
 /// server's own (same origin), and the dashboard's when it runs beside this server.
@@ -62,7 +62,9 @@ impl Origins {
         let origins = self.clone();
         CorsLayer::new()
             .allow_methods(Any)
-            .allow_headers(Any)
+            // `*` does not cover `Authorization` (Fetch standard), which every call here
+            // carries; the origin is already checked, so the asked headers are echoed.
+            .allow_headers(AllowHeaders::mirror_request())
             .expose_headers([super::layers::REQUEST_ID.clone()])
             .allow_origin(AllowOrigin::predicate(
                 move |origin: &HeaderValue, parts: &Parts| {
