@@ -138,19 +138,27 @@ impl OrchestraClient {
         registration: Registration,
         options: RegisterOptions,
     ) -> Result<Registered> {
-        let instance = self.register_once(&registration).await?;
-        Ok(Registered::start(
-            self.clone(),
-            registration,
-            instance,
-            options,
-        ))
+        let client = self.acting_for(&registration.name);
+        let instance = client.register_once(&registration).await?;
+        Ok(Registered::start(client, registration, instance, options))
+    }
+
+    /// This client, signing as `service` when it signs its own tokens and was given no
+    /// service name: a `registry:write` token covers only the service in its `sub`.
+    fn acting_for(&self, service: &str) -> Self {
+        let signs = matches!(self.credentials.as_deref(), Some(Credentials::Signer(_)));
+        if signs && &*self.subject == DEFAULT_SUBJECT {
+            self.clone().with_service_name(service)
+        } else {
+            self.clone()
+        }
     }
 
     /// Validate and post one registration, with no heartbeats: `POST /registry/register`.
     pub async fn register_once(&self, registration: &Registration) -> Result<ServiceInstance> {
         registration.validate()?;
         let request = self
+            .acting_for(&registration.name)
             .request(Method::POST, &["registry", "register"])?
             .json(registration);
         self.send(request).await

@@ -250,6 +250,31 @@ async fn jwt_is_required_when_the_server_has_a_secret() {
         "{err:?}"
     );
 
+    // Holding the secret but given no service name, the client signs as the service it
+    // registers, for the registration's heartbeats and deregistration too.
+    let unnamed = OrchestraClient::new(&url).with_jwt_secret("test-secret-of-at-least-32-bytes!");
+    let second = unnamed.register(pricing(3012)).await.unwrap();
+    second.deregister().await.unwrap();
+
+    // A minted token is sent as it is, and covers its own service only.
+    let issuer =
+        omc_orchestra::access::TokenIssuer::from_secret(b"test-secret-of-at-least-32-bytes!")
+            .unwrap();
+    let token = issuer
+        .mint(
+            "inventory-service",
+            omc_orchestra::access::Grants::service(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let inventory = OrchestraClient::new(&url).with_token(&token);
+    let err = inventory.register(pricing(3013)).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Http { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(inventory.discover("pricing-service").await.is_ok());
+
     registered.deregister().await.unwrap();
     assert!(trusted
         .services(&ServiceFilter::by_name("pricing-service"))
