@@ -446,3 +446,34 @@ async fn two_registry_servers_on_one_redis_see_the_same_services() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn invented_methods_add_no_metric_series() {
+    let app = App::start(Config::ephemeral(), &[ServerKind::Registry])
+        .await
+        .unwrap();
+    let base = app.url(ServerKind::Registry);
+    let http = reqwest::Client::new();
+    for invented in ["FOOBAR", "BREW", "XYZZY"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let res = http
+            .request(method, format!("{base}/registry/services"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{invented}");
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for invented in ["FOOBAR", "BREW", "XYZZY"] {
+        assert!(!metrics.contains(invented), "{invented} in\n{metrics}");
+    }
+    assert!(metrics.contains("method=\"_OTHER\""), "{metrics}");
+    app.shutdown().await;
+}

@@ -101,16 +101,16 @@ async fn method_not_allowed(method: Method, req: Request) -> ApiError {
 
 async fn record_metrics(State(metrics): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = HttpMetrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    metrics.start(&method);
+    metrics.start(method);
     let response = next.run(req).await;
     metrics.finish(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),

@@ -88,6 +88,27 @@ impl HttpMetrics {
             .observe(seconds);
     }
 
+    /// The `method` label of `method`: one of the standard methods, or `_OTHER`, so a
+    /// client inventing methods cannot add series (as OpenTelemetry's HTTP conventions).
+    pub fn method_label(method: &axum::http::Method) -> &'static str {
+        use axum::http::Method;
+        const STANDARD: [Method; 9] = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::CONNECT,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PATCH,
+        ];
+        STANDARD
+            .iter()
+            .find(|m| *m == method)
+            .map_or("_OTHER", |m| m.as_str())
+    }
+
     /// Everything in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -96,5 +117,20 @@ impl HttpMetrics {
             tracing::warn!(error = %err, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(HttpMetrics::method_label(&Method::PATCH), "PATCH");
+        for invented in ["FOOBAR", "get", "BREW"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(HttpMetrics::method_label(&method), "_OTHER", "{invented}");
+        }
     }
 }
