@@ -51,8 +51,8 @@ pub struct TokenArgs {
     pub service: Option<String>,
     /// Space-separated scopes: registry:write, read, events:publish, jobs:write,
     /// logs:write, admin.
-    #[arg(long, default_value = "")]
-    pub scope: String,
+    #[arg(long)]
+    pub scope: Option<String>,
     /// Mint an admin token (every scope, any service): for operators and the dashboard.
     #[arg(long)]
     pub admin: bool,
@@ -149,7 +149,7 @@ pub struct Options {
     #[arg(long, global = true, env = "REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
     /// Control-plane secret (HS256, at least 32 bytes): every endpoint but /health,
-    /// /metrics and the dashboard's page then needs a service token
+    /// /metrics, /openapi.json and the dashboard's page then needs a service token
     /// (`Authorization: Bearer`, minted by `orchestra token`). Gateway routes never use it.
     #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -422,7 +422,8 @@ fn mint(options: &Options, args: &TokenArgs) -> i32 {
     let minted = options
         .token_issuer(args.private_key.as_ref())
         .and_then(|issuer| {
-            let mut grants = Grants::parse_strict(&args.scope).map_err(|err| err.to_string())?;
+            let mut grants = Grants::parse_strict(args.scope.as_deref().unwrap_or_default())
+                .map_err(|err| err.to_string())?;
             if args.admin {
                 grants = grants.with(Scope::Admin);
             }

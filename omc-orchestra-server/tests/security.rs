@@ -808,3 +808,35 @@ async fn passwords_never_reach_the_output_or_the_answers() {
         );
     }
 }
+
+/// Arguments, environment, and what the refusal must name.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn orchestra_token_refuses_what_it_cannot_mint() {
+    let cases: [Refusal<'_>; 4] = [
+        (&["token", "--admin"], &[], "JWT_SECRET"),
+        (
+            &["token", "--service", "x"],
+            &[("JWT_SECRET", SECRET)],
+            "--scope",
+        ),
+        (
+            &["token", "--service", "x", "--scope", "read registry:wirte"],
+            &[("JWT_SECRET", SECRET)],
+            "registry:wirte",
+        ),
+        (
+            &["token", "--scope", "read"],
+            &[("JWT_SECRET", SECRET)],
+            "--service",
+        ),
+    ];
+    for (args, env, named) in cases {
+        let output = run_to_exit(args, env);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?} printed a token");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains(named), "{args:?}: {said}");
+    }
+}
