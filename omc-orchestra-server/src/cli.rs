@@ -212,6 +212,9 @@ pub struct FileOptions {
     /// `[job_routes.report-generation]` with `service = "report-service"` and
     /// `path = "/jobs/run"`.
     job_routes: Option<std::collections::BTreeMap<String, crate::jobs_dispatch::JobRoute>>,
+    /// Deadlines and connection caps of every port: `[http]` with `head_timeout`,
+    /// `idle_timeout`, `keep_alive` (seconds) and `max_connections`.
+    http: Option<crate::config::ConnectionLimits>,
 }
 
 // Hand-written so that a printed command line never shows a secret or a password.
@@ -346,6 +349,10 @@ impl Options {
             .extend(GatewayConfig::static_services_from_env(std::env::vars()));
         config.gateway.validate().map_err(|err| err.to_string())?;
         config.job_routes = file.job_routes.unwrap_or_default();
+        if let Some(limits) = file.http {
+            limits.validate()?;
+            config.connections = limits;
+        }
         if config.panic_threshold.is_some_and(|p| p > 100) {
             return Err("--panic-threshold is a percentage, 0-100".into());
         }
@@ -733,6 +740,20 @@ severity = "warning"
             }
             assert!(printed.contains("127.0.0.1:6379"), "{printed}");
         }
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_http_table() {
+        let path = std::env::temp_dir().join(format!("orchestra-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "[http]\nhead_timeout = 3\nmax_connections = 50\n").unwrap();
+        let config = config_of(&["orchestra", "--config", path.to_str().unwrap(), "up"]).unwrap();
+        assert_eq!(config.connections.head_timeout, Duration::from_secs(3));
+        assert_eq!(config.connections.max_connections, 50);
+        assert_eq!(config.connections.idle_timeout, Duration::from_secs(30));
+        std::fs::write(&path, "[http]\nidle_timeout = 0\n").unwrap();
+        let err = config_of(&["orchestra", "--config", path.to_str().unwrap(), "up"]).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("http.idle_timeout"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,67 @@ impl ServerKind {
     }
 }
 
+/// Deadlines and caps every port applies to its clients, so a slow or stalled client
+/// holds a connection for a bounded time and no port holds more than it can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// One deadline for a whole request head, however slowly its bytes come (10 s);
+    /// on the hyper-served paths it also bounds an idle keep-alive connection.
+    #[serde(with = "secs")]
+    pub head_timeout: Duration,
+    /// Longest pause while a request body is read or an answer is written to a client
+    /// that stops reading (30 s).
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long (75 s; at most the head
+    /// timeout where hyper serves).
+    #[serde(with = "secs")]
+    pub keep_alive: Duration,
+    /// Open connections per port (10,000); past it new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(75),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// An error naming the field when a limit is zero.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("http.head_timeout", self.head_timeout),
+            ("http.idle_timeout", self.idle_timeout),
+            ("http.keep_alive", self.keep_alive),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{field} must be at least 1 second"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("http.max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Durations written as whole seconds in the TOML file.
+mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
 /// Everything the servers need to start. Its `Debug` masks passwords in addresses.
 #[derive(Clone)]
 pub struct Config {
@@ -108,6 +169,8 @@ pub struct Config {
     pub job_routes: BTreeMap<String, JobRoute>,
     /// How often the cron scheduler looks for due ticks.
     pub cron_every: Duration,
+    /// Deadlines and connection caps of every port.
+    pub connections: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -134,6 +197,7 @@ impl std::fmt::Debug for Config {
                 &self.elasticsearch_url.as_deref().map(redact),
             )
             .field("gateway", &self.gateway)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +234,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             job_routes: BTreeMap::new(),
             cron_every: Duration::from_secs(1),
+            connections: ConnectionLimits::default(),
         }
     }
 }
