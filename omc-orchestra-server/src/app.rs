@@ -14,7 +14,6 @@ use crate::logs_api::{self, LogsState};
 use crate::registry_api::{self, RegistryState};
 use crate::status::ServerStatus;
 use crate::ws::{self, Hub, WsState};
-use axum::serve::ListenerExt;
 use axum::Router;
 use omc_orchestra::events::announce_registry;
 use omc_orchestra::gateway::Gateway;
@@ -192,7 +191,12 @@ impl App {
                         stopped.clone(),
                     ))
                 }
-                None => tokio::spawn(serve(listener, router, stopped.clone())),
+                None => tokio::spawn(crate::http::serve::serve(
+                    listener,
+                    router,
+                    config.connections,
+                    stopped.clone(),
+                )),
             };
             app.servers.push(server);
         }
@@ -340,28 +344,6 @@ fn spawn_maintenance(queue: Arc<dyn JobQueue>) -> JoinHandle<()> {
             }
         }
     })
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    mut stopped: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    // Without TCP_NODELAY, a streamed answer (headers, then body: every proxied one)
-    // waits on Nagle and the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    })
-    .await
 }
 
 /// Start-up errors.

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod layers;
 pub mod metrics;
 pub mod origins;
+pub mod serve;
 
 pub use access::Guard;
 pub use error::{ApiError, ApiResult, ErrorBody};
