@@ -407,3 +407,64 @@ async fn a_batch_taken_by_a_consumer_that_dies_comes_back_filtered() {
     assert_eq!(got, wanted);
     store.delete_prefix().await.unwrap();
 }
+
+/// A group whose streams vanish under a running consumer (Redis came back empty) is made
+/// again from the start of the new streams: what was published before the consumer
+/// noticed is delivered too, none skipped. Checked for a consumer taking one event at a
+/// time and for one taking batches (plain reads, `redis_read.rs`).
+#[tokio::test]
+async fn a_group_made_again_after_its_streams_vanished_skips_nothing() {
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let bus = bus_on(&store, &clock).await;
+    let vis = Duration::from_secs(30);
+    let mut single = consumer(&bus, "station-service", "s1", vis, 5).await;
+    let mut batch = consumer(&bus, "audit-service", "a1", vis, 5).await;
+    let first = publish_numbered(&bus, "STATION_UPDATED", "station", 3).await;
+    let mut received = Vec::new();
+    while received.len() < first.len() {
+        let d = single.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert!(single.ack(&d.event.id).await.unwrap());
+        received.push(d.event);
+    }
+    assert_eq!(received, first);
+    let taken = batch.next_batch(10, Duration::from_secs(5)).await.unwrap();
+    let ids: Vec<String> = taken.into_iter().map(|d| d.event.id).collect();
+    assert_eq!(batch.ack_many(&ids).await.unwrap(), first.len());
+
+    // This test's own priority streams (and with them both groups) vanish, then events
+    // come before the consumers look again: the publishes make the streams anew, without
+    // the groups.
+    let queues: Vec<String> = ["critical", "high", "normal", "low"]
+        .iter()
+        .map(|p| store.key("ev", "events", &format!("q:{p}")))
+        .collect();
+    let _: u64 = redis::cmd("DEL")
+        .arg(&queues)
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    let published = publish_numbered(&bus, "STATION_UPDATED", "station", 5).await;
+
+    let mut received = Vec::new();
+    while let Some(d) = single.next(Duration::from_millis(500)).await.unwrap() {
+        assert!(single.ack(&d.event.id).await.unwrap());
+        received.push(d.event);
+    }
+    assert_eq!(received, published, "one at a time: every event, once each");
+    let mut received = Vec::new();
+    loop {
+        let taken = batch
+            .next_batch(10, Duration::from_millis(500))
+            .await
+            .unwrap();
+        if taken.is_empty() {
+            break;
+        }
+        let ids: Vec<String> = taken.iter().map(|d| d.event.id.clone()).collect();
+        assert_eq!(batch.ack_many(&ids).await.unwrap(), ids.len());
+        received.extend(taken.into_iter().map(|d| d.event));
+    }
+    assert_eq!(received, published, "in batches: every event, once each");
+    store.delete_prefix().await.unwrap();
+}

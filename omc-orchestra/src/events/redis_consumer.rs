@@ -125,7 +125,7 @@ impl RedisConsumer {
     }
 
     /// Run `query`; when it finds the group missing (its streams were trimmed away or
-    /// Redis came back empty), create the group and run `query` once more.
+    /// Redis came back empty), make the group again and run `query` once more.
     pub(super) async fn in_group<T, F, Fut>(&self, query: F) -> Result<T>
     where
         F: Fn() -> Fut,
@@ -133,20 +133,37 @@ impl RedisConsumer {
     {
         match query().await {
             Err(crate::Error::Backend(inner)) if inner.to_string().contains("NOGROUP") => {
-                self.create_groups().await?;
+                self.recreate_groups().await?;
                 query().await
             }
             other => other,
         }
     }
 
-    /// Create the group on every priority stream, starting after its newest entry.
+    /// Create the group on every priority stream, starting after its newest entry: a
+    /// group joining the bus receives the events published from then on.
     pub(super) async fn create_groups(&self) -> Result<()> {
+        self.make_groups("$").await
+    }
+
+    /// Make the group again where it went missing, starting at the first entry of the
+    /// stream. A group vanishes with its stream (Redis came back empty, the key was
+    /// deleted), and the stream is made anew by the next publish: what it holds was
+    /// published after the group was lost and is still owed to the group, which starting
+    /// after the newest entry would skip. Should the group alone have been destroyed, it
+    /// receives the stream's backlog again: at-least-once delivery takes a duplicate over
+    /// a loss.
+    pub(super) async fn recreate_groups(&self) -> Result<()> {
+        self.make_groups("0").await
+    }
+
+    /// Create the group on every priority stream that lacks it, at stream id `start`.
+    async fn make_groups(&self, start: &str) -> Result<()> {
         for queue in &self.queues {
             let created: redis::RedisResult<()> = self
                 .store
                 .connection()
-                .xgroup_create_mkstream(queue, &self.options.group, "$")
+                .xgroup_create_mkstream(queue, &self.options.group, start)
                 .await;
             match created {
                 Err(err) if err.code() != Some("BUSYGROUP") => return Err(err.into()),

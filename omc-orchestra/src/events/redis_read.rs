@@ -153,7 +153,7 @@ impl RedisConsumer {
             }
         }
         match failure {
-            Some(err) if err.code() == Some("NOGROUP") => self.create_groups().await?,
+            Some(err) if err.code() == Some("NOGROUP") => self.recreate_groups().await?,
             // What was read is handed out; the error shows again on the next fetch.
             Some(err) if urgent.is_none() && held == 0 => return Err(err.into()),
             _ => {}
