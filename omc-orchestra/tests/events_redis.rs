@@ -468,3 +468,52 @@ async fn a_group_made_again_after_its_streams_vanished_skips_nothing() {
     assert_eq!(received, published, "in batches: every event, once each");
     store.delete_prefix().await.unwrap();
 }
+
+/// The live feed keeps one connection while the bus is quiet: its keep-alive pings on a
+/// subscribed connection are answered (`["pong", ""]` in RESP2) and taken as answers, not
+/// as failures that call for a new connection. An event published afterwards still
+/// arrives.
+#[tokio::test]
+async fn a_quiet_live_feed_keeps_its_connection() {
+    use omc_orchestra::events::NewEvent;
+    // A Redis of this test's own, so its client list shows this bus's connections only.
+    let redis = RedisProcess::start(false).expect("redis-server must be installed for this test");
+    let store = RedisStore::connect(&redis.url(), "orc").await.unwrap();
+    let clock = ManualClock::starting_now();
+    let bus = bus_on(&store, &clock).await;
+    let mut live = bus.subscribe();
+    // Several keep-alive intervals (a ping after each second of silence).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    let subscribers: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.split(' ').any(|field| field == "sub=1"))
+        .collect();
+    assert_eq!(subscribers.len(), 1, "one live connection: {clients}");
+    let age: u64 = subscribers[0]
+        .split(' ')
+        .find_map(|field| field.strip_prefix("age="))
+        .and_then(|age| age.parse().ok())
+        .unwrap_or_else(|| panic!("no age in {}", subscribers[0]));
+    assert!(
+        age >= 3,
+        "the live connection was made again {age} s ago: {clients}"
+    );
+    let published = bus
+        .publish(NewEvent::new(
+            "PRICE_UPDATED",
+            "pricing",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(5), live.recv())
+        .await
+        .expect("the event arrives on the live feed")
+        .unwrap();
+    assert_eq!(received, published);
+}

@@ -68,7 +68,10 @@ impl LiveFeed {
                 }
                 Ok(None) => return Err(Error::Backend("the live connection closed".into())),
                 Err(_) => {
-                    let pong = tokio::time::timeout(QUIET * 2, sink.ping::<String>()).await;
+                    // Read as any value: on a subscribed RESP2 connection Redis answers
+                    // `["pong", ""]`, not `PONG`, and any answer shows the connection is
+                    // alive (an error reply comes back as an error).
+                    let pong = tokio::time::timeout(QUIET * 2, sink.ping::<redis::Value>()).await;
                     pong.map_err(|_| {
                         Error::Backend("the live connection stopped answering".into())
                     })??;
