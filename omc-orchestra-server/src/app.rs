@@ -172,6 +172,7 @@ impl App {
                             .map(|a| a.port()),
                     ),
                     metrics,
+                    backends: backends.clone(),
                     own_fallback: kind == ServerKind::Gateway,
                 },
             );

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 /// Paths the gateway answers itself (and `/gateway/...`): never proxied.
-pub const OWN_PATHS: [&str; 3] = ["/health", "/openapi.json", "/metrics"];
+pub const OWN_PATHS: [&str; 4] = ["/health", "/health/ready", "/openapi.json", "/metrics"];
 
 fn own_path(path: &str) -> bool {
     OWN_PATHS.contains(&path) || path == "/gateway" || path.starts_with("/gateway/")

@@ -35,6 +35,7 @@ fn app() -> Router {
             body_limit: BODY_LIMIT,
             guard: Guard::new(None),
             origins: Origins::default(),
+            backends: Backends::memory(),
             metrics: HttpMetrics::new("logging"),
             own_fallback: false,
         },

@@ -24,6 +24,9 @@ pub struct Backends {
     pub clock: SharedClock,
     /// Which kind of backend this is (`memory` or `redis`).
     pub kind: &'static str,
+    /// What [`Backends::ready`] asks.
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -49,7 +52,32 @@ impl Backends {
             logs: Arc::new(MemoryLogSink::new()),
             clock,
             kind: "memory",
+            #[cfg(feature = "redis")]
+            redis: None,
         }
+    }
+
+    /// Whether the stores can serve now: in memory always; with Redis, whether it answers
+    /// a `PING` within two seconds. The error names the backend (readiness, not liveness:
+    /// a server whose Redis is away still answers, and says so here).
+    pub async fn ready(&self) -> Result<()> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.redis {
+            let mut conn = store.connection();
+            let command = redis::cmd("PING");
+            let ping = command.query_async::<redis::Value>(&mut conn);
+            return match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(crate::Error::Overloaded(format!(
+                    "redis does not answer: {}",
+                    crate::redact::redact(&err.to_string())
+                ))),
+                Err(_) => Err(crate::Error::Overloaded(
+                    "redis did not answer a PING within 2 s".into(),
+                )),
+            };
+        }
+        Ok(())
     }
 
     /// Stores in the Redis at `url`, every key under `prefix` (default `orc`).
@@ -73,7 +101,7 @@ impl Backends {
             clock.clone(),
             crate::jobs::QueueOptions::default(),
         )?;
-        let logs = crate::logs::RedisLogSink::new(store, clock.clone()).await?;
+        let logs = crate::logs::RedisLogSink::new(store.clone(), clock.clone()).await?;
         let memory = Self::memory_with(clock.clone(), options);
         Ok(Self {
             registry: Arc::new(registry),
@@ -81,6 +109,7 @@ impl Backends {
             jobs: Arc::new(jobs),
             logs: Arc::new(logs),
             kind: "redis",
+            redis: Some(store),
             ..memory
         })
     }

@@ -26,7 +26,7 @@ pub fn required(method: &Method, route: &str) -> Access {
     use Access::{Needs, Public};
     let read = matches!(*method, Method::GET | Method::HEAD);
     match route {
-        "/health" | "/metrics" | "/openapi.json" => Public,
+        "/health" | "/health/ready" | "/metrics" | "/openapi.json" => Public,
         page if crate::dashboard::is_page(page) => Public,
         "/registry/register" | "/registry/heartbeat/{service_id}" if !read => {
             Needs(Scope::RegistryWrite)
@@ -143,6 +143,7 @@ mod tests {
         let cases = [
             (Method::GET, "/health", Access::Public),
             (Method::GET, "/metrics", Access::Public),
+            (Method::GET, "/health/ready", Access::Public),
             (Method::GET, "/dashboard/app.js", Access::Public),
             (
                 Method::POST,

@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use omc_orchestra::Backends;
 use std::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,6 +30,8 @@ pub struct StackConfig {
     pub origins: Origins,
     /// The server's metrics.
     pub metrics: HttpMetrics,
+    /// The stores `GET /health/ready` asks.
+    pub backends: Backends,
     /// The router answers unmatched paths itself (the gateway proxies them); otherwise
     /// they get a JSON 404.
     pub own_fallback: bool,
@@ -42,7 +45,9 @@ pub fn with_stack(router: Router, config: StackConfig) -> Router {
     let metrics = config.metrics.clone();
     let server = config.server;
     let cors = config.origins.cors_layer();
-    let router = router.route("/metrics", get(render_metrics).with_state(metrics.clone()));
+    let router = router
+        .route("/metrics", get(render_metrics).with_state(metrics.clone()))
+        .route("/health/ready", get(ready).with_state(config.backends));
     let router = if config.own_fallback {
         router
     } else {
@@ -85,6 +90,24 @@ async fn render_metrics(State(metrics): State<HttpMetrics>) -> impl IntoResponse
         )],
         metrics.render(),
     )
+}
+
+/// Readiness, as Kubernetes asks it: 200 while the backend answers, 503 naming it when
+/// not. `GET /health` stays liveness: the process answers.
+async fn ready(State(backends): State<Backends>) -> Response {
+    match backends.ready().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready", "backend": backends.kind}))
+            .into_response(),
+        Err(err) => {
+            let mut answer = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                err.to_string(),
+            );
+            answer.body.details = vec![serde_json::json!({ "backend": backends.kind })];
+            answer.into_response()
+        }
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -1,0 +1,83 @@
+//! Liveness against readiness on every port: with its Redis gone a server still answers
+//! `GET /health` (it is alive) and `GET /health/ready` says 503 naming the backend, until
+//! Redis is back.
+
+use omc_orchestra::testkit::redis::RedisProcess;
+use omc_orchestra_server::app::{App, Config, ServerKind};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+
+async fn get(http: &reqwest::Client, url: String) -> (StatusCode, Value) {
+    let res = http
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap_or(Value::Null))
+}
+
+/// Ask every port for readiness until each answers `want` (Redis reconnects take a
+/// moment), then return the last answers.
+async fn readiness(app: &App, want: StatusCode) -> Vec<(StatusCode, Value)> {
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for _ in 0..50 {
+        answers.clear();
+        for kind in ServerKind::ALL {
+            answers.push(get(&http, format!("{}/health/ready", app.url(kind))).await);
+        }
+        if answers.iter().all(|(status, _)| *status == want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    answers
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_while_liveness_stays() {
+    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let config = Config {
+        redis_url: Some(redis.url()),
+        ..Config::ephemeral()
+    };
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    for (status, body) in readiness(&app, StatusCode::OK).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["backend"], "redis");
+    }
+
+    redis.kill();
+    for (status, body) in readiness(&app, StatusCode::SERVICE_UNAVAILABLE).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "not_ready", "{body}");
+        assert_eq!(body["details"][0]["backend"], "redis", "{body}");
+    }
+    let http = reqwest::Client::new();
+    for kind in ServerKind::ALL {
+        let (status, _) = get(&http, format!("{}/health", app.url(kind))).await;
+        assert_eq!(status, StatusCode::OK, "{} is alive", kind.name());
+    }
+
+    redis.restart().unwrap();
+    for (status, body) in readiness(&app, StatusCode::OK).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_memory_servers_are_always_ready() {
+    let app = App::start(Config::ephemeral(), &ServerKind::ALL)
+        .await
+        .unwrap();
+    for (status, body) in readiness(&app, StatusCode::OK).await {
+        assert_eq!(
+            (status, &body["backend"]),
+            (StatusCode::OK, &Value::from("memory"))
+        );
+    }
+    app.shutdown().await;
+}
