@@ -110,6 +110,20 @@ pub fn cache_ttl(headers: &HeaderMap, route_ttl: Option<Duration>) -> Option<Dur
     (!ttl.is_zero()).then_some(ttl)
 }
 
+/// Whether an answer to a request that may carry a caller's credentials can be shared
+/// with every caller (RFC 9111 §3.5): a request with `Authorization` or a cookie may get
+/// an answer made for that caller, so it is stored only when the upstream says it is
+/// for everyone (`public` or `s-maxage`). Authenticated routes key entries by consumer
+/// and do not ask.
+fn shareable(request: &HeaderMap, answer: &HeaderMap) -> bool {
+    let credentials = request.contains_key(http::header::AUTHORIZATION)
+        || request.contains_key(http::header::COOKIE);
+    !credentials
+        || directives(answer)
+            .iter()
+            .any(|(k, _)| matches!(k.as_str(), "public" | "s-maxage"))
+}
+
 /// The header names of `Vary`; `None` for `Vary: *`.
 fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut names = Vec::new();
@@ -279,7 +293,10 @@ impl ResponseCache {
         body: Bytes,
         route_ttl: Option<Duration>,
     ) -> bool {
-        if status != StatusCode::OK || body.len() > self.config.max_entry_bytes {
+        if status != StatusCode::OK
+            || body.len() > self.config.max_entry_bytes
+            || (key.consumer.is_empty() && !shareable(request, &headers))
+        {
             return false;
         }
         let (Some(ttl), Some(names)) = (cache_ttl(&headers, route_ttl), vary_names(&headers))
@@ -351,6 +368,47 @@ mod tests {
         assert_eq!(ttl(&[("cache-control", "private, max-age=60")]), None);
         assert_eq!(ttl(&[("vary", "*")]), None);
         assert_eq!(ttl(&[("cache-control", "max-age=0")]), None);
+    }
+
+    #[tokio::test]
+    async fn answers_to_requests_with_credentials_are_shared_only_when_public() {
+        let clock: SharedClock = Arc::new(ManualClock::starting_now());
+        let store = Arc::new(MemoryCacheStore::new(CacheConfig::default(), clock.clone()));
+        let cache = ResponseCache::new(CacheConfig::default(), clock, store);
+        let key = |consumer: &str| CacheKey {
+            route: "r".into(),
+            consumer: consumer.into(),
+            path: "/me".into(),
+        };
+        let ttl = Some(Duration::from_secs(30));
+        let store = |key: CacheKey, request: HeaderMap, answer: HeaderMap| {
+            let cache = &cache;
+            async move {
+                cache
+                    .store(
+                        &key,
+                        &request,
+                        StatusCode::OK,
+                        answer,
+                        Bytes::from("x"),
+                        ttl,
+                    )
+                    .await
+            }
+        };
+        for credential in [("authorization", "Bearer t"), ("cookie", "session=s")] {
+            let request = headers(&[credential]);
+            assert!(!store(key(""), request.clone(), headers(&[])).await);
+            let max_age = headers(&[("cache-control", "max-age=60")]);
+            assert!(!store(key(""), request.clone(), max_age).await);
+            let public = headers(&[("cache-control", "public, max-age=60")]);
+            assert!(store(key(""), request.clone(), public).await);
+            let shared = headers(&[("cache-control", "s-maxage=60")]);
+            assert!(store(key(""), request.clone(), shared).await);
+            // Keyed by consumer, an authenticated route's entry is that caller's own.
+            assert!(store(key("u-42"), request, headers(&[])).await);
+        }
+        assert!(store(key(""), headers(&[]), headers(&[])).await);
     }
 
     #[tokio::test]
