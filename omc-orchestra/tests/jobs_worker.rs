@@ -1,6 +1,8 @@
 //! The worker pool over the in-memory queue, on the wall clock (workers run real tasks).
 
-use omc_orchestra::jobs::{JobQueue, JobState, MemoryJobQueue, NewJob, WorkerPool};
+use omc_orchestra::jobs::{
+    Backoff, BackoffKind, JobQueue, JobState, MemoryJobQueue, NewJob, WorkerPool,
+};
 use omc_orchestra::testkit::eventually;
 use omc_orchestra::{clock, events::EventBus, events::MemoryEventBus};
 use serde_json::json;
@@ -162,4 +164,71 @@ async fn shutdown_finishes_or_releases_and_cancellation_reaches_the_handler() {
     let again = WorkerPool::builder(queue.clone()).start();
     assert_ne!(again.worker_id(), first_id);
     again.shutdown(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_attempt_and_keeps_its_slot() {
+    let queue = queue();
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    let g = gate.clone();
+    let pool = WorkerPool::builder(queue.clone())
+        .handle("uppf-processing", move |ctx| {
+            let gate = g.clone();
+            async move {
+                if let Some(claim) = ctx.job.data["explode"].as_str() {
+                    panic!("claim {claim} has no depot");
+                }
+                if ctx.job.data["together"] == json!(true) {
+                    // Only two jobs running at once get past this.
+                    gate.wait().await;
+                }
+                Ok(json!("paid"))
+            }
+        })
+        .concurrency(2, 2)
+        .poll_interval(Duration::from_millis(10))
+        .start();
+    let mut poisoned = Vec::new();
+    for claim in 0..5 {
+        let mut job = NewJob::new("uppf-processing", json!({ "explode": format!("C{claim}") }));
+        job.max_attempts = Some(2);
+        job.backoff = Some(Backoff {
+            kind: BackoffKind::Fixed,
+            delay_ms: 0,
+            jitter: 0.0,
+        });
+        poisoned.push(queue.enqueue(job).await.unwrap().id);
+    }
+    for _ in 0..20 {
+        queue
+            .enqueue(NewJob::new("uppf-processing", json!({})))
+            .await
+            .unwrap();
+    }
+    all_completed(&queue, 20).await;
+    for (claim, id) in poisoned.iter().enumerate() {
+        let job = eventually(
+            "the panicking job failed",
+            Duration::from_secs(5),
+            || async {
+                let job = queue.get(id).await.unwrap();
+                (job.state == JobState::Failed).then_some(job)
+            },
+        )
+        .await;
+        assert_eq!(job.attempts, 2, "{job:?}");
+        assert_eq!(
+            job.error.as_deref(),
+            Some(format!("handler panicked: claim C{claim} has no depot").as_str())
+        );
+    }
+    // Ten panics in a pool of two: both slots still run jobs, side by side.
+    for _ in 0..2 {
+        queue
+            .enqueue(NewJob::new("uppf-processing", json!({"together": true})))
+            .await
+            .unwrap();
+    }
+    all_completed(&queue, 22).await;
+    pool.shutdown(Duration::from_secs(1)).await;
 }

@@ -2,6 +2,9 @@
 //! maximum while the queue is deep and shrinks back when it is idle, lease renewal for long
 //! jobs, and a graceful shutdown that lets running jobs finish (or gives them back).
 //!
+//! A handler that panics fails its attempt with the panic message (the job is retried as
+//! its policy says) and its slot goes on taking jobs: no job can poison a worker.
+//!
 //! ```no_run
 //! # async fn demo(queue: std::sync::Arc<dyn omc_orchestra::jobs::JobQueue>) {
 //! use omc_orchestra::jobs::WorkerPool;

@@ -2,8 +2,10 @@
 //! jobs back to back (renewing their leases), and the completer that records completions
 //! in batches.
 
-use super::{JobContext, Shared};
+use super::{HandlerResult, JobContext, JobHandler, Shared};
 use crate::jobs::{Completion, FetchRequest, JobLease, JobQueue, JobState};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,7 @@ pub(super) async fn dispatch(shared: Arc<Shared>) {
 /// Run a job, then keep taking the next one in the same round trip as the completion
 /// while the pool wants this many running.
 async fn slot(shared: Arc<Shared>, mut lease: JobLease) {
+    let _held = SlotHeld(shared.clone());
     loop {
         let keep_going = !shared.stopping()
             && shared.running.load(Ordering::Acquire) <= shared.target.load(Ordering::Acquire);
@@ -85,8 +88,40 @@ async fn slot(shared: Arc<Shared>, mut lease: JobLease) {
             None => break,
         }
     }
-    shared.running.fetch_sub(1, Ordering::AcqRel);
-    shared.finished.notify_waiters();
+}
+
+/// Gives a slot back when its task ends, however it ends: a slot that is never given
+/// back shrinks the pool for good.
+struct SlotHeld(Arc<Shared>);
+
+impl Drop for SlotHeld {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
+    }
+}
+
+/// Run `handler` on `ctx`, turning a panic (in the call or in the future it returns)
+/// into a failed attempt that carries the panic message.
+async fn run_handler(handler: JobHandler, ctx: JobContext) -> HandlerResult {
+    let run = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx))) {
+        Ok(run) => run,
+        Err(panic) => return Err(panicked(panic.as_ref())),
+    };
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+}
+
+/// The error a panicking handler leaves on its job.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload");
+    format!("handler panicked: {message}")
 }
 
 async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Option<JobLease> {
@@ -114,7 +149,7 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
             ctx.job.job_type
         ))),
         Some(handler) => {
-            let run = handler(ctx);
+            let run = run_handler(handler, ctx);
             let timed = async {
                 match timeout {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
