@@ -1,11 +1,13 @@
-//! The job queue contract against a real Redis, plus three schedulers on three
-//! connections to one Redis firing each cron tick once.
+//! The job queue contract against a real Redis, three schedulers on three connections
+//! to one Redis firing each cron tick once, and jobs stored in Redis that cannot be read.
 
-use omc_orchestra::jobs::{JobQueue, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{FetchRequest, JobQueue, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::jobs::{cron_fires_once_per_tick, round_clock, run_all, MakeQueue};
 use omc_orchestra::testkit::redis::{store, url};
 use omc_orchestra::RedisStore;
+use serde_json::json;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[tokio::test]
 async fn redis_job_queue_keeps_the_contract() {
@@ -46,4 +48,99 @@ async fn three_schedulers_on_one_redis_fire_once_per_tick() {
     }
     cron_fires_once_per_tick(&queues, &clock).await;
     first.delete_prefix().await.unwrap();
+}
+
+/// One job whose stored hash cannot be read (hand-written garbage under the test's own
+/// prefix) among good ones: the batch brings the good ones and the bad one fails alone.
+#[tokio::test]
+async fn an_unreadable_job_fails_alone_and_the_batch_is_delivered() {
+    let store = store().await;
+    let queue = RedisJobQueue::new(
+        store.clone(),
+        "default",
+        Arc::new(round_clock()),
+        QueueOptions::default(),
+    )
+    .unwrap();
+    let mut good = Vec::new();
+    for station in ["STN001", "STN002", "STN003"] {
+        let job = NewJob::new("inventory-sync", json!({ "stationId": station }));
+        good.push(queue.enqueue(job).await.unwrap().id);
+    }
+    // Between the good ones in queue order: one whose `j` is not JSON (the scripts take
+    // it, reading it back fails) and one whose attempt count is not a number (a script
+    // cannot even count the attempt).
+    let wait = store.key("job", "default", "wait");
+    let corrupt = [
+        ("bad-spec", "0", "{not json"),
+        ("bad-att", "many", r#"{"d":{},"p":1,"c":0}"#),
+    ];
+    let mut conn = store.connection();
+    for (id, att, spec) in corrupt {
+        let key = store.key("job", "default", &format!("j:{id}"));
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(&[
+                "id",
+                id,
+                "type",
+                "inventory-sync",
+                "state",
+                "waiting",
+                "att",
+                att,
+                "j",
+                spec,
+            ])
+            .arg(&["ra", "0", "rp", "3 exponential 1000 0.2"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("ZADD")
+        .arg(&wait)
+        .arg(&[
+            "10000000000001.5",
+            "bad-spec",
+            "10000000000002.5",
+            "bad-att",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let batch = queue
+        .fetch_batch(&FetchRequest::new("w", Duration::from_secs(30), 10))
+        .await
+        .unwrap();
+    let got: Vec<&str> = batch.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(got, good.iter().map(String::as_str).collect::<Vec<_>>());
+    for lease in &batch {
+        queue
+            .complete(&lease.job.id, &lease.token, json!(null))
+            .await
+            .unwrap();
+    }
+    let failed = store.key("job", "default", "failed");
+    for (id, field) in [("bad-spec", "j"), ("bad-att", "att")] {
+        let key = store.key("job", "default", &format!("j:{id}"));
+        let (score, state, error): (Option<f64>, String, String) = redis::pipe()
+            .zscore(&failed, id)
+            .hget(&key, "state")
+            .hget(&key, "er")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(score.is_some(), "{id} is not in the failed set");
+        assert_eq!(state, "failed");
+        assert_eq!(
+            error,
+            format!("cannot read the stored job: malformed job field `{field}` in Redis")
+        );
+    }
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(
+        (stats.waiting, stats.active, stats.completed, stats.failed),
+        (0, 0, 3, 2)
+    );
+    store.delete_prefix().await.unwrap();
 }

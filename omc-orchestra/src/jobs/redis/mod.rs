@@ -18,6 +18,10 @@
 //!
 //! Every transition is one Lua script that gets the time from the injected clock as an
 //! argument, so a `ManualClock` drives Redis exactly as it drives memory.
+//!
+//! A job whose stored hash cannot be read (written by hand, or by another version) is
+//! failed alone when a fetch comes to it, with `cannot read the stored job: …` as its
+//! error; the rest of the batch is delivered.
 
 mod batch;
 mod parse;
@@ -37,7 +41,7 @@ use chrono::{DateTime, Utc};
 use parse::{stats_from, status_of};
 use redis::{Script, Value};
 use scripts::Scripts;
-use spec::{job_from, leases_from, Taking};
+use spec::{job_from, leases_from, Taken, Taking};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -174,6 +178,22 @@ impl Inner {
         taking
     }
 
+    /// The leases of a fetch's answer. A job taken but unreadable is failed alone, for
+    /// good and with why, so the rest of the batch goes out and nothing waits for its
+    /// lease to run out.
+    async fn deliver(&self, taken: Taken, taking: &Taking) -> Vec<JobLease> {
+        for (id, why) in taken.unreadable {
+            let error = format!("cannot read the stored job: {why}");
+            tracing::warn!(job = %id, %error, "failing an unreadable job");
+            let token = format!("{}{id}", taking.token_base);
+            let args = vec![id.clone(), token, error, "0".into(), "1".into()];
+            if let Err(err) = self.held_op(&self.scripts.fail, &id, args).await {
+                tracing::warn!(job = %id, error = %err, "could not fail an unreadable job");
+            }
+        }
+        taken.leases
+    }
+
     async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
         let reply = self.run(script, &args).await?;
         status_of(reply, id)
@@ -224,7 +244,8 @@ impl JobQueue for RedisJobQueue {
             .inner
             .run_at(taking.now_ms, &self.inner.scripts.fetch, &args)
             .await?;
-        leases_from(reply, &taking)
+        let taken = leases_from(reply, &taking)?;
+        Ok(self.inner.deliver(taken, &taking).await)
     }
 
     async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<LeaseRenewal> {
@@ -275,8 +296,8 @@ impl JobQueue for RedisJobQueue {
             .await?;
         let mut parts = status_of(reply, id)?.into_iter();
         let job = job_from(parts.next().unwrap_or(Value::Nil))?;
-        let leases = leases_from(parts.next().unwrap_or(Value::Nil), &taking)?;
-        Ok((job, leases))
+        let taken = leases_from(parts.next().unwrap_or(Value::Nil), &taking)?;
+        Ok((job, self.inner.deliver(taken, &taking).await))
     }
 
     async fn complete_many(
@@ -310,12 +331,19 @@ impl JobQueue for RedisJobQueue {
             .zip(done)
             .map(|(status, c)| parse::outcome(status, &c.id))
             .collect();
-        Ok((outcomes, leases_from(leases, &taking)?))
+        let taken = leases_from(leases, &taking)?;
+        Ok((outcomes, self.inner.deliver(taken, &taking).await))
     }
 
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {
         let random: f64 = rand::random();
-        let args = vec![id.into(), token.into(), error.into(), random.to_string()];
+        let args = vec![
+            id.into(),
+            token.into(),
+            error.into(),
+            random.to_string(),
+            String::new(),
+        ];
         parse::first_job(
             self.inner
                 .held_op(&self.inner.scripts.fail, id, args)

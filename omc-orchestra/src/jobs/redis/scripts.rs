@@ -130,6 +130,22 @@ local function maintain(limit)
   end
   return #due, stalled
 end
+-- What a fetch cannot lease because the script itself cannot read it: the field at
+-- fault, or nil. The caller reads the rest, and fails alone a job it cannot read
+-- (FAIL with ARGV[12] = 1).
+local function unreadable(row)
+  if not row[1] then return 'type' end
+  if not tonumber(row[4]) then return 'att' end
+  if not tonumber(row[5]) then return 'ra' end
+  return nil
+end
+-- Fail a job for good because its stored hash cannot be read.
+local function bury(id, k, field)
+  redis.call('HSET', k, 'er', 'cannot read the stored job: malformed job field `' .. field
+    .. '` in Redis')
+  finish(id, k, 'failed')
+  bucket('f', 1)
+end
 -- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
 -- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
 -- Each comes back as its `TAKEN` fields (attempts already counted, '' for a missing
@@ -153,8 +169,10 @@ local function take(max, worker, tokbase, leasems, first_type)
     for _, id in ipairs(ids) do
       local k = jk(id)
       local row = redis.call('HMGET', k, unpack(TAKEN))
-      if not row[1] then
+      local bad = unreadable(row)
+      if bad then
         gone[#gone + 1] = id
+        if redis.call('EXISTS', k) == 1 then bury(id, k, bad) end
       elseif not types or types[row[1]] then
         n = n + 1
         local att = fmt(tonumber(row[4]) + 1)
@@ -333,7 +351,8 @@ flush()
 return {table.concat(statuses, ' '), next}
 "#;
 
-/// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1).
+/// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1), [12] `1` to fail for good
+/// whatever attempts are left.
 pub(super) const FAIL: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
@@ -346,7 +365,7 @@ bucket('f', 1)
 bucket('r', NOW - tonumber(h[1]))
 flush()
 local att = tonumber(h[2])
-if att >= max then
+if att >= max or ARGV[12] == '1' then
   finish(id, k, 'failed')
   local job = redis.call('HGETALL', k)
   trim_all()

@@ -172,15 +172,34 @@ pub(super) struct Taking {
     pub(super) lease_ms: i64,
 }
 
+/// A fetch's answer: the leases, and the jobs it took whose stored hash cannot be read
+/// (id and why), for the caller to fail alone.
+#[derive(Debug, Default)]
+pub(super) struct Taken {
+    /// The jobs to hand out.
+    pub(super) leases: Vec<JobLease>,
+    /// Taken jobs that cannot be read: id, and what is wrong with them.
+    pub(super) unreadable: Vec<(String, String)>,
+}
+
+/// What is wrong with a stored job, without the `backend error` wrapping.
+fn reason(err: Error) -> String {
+    match err {
+        Error::Backend(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Leases from a fetch's answer: a JSON array of each job's `TAKEN` fields (`""` for a
-/// missing one), then its id; or nothing.
-pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>> {
+/// missing one), then its id; or nothing. A row that does not make a job is set apart
+/// in `unreadable`, so it cannot hold up the others.
+pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Taken> {
     let text: String = match value {
         Value::Nil => String::new(),
         other => redis::from_redis_value(other)?,
     };
     if text.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Taken::default());
     }
     let rows: Vec<Vec<String>> = serde_json::from_str(&text).map_err(|_| malformed("lease"))?;
     let started_at =
@@ -188,29 +207,35 @@ pub(super) fn leases_from(value: Value, taking: &Taking) -> Result<Vec<JobLease>
     let expires_at = DateTime::from_timestamp_millis(taking.now_ms.saturating_add(taking.lease_ms))
         .ok_or_else(|| malformed("lease end"))?;
     let active = JobState::Active.as_str().to_owned();
-    rows.into_iter()
-        .map(|mut row| {
-            let mut take = |i: usize, what: &str| {
-                row.get_mut(i)
-                    .map(std::mem::take)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| malformed(what))
-            };
-            let id = take(TAKEN.len(), "id")?;
-            let job_type = take(0, "type")?;
-            let spec = take(1, "j")?;
-            let look = |k: &str| match k {
-                "state" => Some(&active),
-                _ => TAKEN.iter().position(|f| *f == k).and_then(|i| row.get(i)),
-            };
-            let mut job = job_from_parts(id, job_type, &spec, &look)?;
-            job.started_at = Some(started_at);
-            job.worker = Some(taking.worker.clone());
-            Ok(JobLease {
-                token: format!("{}{}", taking.token_base, job.id),
-                job,
-                expires_at,
-            })
-        })
-        .collect()
+    let mut taken = Taken::default();
+    for mut row in rows {
+        let mut take = |i: usize, what: &str| {
+            row.get_mut(i)
+                .map(std::mem::take)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| malformed(what))
+        };
+        // The script always sends the id: without one the whole answer is suspect.
+        let id = take(TAKEN.len(), "id")?;
+        let (job_type, spec) = (take(0, "type"), take(1, "j"));
+        let look = |k: &str| match k {
+            "state" => Some(&active),
+            _ => TAKEN.iter().position(|f| *f == k).and_then(|i| row.get(i)),
+        };
+        let parsed =
+            job_type.and_then(|job_type| job_from_parts(id.clone(), job_type, &spec?, &look));
+        match parsed {
+            Ok(mut job) => {
+                job.started_at = Some(started_at);
+                job.worker = Some(taking.worker.clone());
+                taken.leases.push(JobLease {
+                    token: format!("{}{}", taking.token_base, job.id),
+                    job,
+                    expires_at,
+                });
+            }
+            Err(err) => taken.unreadable.push((id, reason(err))),
+        }
+    }
+    Ok(taken)
 }
