@@ -52,16 +52,7 @@ async fn dashboard_shows_services_live() {
         .unwrap();
     assert!(res.status().is_success());
 
-    let row = Locator::Css("tr[data-service='uppf-service']");
-    let text = eventually(
-        "the service row on the page",
-        Duration::from_secs(30),
-        || {
-            let browser = browser.clone();
-            async move { browser.find(row).await.ok()?.text().await.ok() }
-        },
-    )
-    .await;
+    let text = service_row(&browser, "uppf-service").await;
     assert!(
         text.contains("3.2.1") && text.contains("passing") && text.contains("uppf, claims"),
         "{text}"
@@ -216,16 +207,7 @@ async fn dashboard_works_with_auth_on() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let row = Locator::Css("tr[data-service='uppf-service']");
-    let text = eventually(
-        "the service row on the page",
-        Duration::from_secs(30),
-        || {
-            let browser = browser.clone();
-            async move { browser.find(row).await.ok()?.text().await.ok() }
-        },
-    )
-    .await;
+    let text = service_row(&browser, "uppf-service").await;
     assert!(
         text.contains("3.2.1") && text.contains("uppf, claims"),
         "{text}"
@@ -262,4 +244,26 @@ async fn dashboard_works_with_auth_on() {
 
     browser.close().await.unwrap();
     app.shutdown().await;
+}
+
+/// The text of `service`'s row once it shows on the page.
+async fn service_row(browser: &fantoccini::Client, service: &str) -> String {
+    let css = format!("tr[data-service='{service}']");
+    eventually(
+        "the service row on the page",
+        Duration::from_secs(30),
+        || {
+            let (browser, css) = (browser.clone(), css.clone());
+            async move {
+                browser
+                    .find(Locator::Css(&css))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await
 }
