@@ -173,6 +173,7 @@ impl App {
                     ),
                     metrics,
                     backends: backends.clone(),
+                    request_timeout: config.connections.request_timeout,
                     own_fallback: kind == ServerKind::Gateway,
                 },
             );

@@ -71,6 +71,10 @@ pub struct ConnectionLimits {
     pub keep_alive: Duration,
     /// Open connections per port (10,000); past it new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// The server's own deadline for answering a control-plane request (5 s): past it
+    /// the caller gets 503 JSON instead of waiting on a stalled backend.
+    #[serde(with = "secs")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -80,6 +84,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(75),
             max_connections: 10_000,
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -91,6 +96,7 @@ impl ConnectionLimits {
             ("http.head_timeout", self.head_timeout),
             ("http.idle_timeout", self.idle_timeout),
             ("http.keep_alive", self.keep_alive),
+            ("http.request_timeout", self.request_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{field} must be at least 1 second"));

@@ -36,6 +36,7 @@ fn app() -> Router {
             guard: Guard::new(None),
             origins: Origins::default(),
             backends: Backends::memory(),
+            request_timeout: std::time::Duration::from_secs(5),
             metrics: HttpMetrics::new("logging"),
             own_fallback: false,
         },

@@ -18,6 +18,7 @@ async fn start(head: Duration, max_connections: usize) -> App {
             idle_timeout: Duration::from_secs(1),
             keep_alive: Duration::from_secs(1),
             max_connections,
+            ..ConnectionLimits::default()
         },
         ..Config::ephemeral()
     };

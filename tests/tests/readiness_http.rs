@@ -1,9 +1,11 @@
 //! Liveness against readiness on every port: with its Redis gone a server still answers
 //! `GET /health` (it is alive) and `GET /health/ready` says 503 naming the backend, until
-//! Redis is back.
+//! Redis is back; and while Redis stalls, calls answer 503 at the server's own deadline
+//! instead of waiting as long as Redis does.
 
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra_server::app::{App, Config, ServerKind};
+use omc_orchestra_server::config::ConnectionLimits;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -79,5 +81,56 @@ async fn in_memory_servers_are_always_ready() {
             (StatusCode::OK, &Value::from("memory"))
         );
     }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_redis_gets_answers_at_the_deadline_and_then_service_again() {
+    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let config = Config {
+        redis_url: Some(redis.url()),
+        connections: ConnectionLimits {
+            request_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        },
+        ..Config::ephemeral()
+    };
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    let http = reqwest::Client::new();
+    let jobs = format!("{}/jobs", app.url(ServerKind::Jobs));
+    let job = serde_json::json!({"type": "uppf-processing", "data": {"claim": "C-1"}});
+    let enqueue = || {
+        http.post(&jobs)
+            .json(&job)
+            .timeout(Duration::from_secs(20))
+            .send()
+    };
+    assert_eq!(enqueue().await.unwrap().status(), StatusCode::CREATED);
+
+    redis.pause();
+    let answers = futures::future::join_all((0..20).map(|_| enqueue())).await;
+    for answer in answers {
+        let answer = answer.expect("every call answers while Redis stalls");
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "timeout", "{body}");
+    }
+    let (status, _) = get(&http, format!("{}/health", app.url(ServerKind::Jobs))).await;
+    assert_eq!(status, StatusCode::OK, "alive while Redis stalls");
+    for (status, body) in readiness(&app, StatusCode::SERVICE_UNAVAILABLE).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    redis.resume();
+    let mut served = false;
+    for _ in 0..50 {
+        if enqueue().await.unwrap().status() == StatusCode::CREATED {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the jobs server serves again once Redis goes on");
     app.shutdown().await;
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use omc_orchestra::Backends;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -32,6 +32,9 @@ pub struct StackConfig {
     pub metrics: HttpMetrics,
     /// The stores `GET /health/ready` asks.
     pub backends: Backends,
+    /// How long a request may take before it is answered 503 (the server's own deadline
+    /// over every backend call made for it).
+    pub request_timeout: Duration,
     /// The router answers unmatched paths itself (the gateway proxies them); otherwise
     /// they get a JSON 404.
     pub own_fallback: bool,
@@ -55,6 +58,10 @@ pub fn with_stack(router: Router, config: StackConfig) -> Router {
     };
     router
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout,
+            deadline,
+        ))
         .layer(middleware::from_fn_with_state(config.guard, access::authorize))
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -90,6 +97,21 @@ async fn render_metrics(State(metrics): State<HttpMetrics>) -> impl IntoResponse
         )],
         metrics.render(),
     )
+}
+
+/// Answer 503 when the handler has not answered within `limit`: a stalled Redis must not
+/// hold callers for as long as it stalls. Streams and WebSocket upgrades answer at once and
+/// go on past it, since only producing the answer counts.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("no answer within {limit:?}: the backing store is slow or away; retry"),
+        )
+        .into_response(),
+    }
 }
 
 /// Readiness, as Kubernetes asks it: 200 while the backend answers, 503 naming it when

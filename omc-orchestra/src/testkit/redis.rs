@@ -149,6 +149,31 @@ impl RedisProcess {
         }
     }
 
+    /// Stop the server without killing it (`SIGSTOP`): connections stay open and nothing
+    /// answers, as when Redis stalls; [`RedisProcess::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused server go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(Child::id));
+        if let Some(pid) = pid {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// Kill the server and start it again on the same port and folder.
     pub fn restart(&self) -> std::io::Result<()> {
         self.kill();
