@@ -275,8 +275,9 @@ mod redis_store {
             Ok(self.client.get_async_pubsub().await?)
         }
 
-        /// Run `op` on the shared connection, again after a dropped connection (the
-        /// connection manager reconnects in between), up to a few times.
+        /// Run `op` on the shared connection, again after a dropped connection or a
+        /// timeout (the connection manager reconnects in between), up to a few times: for
+        /// reads and for writes that are idempotent (see [`RedisStore::once`]).
         pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
         where
             F: FnMut(ConnectionManager) -> Fut,
@@ -293,6 +294,28 @@ mod redis_store {
                                 || err.is_connection_dropped()
                                 || err.is_timeout()) =>
                     {
+                        tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+
+        /// Run `op` on the shared connection, again only when the connection refused it
+        /// (so it never reached Redis). For writes without an idempotency key: after a
+        /// timeout or a connection dropped mid-call Redis may have done the write, and
+        /// sending it again could store it twice, so the caller gets the error instead.
+        pub async fn once<T, F, Fut>(&self, mut op: F) -> Result<T>
+        where
+            F: FnMut(ConnectionManager) -> Fut,
+            Fut: Future<Output = redis::RedisResult<T>>,
+        {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match op(self.connection.clone()).await {
+                    Ok(value) => return Ok(value),
+                    Err(err) if attempt < ATTEMPTS && err.is_connection_refusal() => {
                         tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
                     }
                     Err(err) => return Err(err.into()),

@@ -138,43 +138,49 @@ impl Publisher {
     /// Publish `events` in one script call, keeping history from `oldest_ms` on.
     async fn send(&self, events: &[Outgoing]) -> Result<Vec<Published>> {
         let oldest_ms = events.iter().map(|e| e.oldest_ms).max().unwrap_or(0);
-        self.store
-            .retry(|mut conn| {
-                let mut invocation = self.script.prepare_invoke();
-                for key in &self.keys {
-                    invocation.key(key);
+        let call = |mut conn: redis::aio::ConnectionManager| {
+            let mut invocation = self.script.prepare_invoke();
+            for key in &self.keys {
+                invocation.key(key);
+            }
+            for once in events.iter().filter_map(|e| e.once.as_deref()) {
+                invocation.key(once);
+            }
+            invocation
+                .arg(events.len())
+                .arg(&self.history_len)
+                .arg(oldest_ms)
+                .arg(&self.backlog)
+                .arg(&self.max_types)
+                .arg(&self.channel);
+            let mut ms = self.sent_ms.load(Ordering::Relaxed);
+            for event in events {
+                ms = ms.max(event.ms);
+                invocation.arg(ms);
+                for arg in &event.args {
+                    invocation.arg(arg);
                 }
-                for once in events.iter().filter_map(|e| e.once.as_deref()) {
-                    invocation.key(once);
-                }
-                invocation
-                    .arg(events.len())
-                    .arg(&self.history_len)
-                    .arg(oldest_ms)
-                    .arg(&self.backlog)
-                    .arg(&self.max_types)
-                    .arg(&self.channel);
-                let mut ms = self.sent_ms.load(Ordering::Relaxed);
-                for event in events {
-                    ms = ms.max(event.ms);
-                    invocation.arg(ms);
-                    for arg in &event.args {
-                        invocation.arg(arg);
-                    }
-                }
-                self.sent_ms.fetch_max(ms, Ordering::Relaxed);
-                async move { invocation.invoke_async::<String>(&mut conn).await }
-            })
-            .await
-            .map(|answer| {
-                answer
-                    .split('\n')
-                    .map(|line| match line.strip_prefix('=') {
-                        Some(first) => (0, first.to_owned()),
-                        None => (1, line.to_owned()),
-                    })
-                    .collect()
-            })
+            }
+            self.sent_ms.fetch_max(ms, Ordering::Relaxed);
+            async move { invocation.invoke_async::<String>(&mut conn).await }
+        };
+        // A batch whose every event has an idempotency key can be sent again safely;
+        // another, after a timeout, might be stored twice, so it is sent once.
+        let keyed = events.iter().all(|e| e.once.is_some());
+        let answer = if keyed {
+            self.store.retry(call).await
+        } else {
+            self.store.once(call).await
+        };
+        answer.map(|answer| {
+            answer
+                .split('\n')
+                .map(|line| match line.strip_prefix('=') {
+                    Some(first) => (0, first.to_owned()),
+                    None => (1, line.to_owned()),
+                })
+                .collect()
+        })
     }
 }
 
