@@ -226,3 +226,24 @@ async fn ingest_writes_the_store_and_the_file() {
     );
     assert_eq!(ingest.export_failures(), 0);
 }
+
+#[tokio::test]
+async fn a_retention_longer_than_the_calendar_deletes_nothing() {
+    let folder = Folder::new();
+    let clock = noon();
+    let mut options = FileSinkOptions::new(&folder.0);
+    options.max_bytes = 1_000;
+    options.retention = Duration::MAX;
+    options.audit_retention = Duration::MAX;
+    let sink = FileSink::open(options, Arc::new(clock.clone())).unwrap();
+    for chunk in records(&clock, 40, "kept").chunks(7) {
+        sink.export(chunk).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    let archives = sink.archives().unwrap().len();
+    assert!(archives >= 2, "{archives} archives");
+    // Years later, nothing has outlived a retention no calendar reaches the end of.
+    clock.advance(Duration::from_secs(20 * 365 * 86_400));
+    assert_eq!(sink.cleanup().unwrap(), 0);
+    assert_eq!(sink.archives().unwrap().len(), archives);
+}

@@ -88,3 +88,19 @@ async fn old_timestamps_and_retention_keep_write_order() {
     assert_eq!(sink.search(&since).await.unwrap(), vec![older, newer]);
     store.delete_prefix().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retention_longer_than_the_calendar_keeps_everything() {
+    let store = store().await;
+    let sink =
+        RedisLogSink::with_limits(store.clone(), clock::system(), 1_000, Some(Duration::MAX))
+            .await
+            .unwrap();
+    let record = LogRecord::new(chrono::Utc::now(), LogLevel::Info, "uppf-service", "kept");
+    sink.write(vec![record.clone()]).await.unwrap();
+    assert_eq!(
+        sink.search(&LogQuery::default()).await.unwrap(),
+        vec![record]
+    );
+    store.delete_prefix().await.unwrap();
+}

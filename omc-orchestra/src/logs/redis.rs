@@ -208,9 +208,11 @@ impl LogSink for RedisLogSink {
         }
         let cutoff = self.retention.map_or(String::new(), |age| {
             let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-            (self.clock.now() - age)
-                .timestamp_millis()
-                .max(0)
+            // A retention longer than the calendar reaches back keeps everything.
+            self.clock
+                .now()
+                .checked_sub_signed(age)
+                .map_or(0, |cutoff| cutoff.timestamp_millis().max(0))
                 .to_string()
         });
         let max_len = self.max_len.to_string();

@@ -266,7 +266,11 @@ impl FileSink {
             } else {
                 options.retention
             };
-            if archive.rotated_at < now - age(keep) {
+            // A retention longer than the calendar reaches back deletes nothing.
+            let expired = now
+                .checked_sub_signed(age(keep))
+                .is_some_and(|cutoff| archive.rotated_at < cutoff);
+            if expired {
                 std::fs::remove_file(&archive.path).map_err(io)?;
                 deleted += 1;
             }
