@@ -216,9 +216,11 @@ impl LogSink for RedisLogSink {
                 .to_string()
         });
         let max_len = self.max_len.to_string();
+        // Records carry no idempotency key: a batch whose outcome is unknown (a timeout)
+        // is not sent again, which could store it twice; the caller gets the error.
         let newest: String = self
             .store
-            .retry(|mut conn| {
+            .once(|mut conn| {
                 let mut invocation = self.write.key(&self.key);
                 invocation.arg(&max_len).arg(&cutoff);
                 for arg in &args {
