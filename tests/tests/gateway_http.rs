@@ -388,3 +388,46 @@ async fn route_timeouts_answer_504_and_posts_are_not_retried() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn forwarding_headers_pass_from_trusted_proxies_only_and_underscores_never() {
+    let up = upstream("fwd").await;
+    let http = reqwest::Client::new();
+    for trusted in [true, false] {
+        let mut gateway = GatewayConfig::default();
+        if !trusted {
+            // Loopback, where the test calls from, is then outside the trusted ranges.
+            gateway.trusted_callers = vec!["10.0.0.0/8".parse().unwrap()];
+        }
+        let app = start(with_gateway(gateway), None).await;
+        let base = app.url(ServerKind::Gateway);
+        register(&app, "claims-service", &up, 1).await;
+        let url = format!("{base}/api/claims-service/claims");
+        routed(&http, &url, "fwd").await;
+        // Through the lane (a plain GET) and through the full router (a body too large
+        // for the lane to buffer, which it streams through hyper instead).
+        for streamed in [false, true] {
+            let mut request = http
+                .post(&url)
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("x-forwarded-proto", "https")
+                .header("x_user_id", "forged");
+            if streamed {
+                request = request.body(vec![b'x'; 1 << 20]);
+            }
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            let (chain, proto) = if trusted {
+                ("6.6.6.6, 127.0.0.1", "https")
+            } else {
+                ("127.0.0.1", "http")
+            };
+            let case = format!("trusted {trusted}, streamed {streamed}: {body}");
+            assert_eq!(body["forwardedFor"], chain, "{case}");
+            assert_eq!(body["forwardedProto"], proto, "{case}");
+            assert_eq!(body["underscored"], "", "{case}");
+            let sent = if streamed { 1 << 20 } else { 0 };
+            assert_eq!(body["received"], sent, "{case}");
+        }
+        app.shutdown().await;
+    }
+}

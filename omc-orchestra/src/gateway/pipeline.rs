@@ -273,12 +273,13 @@ impl Gateway {
         // else a new one; one header value serves the upstream request and the answer.
         let facts = Facts::of(&parts.headers);
         let dynamic = self.current();
+        let trusted = dynamic.config.trusts(client_ip);
         let given = facts
             .request_id
             .filter(|v| {
-                (1..=MAX_REQUEST_ID).contains(&v.len())
+                trusted
+                    && (1..=MAX_REQUEST_ID).contains(&v.len())
                     && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-                    && dynamic.config.trusts(client_ip)
             })
             .cloned();
         let id_value = given.unwrap_or_else(|| {
@@ -337,7 +338,7 @@ impl Gateway {
             let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
             let rewrite = Rewrite::new(
                 &parts.headers,
-                client_ip,
+                (client_ip, trusted),
                 identity.as_deref(),
                 &trace,
                 &id_value,

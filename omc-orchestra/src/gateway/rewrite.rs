@@ -14,11 +14,14 @@ use http::HeaderMap;
 use std::net::IpAddr;
 
 /// The client's headers the upstream does not get, and those the gateway adds: hop-by-hop
-/// ones (and those `Connection` names) out; `Host` out (the upstream's goes in), becoming
-/// `X-Forwarded-Host` unless the client sent one; `X-Forwarded-For` extended with the
-/// client's address; `X-Forwarded-Proto` unless sent; the verified identity in
-/// `X-User-Id`/`X-User-Roles` (the client's never pass); a new `traceparent`; the request
-/// id the gateway settled on (the client's own only when the gateway kept it).
+/// ones (and those `Connection` names) out; names with `_` out (nginx's default: a
+/// CGI-style upstream would read `X_User_Id` as `X-User-Id`); `Host` out (the upstream's
+/// goes in), becoming `X-Forwarded-Host` unless a trusted caller sent one;
+/// `X-Forwarded-For` extended with the client's address (started afresh for a caller
+/// outside `trusted_callers`, whose list could be forged); `X-Forwarded-Proto` unless a
+/// trusted caller sent it; the verified identity in `X-User-Id`/`X-User-Roles` (the
+/// client's never pass); a new `traceparent`; the request id the gateway settled on (the
+/// client's own only when the gateway kept it).
 pub(crate) struct Rewrite<'a> {
     identity: Option<&'a Identity>,
     traceparent: &'a TraceParent,
@@ -27,15 +30,18 @@ pub(crate) struct Rewrite<'a> {
     forwarded_proto: bool,
     forwarded_host: Option<HeaderValue>,
     client_ip: IpAddr,
+    /// Whether the client is a trusted proxy whose `X-Forwarded-*` headers pass on.
+    trusted: bool,
     /// Names the client's `Connection` lists (beyond `keep-alive` and `close`).
     listed: Vec<HeaderName>,
 }
 
 impl<'a> Rewrite<'a> {
-    /// The rewrite of a request with `headers` from `client_ip`.
+    /// The rewrite of a request with `headers` from `client_ip` (a trusted proxy when
+    /// `trusted`).
     pub(super) fn new(
         headers: &HeaderMap,
-        client_ip: IpAddr,
+        (client_ip, trusted): (IpAddr, bool),
         identity: Option<&'a Identity>,
         traceparent: &'a TraceParent,
         request_id: &'a HeaderValue,
@@ -48,6 +54,7 @@ impl<'a> Rewrite<'a> {
             forwarded_proto: true,
             forwarded_host: None,
             client_ip,
+            trusted,
             listed: Vec::new(),
         };
         // One pass over the client's headers (a few lookups by name would hash each).
@@ -57,6 +64,8 @@ impl<'a> Rewrite<'a> {
                 rewrite.list(value);
             } else if name == HOST {
                 host.get_or_insert(value);
+            } else if !trusted {
+                // An untrusted caller's forwarding headers are replaced, never extended.
             } else if name == X_FORWARDED_FOR {
                 let given = value.to_str().is_ok_and(|v| !v.trim().is_empty());
                 if given && rewrite.forwarded_for.is_none() {
@@ -98,9 +107,14 @@ impl<'a> Rewrite<'a> {
             11 => replaced(&TRACEPARENT),
             12 => replaced(&X_USER_ROLES) || replaced(&X_REQUEST_ID),
             15 => replaced(&X_FORWARDED_FOR),
+            16 => !self.trusted && replaced(&X_FORWARDED_HOST),
+            17 => !self.trusted && replaced(&X_FORWARDED_PROTO),
             _ => false,
         };
-        replaced || hop_by_hop(text) || (!self.listed.is_empty() && self.listed.contains(name))
+        replaced
+            || hop_by_hop(text)
+            || text.contains(&b'_')
+            || (!self.listed.is_empty() && self.listed.contains(name))
     }
 
     /// Append the headers the gateway adds, in wire form.
@@ -151,6 +165,19 @@ impl<'a> Rewrite<'a> {
     pub(super) fn apply(&self, headers: &mut HeaderMap) {
         headers.remove(X_USER_ID);
         headers.remove(X_USER_ROLES);
+        if !self.trusted {
+            for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
+                headers.remove(name);
+            }
+        }
+        let underscored: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in underscored {
+            headers.remove(name);
+        }
         if let Some(identity) = self.identity {
             if let Ok(value) = HeaderValue::from_str(&identity.subject) {
                 headers.insert(X_USER_ID, value);
@@ -190,7 +217,7 @@ mod tests {
         let headers = HeaderMap::new();
         let id = HeaderValue::from_static("id");
         let trace = crate::gateway::next_traceparent(None);
-        let rewrite = Rewrite::new(&headers, [127, 0, 0, 1].into(), None, &trace, &id);
+        let rewrite = Rewrite::new(&headers, ([127, 0, 0, 1].into(), true), None, &trace, &id);
         let replaced = [
             HOST,
             X_USER_ID,
@@ -222,7 +249,9 @@ mod tests {
             ("te", "trailers"),
             ("keep-alive", "timeout=5"),
             ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
             ("x-user-id", "forged"),
+            ("x_user_id", "forged-too"),
             ("x-request-id", "the-client's"),
             (
                 "traceparent",
@@ -266,10 +295,11 @@ mod tests {
         let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01".to_owned();
         let parent = TraceParent::parse(&trace).unwrap();
         let id = HeaderValue::from_static("req-1");
-        for identity in [Some(&identity), None] {
+        let cases = [(Some(&identity), true), (None, true), (None, false)];
+        for (identity, trusted) in cases {
             let headers = client_headers();
             let ip: IpAddr = "127.0.0.1".parse().unwrap();
-            let rewrite = Rewrite::new(&headers, ip, identity, &parent, &id);
+            let rewrite = Rewrite::new(&headers, (ip, trusted), identity, &parent, &id);
             let mut wire = Vec::new();
             let host = Some("up:80");
             let get = Method::GET;
@@ -288,12 +318,21 @@ mod tests {
             let mut from_map = Vec::new();
             put_head(&mut from_map, &get, &["/x"], None, &map, Some(0), None);
             let wired = written(&wire);
-            assert_eq!(wired, written(&from_map), "identity: {identity:?}");
+            assert_eq!(wired, written(&from_map), "{identity:?}, trusted {trusted}");
             let names: Vec<_> = wired.iter().map(|(n, _)| n.as_str()).collect();
-            for gone in ["connection", "x-private", "te", "keep-alive"] {
+            for gone in ["connection", "x-private", "te", "keep-alive", "x_user_id"] {
                 assert!(!names.contains(&gone), "{gone} in {wired:?}");
             }
-            assert!(wired.contains(&("x-forwarded-for".into(), "10.0.0.1, 127.0.0.1".into())));
+            // A trusted proxy's chain is extended; anyone else's is replaced.
+            let (chain, proto) = if trusted {
+                ("10.0.0.1, 127.0.0.1", "https")
+            } else {
+                ("127.0.0.1", "http")
+            };
+            assert!(wired.contains(&("x-forwarded-for".into(), chain.into())));
+            assert!(wired.contains(&("x-forwarded-proto".into(), proto.into())));
+            let protos = names.iter().filter(|n| **n == "x-forwarded-proto").count();
+            assert_eq!(protos, 1, "{wired:?}");
             assert!(wired.contains(&("x-forwarded-host".into(), "gw.example:3000".into())));
             assert!(wired.contains(&("host".into(), "up:80".into())));
             let ids: Vec<_> = wired.iter().filter(|(n, _)| n == "x-request-id").collect();
@@ -325,7 +364,7 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         let trace = crate::gateway::next_traceparent(None);
-        let rewrite = Rewrite::new(&headers, ip, Some(&identity), &trace, &id);
+        let rewrite = Rewrite::new(&headers, (ip, true), Some(&identity), &trace, &id);
         let mut wire = Vec::new();
         rewrite.put(&mut wire);
         let text = String::from_utf8(wire).unwrap();

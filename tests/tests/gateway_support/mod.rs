@@ -35,22 +35,34 @@ pub(crate) async fn echo(State(up): State<Upstream>, req: Request) -> Response {
     if up.failing.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
     }
+    let (parts, body) = req.into_parts();
     let header = |name: &str| {
-        req.headers()
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned()
     };
-    let path = req.uri().path().to_owned();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let method = parts.method.as_str().to_owned();
+    // Read the whole body before answering, as a real service does: an answer sent while
+    // the gateway still streams the request would race the connection's close.
+    let received = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_or(0, |b| b.len());
     let body = json!({
         "upstream": up.name,
-        "method": req.method().as_str(),
+        "method": method,
         "path": path,
-        "query": req.uri().query(),
+        "query": query,
+        "received": received,
         "requestId": header("x-request-id"),
         "traceparent": header("traceparent"),
         "forwardedFor": header("x-forwarded-for"),
+        "forwardedProto": header("x-forwarded-proto"),
+        "underscored": header("x_user_id"),
         "userId": header("x-user-id"),
         "roles": header("x-user-roles"),
     });
