@@ -45,22 +45,11 @@ impl MemoryJobQueue {
 
     fn take(state: &mut State, request: &FetchRequest, now: DateTime<Utc>) -> Vec<JobLease> {
         let mut taken = Vec::new();
-        let candidates: Vec<(u8, u64, String)> = state
-            .ready
-            .iter()
-            .filter(|(_, _, id)| {
-                request.types.is_empty()
-                    || state
-                        .jobs
-                        .get(id)
-                        .is_some_and(|e| request.types.contains(&e.job.job_type))
-            })
-            .take(request.max)
-            .cloned()
-            .collect();
+        let candidates = state.first_ready(&request.types, request.max);
         let expires_at = lease_end(now, request.lease);
         for key in candidates {
-            state.ready.remove(&key);
+            let job_type = state.jobs.get(&key.2).map(|e| e.job.job_type.clone());
+            state.remove_ready(&key, job_type.as_deref().unwrap_or_default());
             let id = key.2;
             let token = format!("{}:{}", request.worker, uuid::Uuid::new_v4().simple());
             let Some(e) = state.jobs.get_mut(&id) else {

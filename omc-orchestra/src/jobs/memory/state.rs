@@ -9,6 +9,10 @@ use std::time::Duration;
 
 type Finished = BTreeSet<(i64, u64, String)>;
 
+/// A waiting job's place: (priority rank, sequence, id), so sets pop in priority, then
+/// FIFO, order.
+pub(super) type ReadyKey = (u8, u64, String);
+
 pub(super) struct Entry {
     pub(super) job: Job,
     pub(super) seq: u64,
@@ -20,8 +24,11 @@ pub(super) struct Entry {
 pub(super) struct State {
     pub(super) sequence: u64,
     pub(super) jobs: HashMap<String, Entry>,
-    /// (priority rank, sequence, id): pops in priority, then FIFO, order.
-    pub(super) ready: BTreeSet<(u8, u64, String)>,
+    /// Every waiting job. Changed only through `add_ready` and `remove_ready`, which keep
+    /// `ready_by_type` in step.
+    pub(super) ready: BTreeSet<ReadyKey>,
+    /// The waiting jobs of each type, so a typed fetch skips what waits of other types.
+    pub(super) ready_by_type: HashMap<String, BTreeSet<ReadyKey>>,
     /// (run at ms, sequence, id).
     pub(super) delayed: BTreeSet<(i64, u64, String)>,
     /// (lease end ms, id).
@@ -54,9 +61,37 @@ impl State {
     pub(super) fn make_ready(&mut self, id: &str) {
         if let Some(e) = self.jobs.get_mut(id) {
             e.job.state = JobState::Waiting;
-            self.ready
-                .insert((e.job.priority.rank(), e.seq, id.to_owned()));
+            let key = (e.job.priority.rank(), e.seq, id.to_owned());
+            let job_type = e.job.job_type.clone();
+            self.add_ready(key, job_type);
         }
+    }
+
+    fn add_ready(&mut self, key: ReadyKey, job_type: String) {
+        self.ready.insert(key.clone());
+        self.ready_by_type.entry(job_type).or_default().insert(key);
+    }
+
+    pub(super) fn remove_ready(&mut self, key: &ReadyKey, job_type: &str) {
+        self.ready.remove(key);
+        if let Some(set) = self.ready_by_type.get_mut(job_type) {
+            set.remove(key);
+            if set.is_empty() {
+                self.ready_by_type.remove(job_type);
+            }
+        }
+    }
+
+    /// The first `max` waiting jobs (of `types`, unless empty) in queue order.
+    pub(super) fn first_ready(&self, types: &[String], max: usize) -> Vec<ReadyKey> {
+        if types.is_empty() {
+            return self.ready.iter().take(max).cloned().collect();
+        }
+        let mut found: BTreeSet<&ReadyKey> = BTreeSet::new();
+        for set in types.iter().filter_map(|t| self.ready_by_type.get(t)) {
+            found.extend(set.iter().take(max));
+        }
+        found.into_iter().take(max).cloned().collect()
     }
 
     pub(super) fn promote(&mut self, now: DateTime<Utc>, result: &mut Maintenance) {
@@ -201,7 +236,7 @@ impl State {
         if job.state == JobState::Delayed {
             self.delayed.insert((ms(run_at), seq, id.clone()));
         } else {
-            self.ready.insert((job.priority.rank(), seq, id.clone()));
+            self.add_ready((job.priority.rank(), seq, id.clone()), job.job_type.clone());
         }
         if let Some(key) = &job.unique_key {
             self.unique.insert(key.clone(), id.clone());
@@ -221,7 +256,7 @@ impl State {
     pub(super) fn remove(&mut self, id: &str) -> Option<Job> {
         let e = self.jobs.remove(id)?;
         let rank = e.job.priority.rank();
-        self.ready.remove(&(rank, e.seq, id.to_owned()));
+        self.remove_ready(&(rank, e.seq, id.to_owned()), &e.job.job_type);
         self.delayed
             .remove(&(ms(e.job.run_at), e.seq, id.to_owned()));
         if let Some(f) = e.job.finished_at {
