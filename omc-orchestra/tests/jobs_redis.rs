@@ -1,5 +1,6 @@
 //! The job queue contract against a real Redis, three schedulers on three connections
-//! to one Redis firing each cron tick once, and jobs stored in Redis that cannot be read.
+//! to one Redis firing each cron tick once, jobs stored in Redis that cannot be read, and
+//! waiting jobs stored by a version without the per-type wait sets.
 
 use omc_orchestra::jobs::{FetchRequest, JobQueue, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::jobs::{cron_fires_once_per_tick, round_clock, run_all, MakeQueue};
@@ -142,5 +143,90 @@ async fn an_unreadable_job_fails_alone_and_the_batch_is_delivered() {
         (stats.waiting, stats.active, stats.completed, stats.failed),
         (0, 0, 3, 2)
     );
+    store.delete_prefix().await.unwrap();
+}
+
+/// Waiting jobs queued by a version without the per-type sets (written here the way it
+/// wrote them: the job hash and `wait` only). A typed fetch finds the first of them
+/// through the old bounded scan while `maintain` is indexing them, and the last, beyond
+/// that scan, once `maintain` is through; an entry a type set holds but `wait` no longer
+/// does is dropped, not leased.
+#[tokio::test]
+async fn typed_fetch_finds_jobs_queued_before_the_type_sets() {
+    let store = store().await;
+    let queue = RedisJobQueue::new(
+        store.clone(),
+        "default",
+        Arc::new(round_clock()),
+        QueueOptions::default(),
+    )
+    .unwrap();
+    let wait = store.key("job", "default", "wait");
+    let cursor = store.key("job", "default", "waitidx");
+    let mut old: Vec<(String, &str)> = vec![("old-b1".into(), "inventory-sync")];
+    old.extend((0..1_200).map(|i| (format!("old-a{i}"), "report-generation")));
+    old.push(("old-b2".into(), "inventory-sync"));
+    old.push(("old-b3".into(), "inventory-sync"));
+    let mut conn = store.connection();
+    let mut pipe = redis::pipe();
+    for (n, (id, job_type)) in old.iter().enumerate() {
+        let score = format!("1{:013}", n + 1);
+        let key = store.key("job", "default", &format!("j:{id}"));
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(&[
+                ("id", id.as_str()),
+                ("type", job_type),
+                ("state", "waiting"),
+            ])
+            .arg(&[("att", "0"), ("j", r#"{"d":{},"p":1,"c":0}"#), ("ra", "0")])
+            .arg(&[("rp", "3 exponential 1000 0.2"), ("sc", score.as_str())])
+            .ignore();
+        pipe.cmd("ZADD").arg(&wait).arg(&score).arg(id).ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let mut request = FetchRequest::new("w", Duration::from_secs(30), 1);
+    request.types = vec!["inventory-sync".into()];
+    let fetch_ids = |batch: Vec<omc_orchestra::jobs::JobLease>| -> Vec<String> {
+        batch.into_iter().map(|l| l.job.id).collect()
+    };
+
+    assert_eq!(
+        fetch_ids(queue.fetch_batch(&request).await.unwrap()),
+        ["old-b1"]
+    );
+    let mut calls = 0;
+    loop {
+        let at: Option<String> = redis::cmd("GET")
+            .arg(&cursor)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if at.as_deref() == Some("done") {
+            break;
+        }
+        assert!(calls < 3, "indexing is not through after {calls} calls");
+        queue.maintain().await.unwrap();
+        calls += 1;
+    }
+
+    // What an older version's fetch leaves behind: gone from `wait`, still in the type set.
+    let _: () = redis::cmd("ZREM")
+        .arg(&wait)
+        .arg("old-b2")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_ids(queue.fetch_batch(&request).await.unwrap()),
+        ["old-b3"]
+    );
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(format!("{wait}:inventory-sync"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(queue.stats().await.unwrap().waiting, 1_200);
     store.delete_prefix().await.unwrap();
 }

@@ -5,6 +5,8 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:job:{queue}:wait` | zset | waiting ids, score `priority × 10¹³ + sequence` |
+//! | `{prefix}:job:{queue}:wait:{type}` | zset | the waiting ids of one job type, scored as in `wait` |
+//! | `{prefix}:job:{queue}:waitidx` | string | how far waiting jobs queued before the type sets are indexed: a `wait` score, or `done` |
 //! | `{prefix}:job:{queue}:delayed` | zset | delayed ids by run-at (ms) |
 //! | `{prefix}:job:{queue}:active` | zset | leased ids by lease end (ms) |
 //! | `{prefix}:job:{queue}:completed` | zset | by finish time; trimmed by count and age |
@@ -15,6 +17,15 @@
 //! | `{prefix}:job:{queue}:schedlast` | hash | schedule id → last fired tick (ms) |
 //! | `{prefix}:job:{queue}:j:{id}` | hash | one job (fields in `spec.rs`); deleted when trimmed or cancelled |
 //! | `{prefix}:job:{queue}:m:{minute}` | hash | per-minute figures; expire after an hour |
+//!
+//! A typed fetch reads the first entries of its types' sets, so jobs of other types waiting
+//! ahead cost it nothing. Scripts name a type set `WAIT .. ':' .. type` (and the cursor
+//! `WAIT .. 'idx'`): built from a declared key, so under the same hash tag. Each type set
+//! holds only waiting jobs, so it is bounded as `wait` is. Jobs left waiting by a version
+//! without type sets are indexed by `maintain`, 500 per call; until that is through, a
+//! typed fetch also scans the first 1,000 of `wait` as that version did. Such a version
+//! still running queues into `wait` only, so once the last of it has stopped, deleting
+//! `waitidx` has `maintain` index everything again.
 //!
 //! Every transition is one Lua script that gets the time from the injected clock as an
 //! argument, so a `ManualClock` drives Redis exactly as it drives memory.

@@ -77,11 +77,21 @@ local function flush()
   end
   pending_figures = {}
 end
+-- The waiting ids of one type, scored as in WAIT: what a typed fetch reads instead of
+-- scanning WAIT past every job of other types.
+local function tw(jtype) return WAIT .. ':' .. jtype end
 local function ready(id)
   local k = jk(id)
   if redis.call('EXISTS', k) == 0 then return end
   redis.call('HSET', k, 'state', 'waiting')
-  redis.call('ZADD', WAIT, redis.call('HGET', k, 'sc'), id)
+  local h = redis.call('HMGET', k, 'sc', 'type')
+  redis.call('ZADD', WAIT, h[1], id)
+  if h[2] then redis.call('ZADD', tw(h[2]), h[1], id) end
+end
+-- Take ids out of WAIT and out of their types' sets; `by_type` maps a type to its ids.
+local function unwait(ids, by_type)
+  chunked('ZREM', WAIT, ids)
+  for jtype, tids in pairs(by_type) do chunked('ZREM', tw(jtype), tids) end
 end
 local function unlock(id, k)
   local uk = redis.call('HGET', k, 'uk')
@@ -146,12 +156,79 @@ local function bury(id, k, field)
   finish(id, k, 'failed')
   bucket('f', 1)
 end
+-- Until the type sets hold every waiting job (`index_step` has gone through WAIT once),
+-- a typed fetch also scans the first 1000 of WAIT, as before the type sets, for jobs
+-- queued by an older version.
+local function indexed()
+  return redis.call('GET', WAIT .. 'idx') == 'done'
+end
+-- Index the next `limit` entries of WAIT (by score, after the cursor) in their types'
+-- sets; once through, mark the cursor done.
+local function index_step(limit)
+  local cursor = redis.call('GET', WAIT .. 'idx')
+  if cursor == 'done' then return end
+  local from = '-inf'
+  if cursor then from = '(' .. cursor end
+  local page = redis.call('ZRANGEBYSCORE', WAIT, from, '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #page, 2 do
+    local jtype = redis.call('HGET', jk(page[i]), 'type')
+    if jtype then redis.call('ZADD', tw(jtype), page[i + 1], page[i]) end
+  end
+  if #page < 2 * limit then redis.call('SET', WAIT .. 'idx', 'done')
+  else redis.call('SET', WAIT .. 'idx', page[#page]) end
+end
+-- The first `max` waiting ids of `types` (a list without repeats) in WAIT's order, as
+-- {score, id} pairs: the first `max` of each type's set, merged. An id a type set holds
+-- but WAIT does not (left by an older version) is dropped from the type set.
+local function typed_candidates(max, types)
+  local found, seen = {}, {}
+  local function add(score, id)
+    if seen[id] then return end
+    seen[id] = true
+    found[#found + 1] = {tonumber(score), id}
+  end
+  for _, jtype in ipairs(types) do
+    local key, from, n = tw(jtype), 0, 0
+    while n < max do
+      local page = redis.call('ZRANGE', key, from, from + max - 1)
+      local stale = {}
+      for _, id in ipairs(page) do
+        local score = redis.call('ZSCORE', WAIT, id)
+        if score then
+          add(score, id)
+          n = n + 1
+        else
+          stale[#stale + 1] = id
+        end
+      end
+      chunked('ZREM', key, stale)
+      if #page < max then break end
+      from = from + #page - #stale
+    end
+  end
+  if not indexed() then
+    local want = {}
+    for _, jtype in ipairs(types) do want[jtype] = true end
+    local page = redis.call('ZRANGE', WAIT, 0, 999, 'WITHSCORES')
+    local n = 0
+    for i = 1, #page, 2 do
+      if n >= max then break end
+      if want[redis.call('HGET', jk(page[i]), 'type')] then
+        add(page[i + 1], page[i])
+        n = n + 1
+      end
+    end
+  end
+  table.sort(found, function(a, b) return a[1] < b[1] end)
+  return found
+end
 -- Lease up to `max` waiting jobs (of the types from ARGV[first_type] on, if any), in
 -- queue order: one HMGET and one HSET per job; the sorted sets change once per call.
--- Each comes back as its `TAKEN` fields (attempts already counted, '' for a missing
--- one) and its id; its token is `tokbase .. id`, it started now and its lease ends
--- `leasems` from now. The answer is one JSON array of those rows ('' when none): one
--- value to hand back instead of nine per job.
+-- A typed fetch reads the types' own sets, so what waits ahead of other types costs
+-- nothing. Each comes back as its `TAKEN` fields (attempts already counted, '' for a
+-- missing one) and its id; its token is `tokbase .. id`, it started now and its lease
+-- ends `leasems` from now. The answer is one JSON array of those rows ('' when none):
+-- one value to hand back instead of nine per job.
 local function take(max, worker, tokbase, leasems, first_type)
   local out = {}
   if max <= 0 then return '' end
@@ -161,42 +238,62 @@ local function take(max, worker, tokbase, leasems, first_type)
     for i = first_type, #ARGV do types[ARGV[i]] = true end
   end
   local lu = fmt(NOW + leasems)
-  local gone, leased, waited, n = {}, {}, 0, 0
-  local from, width = 0, max
-  while from < 1000 do
-    if from + width > 1000 then width = 1000 - from end
-    local ids = redis.call('ZRANGE', WAIT, from, from + width - 1)
-    for _, id in ipairs(ids) do
-      local k = jk(id)
-      local row = redis.call('HMGET', k, unpack(TAKEN))
-      local bad = unreadable(row)
-      if bad then
-        gone[#gone + 1] = id
-        if redis.call('EXISTS', k) == 1 then bury(id, k, bad) end
-      elseif not types or types[row[1]] then
-        n = n + 1
-        local att = fmt(tonumber(row[4]) + 1)
-        redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
-          'tok', tokbase .. id)
-        row[4] = att
-        row[9] = id
-        for i = 1, 8 do
-          if not row[i] then row[i] = '' end
-        end
-        out[n] = row
-        gone[#gone + 1] = id
-        leased[2 * n - 1] = lu
-        leased[2 * n] = id
-        local wait = NOW - tonumber(row[5])
-        if wait > 0 then waited = waited + wait end
-        if n >= max then break end
+  local gone, gone_by_type, leased, waited, n = {}, {}, {}, 0, 0
+  -- Lease `id` if it can be read (and is of the types asked); true once `max` are taken.
+  local function consider(id)
+    local k = jk(id)
+    local row = redis.call('HMGET', k, unpack(TAKEN))
+    local bad = unreadable(row)
+    if not bad and types and not types[row[1]] then return false end
+    gone[#gone + 1] = id
+    if row[1] then
+      local same = gone_by_type[row[1]]
+      if not same then
+        same = {}
+        gone_by_type[row[1]] = same
       end
+      same[#same + 1] = id
     end
-    if n >= max or #ids < width then break end
-    from = from + width
-    width = width * 2
+    if bad then
+      if redis.call('EXISTS', k) == 1 then bury(id, k, bad) end
+      return false
+    end
+    n = n + 1
+    local att = fmt(tonumber(row[4]) + 1)
+    redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
+      'tok', tokbase .. id)
+    row[4] = att
+    row[9] = id
+    for i = 1, 8 do
+      if not row[i] then row[i] = '' end
+    end
+    out[n] = row
+    leased[2 * n - 1] = lu
+    leased[2 * n] = id
+    local wait = NOW - tonumber(row[5])
+    if wait > 0 then waited = waited + wait end
+    return n >= max
   end
-  chunked('ZREM', WAIT, gone)
+  if types then
+    local list = {}
+    for jtype in pairs(types) do list[#list + 1] = jtype end
+    for _, c in ipairs(typed_candidates(max, list)) do
+      if consider(c[2]) then break end
+    end
+  else
+    local from, width = 0, max
+    while from < 1000 do
+      if from + width > 1000 then width = 1000 - from end
+      local ids = redis.call('ZRANGE', WAIT, from, from + width - 1)
+      for _, id in ipairs(ids) do
+        if consider(id) then break end
+      end
+      if n >= max or #ids < width then break end
+      from = from + width
+      width = width * 2
+    end
+  end
+  unwait(gone, gone_by_type)
   chunked('ZADD', ACTIVE, leased)
   if n > 0 then bucket('s', n) end
   if waited > 0 then bucket('w', waited) end
@@ -249,8 +346,9 @@ local function completed()
 end
 -- The sequence, read once per call and written back by `enqueued`.
 local seq_at
--- (score, id) pairs for WAIT and DELAYED, added by `enqueued`.
-local to_wait, to_delay = {}, {}
+-- (score, id) pairs for WAIT and DELAYED, and for WAIT's type sets by type, added by
+-- `enqueued`.
+local to_wait, to_delay, to_wait_typed = {}, {}, {}
 local function enqueue(id, a)
   local uk = ARGV[a + 1]
   if uk ~= '' then
@@ -258,7 +356,12 @@ local function enqueue(id, a)
     if ex and redis.call('EXISTS', jk(ex)) == 1 then return ex, false end
   end
   if id ~= '' and redis.call('EXISTS', jk(id)) == 1 then return id, false end
-  if not seq_at then seq_at = tonumber(redis.call('GET', SEQ) or '0') end
+  if not seq_at then
+    local last = redis.call('GET', SEQ)
+    -- A queue's first job: nothing waits from before the type sets.
+    if not last then redis.call('SET', WAIT .. 'idx', 'done') end
+    seq_at = tonumber(last or '0')
+  end
   seq_at = seq_at + 1
   if id == '' then id = fmt(seq_at) end
   local ra = ARGV[a + 6]
@@ -280,6 +383,13 @@ local function enqueue(id, a)
   else
     to_wait[#to_wait + 1] = sc
     to_wait[#to_wait + 1] = id
+    local typed = to_wait_typed[ARGV[a + 2]]
+    if not typed then
+      typed = {}
+      to_wait_typed[ARGV[a + 2]] = typed
+    end
+    typed[#typed + 1] = sc
+    typed[#typed + 1] = id
   end
   return id, true
 end
@@ -287,8 +397,9 @@ end
 local function enqueued()
   if seq_at then redis.call('SET', SEQ, fmt(seq_at)) end
   chunked('ZADD', WAIT, to_wait)
+  for jtype, pairs_of in pairs(to_wait_typed) do chunked('ZADD', tw(jtype), pairs_of) end
   chunked('ZADD', DELAYED, to_delay)
-  to_wait, to_delay = {}, {}
+  to_wait, to_delay, to_wait_typed = {}, {}, {}
 end
 "#;
 
@@ -417,14 +528,18 @@ if state == 'active' then
   return {'ok', redis.call('HGETALL', k)}
 end
 for _, set in ipairs({WAIT, DELAYED, COMPLETED, FAILED}) do redis.call('ZREM', set, id) end
+local jtype = redis.call('HGET', k, 'type')
+if jtype then redis.call('ZREM', tw(jtype), id) end
 unlock(id, k)
 local job = redis.call('HGETALL', k)
 redis.call('DEL', k)
 return {'ok', job}
 "#;
 
+/// Also indexes the next 500 waiting jobs queued before the type sets (see `index_step`).
 pub(super) const MAINTAIN: &str = r#"
 local promoted, stalled = maintain(1000)
+index_step(500)
 return {promoted, stalled, trim_all()}
 "#;
 
