@@ -91,6 +91,28 @@ pub async fn fetch_by_type(make: &MakeQueue) {
     assert_eq!(got[0].job.id, want.id);
 }
 
+/// A typed fetch finds the oldest ready job of its types however many jobs of other
+/// types wait ahead of it.
+pub async fn typed_fetch_ignores_what_waits_ahead(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    for _ in 0..5_000 {
+        queue
+            .enqueue(job("report-generation", JobPriority::High))
+            .await
+            .unwrap();
+    }
+    let want = queue
+        .enqueue(job("inventory-sync", JobPriority::Background))
+        .await
+        .unwrap();
+    let mut request = FetchRequest::new("w", LEASE, 1);
+    request.types = vec!["inventory-sync".into()];
+    let got = queue.fetch_batch(&request).await.unwrap();
+    let got: Vec<&str> = got.iter().map(|l| l.job.id.as_str()).collect();
+    assert_eq!(got, [want.id.as_str()]);
+    assert_eq!(queue.stats().await.unwrap().waiting, 5_000);
+}
+
 /// A delayed job (or one with a run-at time) runs no earlier than asked.
 pub async fn delay_and_run_at(make: &MakeQueue) {
     let (queue, clock) = fresh(make).await;
@@ -365,6 +387,7 @@ pub async fn trimming(make: &MakeQueue) {
 pub async fn run_all(make: MakeQueue) {
     priority_order(&make).await;
     fetch_by_type(&make).await;
+    typed_fetch_ignores_what_waits_ahead(&make).await;
     delay_and_run_at(&make).await;
     backoff_times(&make).await;
     lease_expiry_reruns_once(&make).await;
