@@ -68,8 +68,16 @@ impl Inner {
             args.push(job.id.clone().unwrap_or_default());
             args.extend(super::spec::job_args(job, now_ms)?);
         }
-        let rows: Vec<Value> =
-            redis::from_redis_value(self.run_at(now_ms, &self.scripts.enqueue, &args).await?)?;
+        // A job with an id or a unique key is found by a second send and not stored
+        // twice; a batch holding one without either is sent once (the script numbers
+        // such jobs itself, so a resend after a timeout would store them again).
+        let resendable = jobs
+            .iter()
+            .all(|job| job.id.is_some() || job.unique_key.is_some());
+        let reply = self
+            .invoke(now_ms, &self.scripts.enqueue, &args, resendable)
+            .await?;
+        let rows: Vec<Value> = redis::from_redis_value(reply)?;
         rows.into_iter()
             .zip(jobs)
             .map(|(reply, new)| match reply {

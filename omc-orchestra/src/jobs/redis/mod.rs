@@ -145,8 +145,21 @@ impl Inner {
         self.run_at(self.clock.now_ms(), script, args).await
     }
 
-    /// Run `script` as of `now_ms`.
+    /// Run `script` as of `now_ms`, again after a timeout or a dropped connection: for
+    /// scripts that do nothing twice when run twice.
     async fn run_at(&self, now_ms: i64, script: &Script, args: &[String]) -> Result<Value> {
+        self.invoke(now_ms, script, args, true).await
+    }
+
+    /// Run `script` as of `now_ms`; when not `resendable`, a call whose outcome is
+    /// unknown (a timeout) is not sent again (see `RedisStore::once`).
+    async fn invoke(
+        &self,
+        now_ms: i64,
+        script: &Script,
+        args: &[String],
+        resendable: bool,
+    ) -> Result<Value> {
         let lead = [
             now_ms.to_string(),
             self.job_base.clone(),
@@ -156,18 +169,21 @@ impl Inner {
             self.options.keep_failed.to_string(),
             ms(self.options.failed_max_age),
         ];
-        self.store
-            .retry(|mut conn| {
-                let mut invocation = script.prepare_invoke();
-                for key in &self.keys {
-                    invocation.key(key);
-                }
-                for arg in lead.iter().chain(args) {
-                    invocation.arg(arg);
-                }
-                async move { invocation.invoke_async::<Value>(&mut conn).await }
-            })
-            .await
+        let call = |mut conn: redis::aio::ConnectionManager| {
+            let mut invocation = script.prepare_invoke();
+            for key in &self.keys {
+                invocation.key(key);
+            }
+            for arg in lead.iter().chain(args) {
+                invocation.arg(arg);
+            }
+            async move { invocation.invoke_async::<Value>(&mut conn).await }
+        };
+        if resendable {
+            self.store.retry(call).await
+        } else {
+            self.store.once(call).await
+        }
     }
 
     /// The fetch arguments of `request` (appended to `args`), and what reading the
