@@ -14,11 +14,6 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// A timer for `wait` from now.
-    pub(crate) fn after(wait: Duration) -> Self {
-        Self::at(Instant::now() + wait)
-    }
-
     /// A timer for `at`.
     pub(crate) fn at(at: Instant) -> Self {
         Self {
@@ -27,9 +22,21 @@ impl Deadline {
         }
     }
 
-    /// The deadline is `wait` from now.
-    pub(crate) fn set(&mut self, wait: Duration) {
-        self.set_at(Instant::now() + wait);
+    /// The timer in `slot`, its deadline `wait` from now; made there at the first wait
+    /// that needs one, so that a connection that never waits has no timer at all.
+    pub(crate) fn arm(slot: &mut Option<Self>, wait: Duration) -> &mut Self {
+        Self::arm_at(slot, Instant::now() + wait)
+    }
+
+    /// The timer in `slot`, its deadline `at` (made there if need be, as by [`Self::arm`]).
+    pub(crate) fn arm_at(slot: &mut Option<Self>, at: Instant) -> &mut Self {
+        match slot {
+            Some(timer) => {
+                timer.set_at(at);
+                timer
+            }
+            None => slot.insert(Self::at(at)),
+        }
     }
 
     /// The deadline is `at`.
@@ -65,25 +72,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_timer_follows_later_and_earlier_deadlines() {
         let second = Duration::from_secs(1);
-        let mut timer = Deadline::after(10 * second);
+        let in_ = |wait: Duration| Instant::now() + wait;
+        let mut timer = Deadline::at(in_(10 * second));
         // A later deadline is only noted: the timer fires at 10 s, then sleeps on.
-        timer.set(20 * second);
+        timer.set_at(in_(20 * second));
         tokio::time::advance(15 * second).await;
         assert!(!passed(&mut timer));
         tokio::time::advance(5 * second).await;
         assert!(passed(&mut timer));
         // An earlier deadline than the one armed moves the timer forward.
-        timer.set(60 * second);
-        timer.set(5 * second);
+        timer.set_at(in_(60 * second));
+        timer.set_at(in_(5 * second));
         tokio::time::advance(4 * second).await;
         assert!(!passed(&mut timer));
         tokio::time::advance(second).await;
         assert!(passed(&mut timer));
         // A deadline set at a given instant, after the timer fired: it sleeps on to it.
-        timer.set_at(Instant::now() + 3 * second);
+        timer.set_at(in_(3 * second));
         tokio::time::advance(2 * second).await;
         assert!(!passed(&mut timer));
         tokio::time::advance(second).await;
         assert!(passed(&mut timer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_gets_its_timer_at_the_first_arming() {
+        let second = Duration::from_secs(1);
+        let mut slot = None;
+        assert!(!passed(Deadline::arm(&mut slot, 2 * second)));
+        tokio::time::advance(2 * second).await;
+        assert!(passed(slot.as_mut().expect("armed")));
+        // Armed again, the same timer waits anew.
+        assert!(!passed(Deadline::arm(&mut slot, second)));
+        tokio::time::advance(second).await;
+        assert!(passed(slot.as_mut().expect("armed")));
     }
 }

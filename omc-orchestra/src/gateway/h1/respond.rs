@@ -1,6 +1,6 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, Answer, WireHeaders, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
 use crate::gateway::{full_body, GatewayBody};
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -8,8 +8,8 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 
 pub(super) fn internal_error() -> Response<GatewayBody> {
@@ -23,15 +23,62 @@ pub(super) fn internal_error() -> Response<GatewayBody> {
     response
 }
 
+/// Where an answer goes: the client's socket, the bytes not yet written, and the
+/// connection's one timer, which bounds each pause of a client that stops reading.
+pub(super) struct ToClient<'a> {
+    pub(super) stream: &'a mut TcpStream,
+    pub(super) out: &'a mut Vec<u8>,
+    pub(super) timer: &'a mut Option<Deadline>,
+    /// Longest the client may take no byte of the answer.
+    pub(super) idle: Duration,
+}
+
+impl ToClient<'_> {
+    /// Write the pending bytes and forget them. Bytes the socket takes at once cost no
+    /// timer; a write that must wait arms the timer for `idle`, afresh after each write
+    /// that took bytes: a client reading a long answer slowly keeps it, one that stopped
+    /// reading loses it (`TimedOut`).
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut pending = &self.out[..];
+        let mut progressed = true;
+        while !pending.is_empty() {
+            match self.stream.try_write(pending) {
+                Ok(n) => {
+                    pending = &pending[n..];
+                    progressed = true;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if progressed {
+                        Deadline::arm(self.timer, self.idle);
+                        progressed = false;
+                    }
+                    // Armed above, at the first wait.
+                    let Some(timer) = self.timer.as_mut() else {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    };
+                    tokio::select! {
+                        biased;
+                        ready = self.stream.writable() => ready?,
+                        () = timer.passed() => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+}
+
 /// Write `answer`: its head and what of its body is ready in one write, the rest as it
 /// comes. A body of unknown length goes chunked.
 pub(super) async fn write_response(
-    stream: &mut TcpStream,
-    out: &mut Vec<u8>,
+    mut client: ToClient<'_>,
     answer: Answer,
     head_request: bool,
     close: bool,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
+    let out = &mut *client.out;
     let (parts, mut body) = answer.response.into_parts();
     let status = parts.status;
     let bodiless = head_request
@@ -75,18 +122,18 @@ pub(super) async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
-        return stream.write_all(out).await;
+        return client.flush().await;
     }
     loop {
         // What is ready now joins the pending bytes; only a wait flushes them.
         let frame = match body.frame().now_or_never() {
             Some(frame) => frame,
             None => {
-                stream.write_all(out).await?;
-                out.clear();
+                client.flush().await?;
                 body.frame().await
             }
         };
+        let out = &mut *client.out;
         match frame {
             None => break,
             Some(Ok(frame)) => {
@@ -102,22 +149,21 @@ pub(super) async fn write_response(
                         out.extend_from_slice(b"\r\n");
                     }
                     if out.len() >= BODY_IN_ONE_WRITE {
-                        stream.write_all(out).await?;
-                        out.clear();
+                        client.flush().await?;
                     }
                 }
             }
             Some(Err(err)) => {
                 // The answer broke off: what was sent stands, the connection closes.
-                stream.write_all(out).await?;
-                return Err(std::io::Error::other(err));
+                client.flush().await?;
+                return Err(io::Error::other(err));
             }
         }
     }
     if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
+        client.out.extend_from_slice(b"0\r\n\r\n");
     }
-    stream.write_all(out).await
+    client.flush().await
 }
 
 thread_local! {

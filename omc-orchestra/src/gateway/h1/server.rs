@@ -1,6 +1,7 @@
 //! The client half of the hot path: one connection's requests, read, served and answered
 //! in the connection's own task.
 
+use super::respond::{internal_error, write_response, ToClient};
 use super::{
     field, read_more, shared_headers, Answer, Deadline, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD,
 };
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What serves the requests of a lane.
 pub trait LaneService: Send + Sync + 'static {
@@ -43,15 +45,19 @@ pub trait LaneService: Send + Sync + 'static {
 }
 
 /// Limits of a lane's connections.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct LaneOptions {
     /// Request bodies up to this size are read whole before the request is served;
     /// larger ones (and chunked ones) are streamed by the fallback.
     pub max_buffered_body: usize,
     /// An idle keep-alive connection is closed after this long.
     pub keep_alive: Duration,
-    /// Time allowed to receive a request head (and a buffered body) once it started.
-    pub read_timeout: Duration,
+    /// One deadline for a whole request head, from its first bytes, however slowly the
+    /// rest comes.
+    pub head_timeout: Duration,
+    /// Longest pause while a request body is read, or while a client that stops reading
+    /// takes no byte of its answer.
+    pub idle_timeout: Duration,
 }
 
 impl Default for LaneOptions {
@@ -59,7 +65,8 @@ impl Default for LaneOptions {
         Self {
             max_buffered_body: BODY_IN_ONE_WRITE,
             keep_alive: Duration::from_secs(75),
-            read_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -227,6 +234,9 @@ pub async fn serve_lane<S: LaneService>(
         if *stop.borrow() {
             return;
         }
+        // The head's deadline, fixed at its first wait: reads that each bring a byte do
+        // not push it back, so a client dribbling a head loses the connection on time.
+        let mut head_deadline: Option<Instant> = None;
         let taken = loop {
             match parse(&buf, &options) {
                 Parsed::Taken(taken) => break taken,
@@ -237,11 +247,6 @@ pub async fn serve_lane<S: LaneService>(
                 Parsed::Partial => {}
             }
             let idle = buf.is_empty();
-            let wait = if idle {
-                options.keep_alive
-            } else {
-                options.read_timeout
-            };
             // Bytes that are there already need no timer.
             let read = read_more(&mut stream, &mut buf);
             tokio::pin!(read);
@@ -251,15 +256,20 @@ pub async fn serve_lane<S: LaneService>(
                     _ => return,
                 }
             }
-            let timer = timer.get_or_insert_with(|| Deadline::after(wait));
-            timer.set(wait);
+            let deadline = if idle {
+                Deadline::arm(&mut timer, options.keep_alive)
+            } else {
+                let at =
+                    *head_deadline.get_or_insert_with(|| Instant::now() + options.head_timeout);
+                Deadline::arm_at(&mut timer, at)
+            };
             tokio::select! {
                 biased;
                 read = read => match read {
                     Ok(n) if n > 0 => {}
                     _ => return,
                 },
-                () = timer.passed() => return,
+                () = deadline.passed() => return,
                 _ = stop.changed(), if idle => return,
             }
         };
@@ -276,18 +286,16 @@ pub async fn serve_lane<S: LaneService>(
                     .await;
             }
         };
-        if buf.len() < body_len {
-            let timer = timer.get_or_insert_with(|| Deadline::after(options.read_timeout));
-            timer.set(options.read_timeout);
-            while buf.len() < body_len {
-                tokio::select! {
-                    biased;
-                    read = read_more(&mut stream, &mut buf) => match read {
-                        Ok(n) if n > 0 => {}
-                        _ => return,
-                    },
-                    () = timer.passed() => return,
-                }
+        while buf.len() < body_len {
+            // An idle deadline, afresh after each read that brought bytes.
+            let deadline = Deadline::arm(&mut timer, options.idle_timeout);
+            tokio::select! {
+                biased;
+                read = read_more(&mut stream, &mut buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                },
+                () = deadline.passed() => return,
             }
         }
         let body = if body_len == 0 {
@@ -306,18 +314,24 @@ pub async fn serve_lane<S: LaneService>(
                 service.served(&answer, &info);
                 answer
             }
-            Err(_) => super::respond::internal_error().into(),
+            Err(_) => internal_error().into(),
         };
         out.clear();
-        if super::respond::write_response(&mut stream, &mut out, answer, head, close)
-            .await
-            .is_err()
-            || close
-        {
+        let client = ToClient {
+            stream: &mut stream,
+            out: &mut out,
+            timer: &mut timer,
+            idle: options.idle_timeout,
+        };
+        if write_response(client, answer, head, close).await.is_err() || close {
             return;
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_deadline_tests.rs"]
+mod deadline_tests;
 
 #[cfg(test)]
 mod tests {
