@@ -191,6 +191,7 @@ impl App {
                         state,
                         router,
                         stopped.clone(),
+                        config.connections,
                     ))
                 }
                 None => tokio::spawn(crate::http::serve::serve(

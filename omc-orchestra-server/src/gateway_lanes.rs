@@ -6,11 +6,16 @@
 //! ([`omc_orchestra::gateway::h1`]); a connection whose request the lane does not take
 //! (the gateway's own routes, upgrades, CORS, streamed bodies) is handed to the full
 //! router, with the shared stack, on the same thread.
+//!
+//! Both paths apply the port's [`ConnectionLimits`]: a deadline for a request head, an
+//! idle deadline for request bodies and for writes to a client that stops reading, and
+//! a keep-alive deadline.
 
+use crate::config::ConnectionLimits;
 use crate::gateway_api::GatewayState;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use omc_orchestra::gateway::h1::{serve_lane, Answer, LaneOptions, LaneService, Rewind};
 use omc_orchestra::gateway::{GatewayBody, ProxyInfo};
 use std::net::SocketAddr;
@@ -20,7 +25,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
+
+mod idle_body;
+
+use idle_body::IdleBody;
 
 /// Paths the gateway answers itself (and `/gateway/...`): never proxied.
 pub const OWN_PATHS: [&str; 4] = ["/health", "/health/ready", "/openapi.json", "/metrics"];
@@ -34,6 +44,7 @@ struct GatewayLane {
     state: GatewayState,
     router: Router,
     stopped: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 }
 
 impl LaneService for GatewayLane {
@@ -57,13 +68,23 @@ impl LaneService for GatewayLane {
 
     async fn fallback(&self, io: Rewind, peer: SocketAddr) {
         let router = self.router.clone();
+        let idle = self.limits.idle_timeout;
         let service =
             hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let req = req.map(|body| axum::body::Body::new(IdleBody::new(body, idle)));
+                router.clone().oneshot(req)
             });
+        // Only writes are timed: a read deadline would also cut idle upgraded
+        // connections. A write that does not block costs no timer.
+        let mut io = TimeoutStream::new(io);
+        io.set_write_timeout(Some(idle));
         let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(io), service)
+            .timer(TokioTimer::new())
+            // hyper starts this deadline as it waits for a head, so it also bounds an
+            // idle keep-alive connection.
+            .header_read_timeout(self.limits.head_timeout)
+            .serve_connection(TokioIo::new(Box::pin(io)), service)
             .with_upgrades();
         tokio::pin!(connection);
         let mut stopped = self.stopped.clone();
@@ -93,15 +114,23 @@ pub async fn serve(
     state: GatewayState,
     router: Router,
     mut stopped: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
+    let options = LaneOptions {
+        keep_alive: limits.keep_alive,
+        head_timeout: limits.head_timeout,
+        idle_timeout: limits.idle_timeout,
+        ..LaneOptions::default()
+    };
     let lane = Arc::new(GatewayLane {
         state,
         router,
         stopped: stopped.clone(),
+        limits,
     });
     let loads: Loads = Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
     let mut done = Vec::new();
@@ -113,7 +142,7 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("gateway-{index}"))
             .spawn(move || {
-                let _ = finished.send(run_thread(incoming, lane, (index, loads)));
+                let _ = finished.send(run_thread(incoming, lane, options, (index, loads)));
             })?;
         done.push(on_finish);
         lanes.push(handoff);
@@ -162,6 +191,7 @@ type Incoming = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
 fn run_thread(
     mut incoming: Incoming,
     lane: Arc<GatewayLane>,
+    options: LaneOptions,
     (index, loads): (usize, Loads),
 ) -> std::io::Result<()> {
     // The thread's connections wait on a stop signal of its own, which no other thread
@@ -191,7 +221,7 @@ fn run_thread(
                     Some((stream, peer)) => match TcpStream::from_std(stream) {
                         Ok(stream) => {
                             let (lane, stopped) = (lane.clone(), local_stopped.clone());
-                            connections.spawn(serve_lane(lane, stream, peer, LaneOptions::default(), stopped));
+                            connections.spawn(serve_lane(lane, stream, peer, options, stopped));
                         }
                         Err(err) => {
                             loads[index].fetch_sub(1, Ordering::Relaxed);
@@ -212,7 +242,10 @@ fn run_thread(
                 loads[index].fetch_sub(1, Ordering::Relaxed);
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
             connections.abort_all();
         }
         tick.abort();
