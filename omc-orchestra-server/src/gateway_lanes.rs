@@ -8,8 +8,9 @@
 //! router, with the shared stack, on the same thread.
 //!
 //! Both paths apply the port's [`ConnectionLimits`]: a deadline for a request head, an
-//! idle deadline for request bodies and for writes to a client that stops reading, and
-//! a keep-alive deadline.
+//! idle deadline for request bodies and for writes to a client that stops reading, a
+//! keep-alive deadline, and a cap on open connections, past which new ones wait in the
+//! listen backlog.
 
 use crate::config::ConnectionLimits;
 use crate::gateway_api::GatewayState;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
@@ -107,7 +108,9 @@ impl LaneService for GatewayLane {
 /// `stopped` turns true; returns when every thread has finished its connections.
 ///
 /// This task accepts and hands each connection to the thread with the fewest open
-/// ones, so that keep-alive connections opened together spread evenly.
+/// ones, so that keep-alive connections opened together spread evenly. It accepts no
+/// more than `limits.max_connections` open connections: past that, new ones wait in
+/// the listen backlog until one closes.
 pub async fn serve(
     listener: TcpListener,
     workers: usize,
@@ -147,22 +150,46 @@ pub async fn serve(
         done.push(on_finish);
         lanes.push(handoff);
     }
+    // A permit per open connection, taken before accepting it: at the cap, the accept
+    // waits and the kernel's backlog holds the newcomers.
+    // Clamped: a semaphore panics past its most permits, and no port gets near them.
+    let open = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let mut refusals = Refusals::default();
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    refusals.ended();
                     // Answers are written whole: send them at once.
                     let _ = stream.set_nodelay(true);
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "the gateway cannot hand a connection over");
+                            continue;
+                        }
+                    };
                     let least = (0..workers)
                         .min_by_key(|&i| loads[i].load(Ordering::Relaxed))
                         .unwrap_or(0);
                     loads[least].fetch_add(1, Ordering::Relaxed);
-                    let _ = lanes[least].send((stream.into_std()?, peer));
+                    let _ = lanes[least].send((stream, peer, permit));
                 }
                 Err(err) => {
-                    // Out of file descriptors, most likely: let some connections end.
-                    tracing::warn!(error = %err, "the gateway cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let pause = refusals.failed(&err);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+                    }
                 }
             },
             () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
@@ -179,14 +206,49 @@ pub async fn serve(
     Ok(())
 }
 
+/// A run of failed accepts (out of file descriptors, most likely, which only closing
+/// connections cures): logged once when it starts and once when it ends, with a pause
+/// between tries that doubles up to a second, so the loop neither spins nor floods the
+/// log.
+#[derive(Debug, Default)]
+struct Refusals {
+    count: u64,
+    pause: Duration,
+}
+
+impl Refusals {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    /// Note a failed accept; how long to wait before the next.
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        if self.count == 0 {
+            tracing::warn!(error = %err, "the gateway cannot accept connections; retrying");
+            self.pause = Self::FIRST_PAUSE;
+        } else {
+            self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+        }
+        self.count += 1;
+        self.pause
+    }
+
+    /// Note an accepted connection, which ends a run of failures.
+    fn ended(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failed = self.count, "the gateway accepts connections again");
+            self.count = 0;
+        }
+    }
+}
+
 /// How often a serving thread's timer ticks (see `run_thread`).
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
 /// Open connections per thread.
 type Loads = Arc<Vec<AtomicUsize>>;
 
-/// Connections handed to a thread, with their peers.
-type Incoming = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+/// Connections handed to a thread, with their peers and their places under the cap.
+type Incoming = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr, OwnedSemaphorePermit)>;
 
 fn run_thread(
     mut incoming: Incoming,
@@ -218,10 +280,14 @@ fn run_thread(
         loop {
             tokio::select! {
                 handed = incoming.recv() => match handed {
-                    Some((stream, peer)) => match TcpStream::from_std(stream) {
+                    Some((stream, peer, permit)) => match TcpStream::from_std(stream) {
                         Ok(stream) => {
                             let (lane, stopped) = (lane.clone(), local_stopped.clone());
-                            connections.spawn(serve_lane(lane, stream, peer, options, stopped));
+                            connections.spawn(async move {
+                                serve_lane(lane, stream, peer, options, stopped).await;
+                                // The connection's place goes back once it is closed.
+                                drop(permit);
+                            });
                         }
                         Err(err) => {
                             loads[index].fetch_sub(1, Ordering::Relaxed);
@@ -251,4 +317,21 @@ fn run_thread(
         tick.abort();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_back_off_up_to_a_second_and_start_over() {
+        let mut refusals = Refusals::default();
+        let err = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..10).map(|_| refusals.failed(&err)).collect();
+        assert_eq!(pauses[0], Refusals::FIRST_PAUSE);
+        assert_eq!(pauses[1], 2 * Refusals::FIRST_PAUSE);
+        assert_eq!(pauses[9], Refusals::LONGEST_PAUSE);
+        refusals.ended();
+        assert_eq!(refusals.failed(&err), Refusals::FIRST_PAUSE);
+    }
 }
