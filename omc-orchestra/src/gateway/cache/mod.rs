@@ -28,6 +28,9 @@ use std::time::Duration;
 pub struct CacheConfig {
     /// Most entries kept.
     pub max_entries: usize,
+    /// Most bytes the in-process store keeps (bodies, headers and keys), 64 MiB: the
+    /// least recently used entries go first past it.
+    pub max_bytes: usize,
     /// Largest body cached, in bytes (bigger answers stream through uncached).
     pub max_entry_bytes: usize,
     /// Share entries through Redis when the server has one (else in process).
@@ -38,6 +41,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             redis: true,
         }
