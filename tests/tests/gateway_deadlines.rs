@@ -264,3 +264,34 @@ async fn a_client_that_stops_reading_a_large_answer_is_dropped() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_or_breaks_off_is_the_clients_fault_not_the_upstreams() {
+    let (app, addr) = gateway(limits(100)).await;
+    // Large bodies, so the gateway streams them upstream as they come.
+    for _ in 0..3 {
+        let mut stalled = TcpStream::connect(&addr).await.unwrap();
+        let head = "POST /api/slow/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1048576\r\n\r\n";
+        stalled.write_all(head.as_bytes()).await.unwrap();
+        stalled.write_all(&vec![b'x'; 100_000]).await.unwrap();
+        let received = until_closed(&mut stalled).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408"), "a stalled body: {text}");
+
+        let mut broken = TcpStream::connect(&addr).await.unwrap();
+        broken.write_all(head.as_bytes()).await.unwrap();
+        broken.write_all(&vec![b'x'; 100_000]).await.unwrap();
+        drop(broken);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Six failed bodies, more than the five consecutive failures that open a breaker:
+    // the upstream's breaker heard of none of them.
+    let url = format!("http://{addr}/gateway/breakers");
+    let breakers: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    for breaker in breakers.as_array().unwrap() {
+        assert_eq!(breaker["consecutiveFailures"], 0, "{breaker}");
+        assert_eq!(breaker["windowFailures"], 0, "{breaker}");
+        assert_eq!(breaker["phase"], "closed", "{breaker}");
+    }
+    app.shutdown().await;
+}

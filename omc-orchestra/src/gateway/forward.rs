@@ -260,6 +260,30 @@ impl Gateway {
                 self.breakers.record(service, &target.0.id, ok, target.1);
                 (answer, ok)
             }
+            // The client's body broke off or stalled: the client's fault, not the
+            // upstream's, so the breaker does not hear of it.
+            Err(UpstreamError::Body(err)) => {
+                tracing::debug!(error = %err, "the request body failed on its way upstream");
+                // The idle deadline's error may come wrapped by the layers the body
+                // went through: look down the chain of sources.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+                let mut stalled = false;
+                while let Some(error) = cause {
+                    let timed_out = error
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                    stalled |= timed_out;
+                    cause = error.source();
+                }
+                let answer = if stalled {
+                    let message = "the request body stalled past the idle deadline";
+                    error(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+                } else {
+                    let message = "the request body broke off before its end";
+                    error(StatusCode::BAD_REQUEST, "bad_request", message)
+                };
+                (answer.into(), false)
+            }
             Err(UpstreamError::TimedOut) => {
                 self.breakers.record(service, &target.0.id, false, target.1);
                 let message = format!(
