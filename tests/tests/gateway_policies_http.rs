@@ -219,6 +219,10 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     for climbing in [
         "/api/accounts-service/../../secure/me",
         "/api/accounts-service/%2e%2e/%2E%2E/secure/me",
+        // Nor can another spelling of the route's prefix miss it.
+        "/%73ecure/me",
+        "//secure/me",
+        "/secure//me",
     ] {
         let (status, body) = raw_get(&base, climbing).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{climbing}: {body}");
@@ -226,6 +230,12 @@ async fn jwt_routes_accept_valid_and_reject_expired_or_forged_tokens() {
     let (status, body) = raw_get(&base, "/api/accounts-service/a/./b/%2e%2e/me").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["path"], "/a/me");
+    let (status, body) = raw_get(&base, "/api//accounts-service/%61//me").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["path"], "/a/me");
+    let (status, body) = raw_get(&base, "/api/accounts-service/a%zz").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["details"][0]["field"], "path", "{body}");
 
     // The gateway's own endpoints need an admin service token when JWT_SECRET is set.
     let breakers = format!("{base}/gateway/breakers");

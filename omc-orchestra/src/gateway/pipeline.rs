@@ -15,7 +15,7 @@ use super::proxy::Target;
 use super::ratelimit::{Limit, RateDecision, RateLimitStore, RateLimiter, Window};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
-use super::routes::{without_dot_segments, RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
+use super::routes::{normalized_path, RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
 use super::trace::next_traceparent;
 use super::view::ServiceView;
 use super::GatewayBody;
@@ -266,8 +266,12 @@ impl Gateway {
         let method = parts.method.clone();
         // Shares the request's bytes (no copy of the path).
         let uri = parts.uri.clone();
-        // Routed and sent upstream without dot-segments (see `without_dot_segments`).
-        let resolved = without_dot_segments(uri.path());
+        // Routed and sent upstream normalised (see `normalized_path`); a path that does
+        // not normalise is answered 400 below.
+        let (resolved, unnormal) = match normalized_path(uri.path()) {
+            Ok(normal) => (normal, None),
+            Err(reason) => (std::borrow::Cow::Borrowed(uri.path()), Some(reason)),
+        };
         let path = &*resolved;
         // The caller's id when the caller is trusted and the id printable and short,
         // else a new one; one header value serves the upstream request and the answer.
@@ -298,6 +302,9 @@ impl Gateway {
             if parts.version == http::Version::HTTP_11 && (unnamed || facts.hosts > 1) {
                 let reason = "an HTTP/1.1 request needs exactly one Host header";
                 break 'route invalid("host", reason).into();
+            }
+            if let Some(reason) = unnormal {
+                break 'route invalid("path", reason).into();
             }
             let Some(mut matched) = dynamic.routes.find(path) else {
                 let message = format!("no route for {path}");
