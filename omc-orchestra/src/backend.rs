@@ -278,34 +278,37 @@ mod redis_store {
         /// Run `op` on the shared connection, again after a dropped connection or a
         /// timeout (the connection manager reconnects in between), up to a few times: for
         /// reads and for writes that are idempotent (see [`RedisStore::once`]).
-        pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+        pub async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
         where
             F: FnMut(ConnectionManager) -> Fut,
             Fut: Future<Output = redis::RedisResult<T>>,
         {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match op(self.connection.clone()).await {
-                    Ok(value) => return Ok(value),
-                    Err(err)
-                        if attempt < ATTEMPTS
-                            && (err.is_io_error()
-                                || err.is_connection_dropped()
-                                || err.is_timeout()) =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
+            self.attempts(op, |err| {
+                err.is_io_error() || err.is_connection_dropped() || err.is_timeout()
+            })
+            .await
         }
 
         /// Run `op` on the shared connection, again only when the connection refused it
         /// (so it never reached Redis). For writes without an idempotency key: after a
         /// timeout or a connection dropped mid-call Redis may have done the write, and
         /// sending it again could store it twice, so the caller gets the error instead.
-        pub async fn once<T, F, Fut>(&self, mut op: F) -> Result<T>
+        pub async fn once<T, F, Fut>(&self, op: F) -> Result<T>
+        where
+            F: FnMut(ConnectionManager) -> Fut,
+            Fut: Future<Output = redis::RedisResult<T>>,
+        {
+            self.attempts(op, redis::RedisError::is_connection_refusal)
+                .await
+        }
+
+        /// Run `op`, again (up to a few times, backing off) after an error `again` says
+        /// may be sent again.
+        async fn attempts<T, F, Fut>(
+            &self,
+            mut op: F,
+            again: impl Fn(&redis::RedisError) -> bool,
+        ) -> Result<T>
         where
             F: FnMut(ConnectionManager) -> Fut,
             Fut: Future<Output = redis::RedisResult<T>>,
@@ -315,7 +318,7 @@ mod redis_store {
                 attempt += 1;
                 match op(self.connection.clone()).await {
                     Ok(value) => return Ok(value),
-                    Err(err) if attempt < ATTEMPTS && err.is_connection_refusal() => {
+                    Err(err) if attempt < ATTEMPTS && again(&err) => {
                         tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
                     }
                     Err(err) => return Err(err.into()),
