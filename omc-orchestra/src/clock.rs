@@ -13,6 +13,14 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now_ms(&self) -> i64 {
         self.now().timestamp_millis()
     }
+
+    /// Whether a backend with a clock of its own (Redis) decides expiry, leases and delays
+    /// by that clock instead of this one: true for any clock that reads the time of a
+    /// machine, since machines disagree and a lease must mean the same to every worker. A
+    /// clock a test drives answers false, so it drives Redis exactly as it drives memory.
+    fn defers_to_backend(&self) -> bool {
+        true
+    }
 }
 
 /// A shared clock handle.
@@ -71,6 +79,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock()
+    }
+
+    /// The test moves time, so Redis takes it from here too.
+    fn defers_to_backend(&self) -> bool {
+        false
     }
 }
 

@@ -66,7 +66,7 @@ impl Inner {
         args.push(jobs.len().to_string());
         for job in jobs {
             args.push(job.id.clone().unwrap_or_default());
-            args.extend(super::spec::job_args(job, now_ms)?);
+            args.extend(super::spec::job_args(job, now_ms, self.backend_time)?);
         }
         // A job with an id or a unique key is found by a second send and not stored
         // twice; a batch holding one without either is sent once (the script numbers

@@ -27,8 +27,11 @@
 //! still running queues into `wait` only, so once the last of it has stopped, deleting
 //! `waitidx` has `maintain` index everything again.
 //!
-//! Every transition is one Lua script that gets the time from the injected clock as an
-//! argument, so a `ManualClock` drives Redis exactly as it drives memory.
+//! Every transition is one Lua script. Leases, delays and expiry are decided on Redis's
+//! clock (`TIME` inside the script), so a worker whose host clock runs fast or slow
+//! requeues or runs nothing early; the times a caller gets back are moved onto its own
+//! clock. A clock a test drives (`ManualClock`, see `Clock::defers_to_backend`) is sent
+//! along instead, so it drives Redis exactly as it drives memory.
 //!
 //! A job whose stored hash cannot be read (written by hand, or by another version) is
 //! failed alone when a fetch comes to it, with `cannot read the stored job: …` as its
@@ -75,6 +78,8 @@ struct Inner {
     metrics_base: String,
     scripts: Scripts,
     clock: SharedClock,
+    /// Whether scripts read Redis's clock rather than `clock` (see the module docs).
+    backend_time: bool,
     options: QueueOptions,
 }
 
@@ -130,6 +135,7 @@ impl RedisJobQueue {
             store,
             keys,
             scripts: Scripts::new(),
+            backend_time: clock.defers_to_backend(),
             clock,
             options,
         };
@@ -160,8 +166,13 @@ impl Inner {
         args: &[String],
         resendable: bool,
     ) -> Result<Value> {
+        let now = if self.backend_time {
+            String::new()
+        } else {
+            now_ms.to_string()
+        };
         let lead = [
-            now_ms.to_string(),
+            now,
             self.job_base.clone(),
             self.metrics_base.clone(),
             self.options.keep_completed.to_string(),
@@ -221,6 +232,12 @@ impl Inner {
         taken.leases
     }
 
+    /// Extend a lease or record progress; the lease end comes back on this clock.
+    async fn renew(&self, id: &str, args: Vec<String>) -> Result<LeaseRenewal> {
+        let parts = self.held_op(&self.scripts.extend, id, args).await?;
+        parse::renewal_from(parts, self.clock.now_ms())
+    }
+
     async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
         let reply = self.run(script, &args).await?;
         status_of(reply, id)
@@ -277,11 +294,7 @@ impl JobQueue for RedisJobQueue {
 
     async fn extend(&self, id: &str, token: &str, lease: Duration) -> Result<LeaseRenewal> {
         let args = vec![id.into(), token.into(), ms(lease), String::new()];
-        parse::renewal_from(
-            self.inner
-                .held_op(&self.inner.scripts.extend, id, args)
-                .await?,
-        )
+        self.inner.renew(id, args).await
     }
 
     async fn progress(
@@ -296,11 +309,7 @@ impl JobQueue for RedisJobQueue {
             String::new(),
             serde_json::to_string(&progress)?,
         ];
-        parse::renewal_from(
-            self.inner
-                .held_op(&self.inner.scripts.extend, id, args)
-                .await?,
-        )
+        self.inner.renew(id, args).await
     }
 
     async fn complete(&self, id: &str, token: &str, result: serde_json::Value) -> Result<Job> {
@@ -423,7 +432,7 @@ impl JobQueue for RedisJobQueue {
 
     async fn stats(&self) -> Result<JobStats> {
         let reply = self.inner.run(&self.inner.scripts.stats, &[]).await?;
-        stats_from(reply, self.inner.clock.now_ms())
+        stats_from(reply)
     }
 
     async fn retry_failed(&self) -> Result<u64> {
@@ -513,7 +522,7 @@ impl JobQueue for RedisJobQueue {
             tick_job_id(id, tick),
         ];
         let now_ms = self.inner.clock.now_ms();
-        args.extend(spec::job_args(&job, now_ms)?);
+        args.extend(spec::job_args(&job, now_ms, self.inner.backend_time)?);
         let reply: Vec<Value> = redis::from_redis_value(
             self.inner
                 .run_at(now_ms, &self.inner.scripts.fire, &args)

@@ -37,22 +37,31 @@ pub(super) fn first_job(parts: Vec<Value>) -> Result<Job> {
     job_from(parts.into_iter().next().unwrap_or(Value::Nil))
 }
 
-/// `{leaseEnd, cancelFlag}` of an extend reply (the lease end is a sorted set score).
-pub(super) fn renewal_from(parts: Vec<Value>) -> Result<LeaseRenewal> {
-    let (until, cancel): (Option<String>, Option<String>) =
+/// `{leaseEnd, cancelFlag, scriptTime}` of an extend reply (the lease end is a sorted set
+/// score, on the script's clock), the lease end moved onto the caller's clock, whose
+/// reading is `now_ms`, so the caller can compare it with its own time.
+pub(super) fn renewal_from(parts: Vec<Value>, now_ms: i64) -> Result<LeaseRenewal> {
+    let (until, cancel, script_now): (Option<String>, Option<String>, Option<String>) =
         redis::from_redis_value(Value::Array(parts))?;
-    let until = until
-        .and_then(|u| u.parse::<f64>().ok())
-        .and_then(|u| DateTime::from_timestamp_millis(u as i64));
+    let until = until.and_then(|u| u.parse::<f64>().ok());
+    let script_now = script_now.and_then(|n| n.parse::<i64>().ok());
+    let until = match (until, script_now) {
+        (Some(until), Some(then)) => {
+            DateTime::from_timestamp_millis(now_ms.saturating_add(until as i64 - then))
+        }
+        _ => None,
+    };
     Ok(LeaseRenewal {
         expires_at: until.ok_or_else(|| malformed("lease end"))?,
         cancel_requested: cancel.is_some_and(|c| c == "1"),
     })
 }
 
-/// Stats from `{counts, buckets}`.
-pub(super) fn stats_from(reply: Value, now_ms: i64) -> Result<JobStats> {
-    let (counts, buckets): (Vec<u64>, Vec<Vec<String>>) = redis::from_redis_value(reply)?;
+/// Stats from `{counts, buckets, scriptTime}`: the per-minute buckets are keyed by the
+/// script's clock, so their windows are counted back from its time.
+pub(super) fn stats_from(reply: Value) -> Result<JobStats> {
+    let (counts, buckets, now_ms): (Vec<u64>, Vec<Vec<String>>, i64) =
+        redis::from_redis_value(reply)?;
     let count = |i: usize| counts.get(i).copied().unwrap_or_default();
     let mut stats = JobStats {
         waiting: count(0),

@@ -2,6 +2,7 @@
 //!
 //! Every script gets the same nine keys and seven leading arguments (see `PRELUDE`); a
 //! job's own hash key is `ARGV[2] .. id`, under the same hash tag as the declared keys.
+//! The first argument is the time, or '' for Redis's own (`TIME`).
 
 use redis::Script;
 
@@ -46,7 +47,14 @@ impl Scripts {
 pub(super) const PRELUDE: &str = r#"
 local WAIT, DELAYED, ACTIVE, COMPLETED, FAILED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local UNIQUE, SEQ, SCHED, SCHEDLAST = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local NOW, NOWS = tonumber(ARGV[1]), ARGV[1]
+-- The time (ms): Redis's own unless the caller's clock is one a test drives (ARGV[1]),
+-- so every worker measures leases and delays on the same clock however its host's runs.
+local NOW = tonumber(ARGV[1])
+if not NOW then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOWS = string.format("%d", NOW)
 local JB, MB = ARGV[2], ARGV[3]
 local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAXBACKOFF = 86400000
@@ -365,6 +373,8 @@ local function enqueue(id, a)
   seq_at = seq_at + 1
   if id == '' then id = fmt(seq_at) end
   local ra = ARGV[a + 6]
+  -- `+ms`: a delay from now, on the script's clock.
+  if string.sub(ra, 1, 1) == '+' then ra = fmt(NOW + tonumber(string.sub(ra, 2))) end
   local delayed = tonumber(ra) > NOW
   local state = 'waiting'
   if delayed then state = 'delayed' end
@@ -496,13 +506,14 @@ return {'ok', redis.call('HGETALL', k)}
 "#;
 
 /// ARGV[8] id, [9] token, [10] lease ms or '' (progress only), [11] progress or ''.
+/// Answers the lease end, the cancel flag and the script's time.
 pub(super) const EXTEND: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
 if ARGV[10] ~= '' then redis.call('ZADD', ACTIVE, fmt(NOW + tonumber(ARGV[10])), id) end
 if ARGV[11] ~= '' then redis.call('HSET', k, 'pg', ARGV[11]) end
-return {'ok', redis.call('ZSCORE', ACTIVE, id), redis.call('HGET', k, 'cx')}
+return {'ok', redis.call('ZSCORE', ACTIVE, id), redis.call('HGET', k, 'cx'), NOWS}
 "#;
 
 /// ARGV[8] id, [9] token.
@@ -585,7 +596,7 @@ for m = current - 59, current do
     table.insert(buckets, {fmt(m), h[1] or '0', h[2] or '0', h[3] or '0', h[4] or '0', h[5] or '0'})
   end
 end
-return {counts, buckets}
+return {counts, buckets, NOWS}
 "#;
 
 /// ARGV[8] state or '', [9] type or '', [10] offset, [11] limit.

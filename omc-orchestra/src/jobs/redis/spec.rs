@@ -55,8 +55,9 @@ struct Spec<D> {
 }
 
 /// The six enqueue arguments of a job after its id: unique key or '', type, priority
-/// rank, the `j` field, the retry policy and the first run-at (ms), as of `now_ms`.
-pub(super) fn job_args(job: &NewJob, now_ms: i64) -> Result<[String; 6]> {
+/// rank, the `j` field, the retry policy and the first run-at (ms), as of `now_ms`; with
+/// `backend_time` a delay goes as `+ms`, counted from the script's clock.
+pub(super) fn job_args(job: &NewJob, now_ms: i64, backend_time: bool) -> Result<[String; 6]> {
     let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     let backoff = job.backoff.unwrap_or_default();
     let max = job.max_attempts.unwrap_or(3);
@@ -77,7 +78,10 @@ pub(super) fn job_args(job: &NewJob, now_ms: i64) -> Result<[String; 6]> {
         job.priority.rank().to_string(),
         serde_json::to_string(&spec)?,
         format!("{max} {kind} {} {}", backoff.delay_ms, backoff.jitter),
-        job.first_run(now).timestamp_millis().to_string(),
+        match job.run_at {
+            None if backend_time => format!("+{}", job.delay_ms.unwrap_or(0)),
+            _ => job.first_run(now).timestamp_millis().to_string(),
+        },
     ])
 }
 
