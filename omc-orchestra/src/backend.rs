@@ -118,6 +118,12 @@ impl Backends {
 #[cfg(feature = "redis")]
 pub use self::redis_store::RedisStore;
 
+/// How long a write batch's answer is kept under the batch's own key, so a resend of the
+/// batch (after a timeout left its outcome unknown) stores nothing twice: longer than
+/// every attempt of [`RedisStore::retry`] together (four of at most five seconds each).
+#[cfg(feature = "redis")]
+pub(crate) const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One call waiting for its batch, and where its answer goes.
 #[cfg(feature = "redis")]
 pub(crate) type Pending<I, O> = (I, tokio::sync::oneshot::Sender<Result<O, String>>);
@@ -277,7 +283,9 @@ mod redis_store {
 
         /// Run `op` on the shared connection, again after a dropped connection or a
         /// timeout (the connection manager reconnects in between), up to a few times: for
-        /// reads and for writes that are idempotent (see [`RedisStore::once`]).
+        /// reads, and for writes that store nothing twice when sent twice (a write batch
+        /// keeps its answer under a key fixed before the first attempt, see
+        /// `RESEND_WINDOW`).
         pub async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
         where
             F: FnMut(ConnectionManager) -> Fut,
@@ -287,19 +295,6 @@ mod redis_store {
                 err.is_io_error() || err.is_connection_dropped() || err.is_timeout()
             })
             .await
-        }
-
-        /// Run `op` on the shared connection, again only when the connection refused it
-        /// (so it never reached Redis). For writes without an idempotency key: after a
-        /// timeout or a connection dropped mid-call Redis may have done the write, and
-        /// sending it again could store it twice, so the caller gets the error instead.
-        pub async fn once<T, F, Fut>(&self, op: F) -> Result<T>
-        where
-            F: FnMut(ConnectionManager) -> Fut,
-            Fut: Future<Output = redis::RedisResult<T>>,
-        {
-            self.attempts(op, redis::RedisError::is_connection_refusal)
-                .await
         }
 
         /// Run `op`, again (up to a few times, backing off) after an error `again` says

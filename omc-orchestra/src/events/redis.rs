@@ -10,6 +10,7 @@
 //! | `{prefix}:ev:{events}:dead` | list | dead letters, newest first, trimmed to `dead_letters` |
 //! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types |
 //! | `{prefix}:ev:{events}:once:{key}` | string | the event id published under an idempotency key, for [`IDEMPOTENCY_WINDOW`] |
+//! | `{prefix}:ev:{events}:sent:{batch}` | string | a publish batch's answer, so a resend publishes nothing twice; expires after a minute |
 //! | `{prefix}:ev:{events}:clock:{group}` | hash | per consumer of the group, its clock's offsets from Redis time and since when (`redis_take.lua`) |
 //! | `{prefix}:ev:{events}:live` | pub/sub channel | each publish call's new events, for the live subscribers of every bus (`redis_live.rs`) |
 //!
@@ -140,6 +141,7 @@ impl RedisEventBus {
             backlog: options.backlog.to_string(),
             max_types: MAX_STAT_TYPES.to_string(),
             channel: keys.live.clone(),
+            batch_base: key("sent:"),
             script: Publisher::script(),
             sent_ms: Default::default(),
         });

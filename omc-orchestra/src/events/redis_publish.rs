@@ -12,10 +12,12 @@ use tokio::sync::mpsc;
 /// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
 /// most stat types, the live channel. Then 5 arguments per event: ms, JSON, type,
 /// priority rank, idempotency window (`''` for none). `KEYS`: history,
-/// stats, the four priority streams, then the idempotency key of each event that has one,
-/// in order. Answers a line per event: its id, or `={id}` when its key had been used
-/// already (one string: far cheaper to parse than an array). The new events go to the
-/// live channel as one message (see `redis_live.rs`).
+/// stats, the four priority streams, the batch's key, then the idempotency key of each
+/// event that has one, in order. Answers a line per event: its id, or `={id}` when its
+/// key had been used already (one string: far cheaper to parse than an array). The new
+/// events go to the live channel as one message (see `redis_live.rs`). The answer is kept
+/// under the batch's key for a while, so a resend of the batch (after a timeout that left
+/// its outcome unknown) publishes nothing twice and answers the same.
 ///
 /// Entries hold the event JSON only (`e`), in history and in the priority streams alike:
 /// consumers decode it anyway, and the delivery script reads the few entries it takes
@@ -27,7 +29,10 @@ const PUBLISH_MANY: &str = r#"
 local HIST, STATS = KEYS[1], KEYS[2]
 local n, hlen, oldest, backlog = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 local most, LIVE = tonumber(ARGV[5]) * 4, ARGV[6]
-local out, counts, news, touched, k = {}, {}, {}, {}, 6
+local SENT = KEYS[7]
+local prior = redis.call('GET', SENT)
+if prior then return prior end
+local out, counts, news, touched, k = {}, {}, {}, {}, 7
 for i = 1, n do
   local a = 6 + (i - 1) * 5
   local e, window = ARGV[a + 2], ARGV[a + 5]
@@ -76,7 +81,9 @@ if #news > 0 then
   news[#news] = nil
   redis.call('PUBLISH', LIVE, table.concat(news))
 end
-return table.concat(out, '\n')
+local answer = table.concat(out, '\n')
+redis.call('SET', SENT, answer, 'PX', RESEND_WINDOW_MS)
+return answer
 "#;
 
 /// Most events sent in one script call.
@@ -121,6 +128,8 @@ pub(super) struct Publisher {
     pub max_types: String,
     /// The live channel.
     pub channel: String,
+    /// Where a batch keeps its answer: this and the batch's own key.
+    pub batch_base: String,
     /// The batch script.
     pub script: Script,
     /// The latest id millisecond sent so far: concurrent publishers read the clock in
@@ -132,17 +141,22 @@ pub(super) struct Publisher {
 impl Publisher {
     /// The script that publishes a batch.
     pub(super) fn script() -> Script {
-        Script::new(PUBLISH_MANY)
+        let window = crate::backend::RESEND_WINDOW.as_millis().to_string();
+        Script::new(&PUBLISH_MANY.replace("RESEND_WINDOW_MS", &window))
     }
 
     /// Publish `events` in one script call, keeping history from `oldest_ms` on.
     async fn send(&self, events: &[Outgoing]) -> Result<Vec<Published>> {
         let oldest_ms = events.iter().map(|e| e.oldest_ms).max().unwrap_or(0);
+        // Fixed before the first attempt: a resend after a timeout finds the answer of an
+        // attempt that got through, and publishes nothing twice.
+        let batch = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
         let call = |mut conn: redis::aio::ConnectionManager| {
             let mut invocation = self.script.prepare_invoke();
             for key in &self.keys {
                 invocation.key(key);
             }
+            invocation.key(&batch);
             for once in events.iter().filter_map(|e| e.once.as_deref()) {
                 invocation.key(once);
             }
@@ -164,14 +178,7 @@ impl Publisher {
             self.sent_ms.fetch_max(ms, Ordering::Relaxed);
             async move { invocation.invoke_async::<String>(&mut conn).await }
         };
-        // A batch whose every event has an idempotency key can be sent again safely;
-        // another, after a timeout, might be stored twice, so it is sent once.
-        let keyed = events.iter().all(|e| e.once.is_some());
-        let answer = if keyed {
-            self.store.retry(call).await
-        } else {
-            self.store.once(call).await
-        };
+        let answer = self.store.retry(call).await;
         answer.map(|answer| {
             answer
                 .split('\n')

@@ -5,6 +5,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:log:{logs}:stream` | stream | one entry per record, field `r` = the record's JSON; capped at `maxLen` entries (`MAXLEN ~`) and, with a retention, trimmed by age (`MINID ~`) |
+//! | `{prefix}:log:{logs}:sent:{batch}` | string | a batch's newest entry id, so a resend writes nothing twice; expires after a minute |
 //!
 //! Entry ids are chosen so that an entry's id time is never earlier than its record's
 //! timestamp (`{timestamp}-*` when that is after the newest entry, `*` otherwise). So the
@@ -36,8 +37,13 @@ pub const STREAM_MAXLEN: usize = 1_000_000;
 /// Entries fetched per `XREVRANGE` page.
 const PAGE: usize = 1_000;
 
+/// `KEYS`: the stream, the batch's key. The newest entry id is kept under the batch's key
+/// for a while, so a resend of the batch (after a timeout that left its outcome unknown)
+/// writes nothing twice and answers the same.
 const WRITE: &str = r#"
-local KEY, MAXLEN, CUTOFF = KEYS[1], ARGV[1], ARGV[2]
+local KEY, SENT, MAXLEN, CUTOFF = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local prior = redis.call('GET', SENT)
+if prior then return prior end
 local last, newest = nil, ''
 for i = 3, #ARGV, 2 do
   local ts = tonumber(ARGV[i])
@@ -53,6 +59,7 @@ for i = 3, #ARGV, 2 do
   newest = id
 end
 if CUTOFF ~= '' then redis.call('XTRIM', KEY, 'MINID', '~', CUTOFF) end
+redis.call('SET', SENT, newest, 'PX', RESEND_WINDOW_MS)
 return newest
 "#;
 
@@ -60,6 +67,8 @@ return newest
 pub struct RedisLogSink {
     store: RedisStore,
     key: String,
+    /// Where a batch keeps its answer: this and the batch's own key.
+    batch_base: String,
     write: Script,
     clock: SharedClock,
     max_len: usize,
@@ -102,6 +111,7 @@ impl RedisLogSink {
         retention: Option<Duration>,
     ) -> Result<Self> {
         let key = store.key("log", "logs", "stream");
+        let batch_base = store.key("log", "logs", "sent:");
         let live = broadcast::channel(TAIL_CAPACITY).0;
         let last = store.stream_tail(&key).await?;
         let newest = Arc::new(parking_lot::Mutex::new(position(&last)));
@@ -127,7 +137,11 @@ impl RedisLogSink {
         Ok(Self {
             store,
             key,
-            write: Script::new(WRITE),
+            batch_base,
+            write: Script::new(&WRITE.replace(
+                "RESEND_WINDOW_MS",
+                &crate::backend::RESEND_WINDOW.as_millis().to_string(),
+            )),
             clock,
             max_len: max_len.max(1),
             retention,
@@ -216,13 +230,14 @@ impl LogSink for RedisLogSink {
                 .to_string()
         });
         let max_len = self.max_len.to_string();
-        // Records carry no idempotency key: a batch whose outcome is unknown (a timeout)
-        // is not sent again, which could store it twice; the caller gets the error.
+        // Fixed before the first attempt: a resend after a timeout finds the answer of an
+        // attempt that got through, and writes nothing twice.
+        let batch = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
         let newest: String = self
             .store
-            .once(|mut conn| {
+            .retry(|mut conn| {
                 let mut invocation = self.write.key(&self.key);
-                invocation.arg(&max_len).arg(&cutoff);
+                invocation.key(&batch).arg(&max_len).arg(&cutoff);
                 for arg in &args {
                     invocation.arg(arg);
                 }

@@ -68,14 +68,11 @@ impl Inner {
             args.push(job.id.clone().unwrap_or_default());
             args.extend(super::spec::job_args(job, now_ms, self.backend_time)?);
         }
-        // A job with an id or a unique key is found by a second send and not stored
-        // twice; a batch holding one without either is sent once (the script numbers
-        // such jobs itself, so a resend after a timeout would store them again).
-        let resendable = jobs
-            .iter()
-            .all(|job| job.id.is_some() || job.unique_key.is_some());
+        // The batch's key is fixed before the first attempt: a resend after a timeout
+        // finds the answer of an attempt that got through, and stores nothing twice.
+        let batch = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
         let reply = self
-            .invoke(now_ms, &self.scripts.enqueue, &args, resendable)
+            .invoke(now_ms, &self.scripts.enqueue, &args, Some(&batch))
             .await?;
         let rows: Vec<Value> = redis::from_redis_value(reply)?;
         rows.into_iter()

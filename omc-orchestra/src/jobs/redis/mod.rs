@@ -17,6 +17,7 @@
 //! | `{prefix}:job:{queue}:schedlast` | hash | schedule id → last fired tick (ms) |
 //! | `{prefix}:job:{queue}:j:{id}` | hash | one job (fields in `spec.rs`); deleted when trimmed or cancelled |
 //! | `{prefix}:job:{queue}:m:{minute}` | hash | per-minute figures; expire after an hour |
+//! | `{prefix}:job:{queue}:sent:{batch}` | string | an enqueue batch's answer, so a resend stores nothing twice; expires after a minute |
 //!
 //! A typed fetch reads the first entries of its types' sets, so jobs of other types waiting
 //! ahead cost it nothing. Scripts name a type set `WAIT .. ':' .. type` (and the cursor
@@ -75,6 +76,8 @@ struct Inner {
     store: RedisStore,
     keys: [String; 9],
     job_base: String,
+    /// Where an enqueue batch keeps its answer: this and the batch's own key.
+    batch_base: String,
     metrics_base: String,
     scripts: Scripts,
     clock: SharedClock,
@@ -131,6 +134,7 @@ impl RedisJobQueue {
         .map(|name| store.key("job", queue, name));
         let inner = Inner {
             job_base: store.key("job", queue, "j:"),
+            batch_base: store.key("job", queue, "sent:"),
             metrics_base: store.key("job", queue, "m:"),
             store,
             keys,
@@ -154,17 +158,19 @@ impl Inner {
     /// Run `script` as of `now_ms`, again after a timeout or a dropped connection: for
     /// scripts that do nothing twice when run twice.
     async fn run_at(&self, now_ms: i64, script: &Script, args: &[String]) -> Result<Value> {
-        self.invoke(now_ms, script, args, true).await
+        self.invoke(now_ms, script, args, None).await
     }
 
-    /// Run `script` as of `now_ms`; when not `resendable`, a call whose outcome is
-    /// unknown (a timeout) is not sent again (see `RedisStore::once`).
+    /// Run `script` as of `now_ms`, again after a timeout or a dropped connection. A
+    /// script that would do its work twice if run twice (an enqueue numbers new jobs
+    /// itself) gets `batch`, a key fixed before the first attempt, as `KEYS[10]`: it keeps
+    /// its answer there, and a resend finds it.
     async fn invoke(
         &self,
         now_ms: i64,
         script: &Script,
         args: &[String],
-        resendable: bool,
+        batch: Option<&str>,
     ) -> Result<Value> {
         let now = if self.backend_time {
             String::new()
@@ -180,21 +186,18 @@ impl Inner {
             self.options.keep_failed.to_string(),
             ms(self.options.failed_max_age),
         ];
-        let call = |mut conn: redis::aio::ConnectionManager| {
-            let mut invocation = script.prepare_invoke();
-            for key in &self.keys {
-                invocation.key(key);
-            }
-            for arg in lead.iter().chain(args) {
-                invocation.arg(arg);
-            }
-            async move { invocation.invoke_async::<Value>(&mut conn).await }
-        };
-        if resendable {
-            self.store.retry(call).await
-        } else {
-            self.store.once(call).await
-        }
+        self.store
+            .retry(|mut conn| {
+                let mut invocation = script.prepare_invoke();
+                for key in self.keys.iter().map(String::as_str).chain(batch) {
+                    invocation.key(key);
+                }
+                for arg in lead.iter().chain(args) {
+                    invocation.arg(arg);
+                }
+                async move { invocation.invoke_async::<Value>(&mut conn).await }
+            })
+            .await
     }
 
     /// The fetch arguments of `request` (appended to `args`), and what reading the

@@ -27,7 +27,10 @@ impl Scripts {
     pub(super) fn new() -> Self {
         let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
-            enqueue: s(ENQUEUE),
+            enqueue: s(&ENQUEUE.replace(
+                "RESEND_WINDOW_MS",
+                &crate::backend::RESEND_WINDOW.as_millis().to_string(),
+            )),
             fetch: s(FETCH),
             complete: s(COMPLETE),
             complete_many: s(COMPLETE_MANY),
@@ -413,16 +416,36 @@ local function enqueued()
 end
 "#;
 
-/// ARGV[8] n, then n × (id or '', the six job arguments of `enqueue`). Answers, per job,
-/// its id when it is new, else the existing job's fields.
+/// ARGV[8] n, then n × (id or '', the six job arguments of `enqueue`); KEYS[10] the
+/// batch's key (see `Inner::invoke`). Answers, per job, its id when it is new, else the
+/// existing job's fields. The answer is kept under the batch's key for a while, as `n`
+/// or `o` and the id per job, so a resend of the same batch (after a timeout that left
+/// the outcome unknown) stores nothing and answers the same.
 pub(super) const ENQUEUE: &str = r#"
+local SENT = KEYS[10]
 local out = {}
+local prior = redis.call('GET', SENT)
+if prior then
+  for i, mark in ipairs(cjson.decode(prior)) do
+    local id = string.sub(mark, 2)
+    if string.sub(mark, 1, 1) == 'n' then out[i] = id
+    else out[i] = redis.call('HGETALL', jk(id)) end
+  end
+  return out
+end
+local marks = {}
 for i = 0, tonumber(ARGV[8]) - 1 do
   local id, created = enqueue(ARGV[9 + i * 7], 9 + i * 7)
-  if created then out[i + 1] = id
-  else out[i + 1] = redis.call('HGETALL', jk(id)) end
+  if created then
+    out[i + 1] = id
+    marks[i + 1] = 'n' .. id
+  else
+    out[i + 1] = redis.call('HGETALL', jk(id))
+    marks[i + 1] = 'o' .. id
+  end
 end
 enqueued()
+redis.call('SET', SENT, cjson.encode(marks), 'PX', RESEND_WINDOW_MS)
 return out
 "#;
 
