@@ -15,6 +15,7 @@ use crate::registry_api::{self, RegistryState};
 use crate::status::ServerStatus;
 use crate::ws::{self, Hub, WsState};
 use axum::Router;
+use omc_orchestra::durability::Durability;
 use omc_orchestra::events::announce_registry;
 use omc_orchestra::gateway::Gateway;
 use omc_orchestra::jobs::{JobQueue, Scheduler, SchedulerOptions, WorkerPool};
@@ -54,8 +55,27 @@ impl App {
     /// Build the backends, start the background tasks and serve `kinds`.
     pub async fn start(config: Config, kinds: &[ServerKind]) -> startup::Result<Self> {
         let backends = match &config.redis_url {
-            Some(url) => Backends::redis(url, &config.redis_prefix, config.registry).await?,
-            None => Backends::memory_with(omc_orchestra::clock::system(), config.registry),
+            Some(url) => {
+                let (prefix, level) = (&config.redis_prefix, config.durability);
+                Backends::redis_durable(url, prefix, config.registry, level).await?
+            }
+            None if config.durability != Durability::Memory => {
+                return Err(omc_orchestra::Error::invalid(
+                    "durability",
+                    format!(
+                        "`{}` needs Redis (--redis): the in-memory stores keep nothing \
+                         across a restart",
+                        config.durability
+                    ),
+                )
+                .into())
+            }
+            None => {
+                let backends =
+                    Backends::memory_with(omc_orchestra::clock::system(), config.registry);
+                backends.durability.log();
+                backends
+            }
         };
         Self::start_with(config, kinds, backends).await
     }
@@ -102,8 +122,12 @@ impl App {
             let status = ServerStatus {
                 server: kind.name(),
                 backend: backends.kind,
+                durability: backends.durability.clone(),
                 started: Instant::now(),
             };
+            status
+                .register_durability(metrics.registry())
+                .map_err(std::io::Error::other)?;
             let router = match kind {
                 ServerKind::Registry => {
                     if let Some(task) = app.registry_tasks(&config, &metrics) {

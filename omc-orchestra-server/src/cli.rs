@@ -148,6 +148,11 @@ pub struct Options {
     /// Prefix of every Redis key.
     #[arg(long, global = true, env = "REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// When a job, event or log batch is acknowledged: `memory` (Redis has it in memory),
+    /// `aof` (in Redis's append-only file on disk), `replica` (a replica has it) or
+    /// `aof+replica`. A level Redis's settings cannot keep stops the server at start.
+    #[arg(long, global = true, env = "DURABILITY")]
+    pub durability: Option<String>,
     /// Control-plane secret (HS256, at least 32 bytes): every endpoint but /health,
     /// /metrics, /openapi.json and the dashboard's page then needs a service token
     /// (`Authorization: Bearer`, minted by `orchestra token`). Gateway routes never use it.
@@ -196,6 +201,7 @@ pub struct FileOptions {
     logging_port: Option<u16>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
+    durability: Option<String>,
     cors_origins: Option<Vec<String>>,
     body_limit: Option<usize>,
     default_ttl: Option<u64>,
@@ -288,6 +294,9 @@ impl Options {
         });
         if let Some(prefix) = self.redis_prefix.clone().or(file.redis_prefix) {
             config.redis_prefix = prefix;
+        }
+        if let Some(level) = self.durability.clone().or(file.durability) {
+            config.durability = level.parse().map_err(|err| format!("{err}"))?;
         }
         config.service_tokens = self.service_tokens()?.map(Arc::new);
         config.allow_unauthenticated = self.allow_unauthenticated;
@@ -506,8 +515,13 @@ pub async fn run(cli: Cli) -> i32 {
         }
     };
     let backend = match &config.redis_url {
-        Some(url) => format!("redis ({}, prefix {})", redact(url), config.redis_prefix),
-        None => "in-memory".to_owned(),
+        Some(url) => format!(
+            "redis ({}, prefix {}, durability {})",
+            redact(url),
+            config.redis_prefix,
+            config.durability
+        ),
+        None => "in-memory (nothing kept across a restart)".to_owned(),
     };
     println!(
         "orchestra {} ({backend} backends)",
@@ -582,6 +596,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omc_orchestra::durability::Durability;
 
     #[test]
     fn health_settings_and_alert_rules_come_from_the_toml_file() {
@@ -811,5 +826,17 @@ severity = "warning"
         let err = cli.options.to_config(&cli.command).unwrap_err();
         assert!(err.contains("gateway.routes[0].prefix"), "{err}");
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn durability_is_chosen_by_name_and_a_wrong_one_is_named() {
+        let config = config_of(&["orchestra", "--durability", "aof+replica", "up"]).unwrap();
+        assert_eq!(config.durability, Durability::AofReplica);
+        assert_eq!(
+            config_of(&["orchestra", "up"]).unwrap().durability,
+            Durability::Memory
+        );
+        let err = config_of(&["orchestra", "--durability", "disk", "up"]).unwrap_err();
+        assert!(err.contains("durability"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 use crate::jobs_dispatch::JobRoute;
 use crate::ws::WsConfig;
 use omc_orchestra::access::TokenVerifier;
+use omc_orchestra::durability::Durability;
 use omc_orchestra::gateway::GatewayConfig;
 use omc_orchestra::health::{builtin_rules, AlertRule};
 use omc_orchestra::redact::redact;
@@ -136,6 +137,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
+    /// When a job, event or log batch is acknowledged (`memory` unless chosen).
+    pub durability: Durability,
     /// Verifies control-plane service tokens (from `JWT_SECRET` or a public key); every
     /// caller may do everything when absent, which only loopback allows by default.
     pub service_tokens: Option<Arc<TokenVerifier>>,
@@ -194,6 +197,7 @@ impl std::fmt::Debug for Config {
             .field("logging_port", &self.logging_port)
             .field("redis_url", &self.redis_url.as_deref().map(redact))
             .field("redis_prefix", &self.redis_prefix)
+            .field("durability", &self.durability)
             .field("service_tokens", &self.service_tokens)
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("cors_origins", &self.cors_origins)
@@ -218,6 +222,7 @@ impl Default for Config {
             logging_port: ServerKind::Logging.default_port(),
             redis_url: None,
             redis_prefix: "orc".into(),
+            durability: Durability::Memory,
             service_tokens: None,
             allow_unauthenticated: false,
             cors_origins: Vec::new(),

@@ -59,6 +59,7 @@ async fn dependency_passwords_stay_out_of_every_answer() {
         status: ServerStatus {
             server: "registry",
             backend: "memory",
+            durability: backends.durability.clone(),
             started: Instant::now(),
         },
         checker: health.checker.clone(),

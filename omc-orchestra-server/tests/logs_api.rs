@@ -24,6 +24,7 @@ fn app() -> Router {
         status: ServerStatus {
             server: "logging",
             backend: "memory",
+            durability: backends.durability.clone(),
             started: Instant::now(),
         },
         shutdown: tokio::sync::watch::channel(false).1,

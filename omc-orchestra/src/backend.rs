@@ -1,6 +1,9 @@
 //! Choosing the backends: memory by default, Redis from a URL.
 
 use crate::clock::{self, SharedClock};
+use crate::durability::DurabilityReport;
+#[cfg(feature = "redis")]
+use crate::durability::{Durability, DEFAULT_CONFIRM_TIMEOUT};
 use crate::events::{EventBus, MemoryEventBus};
 use crate::jobs::{JobQueue, MemoryJobQueue};
 use crate::logs::{LogSink, MemoryLogSink};
@@ -24,9 +27,11 @@ pub struct Backends {
     pub clock: SharedClock,
     /// Which kind of backend this is (`memory` or `redis`).
     pub kind: &'static str,
+    /// What an acknowledged write survives here, as `/health` shows it.
+    pub durability: DurabilityReport,
     /// What [`Backends::ready`] asks.
     #[cfg(feature = "redis")]
-    redis: Option<RedisStore>,
+    epoch: Option<Arc<redis_store::Epoch>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -52,41 +57,53 @@ impl Backends {
             logs: Arc::new(MemoryLogSink::new()),
             clock,
             kind: "memory",
+            durability: DurabilityReport::memory(),
             #[cfg(feature = "redis")]
-            redis: None,
+            epoch: None,
         }
     }
 
     /// Whether the stores can serve now: in memory always; with Redis, whether it answers
-    /// a `PING` within two seconds. The error names the backend (readiness, not liveness:
-    /// a server whose Redis is away still answers, and says so here).
+    /// within two seconds and still holds what it held (the error names the backend;
+    /// readiness, not liveness: a server whose Redis is away still answers, and says so
+    /// here). A Redis that came back empty (restarted without persistence, or flushed)
+    /// is reported for a minute after it is noticed, and logged as an error once.
     pub async fn ready(&self) -> Result<()> {
         #[cfg(feature = "redis")]
-        if let Some(store) = &self.redis {
-            let mut conn = store.connection();
-            let command = redis::cmd("PING");
-            let ping = command.query_async::<redis::Value>(&mut conn);
-            return match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(crate::Error::Overloaded(format!(
-                    "redis does not answer: {}",
-                    crate::redact::redact(&err.to_string())
-                ))),
-                Err(_) => Err(crate::Error::Overloaded(
-                    "redis did not answer a PING within 2 s".into(),
-                )),
-            };
+        if let Some(epoch) = &self.epoch {
+            return epoch.check().await;
         }
         Ok(())
     }
 
-    /// Stores in the Redis at `url`, every key under `prefix` (default `orc`).
+    /// Stores in the Redis at `url`, every key under `prefix` (default `orc`), writes
+    /// acknowledged once Redis has them in memory.
     ///
     /// Every store lives in Redis; the job queue is the queue named `default`.
     #[cfg(feature = "redis")]
     pub async fn redis(url: &str, prefix: &str, options: RegistryOptions) -> Result<Self> {
+        Self::redis_durable(url, prefix, options, Durability::Memory).await
+    }
+
+    /// Stores in the Redis at `url` as [`Backends::redis`], each job, event and log batch
+    /// acknowledged at `level` (see [`crate::durability`]). Redis's settings are read
+    /// first: a level they cannot keep is an error naming the setting, and what a crash
+    /// would lose is logged (a WARN when the level holds only in part, or nothing is on
+    /// disk).
+    #[cfg(feature = "redis")]
+    pub async fn redis_durable(
+        url: &str,
+        prefix: &str,
+        options: RegistryOptions,
+        level: Durability,
+    ) -> Result<Self> {
         let clock = clock::system();
         let store = RedisStore::connect(url, prefix).await?;
+        let (store, durability) = store
+            .with_durability(level, DEFAULT_CONFIRM_TIMEOUT)
+            .await?;
+        durability.log();
+        let epoch = Arc::new(redis_store::Epoch::mark(store.clone()).await?);
         let registry =
             crate::registry::RedisRegistry::new(store.clone(), clock.clone(), options).await?;
         let events = crate::events::RedisEventBus::new(
@@ -109,7 +126,8 @@ impl Backends {
             jobs: Arc::new(jobs),
             logs: Arc::new(logs),
             kind: "redis",
-            redis: Some(store),
+            durability,
+            epoch: Some(epoch),
             ..memory
         })
     }
@@ -187,6 +205,7 @@ pub(crate) async fn group_commit<I, O, F, Fut>(
 
 #[cfg(feature = "redis")]
 mod redis_store {
+    use crate::durability::{Durability, DurabilityReport, Persistence};
     use crate::{Error, Result};
     use redis::aio::{ConnectionManager, ConnectionManagerConfig};
     use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -198,12 +217,130 @@ mod redis_store {
     /// How many times a command is tried when the connection drops (Redis restarting).
     const ATTEMPTS: usize = 4;
 
+    /// How long readiness reports a Redis that came back empty, once noticed: long enough
+    /// for every probe and replica to see it.
+    const EMPTY_REPORTED_FOR: Duration = Duration::from_secs(60);
+
+    /// A mark the stores leave in Redis, so a Redis that lost everything is noticed: the
+    /// key `{prefix}:sys:{sys}:epoch` holds a value shared by every replica; when it is
+    /// gone or changed, Redis came back without what it held.
+    pub(crate) struct Epoch {
+        store: RedisStore,
+        key: String,
+        /// The mark this replica knows, and when it last found it gone.
+        known: parking_lot::Mutex<(String, Option<std::time::Instant>)>,
+    }
+
+    impl Epoch {
+        /// Leave the mark (or adopt the one another replica left).
+        pub(crate) async fn mark(store: RedisStore) -> Result<Self> {
+            let key = store.key("sys", "sys", "epoch");
+            let epoch = Self {
+                known: parking_lot::Mutex::new((Self::renew(&store, &key).await?, None)),
+                store,
+                key,
+            };
+            Ok(epoch)
+        }
+
+        /// Set a fresh mark unless one is there, and answer the one that is.
+        async fn renew(store: &RedisStore, key: &str) -> Result<String> {
+            let fresh = uuid::Uuid::new_v4().simple().to_string();
+            let mut conn = store.connection();
+            let (_, mark): (redis::Value, String) = redis::pipe()
+                .cmd("SET")
+                .arg(key)
+                .arg(&fresh)
+                .arg("NX")
+                .cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await?;
+            Ok(mark)
+        }
+
+        /// Whether Redis answers within two seconds and still holds the mark.
+        pub(crate) async fn check(&self) -> Result<()> {
+            let mut conn = self.store.connection();
+            let get = redis::cmd("GET").arg(&self.key).to_owned();
+            let found = get.query_async::<Option<String>>(&mut conn);
+            let found = match tokio::time::timeout(Duration::from_secs(2), found).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(err)) => {
+                    return Err(Error::Overloaded(format!(
+                        "redis does not answer: {}",
+                        crate::redact::redact(&err.to_string())
+                    )))
+                }
+                Err(_) => return Err(Error::Overloaded("redis did not answer within 2 s".into())),
+            };
+            let known = self.known.lock().0.clone();
+            if found.as_deref() != Some(known.as_str()) {
+                let mark = Self::renew(&self.store, &self.key).await?;
+                tracing::error!(
+                    "redis came back empty (restarted without persistence, or flushed): \
+                     every job, event and log record it held before is gone"
+                );
+                *self.known.lock() = (mark, Some(std::time::Instant::now()));
+            }
+            match self.known.lock().1 {
+                Some(at) if at.elapsed() < EMPTY_REPORTED_FOR => Err(Error::Overloaded(
+                    "redis came back empty (restarted without persistence, or flushed): \
+                     what it held before is gone"
+                        .into(),
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+
     /// A shared Redis connection that reconnects by itself, plus the key prefix.
     #[derive(Clone)]
     pub struct RedisStore {
         client: redis::Client,
         connection: ConnectionManager,
         prefix: String,
+        /// What a write batch waits for before it is acknowledged (see
+        /// [`RedisStore::with_durability`]).
+        confirm: Option<Confirm>,
+    }
+
+    /// The command sent with each write batch to wait for its durability.
+    #[derive(Debug, Clone, Copy)]
+    enum Confirm {
+        /// `WAIT 1 ms`: one replica has it.
+        Replica { ms: u64 },
+        /// `WAITAOF 1 replicas ms`: on disk here (and on `replicas` replicas' disks).
+        Disk { replicas: u8, ms: u64 },
+    }
+
+    impl Confirm {
+        /// Whether the answer to the wait says the write is as durable as promised.
+        fn check(self, answer: redis::Value) -> Result<()> {
+            let counts: Vec<i64> = match answer {
+                redis::Value::Array(_) => redis::from_redis_value(answer)?,
+                other => vec![redis::from_redis_value(other)?],
+            };
+            let first = counts.first().copied().unwrap_or(0);
+            let (what, ms, ok) = match self {
+                Confirm::Replica { ms } => ("a replica", ms, first >= 1),
+                Confirm::Disk { replicas, ms } => (
+                    "the append-only file",
+                    ms,
+                    first >= 1 && counts.get(1).copied().unwrap_or(0) >= i64::from(replicas),
+                ),
+            };
+            if ok {
+                return Ok(());
+            }
+            Err(Error::Backend(
+                format!(
+                    "the write reached Redis but {what} did not confirm it within {ms} ms, \
+                     so it is not acknowledged (it may still be kept)"
+                )
+                .into(),
+            ))
+        }
     }
 
     impl std::fmt::Debug for RedisStore {
@@ -240,7 +377,123 @@ mod redis_store {
                 client,
                 connection,
                 prefix: prefix.to_owned(),
+                confirm: None,
             })
+        }
+
+        /// What this Redis keeps: `INFO server`, `persistence` and `replication`, and
+        /// `CONFIG GET appendfsync` and `save` where the server allows them.
+        pub async fn persistence(&self) -> Result<Persistence> {
+            let info: String = self
+                .retry(|mut conn| async move {
+                    redis::cmd("INFO")
+                        .arg("server")
+                        .arg("persistence")
+                        .arg("replication")
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                    .map(|v| v.trim().to_owned())
+            };
+            Ok(Persistence {
+                version: field("redis_version").unwrap_or_default(),
+                aof: field("aof_enabled").as_deref() == Some("1"),
+                appendfsync: self.config_get("appendfsync").await,
+                snapshots: self
+                    .config_get("save")
+                    .await
+                    .map(|save| !save.trim().is_empty()),
+                replicas: field("connected_slaves")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            })
+        }
+
+        /// A setting by `CONFIG GET`, or `None` where the server does not allow it.
+        async fn config_get(&self, name: &str) -> Option<String> {
+            let mut conn = self.connection();
+            let got: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            got.ok().and_then(|pair| pair.into_iter().nth(1))
+        }
+
+        /// The same store, each write batch acknowledged only at `level` (see
+        /// [`crate::durability`]): the settings of this Redis are read and assessed first,
+        /// and a level it cannot keep is an error naming the setting. A replica or disk
+        /// that does not confirm a write within `timeout` fails that call.
+        pub async fn with_durability(
+            mut self,
+            level: Durability,
+            timeout: Duration,
+        ) -> Result<(Self, DurabilityReport)> {
+            let persistence = self.persistence().await?;
+            let waitaof = persistence.has_waitaof();
+            let report = DurabilityReport::assess(level, persistence)?;
+            let ms = u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            self.confirm = match level {
+                Durability::Memory => None,
+                // Before WAITAOF, `appendfsync always` (checked above) syncs before answering.
+                Durability::Aof if waitaof => Some(Confirm::Disk { replicas: 0, ms }),
+                Durability::Aof => None,
+                Durability::AofReplica if waitaof => Some(Confirm::Disk { replicas: 1, ms }),
+                Durability::Replica | Durability::AofReplica => Some(Confirm::Replica { ms }),
+            };
+            Ok((self, report))
+        }
+
+        /// Run a write batch's `script` with `keys` and `args`, again after a dropped
+        /// connection or a timeout (the script must store nothing twice when sent twice),
+        /// with the durability wait in the same pipeline, so it waits for this write.
+        pub(crate) async fn eval_batch(
+            &self,
+            script: &redis::Script,
+            keys: &[&str],
+            args: &[String],
+        ) -> Result<redis::Value> {
+            let mut eval = redis::cmd("EVALSHA");
+            eval.arg(script.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            let mut pipe = redis::pipe();
+            pipe.add_command(eval);
+            match self.confirm {
+                None => {}
+                Some(Confirm::Replica { ms }) => {
+                    pipe.cmd("WAIT").arg(1).arg(ms);
+                }
+                Some(Confirm::Disk { replicas, ms }) => {
+                    pipe.cmd("WAITAOF").arg(1).arg(replicas).arg(ms);
+                }
+            }
+            let no_script = redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+            let mut answers: Vec<redis::Value> = self
+                .retry(|mut conn| {
+                    let pipe = &pipe;
+                    async move {
+                        match pipe.query_async::<Vec<redis::Value>>(&mut conn).await {
+                            Err(err) if err.kind() == no_script => {
+                                script.prepare_invoke().load_async(&mut conn).await?;
+                                pipe.query_async(&mut conn).await
+                            }
+                            answer => answer,
+                        }
+                    }
+                })
+                .await?;
+            if let Some(confirm) = self.confirm {
+                confirm.check(answers.pop().unwrap_or(redis::Value::Nil))?;
+            }
+            Ok(answers.pop().unwrap_or(redis::Value::Nil))
         }
 
         /// The key prefix.
@@ -273,6 +526,7 @@ mod redis_store {
                 client: self.client.clone(),
                 connection: self.blocking_connection().await?,
                 prefix: self.prefix.clone(),
+                confirm: self.confirm,
             })
         }
 

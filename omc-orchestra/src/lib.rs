@@ -30,6 +30,7 @@
 pub mod access;
 pub mod backend;
 pub mod clock;
+pub mod durability;
 pub mod error;
 pub mod events;
 pub mod gateway;

@@ -40,7 +40,8 @@ async fn readiness(app: &App, want: StatusCode) -> Vec<(StatusCode, Value)> {
 
 #[tokio::test]
 async fn readiness_follows_redis_while_liveness_stays() {
-    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    // With its append-only file, Redis comes back with what it held.
+    let redis = RedisProcess::start(true).expect("redis-server (apt-get install redis-server)");
     let config = Config {
         redis_url: Some(redis.url()),
         ..Config::ephemeral()
@@ -66,6 +67,48 @@ async fn readiness_follows_redis_while_liveness_stays() {
     redis.restart().unwrap();
     for (status, body) in readiness(&app, StatusCode::OK).await {
         assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redis_that_came_back_empty_is_not_ready() {
+    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let config = Config {
+        redis_url: Some(redis.url()),
+        ..Config::ephemeral()
+    };
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    for (status, body) in readiness(&app, StatusCode::OK).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // Without persistence Redis restarts with nothing: every port says so.
+    redis.restart().unwrap();
+    let http = reqwest::Client::new();
+    for kind in ServerKind::ALL {
+        // The first asks may find the connection broken; then Redis answers, empty.
+        let mut last = Value::Null;
+        for _ in 0..50 {
+            let (status, body) = get(&http, format!("{}/health/ready", app.url(kind))).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["details"][0]["backend"], "redis", "{body}");
+            last = body;
+            if last["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("came back empty")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let message = last["message"].as_str().unwrap_or_default();
+        assert!(message.contains("came back empty"), "{last}");
+    }
+    for kind in ServerKind::ALL {
+        let (status, _) = get(&http, format!("{}/health", app.url(kind))).await;
+        assert_eq!(status, StatusCode::OK, "{} is alive", kind.name());
     }
     app.shutdown().await;
 }

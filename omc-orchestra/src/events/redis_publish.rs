@@ -151,34 +151,27 @@ impl Publisher {
         // Fixed before the first attempt: a resend after a timeout finds the answer of an
         // attempt that got through, and publishes nothing twice.
         let batch = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
-        let call = |mut conn: redis::aio::ConnectionManager| {
-            let mut invocation = self.script.prepare_invoke();
-            for key in &self.keys {
-                invocation.key(key);
-            }
-            invocation.key(&batch);
-            for once in events.iter().filter_map(|e| e.once.as_deref()) {
-                invocation.key(once);
-            }
-            invocation
-                .arg(events.len())
-                .arg(&self.history_len)
-                .arg(oldest_ms)
-                .arg(&self.backlog)
-                .arg(&self.max_types)
-                .arg(&self.channel);
-            let mut ms = self.sent_ms.load(Ordering::Relaxed);
-            for event in events {
-                ms = ms.max(event.ms);
-                invocation.arg(ms);
-                for arg in &event.args {
-                    invocation.arg(arg);
-                }
-            }
-            self.sent_ms.fetch_max(ms, Ordering::Relaxed);
-            async move { invocation.invoke_async::<String>(&mut conn).await }
-        };
-        let answer = self.store.retry(call).await;
+        let mut keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        keys.push(&batch);
+        keys.extend(events.iter().filter_map(|e| e.once.as_deref()));
+        let mut args = Vec::with_capacity(6 + events.len() * 5);
+        args.extend([
+            events.len().to_string(),
+            self.history_len.clone(),
+            oldest_ms.to_string(),
+            self.backlog.clone(),
+            self.max_types.clone(),
+            self.channel.clone(),
+        ]);
+        let mut ms = self.sent_ms.load(Ordering::Relaxed);
+        for event in events {
+            ms = ms.max(event.ms);
+            args.push(ms.to_string());
+            args.extend(event.args.iter().cloned());
+        }
+        self.sent_ms.fetch_max(ms, Ordering::Relaxed);
+        let answer = self.store.eval_batch(&self.script, &keys, &args).await;
+        let answer = answer.and_then(|value| Ok(redis::from_redis_value::<String>(value)?));
         answer.map(|answer| {
             answer
                 .split('\n')

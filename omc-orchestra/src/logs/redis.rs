@@ -232,18 +232,13 @@ impl LogSink for RedisLogSink {
         let max_len = self.max_len.to_string();
         // Fixed before the first attempt: a resend after a timeout finds the answer of an
         // attempt that got through, and writes nothing twice.
-        let batch = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
-        let newest: String = self
-            .store
-            .retry(|mut conn| {
-                let mut invocation = self.write.key(&self.key);
-                invocation.key(&batch).arg(&max_len).arg(&cutoff);
-                for arg in &args {
-                    invocation.arg(arg);
-                }
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
+        let batch_key = format!("{}{}", self.batch_base, uuid::Uuid::new_v4().simple());
+        let mut all = Vec::with_capacity(2 + args.len());
+        all.extend([max_len, cutoff]);
+        all.extend(args);
+        let keys = [self.key.as_str(), batch_key.as_str()];
+        let newest = self.store.eval_batch(&self.write, &keys, &all).await?;
+        let newest: String = redis::from_redis_value(newest)?;
         let mut known = self.newest.lock();
         *known = (*known).max(position(&newest));
         Ok(())

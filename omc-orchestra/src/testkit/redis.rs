@@ -82,12 +82,37 @@ pub struct RedisProcess {
     port: u16,
     dir: PathBuf,
     aof: bool,
+    /// `appendfsync` when `aof`.
+    fsync: &'static str,
+    /// Further `redis-server` options (`--replicaof …`).
+    extra: Vec<String>,
     child: std::sync::Mutex<Option<Child>>,
 }
 
 impl RedisProcess {
-    /// Start `redis-server` on a free port, with an append-only file when `aof`.
+    /// Start `redis-server` on a free port, with an append-only file synced on every
+    /// write when `aof`.
     pub fn start(aof: bool) -> std::io::Result<Self> {
+        Self::start_with(aof, "always", Vec::new())
+    }
+
+    /// Start `redis-server` on a free port with an append-only file synced as
+    /// `appendfsync` says (`always`, `everysec` or `no`).
+    pub fn start_fsync(appendfsync: &'static str) -> std::io::Result<Self> {
+        Self::start_with(true, appendfsync, Vec::new())
+    }
+
+    /// Start a replica of `primary` (no append-only file of its own).
+    pub fn start_replica_of(primary: &RedisProcess) -> std::io::Result<Self> {
+        let of = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ];
+        Self::start_with(false, "always", of)
+    }
+
+    fn start_with(aof: bool, fsync: &'static str, extra: Vec<String>) -> std::io::Result<Self> {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("orchestra-redis-{port}-{}", std::process::id()));
@@ -96,6 +121,8 @@ impl RedisProcess {
             port,
             dir,
             aof,
+            fsync,
+            extra,
             child: std::sync::Mutex::new(None),
         };
         process.launch()?;
@@ -115,7 +142,8 @@ impl RedisProcess {
             .arg("--appendonly")
             .arg(if self.aof { "yes" } else { "no" })
             .arg("--appendfsync")
-            .arg("always")
+            .arg(self.fsync)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -177,6 +205,11 @@ impl RedisProcess {
     /// Kill the server and start it again on the same port and folder.
     pub fn restart(&self) -> std::io::Result<()> {
         self.kill();
+        self.start_again()
+    }
+
+    /// Start a killed server again on the same port and folder.
+    pub fn start_again(&self) -> std::io::Result<()> {
         self.launch()
     }
 }

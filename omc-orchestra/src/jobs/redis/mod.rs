@@ -186,10 +186,21 @@ impl Inner {
             self.options.keep_failed.to_string(),
             ms(self.options.failed_max_age),
         ];
+        if let Some(batch) = batch {
+            // A write batch: acknowledged at the store's durability level.
+            let keys: Vec<&str> = self
+                .keys
+                .iter()
+                .map(String::as_str)
+                .chain([batch])
+                .collect();
+            let args: Vec<String> = lead.into_iter().chain(args.iter().cloned()).collect();
+            return self.store.eval_batch(script, &keys, &args).await;
+        }
         self.store
             .retry(|mut conn| {
                 let mut invocation = script.prepare_invoke();
-                for key in self.keys.iter().map(String::as_str).chain(batch) {
+                for key in &self.keys {
                     invocation.key(key);
                 }
                 for arg in lead.iter().chain(args) {
