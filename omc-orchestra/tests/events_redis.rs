@@ -517,3 +517,115 @@ async fn a_quiet_live_feed_keeps_its_connection() {
         .unwrap();
     assert_eq!(received, published);
 }
+
+/// Length of priority stream `priority` of the bus on `store`.
+async fn stream_len(store: &RedisStore, priority: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(store.key("ev", "events", &format!("q:{priority}")))
+        .query_async(&mut store.connection())
+        .await
+        .unwrap()
+}
+
+/// Trimming keeps what a consumer group has not read or not acknowledged, however far
+/// past the backlog that is (below the cap), drops what every group is done with, and
+/// trims a stream without groups to about the backlog.
+#[tokio::test]
+async fn trimming_keeps_what_a_group_has_not_read_or_acknowledged() {
+    let store = store().await;
+    let clock = ManualClock::starting_now();
+    let options = BusOptions {
+        backlog: 10,
+        backlog_cap: 10_000,
+        ..BusOptions::default()
+    };
+    let bus = RedisEventBus::new(store.clone(), Arc::new(clock.clone()), options)
+        .await
+        .unwrap();
+    // A stream no group reads is trimmed to about the backlog.
+    let mut early = event("SYSTEM_ALERT", "health-monitor", 0);
+    early.priority = omc_orchestra::events::EventPriority::Low;
+    for _ in 0..300 {
+        bus.publish(early.clone()).await.unwrap();
+    }
+    bus.trim_backlog().await.unwrap();
+    let low = stream_len(&store, "low").await;
+    assert!((10..300).contains(&low), "{low} entries left");
+
+    let vis = Duration::from_secs(30);
+    let mut slow = consumer(&bus, "reports", "r1", vis, 5).await;
+    let mut fast = consumer(&bus, "billing", "b1", vis, 5).await;
+    let published = publish_numbered(&bus, "SALE_RECORDED", "station", 300).await;
+    // `reports` takes four and leaves the first unacknowledged; `billing` takes all.
+    let unacked = slow.next(Duration::from_secs(5)).await.unwrap().unwrap();
+    for _ in 0..3 {
+        let delivery = slow.next(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert!(slow.ack(&delivery.event.id).await.unwrap());
+    }
+    let mut taken = 0;
+    while taken < published.len() {
+        let batch = fast.next_batch(100, Duration::from_secs(5)).await.unwrap();
+        let ids: Vec<String> = batch.into_iter().map(|d| d.event.id).collect();
+        taken += fast.ack_many(&ids).await.unwrap();
+    }
+    bus.trim_backlog().await.unwrap();
+    let stats = bus.stats().await.unwrap();
+    let reports = stats.groups.iter().find(|g| g.group == "reports").unwrap();
+    assert_eq!((reports.lag, reports.pending), (296, 1));
+    assert!(stream_len(&store, "normal").await >= 300);
+
+    let mut rest = Vec::new();
+    while let Some(delivery) = slow.next(Duration::from_millis(300)).await.unwrap() {
+        assert!(slow.ack(&delivery.event.id).await.unwrap());
+        rest.push(delivery.event);
+    }
+    assert_eq!(rest, published[4..].to_vec());
+    // The unacknowledged one is still there to come back.
+    clock.advance(vis + Duration::from_secs(1));
+    let again = slow.next(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!((&again.event, again.deliveries), (&unacked.event, 2));
+    assert!(slow.ack(&again.event.id).await.unwrap());
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
+    // Every group is done with everything: what is left is at most a partly used node.
+    bus.trim_backlog().await.unwrap();
+    let normal = stream_len(&store, "normal").await;
+    assert!(normal < 150, "{normal} entries left");
+    assert_eq!(bus.stats().await.unwrap().trimmed_unread, 0);
+    store.delete_prefix().await.unwrap();
+}
+
+/// What the cap drops unread is counted in the store, and reported (logged) once, by
+/// whichever bus maintains first.
+#[tokio::test]
+async fn what_the_cap_drops_unread_is_reported_once() {
+    let store = store().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let options = BusOptions {
+        backlog: 10,
+        backlog_cap: 100,
+        ..BusOptions::default()
+    };
+    let bus = RedisEventBus::new(store.clone(), clock.clone(), options)
+        .await
+        .unwrap();
+    let other = RedisEventBus::new(store.clone(), clock, options)
+        .await
+        .unwrap();
+    let _stuck = consumer(&bus, "reports", "r1", Duration::from_secs(30), 5).await;
+    publish_numbered(&bus, "SALE_RECORDED", "station", 400).await;
+    let counted = bus.stats().await.unwrap().trimmed_unread;
+    assert!(counted >= 299, "{counted}");
+    // Publishing starts maintenance in the background, which may have reported some.
+    let reported = bus.trim_backlog().await.unwrap() + other.trim_backlog().await.unwrap();
+    assert!(reported <= counted);
+    assert_eq!(bus.trim_backlog().await.unwrap(), 0);
+    assert_eq!(other.trim_backlog().await.unwrap(), 0);
+    let told: u64 = redis::cmd("HGET")
+        .arg(store.key("ev", "events", "stats"))
+        .arg("trimmed-unread-told")
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    assert_eq!(told, counted);
+    store.delete_prefix().await.unwrap();
+}

@@ -2,8 +2,8 @@
 
 use super::{
     exhausted_reason, BusOptions, ConsumerOptions, DeadLetter, Delivery, Event, EventBus,
-    EventConsumer, EventId, EventPriority, EventQuery, EventStats, NewEvent, ReplayFrom,
-    IDEMPOTENCY_WINDOW, LIVE_CAPACITY,
+    EventConsumer, EventId, EventPriority, EventQuery, EventStats, GroupLag, LagCounts, NewEvent,
+    ReplayFrom, IDEMPOTENCY_WINDOW, LIVE_CAPACITY,
 };
 use crate::clock::SharedClock;
 use crate::Result;
@@ -37,6 +37,11 @@ struct State {
     stats: EventStats,
     /// Idempotency key → (event id, forgotten after this many ms since the epoch).
     seen: HashMap<String, (String, i64)>,
+    /// Events the backlog cap dropped unread, in all, and since the last warning.
+    trimmed_unread: u64,
+    unwarned: u64,
+    /// When the last such warning was logged.
+    warned_at: Option<std::time::Instant>,
 }
 
 /// Most idempotency keys remembered at once.
@@ -89,12 +94,7 @@ impl MemoryEventBus {
                 live: broadcast::channel(LIVE_CAPACITY).0,
                 published: Notify::new(),
                 clock,
-                options: BusOptions {
-                    history_len: options.history_len.max(1),
-                    backlog: options.backlog.max(1),
-                    dead_letters: options.dead_letters.max(1),
-                    ..options
-                },
+                options: options.normalized(),
             }),
         }
     }
@@ -155,6 +155,41 @@ impl State {
             .insert(key.to_owned(), (id, now_ms.saturating_add(window)));
     }
 
+    /// Count `n` events the backlog cap dropped unread, and warn about them at most once
+    /// a second, so a group stuck at the cap cannot flood the log.
+    fn note_trimmed_unread(&mut self, n: u64, cap: usize) {
+        self.trimmed_unread += n;
+        self.unwarned += n;
+        if self
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            super::warn_trimmed_unread(self.unwarned, cap);
+            self.unwarned = 0;
+            self.warned_at = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Lag and pending counts of every group.
+    fn group_lags(&self) -> Vec<GroupLag> {
+        let mut groups = Vec::new();
+        for (name, group) in &self.groups {
+            for priority in EventPriority::ALL {
+                let pending = group
+                    .pending
+                    .values()
+                    .filter(|p| p.event.priority == priority)
+                    .count();
+                let counts = LagCounts {
+                    lag: group.queues[priority.rank()].len() as u64,
+                    pending: pending as u64,
+                };
+                GroupLag::add(&mut groups, name, priority, counts);
+            }
+        }
+        groups
+    }
+
     fn trim_history(&mut self, options: &BusOptions, now: DateTime<Utc>) {
         let oldest = age_limit(now, options.history_age);
         while self.history.len() > options.history_len
@@ -187,15 +222,23 @@ impl EventBus for MemoryEventBus {
             state.history.push_back(event.clone());
             state.trim_history(&inner.options, time);
             state.stats.add("published", &event.event_type, 1);
+            let cap = inner.options.backlog_cap;
+            let mut dropped: Vec<String> = Vec::new();
             for (name, group) in &mut state.groups {
                 if event.target.as_ref().is_some_and(|t| t != name) {
                     continue;
                 }
                 let queue = &mut group.queues[event.priority.rank()];
                 queue.push_back(event.clone());
-                if queue.len() > inner.options.backlog {
-                    queue.pop_front();
+                if queue.len() > cap {
+                    // Counted once however many groups it was dropped from, as on Redis.
+                    if let Some(old) = queue.pop_front().filter(|old| !dropped.contains(&old.id)) {
+                        dropped.push(old.id);
+                    }
                 }
+            }
+            if !dropped.is_empty() {
+                state.note_trimmed_unread(dropped.len() as u64, cap);
             }
             event
         };
@@ -259,7 +302,12 @@ impl EventBus for MemoryEventBus {
     }
 
     async fn stats(&self) -> Result<EventStats> {
-        Ok(self.inner.state.lock().stats.clone())
+        let state = self.inner.state.lock();
+        Ok(EventStats {
+            groups: state.group_lags(),
+            trimmed_unread: state.trimmed_unread,
+            ..state.stats.clone()
+        })
     }
 }
 

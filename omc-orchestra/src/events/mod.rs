@@ -54,9 +54,11 @@ use tokio::sync::broadcast;
 pub const DEFAULT_HISTORY: usize = 10_000;
 /// How long history keeps an event by default (24 h).
 pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(24 * 3600);
-/// How many undelivered events a consumer group may fall behind by default before the
-/// oldest are dropped.
+/// Entries kept by default in a priority stream that no consumer group reads yet (Redis).
 pub const DEFAULT_BACKLOG: usize = 100_000;
+/// How many unread events a consumer group may fall behind by default before the oldest
+/// are dropped (and counted): ten times [`DEFAULT_BACKLOG`].
+pub const DEFAULT_BACKLOG_CAP: usize = 10 * DEFAULT_BACKLOG;
 /// Dead letters kept by default.
 pub const DEFAULT_DEAD_LETTERS: usize = 10_000;
 /// How far a live subscriber may fall behind before it is told it lagged.
@@ -69,8 +71,15 @@ pub struct BusOptions {
     pub history_len: usize,
     /// Oldest event kept in history.
     pub history_age: Duration,
-    /// Most undelivered events kept per priority for the consumer groups.
+    /// Entries kept per priority stream while it has no consumer group (Redis): once a
+    /// group reads a stream, what every group has read and acknowledged is trimmed
+    /// instead, and what some group has not is kept up to [`backlog_cap`](Self::backlog_cap).
     pub backlog: usize,
+    /// The hard bound on the events kept per priority for the consumer groups (never
+    /// below `backlog`). Past it the oldest go even when a group has not read them: they
+    /// are counted in [`EventStats::trimmed_unread`] and logged at WARN. On Redis each
+    /// priority stream may hold this many entries, so size it to the memory Redis has.
+    pub backlog_cap: usize,
     /// Most dead letters kept.
     pub dead_letters: usize,
 }
@@ -81,7 +90,23 @@ impl Default for BusOptions {
             history_len: DEFAULT_HISTORY,
             history_age: DEFAULT_HISTORY_AGE,
             backlog: DEFAULT_BACKLOG,
+            backlog_cap: DEFAULT_BACKLOG_CAP,
             dead_letters: DEFAULT_DEAD_LETTERS,
+        }
+    }
+}
+
+impl BusOptions {
+    /// These options with every bound at least 1 and the cap at least the backlog, as
+    /// the backends use them.
+    pub fn normalized(self) -> Self {
+        let backlog = self.backlog.max(1);
+        Self {
+            history_len: self.history_len.max(1),
+            backlog,
+            backlog_cap: self.backlog_cap.max(backlog),
+            dead_letters: self.dead_letters.max(1),
+            ..self
         }
     }
 }
@@ -225,13 +250,24 @@ pub trait EventBus: Send + Sync + 'static {
     /// The newest dead letters, newest first.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
 
-    /// Published, delivered, redelivered and dead counts per event type.
+    /// Published, delivered, redelivered and dead counts per event type; lag and pending
+    /// counts per consumer group; events the backlog cap dropped unread.
     async fn stats(&self) -> Result<EventStats>;
 }
 
 /// The reason recorded for an event that ran out of deliveries.
 pub fn exhausted_reason(deliveries: u32) -> String {
     format!("not acknowledged after {deliveries} deliveries")
+}
+
+/// Log, at WARN, that the backlog cap dropped `count` events some consumer group had not
+/// read: the one message both backends give, so an alert on the log matches either.
+pub(crate) fn warn_trimmed_unread(count: u64, cap: usize) {
+    tracing::warn!(
+        count,
+        cap,
+        "the event backlog cap dropped events a consumer group had not read"
+    );
 }
 
 /// The tag every re-published (replayed) event carries.

@@ -373,6 +373,72 @@ pub struct EventStats {
     pub total: TypeStats,
     /// Counts by event type (types past [`MAX_STAT_TYPES`] are counted under `_other`).
     pub by_type: BTreeMap<String, TypeStats>,
+    /// Lag and pending counts of each consumer group, by group name.
+    #[serde(default)]
+    pub groups: Vec<GroupLag>,
+    /// Events the backlog cap dropped before some consumer group had read them, since the
+    /// store was made (see [`BusOptions::backlog_cap`](super::BusOptions::backlog_cap)).
+    #[serde(default)]
+    pub trimmed_unread: u64,
+}
+
+/// How far one consumer group is behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GroupLag {
+    /// The group's name (the service it serves).
+    pub group: String,
+    /// Events not yet delivered to the group, summed over the priorities. On Redis this
+    /// counts the entries the group has yet to pass over, events targeted at other groups
+    /// included (it skips them when it reaches them).
+    pub lag: u64,
+    /// Events delivered to the group and not yet acknowledged, summed over the priorities.
+    pub pending: u64,
+    /// The same two counts per priority.
+    pub by_priority: BTreeMap<EventPriority, LagCounts>,
+}
+
+/// Lag and pending counts of a group on one priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LagCounts {
+    /// Events not yet delivered to the group.
+    pub lag: u64,
+    /// Events delivered and not yet acknowledged.
+    pub pending: u64,
+}
+
+impl GroupLag {
+    /// Add the counts of `group` on `priority`, to its entry in `groups` (made when
+    /// missing, keeping `groups` sorted by name).
+    pub fn add(
+        groups: &mut Vec<GroupLag>,
+        group: &str,
+        priority: EventPriority,
+        counts: LagCounts,
+    ) {
+        let at = match groups.binary_search_by(|g| g.group.as_str().cmp(group)) {
+            Ok(at) => at,
+            Err(at) => {
+                groups.insert(
+                    at,
+                    GroupLag {
+                        group: group.to_owned(),
+                        ..GroupLag::default()
+                    },
+                );
+                at
+            }
+        };
+        let entry = &mut groups[at];
+        entry.lag += counts.lag;
+        entry.pending += counts.pending;
+        let own = entry.by_priority.entry(priority).or_default();
+        own.lag += counts.lag;
+        own.pending += counts.pending;
+    }
 }
 
 /// How many distinct event types the stats keep before counting the rest as `_other`.

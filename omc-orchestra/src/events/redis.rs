@@ -6,9 +6,9 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:ev:{events}:hist` | stream | history: every event, trimmed exactly to `history_len` and `history_age` |
-//! | `{prefix}:ev:{events}:q:{priority}` | stream | one per priority, read by the consumer groups (one group per service), `MAXLEN ~ backlog` |
+//! | `{prefix}:ev:{events}:q:{priority}` | stream | one per priority, read by the consumer groups (one group per service): trimmed to what some group has not read or acknowledged (`MINID ~`), or `MAXLEN ~ backlog` while it has no group, and never past `MAXLEN ~ backlog_cap` (`redis_backlog.rs`) |
 //! | `{prefix}:ev:{events}:dead` | list | dead letters, newest first, trimmed to `dead_letters` |
-//! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types |
+//! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types; `trimmed-unread` → events the backlog cap dropped before some group read them, `trimmed-unread-told` → how many of those were logged |
 //! | `{prefix}:ev:{events}:once:{key}` | string | the event id published under an idempotency key, for [`IDEMPOTENCY_WINDOW`] |
 //! | `{prefix}:ev:{events}:sent:{batch}` | string | a publish batch's answer, so a resend publishes nothing twice; expires after a minute |
 //! | `{prefix}:ev:{events}:clock:{group}` | hash | per consumer of the group, its clock's offsets from Redis time and since when (`redis_take.lua`) |
@@ -38,6 +38,8 @@
 //! the clock time of any delivery is known.
 //! Idle consumers wait for news without a herd (`redis_wait.rs`).
 
+#[path = "redis_backlog.rs"]
+mod backlog;
 #[path = "redis_consumer.rs"]
 mod consumer;
 #[path = "redis_live.rs"]
@@ -76,6 +78,8 @@ pub struct RedisEventBus {
     watcher: tokio::task::JoinHandle<()>,
     /// How this process's idle consumers of each group wait for news.
     waits: wait::Waits,
+    /// Trims the priority streams and counts how far the groups are behind.
+    backlog: Arc<backlog::Backlog>,
 }
 
 /// The bus's keys.
@@ -126,25 +130,21 @@ impl RedisEventBus {
             live: live.clone(),
         }
         .spawn(tail);
-        let options = BusOptions {
-            history_len: options.history_len.max(1),
-            backlog: options.backlog.max(1),
-            dead_letters: options.dead_letters.max(1),
-            ..options
-        };
+        let options = options.normalized();
         let [q0, q1, q2, q3] = keys.queues.clone();
         let publisher = Arc::new(Publisher {
             // Batches go on a connection of their own, not behind the consumers' reads.
             store: store.with_own_connection().await?,
             keys: [keys.hist.clone(), keys.stats.clone(), q0, q1, q2, q3],
             history_len: options.history_len.to_string(),
-            backlog: options.backlog.to_string(),
+            backlog: options.backlog_cap.to_string(),
             max_types: MAX_STAT_TYPES.to_string(),
             channel: keys.live.clone(),
             batch_base: key("sent:"),
             script: Publisher::script(),
             sent_ms: Default::default(),
         });
+        let backlog = Arc::new(backlog::Backlog::new(store.clone(), &keys, &options));
         Ok(Self {
             store,
             keys,
@@ -155,6 +155,7 @@ impl RedisEventBus {
             live,
             watcher,
             waits: wait::Waits::default(),
+            backlog,
         })
     }
 
@@ -170,10 +171,21 @@ impl RedisEventBus {
             .send((outgoing, reply))
             .map_err(|_| Error::Backend("the publish batcher stopped".into()))?;
         match answer.await {
-            Ok(Ok(published)) => Ok(published),
+            Ok(Ok(published)) => {
+                self.backlog.published();
+                Ok(published)
+            }
             Ok(Err(message)) => Err(Error::Backend(message.into())),
             Err(_) => Err(Error::Backend("the publish batcher stopped".into())),
         }
+    }
+
+    /// Trim the priority streams to what their consumer groups still need now, rather
+    /// than at the next publish (which does it at most once a second); log at WARN the
+    /// events the backlog cap dropped unread that no bus has logged yet, and answer their
+    /// number.
+    pub async fn trim_backlog(&self) -> Result<u64> {
+        self.backlog.maintain().await
     }
 
     fn oldest_ms(&self) -> i64 {
@@ -392,7 +404,11 @@ impl EventBus for RedisEventBus {
                 async move { conn.hgetall(key).await }
             })
             .await?;
-        let mut stats = EventStats::default();
+        let mut stats = EventStats {
+            groups: self.backlog.group_lags().await?,
+            trimmed_unread: raw.get(backlog::TRIMMED_UNREAD).copied().unwrap_or(0),
+            ..EventStats::default()
+        };
         for (field, count) in raw {
             if let Some((kind, event_type)) = field.split_once('|') {
                 stats.add(kind, event_type, count);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog,
+/// Publishes `ARGV[1]` events. `ARGV[2..6]`: history length, oldest ms kept, backlog cap,
 /// most stat types, the live channel. Then 5 arguments per event: ms, JSON, type,
 /// priority rank, idempotency window (`''` for none). `KEYS`: history,
 /// stats, the four priority streams, the batch's key, then the idempotency key of each
@@ -69,7 +69,8 @@ for i = 1, n do
 end
 redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
-for q in pairs(touched) do redis.call('XTRIM', q, 'MAXLEN', '~', backlog) end
+-- The hard bound only: trimming to what the groups need is `redis_backlog.rs`'s job.
+for q in pairs(touched) do cap_stream(q, backlog, STATS) end
 for t, c in pairs(counts) do
   local field = 'published|' .. t
   if redis.call('HLEN', STATS) >= most and redis.call('HEXISTS', STATS, field) == 0 then
@@ -122,7 +123,7 @@ pub(super) struct Publisher {
     pub keys: [String; 6],
     /// Most events kept in history.
     pub history_len: String,
-    /// Backlog of each priority stream.
+    /// Hard cap of each priority stream ([`BusOptions::backlog_cap`](crate::events::BusOptions::backlog_cap)).
     pub backlog: String,
     /// Most distinct event types counted in stats.
     pub max_types: String,
@@ -142,7 +143,8 @@ impl Publisher {
     /// The script that publishes a batch.
     pub(super) fn script() -> Script {
         let window = crate::backend::RESEND_WINDOW.as_millis().to_string();
-        Script::new(&PUBLISH_MANY.replace("RESEND_WINDOW_MS", &window))
+        let body = PUBLISH_MANY.replace("RESEND_WINDOW_MS", &window);
+        Script::new(&format!("{}{body}", super::backlog::FUNCTIONS))
     }
 
     /// Publish `events` in one script call, keeping history from `oldest_ms` on.

@@ -19,7 +19,7 @@ const ARRIVES: Duration = Duration::from_secs(5);
 /// How long a check waits to be sure that nothing arrives.
 const NOTHING: Duration = Duration::from_millis(150);
 
-async fn fresh(make: &MakeBus, options: BusOptions) -> (Arc<dyn EventBus>, ManualClock) {
+pub(crate) async fn fresh(make: &MakeBus, options: BusOptions) -> (Arc<dyn EventBus>, ManualClock) {
     let clock = ManualClock::starting_now();
     (make(clock.clone(), options).await, clock)
 }
@@ -82,6 +82,7 @@ pub async fn run_all(make: MakeBus) {
     idempotent_publish_happens_once(&make).await;
     batches_keep_the_contract(&make).await;
     a_batch_consumer_that_ran_dry_gets_news_of_any_priority(&make).await;
+    crate::testkit::events_backlog::run_all(&make).await;
 }
 
 /// A published event is stamped, reaches history, and bad input names its field.

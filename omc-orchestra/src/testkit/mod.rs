@@ -8,6 +8,7 @@ pub mod announce;
 pub mod cache;
 pub mod cron;
 pub mod events;
+pub mod events_backlog;
 pub mod jobs;
 pub mod jobs_ops;
 pub mod logs;
