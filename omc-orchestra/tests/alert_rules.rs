@@ -149,6 +149,46 @@ async fn job_failures_fed_through_observe_alert() {
     assert_eq!(notices[0].state, AlertState::Resolved);
 }
 
+#[tokio::test]
+async fn a_group_lagging_for_five_minutes_alerts_on_its_own() {
+    let clock = ManualClock::starting_now();
+    let engine = AlertEngine::new(builtin_rules(), Arc::new(clock.clone()));
+    let group = |name: &str| Labels::from([("group".to_owned(), name.to_owned())]);
+    let mut fired = Vec::new();
+    // A minute apart: `reports` stays past 1000 for five minutes; `billing` dips below
+    // the clear threshold in between, which starts its five minutes again.
+    for billing in [5000.0, 5000.0, 20.0, 5000.0, 5000.0] {
+        fired.extend(
+            engine
+                .observe("event_group_lag", group("reports"), 1500.0)
+                .await,
+        );
+        fired.extend(
+            engine
+                .observe("event_group_lag", group("billing"), billing)
+                .await,
+        );
+        clock.advance(Duration::from_secs(61));
+    }
+    fired.extend(
+        engine
+            .observe("event_group_lag", group("reports"), 1500.0)
+            .await,
+    );
+    let states: Vec<_> = fired
+        .iter()
+        .map(|n| (n.rule.as_str(), n.labels["group"].as_str(), n.state))
+        .collect();
+    assert_eq!(
+        states,
+        [("EventConsumerLagging", "reports", AlertState::Firing)]
+    );
+    let resolved = engine
+        .observe("event_group_lag", group("reports"), 50.0)
+        .await;
+    assert_eq!(resolved[0].state, AlertState::Resolved);
+}
+
 #[test]
 fn a_clear_threshold_on_the_wrong_side_is_named() {
     let rule = cpu_rule().clear_at(95.0);

@@ -187,7 +187,9 @@ impl AlertRule {
 /// The rules every deployment starts with.
 ///
 /// `job_consecutive_failures` is fed by whatever runs jobs, through
-/// [`AlertEngine::observe`](super::AlertEngine::observe) with a `type` label.
+/// [`AlertEngine::observe`](super::AlertEngine::observe) with a `type` label;
+/// `event_group_lag` by whatever reads the event bus stats (the registry server), with a
+/// `group` label.
 pub fn builtin_rules() -> Vec<AlertRule> {
     vec![
         AlertRule::new(
@@ -245,5 +247,15 @@ pub fn builtin_rules() -> Vec<AlertRule> {
         )
         .clear_at(0.5)
         .summary("a job type failed 5 times in a row"),
+        AlertRule::new(
+            "EventConsumerLagging",
+            "event_group_lag",
+            Comparison::Above,
+            1000.0,
+            Severity::Warning,
+        )
+        .clear_at(100.0)
+        .for_secs(300)
+        .summary("a consumer group is more than 1000 events behind for 5 minutes"),
     ]
 }
