@@ -3,6 +3,7 @@
 
 pub use crate::config::{Config, ServerKind};
 use crate::dashboard::{self, DashboardConfig};
+use crate::event_gauges::{self, EventGauges};
 use crate::events_api::{self, EventsState};
 use crate::gateway_api;
 use crate::gateway_lanes;
@@ -135,6 +136,14 @@ impl App {
                     }
                     let (health, tasks) = HealthState::start(&config, &backends, &metrics).await;
                     app.tasks.extend(tasks);
+                    let gauges = EventGauges::register(metrics.registry())
+                        .map_err(|err| tracing::warn!(error = %err, "event gauges not registered"))
+                        .ok();
+                    app.tasks.push(event_gauges::spawn(
+                        backends.events.clone(),
+                        gauges,
+                        health.alerts.clone(),
+                    ));
                     let discovery = Discovery::new(backends.registry.clone())
                         .with_panic_threshold(config.panic_threshold);
                     app.tasks.push(announce_registry(

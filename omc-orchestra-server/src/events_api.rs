@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use omc_orchestra::events::{
     replay_to_group, DeadLetter, Event, EventBus, EventId, EventPriority, EventQuery, EventStats,
-    NewEvent, ReplayFrom, TypeStats,
+    GroupLag, LagCounts, NewEvent, ReplayFrom, TypeStats,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub struct EventsState {
         EventPriority,
         EventStats,
         TypeStats,
+        GroupLag,
+        LagCounts,
         DeadLetter,
         ReplayRequest,
         ReplayPage,
@@ -183,7 +185,8 @@ async fn replay(State(state): State<EventsState>, body: Bytes) -> ApiResult<Json
     }))
 }
 
-/// Published, delivered, redelivered and dead counts per event type.
+/// Published, delivered, redelivered and dead counts per event type; lag and pending per
+/// consumer group; events the backlog cap dropped unread.
 #[utoipa::path(get, path = "/events/stats", responses((status = 200, body = EventStats)))]
 async fn stats(State(state): State<EventsState>) -> ApiResult<Json<EventStats>> {
     Ok(Json(state.bus.stats().await?))

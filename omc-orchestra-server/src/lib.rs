@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod event_gauges;
 pub mod events_api;
 pub mod gateway_api;
 pub mod gateway_lanes;
