@@ -1,6 +1,7 @@
-//! Kill a worker process (SIGKILL) in the middle of its jobs, against a real Redis: every
-//! enqueued job still completes, the killed worker's jobs run again elsewhere, and no job
-//! runs twice on the healthy worker.
+//! Kill a worker process (SIGKILL) in the middle of its jobs, or stop it (SIGSTOP) past
+//! its leases and let it go on (SIGCONT), against a real Redis: every enqueued job still
+//! completes, the lost worker's jobs run again elsewhere, no job runs twice on the healthy
+//! worker, and the stopped worker's late completions are refused.
 
 use omc_orchestra::clock;
 use omc_orchestra::jobs::{JobQueue, JobState, NewJob, QueueOptions, RedisJobQueue};
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 const JOBS: usize = 40;
 
-fn spawn_worker(url: &str, prefix: &str) -> (Child, String) {
+fn spawn_worker(url: &str, prefix: &str, work_ms: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash_worker"))
-        .args([url, prefix, "1000", "150", "4"])
+        .args([url, prefix, "1000", work_ms, "4"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("the crash_worker binary starts");
@@ -44,29 +45,16 @@ async fn a_killed_worker_loses_no_job() {
             .await
             .unwrap();
     }
-    let (mut victim, victim_id) = spawn_worker(&url, store.prefix());
-    let starts_key = format!("{}:crashtest:starts", store.prefix());
-    let starts = |conn: redis::aio::ConnectionManager| {
-        let key = starts_key.clone();
-        async move {
-            let mut conn = conn;
-            redis::cmd("LRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async::<Vec<String>>(&mut conn)
-                .await
-                .unwrap()
-        }
-    };
+    let (mut victim, victim_id) = spawn_worker(&url, store.prefix(), "150");
     eventually("the victim is mid-job", Duration::from_secs(20), || async {
-        let all = starts(store.connection()).await;
-        (all.iter().filter(|s| s.ends_with(&victim_id)).count() >= 6).then_some(())
+        let started = runs(&store, "starts").await;
+        let by_victim = started.values().flatten().filter(|w| **w == victim_id);
+        (by_victim.count() >= 6).then_some(())
     })
     .await;
     victim.kill().unwrap();
     victim.wait().unwrap();
-    let (mut healthy, healthy_id) = spawn_worker(&url, store.prefix());
+    let (mut healthy, healthy_id) = spawn_worker(&url, store.prefix(), "150");
 
     eventually("every job completed", Duration::from_secs(60), || async {
         (queue.stats().await.unwrap().completed == JOBS as u64).then_some(())
@@ -75,13 +63,7 @@ async fn a_killed_worker_loses_no_job() {
     healthy.kill().unwrap();
     healthy.wait().unwrap();
 
-    let mut runs: HashMap<String, Vec<String>> = HashMap::new();
-    for start in starts(store.connection()).await {
-        let (id, worker) = start.split_once('|').unwrap();
-        runs.entry(id.to_owned())
-            .or_default()
-            .push(worker.to_owned());
-    }
+    let runs = runs(&store, "starts").await;
     let jobs = queue
         .list(&omc_orchestra::jobs::JobFilter {
             limit: Some(1000),
@@ -109,5 +91,116 @@ async fn a_killed_worker_loses_no_job() {
         }
     }
     assert!(rerun > 0, "the victim was killed with no job in flight");
+    store.delete_prefix().await.unwrap();
+}
+
+/// Each job's runs, in order, from a list of `{job id}|{worker id}` entries.
+async fn runs(store: &omc_orchestra::RedisStore, list: &str) -> HashMap<String, Vec<String>> {
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:crashtest:{list}", store.prefix()))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    let mut runs: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in entries {
+        let (id, worker) = entry.split_once('|').unwrap();
+        runs.entry(id.to_owned())
+            .or_default()
+            .push(worker.to_owned());
+    }
+    runs
+}
+
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal}");
+}
+
+#[tokio::test]
+async fn a_worker_stopped_past_its_leases_completes_nothing_late() {
+    let store = store().await;
+    let url = url().await;
+    let queue = RedisJobQueue::new(
+        store.clone(),
+        "default",
+        clock::system(),
+        QueueOptions::default(),
+    )
+    .unwrap();
+    for n in 0..JOBS {
+        let job = NewJob::new("crash-test", serde_json::json!({ "n": n }));
+        queue.enqueue(job).await.unwrap();
+    }
+    let (mut stopped, stopped_id) = spawn_worker(&url, store.prefix(), "400");
+    eventually("the worker is mid-job", Duration::from_secs(20), || async {
+        let started = runs(&store, "starts").await;
+        (started.values().flatten().count() >= 4).then_some(())
+    })
+    .await;
+    signal(&stopped, "-STOP");
+    let held: Vec<String> = {
+        let started = runs(&store, "starts").await;
+        let finished = runs(&store, "finishes").await;
+        started
+            .keys()
+            .filter(|id| !finished.contains_key(*id))
+            .cloned()
+            .collect()
+    };
+    assert!(!held.is_empty(), "stopped with no job in flight");
+    // Past the one-second leases: the stopped worker's jobs go back to the queue.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (mut healthy, healthy_id) = spawn_worker(&url, store.prefix(), "50");
+    eventually("every job completed", Duration::from_secs(60), || async {
+        (queue.stats().await.unwrap().completed == JOBS as u64).then_some(())
+    })
+    .await;
+
+    signal(&stopped, "-CONT");
+    eventually(
+        "the stopped worker ends its jobs",
+        Duration::from_secs(20),
+        || async {
+            let finished = runs(&store, "finishes").await;
+            let late = held.iter().filter(|id| {
+                finished
+                    .get(*id)
+                    .is_some_and(|workers| workers.contains(&stopped_id))
+            });
+            (late.count() == held.len()).then_some(())
+        },
+    )
+    .await;
+    // Its completions went out with its lapsed leases: give them time to be refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for child in [&mut stopped, &mut healthy] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let started = runs(&store, "starts").await;
+    for id in &held {
+        let job = queue.get(id).await.unwrap();
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+        let completed_by = job.result.as_ref().unwrap()["worker"].as_str().unwrap();
+        assert_eq!(
+            completed_by, healthy_id,
+            "the late completion of {id} was taken"
+        );
+        let healthy_runs = started[id].iter().filter(|w| **w == healthy_id).count();
+        assert_eq!(healthy_runs, 1, "{id}: {:?}", started[id]);
+    }
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.completed, JOBS as u64);
+    assert_eq!(
+        stats.last_minute.completed, JOBS as u64,
+        "a job completed twice"
+    );
     store.delete_prefix().await.unwrap();
 }

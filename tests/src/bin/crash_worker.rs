@@ -1,5 +1,7 @@
 //! A worker process for the crash test: runs `crash-test` jobs from the Redis queue
-//! `default` under `PREFIX`, recording each start in `{PREFIX}:crashtest:starts`.
+//! `default` under `PREFIX`, recording each start in `{PREFIX}:crashtest:starts` and each
+//! handler that ran to its end (before the queue hears of it) in
+//! `{PREFIX}:crashtest:finishes`, both as `{job id}|{worker id}`.
 //!
 //! Usage: `crash_worker REDIS_URL PREFIX LEASE_MS WORK_MS CONCURRENCY`. Prints its worker
 //! id on the first line of stdout, then runs until killed.
@@ -18,6 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let store = RedisStore::connect(url, prefix).await?;
     let starts = format!("{prefix}:crashtest:starts");
+    let finishes = format!("{prefix}:crashtest:finishes");
     let queue = RedisJobQueue::new(
         store.clone(),
         "default",
@@ -28,16 +31,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = concurrency.parse()?;
     let pool = WorkerPool::builder(Arc::new(queue))
         .handle("crash-test", move |ctx| {
-            let (mut conn, starts) = (store.connection(), starts.clone());
+            let mut conn = store.connection();
+            let (starts, finishes) = (starts.clone(), finishes.clone());
             async move {
                 let worker = ctx.job.worker.clone().unwrap_or_default();
+                let run = format!("{}|{worker}", ctx.job.id);
                 redis::cmd("RPUSH")
                     .arg(&starts)
-                    .arg(format!("{}|{worker}", ctx.job.id))
+                    .arg(&run)
                     .query_async::<()>(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
                 tokio::time::sleep(work).await;
+                redis::cmd("RPUSH")
+                    .arg(&finishes)
+                    .arg(&run)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(serde_json::json!({ "worker": worker }))
             }
         })
