@@ -177,3 +177,105 @@ async fn a_stalled_redis_gets_answers_at_the_deadline_and_then_service_again() {
     assert!(served, "the jobs server serves again once Redis goes on");
     app.shutdown().await;
 }
+
+/// 200 enqueues sent at once while Redis is paused for `pause`, each numbered from
+/// `first`: what each answered.
+async fn enqueues_through_a_pause(
+    app: &App,
+    redis: &RedisProcess,
+    first: u64,
+    pause: Duration,
+) -> Vec<(u64, StatusCode, Value)> {
+    let http = reqwest::Client::new();
+    let jobs = format!("{}/jobs", app.url(ServerKind::Jobs));
+    redis.pause();
+    let calls = (first..first + 200).map(|n| {
+        let request = http
+            .post(&jobs)
+            .json(&serde_json::json!({"type": "reconciliation", "data": {"n": n}}))
+            .timeout(Duration::from_secs(30));
+        async move {
+            let answer = request.send().await.expect("every call answers");
+            let status = answer.status();
+            (n, status, answer.json().await.unwrap_or(Value::Null))
+        }
+    });
+    let calls = tokio::spawn(futures::future::join_all(calls));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = format!("{}/health/ready", app.url(ServerKind::Jobs));
+    let (status, body) = get(&http, ready).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ready while paused: {body}"
+    );
+    tokio::time::sleep(pause.saturating_sub(Duration::from_secs(1))).await;
+    redis.resume();
+    calls.await.unwrap()
+}
+
+#[tokio::test]
+async fn enqueues_through_a_paused_redis_answer_and_are_stored_once() {
+    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let config = Config {
+        redis_url: Some(redis.url()),
+        ..Config::ephemeral()
+    };
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    let mut answers = Vec::new();
+    for (first, seconds) in [(0, 5), (1_000, 15)] {
+        let pause = Duration::from_secs(seconds);
+        answers.extend(enqueues_through_a_pause(&app, &redis, first, pause).await);
+        // The servers go on without a restart.
+        for (status, body) in readiness(&app, StatusCode::OK).await {
+            assert_eq!(status, StatusCode::OK, "after a {seconds} s pause: {body}");
+        }
+    }
+    let http = reqwest::Client::new();
+    let mut copies = std::collections::HashMap::<u64, usize>::new();
+    for offset in (0..).step_by(1_000) {
+        let page = format!(
+            "{}/jobs?state=waiting&limit=1000&offset={offset}",
+            app.url(ServerKind::Jobs)
+        );
+        let (status, body) = get(&http, page).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let jobs = body["jobs"].as_array().cloned().expect("a page of jobs");
+        for job in &jobs {
+            *copies
+                .entry(job["data"]["n"].as_u64().unwrap())
+                .or_default() += 1;
+        }
+        if jobs.len() < 1_000 {
+            break;
+        }
+    }
+    let (mut created, mut refused) = (0, 0);
+    for (n, status, body) in &answers {
+        let stored = copies.get(n).copied().unwrap_or(0);
+        match *status {
+            StatusCode::CREATED => {
+                created += 1;
+                assert_eq!(
+                    stored, 1,
+                    "job {n} answered 201 and is stored {stored} times"
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert_eq!(body["error"], "timeout", "{body}");
+                assert!(
+                    stored <= 1,
+                    "job {n} answered 503 and is stored {stored} times"
+                );
+            }
+            other => panic!("job {n}: {other} {body}"),
+        }
+    }
+    let stored: usize = copies.values().sum();
+    println!("{created} answered 201, {refused} answered 503 within the deadline, {stored} stored");
+    // A 503 outcome was unknown: the batch was sent again with its key once Redis went on.
+    assert!(stored >= created, "the listing found {stored} jobs");
+    assert!(refused > 0, "a 15 s pause outlasts the 5 s deadline");
+    app.shutdown().await;
+}
