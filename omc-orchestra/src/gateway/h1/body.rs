@@ -2,7 +2,7 @@
 //! its HTTP/1.1 framing (length, chunked, or until the connection closes).
 
 use super::client::Conn;
-use super::{read_some, MAX_HEAD};
+use super::{read_some, rules};
 use crate::gateway::pool::Home;
 use crate::gateway::BoxError;
 use bytes::{Buf, Bytes};
@@ -86,8 +86,8 @@ impl UpstreamBody {
     fn step_chunked(&mut self, chunk: Chunk) -> Option<Polled> {
         let buf = &mut self.conn.as_mut()?.buf;
         match chunk {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
+            Chunk::Size => match rules::chunk_size(buf) {
+                Ok(Some((used, size))) => {
                     buf.advance(used);
                     self.framing = Framing::Chunked(if size == 0 {
                         Chunk::Trailers
@@ -96,8 +96,8 @@ impl UpstreamBody {
                     });
                     self.step()
                 }
-                Ok(httparse::Status::Partial) if buf.len() < 1024 => None,
-                _ => Some(self.broken("the upstream sent a malformed chunk size")),
+                Ok(None) => None,
+                Err(malformed) => Some(self.broken(malformed.0)),
             },
             Chunk::Data(left) => {
                 if buf.is_empty() {
@@ -113,33 +113,29 @@ impl UpstreamBody {
                 });
                 Some(Poll::Ready(Some(Ok(Frame::data(data)))))
             }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return None;
+            Chunk::DataEnd => match rules::chunk_end(buf) {
+                Ok(true) => {
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                    self.step()
                 }
-                if &buf[..2] != b"\r\n" {
-                    return Some(self.broken("the upstream's chunk does not end in CRLF"));
-                }
-                buf.advance(2);
-                self.framing = Framing::Chunked(Chunk::Size);
-                self.step()
-            }
-            Chunk::Trailers => {
-                // Trailer fields are dropped; the body ends at the empty line.
-                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    if buf.len() < MAX_HEAD {
-                        return None;
+                Ok(false) => None,
+                Err(malformed) => Some(self.broken(malformed.0)),
+            },
+            // Trailer fields are dropped; the body ends at the empty line.
+            Chunk::Trailers => match rules::trailer_line(buf) {
+                Ok(Some((used, last))) => {
+                    buf.advance(used);
+                    if last {
+                        self.framing = Framing::Done;
+                        self.finish_if_done();
+                        return Some(Poll::Ready(None));
                     }
-                    return Some(self.broken("the upstream's trailers are too large"));
-                };
-                buf.advance(end + 2);
-                if end == 0 {
-                    self.framing = Framing::Done;
-                    self.finish_if_done();
-                    return Some(Poll::Ready(None));
+                    self.step()
                 }
-                self.step()
-            }
+                Ok(None) => None,
+                Err(malformed) => Some(self.broken(malformed.0)),
+            },
         }
     }
 }

@@ -5,7 +5,8 @@
 //! handing the connection back to the pool at its end.
 
 use super::body::{Chunk, Framing, UpstreamBody};
-use super::wire::{sort, Answer, Declared, Sorted};
+use super::rules::{bodiless, declared, Declared};
+use super::wire::{sort, Answer, Sorted};
 use super::{put_header, put_length, read_more, Deadline, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
 use crate::gateway::pool::Home;
@@ -328,9 +329,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         .code
         .and_then(|code| StatusCode::from_u16(code).ok())
         .ok_or_else(|| UpstreamError::Protocol("the upstream's status is invalid".into()))?;
-    // httparse accepts the names and values `http` does: they are copied as they came.
-    let sorted = sort(parsed.headers);
     let http11 = parsed.version == Some(1);
+    // An answer framed two ways, or no way a reader can trust, fails the exchange: its
+    // connection is dropped, never pooled, as what follows on it cannot be told apart.
+    let declared = declared(parsed.headers, http11).map_err(|malformed| {
+        UpstreamError::Protocol(format!("the upstream's answer is misframed: {malformed}"))
+    })?;
+    // httparse accepts the names and values `http` does: they are copied as they came.
+    let sorted = sort(parsed.headers, declared);
     buf.advance(len);
     Ok(Some(Head {
         status,
@@ -346,10 +352,7 @@ fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Answer {
         sorted,
         http11,
     } = head;
-    let framing = if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    let framing = if bodiless(method, status) {
         Framing::Length(0)
     } else {
         match sorted.declared {

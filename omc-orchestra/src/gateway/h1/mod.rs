@@ -3,8 +3,10 @@
 //! [`serve_lane`] serves a client connection: it parses request heads itself, hands
 //! plain proxied requests to a [`LaneService`] and writes the answers, and gives the
 //! connection (the bytes already read included, see [`Rewind`]) to a general-purpose
-//! server from the first request it does not take: upgrades, chunked or large request
-//! bodies, HTTP/1.0, CORS requests, the gateway's own routes.
+//! server from the first request it does not take: upgrades, request bodies larger than
+//! it buffers, HTTP/1.0, CORS requests, the gateway's own routes. A request whose
+//! framing is malformed it answers 400 itself, by the rules of [`rules`], which the
+//! upstream side follows too.
 //!
 //! The upstream side ([`crate::gateway::UpstreamPool`]) sends requests on pooled
 //! connections in the task that awaits the answer, and the answer's body reads its
@@ -16,6 +18,7 @@ mod client;
 mod deadline;
 mod respond;
 mod rewind;
+mod rules;
 mod server;
 mod wire;
 

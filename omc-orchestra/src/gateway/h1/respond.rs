@@ -1,10 +1,10 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, rules, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
 use crate::gateway::{full_body, GatewayBody};
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::cell::RefCell;
@@ -75,16 +75,13 @@ impl ToClient<'_> {
 pub(super) async fn write_response(
     mut client: ToClient<'_>,
     answer: Answer,
-    head_request: bool,
+    method: &Method,
     close: bool,
 ) -> io::Result<()> {
     let out = &mut *client.out;
     let (parts, mut body) = answer.response.into_parts();
     let status = parts.status;
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = rules::bodiless(method, status);
     let exact = body.size_hint().exact();
     let chunked = !bodiless && exact.is_none();
     out.extend_from_slice(b"HTTP/1.1 ");

@@ -2,20 +2,23 @@
 //! in the connection's own task.
 
 use super::respond::{internal_error, write_response, ToClient};
+use super::rules::{declared, has_bare_lf, Dechunk, Dechunked, Declared, Malformed};
 use super::{
     field, read_more, shared_headers, Answer, Deadline, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD,
 };
+use crate::gateway::answers::error;
 use crate::gateway::{empty_body, full_body, GatewayBody, ProxyInfo};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Method, Request, Uri};
+use http::header::CONNECTION;
+use http::{Method, Request, StatusCode, Uri};
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -47,8 +50,8 @@ pub trait LaneService: Send + Sync + 'static {
 /// Limits of a lane's connections.
 #[derive(Debug, Clone, Copy)]
 pub struct LaneOptions {
-    /// Request bodies up to this size are read whole before the request is served;
-    /// larger ones (and chunked ones) are streamed by the fallback.
+    /// Request bodies up to this size (chunked ones too, decoded) are read whole before
+    /// the request is served; larger ones are streamed by the fallback.
     pub max_buffered_body: usize,
     /// An idle keep-alive connection is closed after this long.
     pub keep_alive: Duration,
@@ -71,14 +74,23 @@ impl Default for LaneOptions {
     }
 }
 
-/// A request head the lane takes, and its body's length.
+/// How the body of a request the lane takes comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// This many bytes (0: none).
+    Length(usize),
+    /// Chunked, read whole while it stays within the buffered size.
+    Chunked,
+}
+
+/// A request head the lane takes, and how its body comes.
 struct Taken {
     method: Method,
     /// Where the request target is in the head.
     target: std::ops::Range<usize>,
     fields: Vec<Field>,
     head_len: usize,
-    body_len: usize,
+    body: BodyKind,
     close: bool,
 }
 
@@ -100,8 +112,10 @@ impl Taken {
 enum Parsed {
     Partial,
     Taken(Taken),
-    /// Anything the lane leaves to the fallback, which also answers malformed requests.
+    /// Anything the lane leaves to the fallback: HTTP/1.0, upgrades, large bodies.
     Elsewhere,
+    /// A request no server may read one way and a proxy another: answered 400, closed.
+    Malformed(Malformed),
 }
 
 fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
@@ -111,10 +125,36 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
-        _ => return Parsed::Elsewhere,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {
+            // A bare LF is refused as soon as it comes, not once the head is whole.
+            if has_bare_lf(buf) {
+                return Parsed::Malformed(Malformed("a line ends in a bare LF"));
+            }
+            return Parsed::Partial;
+        }
+        // The fallback's limits (and its 431) apply to heads larger than the lane's.
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Elsewhere
+        }
+        // Folded lines, bad names, stray bytes: what httparse refuses, hyper does too.
+        Err(_) => return Parsed::Malformed(Malformed("the request head does not parse")),
     };
-    if req.version != Some(1) {
+    // httparse takes a bare LF for a line end; a server behind the gateway may not.
+    if has_bare_lf(&buf[..head_len]) {
+        return Parsed::Malformed(Malformed("a line ends in a bare LF"));
+    }
+    let http11 = req.version == Some(1);
+    let body = match declared(req.headers, http11) {
+        Err(malformed) => return Parsed::Malformed(malformed),
+        Ok(Declared::Unknown) => BodyKind::Length(0),
+        Ok(Declared::Chunked) => BodyKind::Chunked,
+        Ok(Declared::Length(length)) => match usize::try_from(length) {
+            Ok(length) if length <= options.max_buffered_body => BodyKind::Length(length),
+            // Streamed by the fallback, which reads the length the same way.
+            _ => return Parsed::Elsewhere,
+        },
+    };
+    if !http11 {
         return Parsed::Elsewhere;
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
@@ -131,29 +171,16 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
         return Parsed::Elsewhere;
     };
     let mut fields = Vec::with_capacity(req.headers.len());
-    let mut body_len = None;
     let (mut close, mut upgrade) = (false, false);
     for header in req.headers.iter() {
         let Some((name, range)) = field(buf, header) else {
             return Parsed::Elsewhere;
         };
-        let special = name == TRANSFER_ENCODING
-            || name == http::header::UPGRADE
+        let special = name == http::header::UPGRADE
             || name == http::header::EXPECT
             || name == http::header::ORIGIN;
         if special {
             return Parsed::Elsewhere;
-        }
-        if name == CONTENT_LENGTH {
-            let length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match (body_len, length) {
-                (None, Some(length)) if length <= options.max_buffered_body => {
-                    body_len = Some(length);
-                }
-                _ => return Parsed::Elsewhere,
-            }
         }
         if name == CONNECTION {
             for token in header.value.split(|&b| b == b',') {
@@ -172,10 +199,56 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
         target,
         fields,
         head_len,
-        body_len: body_len.unwrap_or(0),
+        body,
         close,
     })
 }
+
+/// Answer a malformed request 400 and close: the bytes after its head cannot be told
+/// apart, so the connection serves nothing more. What the client still sends is read
+/// (for a short while) before the close, so that the answer is not lost to a reset.
+async fn refuse(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    timer: &mut Option<Deadline>,
+    options: &LaneOptions,
+    malformed: Malformed,
+) {
+    let message = format!("the request is malformed: {malformed}");
+    let answer = error(StatusCode::BAD_REQUEST, "bad_request", &message).into();
+    out.clear();
+    let client = ToClient {
+        stream: &mut *stream,
+        out,
+        timer,
+        idle: options.idle_timeout,
+    };
+    if write_response(client, answer, &Method::GET, true)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = BytesMut::with_capacity(4096);
+    let mut drained = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while drained < LINGER_BYTES {
+            sink.clear();
+            match read_more(stream, &mut sink).await {
+                Ok(n) if n > 0 => drained += n,
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a refused client's further bytes are read before the close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How many of a refused client's further bytes are read before the close.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Serve `stream`, a connection from `peer`, until it closes, `stop` turns true between
 /// requests, or a request goes to the fallback.
@@ -244,6 +317,9 @@ pub async fn serve_lane<S: LaneService>(
                     let prefix = buf.split().freeze();
                     return service.fallback(Rewind::new(prefix, stream), peer).await;
                 }
+                Parsed::Malformed(malformed) => {
+                    return refuse(&mut stream, &mut out, &mut timer, &options, malformed).await;
+                }
                 Parsed::Partial => {}
             }
             let idle = buf.is_empty();
@@ -273,20 +349,36 @@ pub async fn serve_lane<S: LaneService>(
                 _ = stop.changed(), if idle => return,
             }
         };
-        let (body_len, close) = (taken.body_len, taken.close);
+        let (body_kind, close) = (taken.body, taken.close);
         let head = buf.split_to(taken.head_len).freeze();
+        // The fallback answers what the lane does not take, bad targets included, from
+        // the request's first byte.
+        let elsewhere = |buf: &BytesMut, stream| {
+            let mut prefix = BytesMut::from(&head[..]);
+            prefix.extend_from_slice(buf);
+            Rewind::new(prefix.freeze(), stream)
+        };
         let parts = match taken.parts(&head) {
             Some(parts) if service.takes(&parts) => parts,
-            // The fallback answers what the lane does not take, bad targets included.
-            _ => {
-                let mut prefix = BytesMut::from(&head[..]);
-                prefix.extend_from_slice(&buf);
-                return service
-                    .fallback(Rewind::new(prefix.freeze(), stream), peer)
-                    .await;
-            }
+            _ => return service.fallback(elsewhere(&buf, stream), peer).await,
         };
-        while buf.len() < body_len {
+        let mut dechunk = Dechunk::default();
+        let body_len = loop {
+            let need = match body_kind {
+                BodyKind::Length(len) if buf.len() >= len => break len,
+                BodyKind::Length(_) => None,
+                BodyKind::Chunked => match dechunk.read(&buf) {
+                    Ok(Dechunked::Done(len)) => break len,
+                    Ok(Dechunked::More) => Some(dechunk.len()),
+                    Err(malformed) => {
+                        return refuse(&mut stream, &mut out, &mut timer, &options, malformed).await
+                    }
+                },
+            };
+            // A chunked body larger than the lane buffers is streamed by the fallback.
+            if need.is_some_and(|decoded| decoded > options.max_buffered_body) {
+                return service.fallback(elsewhere(&buf, stream), peer).await;
+            }
             // An idle deadline, afresh after each read that brought bytes.
             let deadline = Deadline::arm(&mut timer, options.idle_timeout);
             tokio::select! {
@@ -297,13 +389,16 @@ pub async fn serve_lane<S: LaneService>(
                 },
                 () = deadline.passed() => return,
             }
-        }
-        let body = if body_len == 0 {
-            empty_body()
-        } else {
-            full_body(buf.split_to(body_len).freeze())
         };
-        let head = parts.method == Method::HEAD;
+        let body = match body_kind {
+            BodyKind::Length(0) => empty_body(),
+            BodyKind::Length(len) => full_body(buf.split_to(len).freeze()),
+            BodyKind::Chunked => {
+                buf.advance(body_len);
+                full_body(bytes::Bytes::from(dechunk.into_body()))
+            }
+        };
+        let method = parts.method.clone();
         let request = Request::from_parts(parts, body);
         // Pinned where it runs, and wrapped by reference: the call's state (a few KiB)
         // is not copied from wrapper to wrapper.
@@ -323,7 +418,11 @@ pub async fn serve_lane<S: LaneService>(
             timer: &mut timer,
             idle: options.idle_timeout,
         };
-        if write_response(client, answer, head, close).await.is_err() || close {
+        if write_response(client, answer, &method, close)
+            .await
+            .is_err()
+            || close
+        {
             return;
         }
     }
@@ -348,7 +447,7 @@ mod tests {
             panic!("a plain GET is taken");
         };
         assert_eq!(taken.head_len, raw.len() - b"GET /next".len());
-        assert_eq!(taken.body_len, 0);
+        assert_eq!(taken.body, BodyKind::Length(0));
         assert!(!taken.close);
         let head = bytes::Bytes::copy_from_slice(&raw[..taken.head_len]);
         let parts = taken.parts(&head).expect("a plain target is a URI");
@@ -379,13 +478,10 @@ mod tests {
     fn anything_unusual_goes_elsewhere() {
         for raw in [
             &b"GET / HTTP/1.0\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
             b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             b"GET / HTTP/1.1\r\nOrigin: http://app\r\n\r\n",
-            b"G@T / HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(raw, &options()), Parsed::Elsewhere),
@@ -396,12 +492,43 @@ mod tests {
     }
 
     #[test]
+    fn misframed_requests_are_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 1 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\n",
+            b"G@T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, &options()), Parsed::Malformed(_)),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_requests_are_taken() {
+        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let Parsed::Taken(taken) = parse(raw, &options()) else {
+            panic!("a chunked POST is taken");
+        };
+        assert_eq!(taken.body, BodyKind::Chunked);
+    }
+
+    #[test]
     fn bodies_and_close_are_noted() {
         let raw = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
         let Parsed::Taken(taken) = parse(raw, &options()) else {
             panic!("a small POST is taken");
         };
-        assert_eq!(taken.body_len, 3);
+        assert_eq!(taken.body, BodyKind::Length(3));
         assert!(taken.close);
     }
 }

@@ -1,6 +1,7 @@
 //! An upstream answer's headers kept in wire form, copied to the client as they came.
 
 use super::put_header;
+use super::rules::Declared;
 use crate::gateway::names::X_REQUEST_ID;
 use crate::gateway::GatewayBody;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
@@ -91,17 +92,6 @@ pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// How an answer's body is framed, as its headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Declared {
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-    /// One valid `Content-Length`.
-    Length(u64),
-    /// Neither (or several lengths, or one that does not parse): until the connection closes.
-    Unknown,
-}
-
 /// An upstream answer's headers, sorted out.
 pub(super) struct Sorted {
     pub(super) wire: WireHeaders,
@@ -110,8 +100,9 @@ pub(super) struct Sorted {
     pub(super) close: bool,
 }
 
-/// Sort out the headers of an upstream answer.
-pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
+/// Sort out the headers of an upstream answer whose body is framed as `declared` (see
+/// [`super::rules::declared`]).
+pub(super) fn sort(headers: &[httparse::Header<'_>], declared: Declared) -> Sorted {
     // The names `Connection` lists are hop-by-hop too.
     let mut listed: Vec<&[u8]> = Vec::new();
     let mut close = false;
@@ -126,21 +117,12 @@ pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
         lines: Vec::with_capacity(headers.iter().map(|h| h.value.len() + 24).sum::<usize>() + 320),
         ..WireHeaders::default()
     };
-    let (mut chunked, mut lengths, mut length) = (false, 0, None);
     for header in headers {
         let name = header.name.as_bytes();
         match kind(name) {
-            Kind::Dropped | Kind::Connection => continue,
-            Kind::ContentLength => {
-                lengths += 1;
-                length = std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                continue;
-            }
-            Kind::TransferEncoding => {
-                chunked |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"chunked"));
-                continue;
+            // The framing lines are the gateway's to write.
+            Kind::Dropped | Kind::Connection | Kind::ContentLength | Kind::TransferEncoding => {
+                continue
             }
             Kind::Date => wire.date = true,
             Kind::RateLimit => wire.foreign_rate = true,
@@ -151,11 +133,6 @@ pub(super) fn sort(headers: &[httparse::Header<'_>]) -> Sorted {
         }
         put_header(&mut wire.lines, name, header.value);
     }
-    let declared = match (chunked, lengths, length) {
-        (true, _, _) => Declared::Chunked,
-        (false, 1, Some(length)) => Declared::Length(length),
-        _ => Declared::Unknown,
-    };
     if let Declared::Length(length) = declared {
         wire.length = Some(length);
     }
@@ -346,7 +323,9 @@ mod tests {
         else {
             panic!("the test headers parse");
         };
-        sort(headers)
+        let declared =
+            crate::gateway::h1::rules::declared(headers, true).unwrap_or(Declared::Unknown);
+        sort(headers, declared)
     }
 
     #[test]
@@ -388,11 +367,10 @@ mod tests {
 
     #[test]
     fn framing_is_read_from_the_headers() {
-        let chunked = sorted(b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n");
+        let chunked = sorted(b"Transfer-Encoding: gzip, chunked\r\nX: 3\r\n\r\n");
         assert_eq!(chunked.declared, Declared::Chunked);
         assert_eq!(chunked.wire.length(), None);
-        let twice = sorted(b"Content-Length: 3\r\nContent-Length: 4\r\n\r\n");
-        assert_eq!(twice.declared, Declared::Unknown);
+        assert_eq!(chunked.wire.lines(), b"X: 3\r\n");
         let closing = sorted(b"Connection: close\r\n\r\n");
         assert_eq!(closing.declared, Declared::Unknown);
         assert!(closing.close);
