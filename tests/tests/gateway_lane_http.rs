@@ -6,7 +6,7 @@
 
 mod gateway_support;
 
-use gateway_support::{start, with_gateway};
+use gateway_support::{read_request, start, with_gateway};
 use omc_orchestra::gateway::GatewayConfig;
 use omc_orchestra::registry::Registration;
 use omc_orchestra_server::app::{App, ServerKind};
@@ -22,40 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 struct RawUpstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
-}
-
-/// Read one request (head and `Content-Length` body) from `stream`; `None` at its end.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = buf[end + 4..end + 4 + length].to_vec();
-            buf.drain(..end + 4 + length);
-            return Some((head, body));
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 async fn raw_upstream() -> RawUpstream {
