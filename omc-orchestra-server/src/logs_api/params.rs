@@ -365,3 +365,7 @@ mod tests {
         assert_eq!(err.body.details[0]["field"], "colour");
     }
 }
+
+#[cfg(test)]
+#[path = "params_props.rs"]
+mod props;

@@ -300,6 +300,10 @@ fn dots(segment: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[path = "routes_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::gateway::RouteConfig;

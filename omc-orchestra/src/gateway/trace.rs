@@ -212,4 +212,21 @@ mod tests {
             assert_eq!(hex8(value).as_slice(), format!("{value:08x}").as_bytes());
         }
     }
+
+    proptest::proptest! {
+        /// Whatever the header holds, parsing never panics, and what parses is written
+        /// back (version 00) as a header that parses to the same trace.
+        #[test]
+        fn traceparents_parse_or_are_refused(
+            value in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[ ]?[0-9a-f]{2}-[0-9a-fA-F]{32}-[0-9a-f]{16}-[0-9a-fA-F]{2}(-[a-z0-9]{0,4})?[ ]?",
+            ]
+        ) {
+            if let Some(parsed) = TraceParent::parse(&value) {
+                proptest::prop_assert_eq!(TraceParent::parse(&parsed.header()), Some(parsed.clone()));
+                proptest::prop_assert_eq!(parsed.header().len(), 55);
+            }
+        }
+    }
 }

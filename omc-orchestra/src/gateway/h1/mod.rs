@@ -5,7 +5,7 @@
 //! connection (the bytes already read included, see [`Rewind`]) to a general-purpose
 //! server from the first request it does not take: upgrades, request bodies larger than
 //! it buffers, HTTP/1.0, CORS requests, the gateway's own routes. A request whose
-//! framing is malformed it answers 400 itself, by the rules of [`rules`], which the
+//! framing is malformed it answers 400 itself, by the rules of `rules.rs`, which the
 //! upstream side follows too.
 //!
 //! The upstream side ([`crate::gateway::UpstreamPool`]) sends requests on pooled

@@ -433,6 +433,10 @@ pub async fn serve_lane<S: LaneService>(
 mod deadline_tests;
 
 #[cfg(test)]
+#[path = "server_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
