@@ -5,6 +5,13 @@ mod params;
 
 pub use params::IncomingLog;
 
+/// Parse a `POST /logs` body as the server does, for the fuzz targets in `fuzz/`.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_records(body: &[u8]) {
+    let _ = params::parse_records(body, chrono::DateTime::UNIX_EPOCH);
+}
+
 use crate::http::{ApiError, ApiResult, ErrorBody};
 use crate::status::{self, ServerStatus};
 use axum::body::Bytes;

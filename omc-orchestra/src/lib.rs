@@ -33,6 +33,9 @@ pub mod clock;
 pub mod durability;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod jobs;

@@ -71,3 +71,18 @@ pub fn full_body(bytes: impl Into<Bytes>) -> GatewayBody {
 pub fn empty_body() -> GatewayBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use h1::{fuzz_chunked_body, fuzz_request_head};
+
+/// Normalise `text` as a request path; a normal path must normalise to itself.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_path(text: &str) {
+    if let Ok(normal) = routes::normalized_path(text) {
+        assert_eq!(routes::normalized_path(&normal).as_deref(), Ok(&*normal));
+        assert!(
+            !normal.contains("//") || !text.starts_with('/'),
+            "{text:?} gave {normal:?}"
+        );
+    }
+}

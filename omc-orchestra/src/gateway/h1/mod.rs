@@ -108,6 +108,29 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Resul
     std::future::poll_fn(|cx| read_some(stream, buf, cx)).await
 }
 
+/// Parse `bytes` as a request head the way the lane does.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_request_head(bytes: &[u8]) {
+    server::fuzz_parse(bytes);
+}
+
+/// Decode `bytes` as a chunked body, whole and cut at `bytes[0]`: both reads must agree.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_chunked_body(bytes: &[u8]) {
+    let Some((&cut, bytes)) = bytes.split_first() else {
+        return;
+    };
+    let whole = rules::Dechunk::default().read(bytes);
+    let mut cut_read = rules::Dechunk::default();
+    let first = cut_read.read(&bytes[..usize::from(cut).min(bytes.len())]);
+    if first == Ok(rules::Dechunked::More) {
+        assert_eq!(cut_read.read(bytes), whole);
+    }
+    if let Ok(rules::Dechunked::Done(used)) = whole {
+        assert!(used <= bytes.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

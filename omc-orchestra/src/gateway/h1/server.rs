@@ -204,6 +204,16 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
     })
 }
 
+/// Parse `bytes` as [`serve_lane`] does, and the target of a head it takes.
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_parse(bytes: &[u8]) {
+    if let Parsed::Taken(taken) = parse(bytes, &LaneOptions::default()) {
+        assert!(taken.head_len <= bytes.len());
+        let head = bytes::Bytes::copy_from_slice(&bytes[..taken.head_len]);
+        let _ = taken.parts(&head);
+    }
+}
+
 /// Answer a malformed request 400 and close: the bytes after its head cannot be told
 /// apart, so the connection serves nothing more. What the client still sends is read
 /// (for a short while) before the close, so that the answer is not lost to a reset.

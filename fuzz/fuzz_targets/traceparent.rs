@@ -1,0 +1,4 @@
+//! `traceparent` parsing on any text.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|text: &str| omc_orchestra::fuzzing::traceparent(text));
