@@ -5,11 +5,10 @@
 
 mod gateway_support;
 
-use gateway_support::{read_request, start, with_gateway};
+use gateway_support::{answering, read_request, start, with_gateway};
 use omc_orchestra::gateway::GatewayConfig;
 use omc_orchestra::registry::Registration;
 use omc_orchestra_server::app::{App, ServerKind};
-use reqwest::StatusCode;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -97,19 +96,7 @@ async fn gateway_with(upstream: &RawUpstream) -> App {
             .unwrap();
     }
     let base = app.url(ServerKind::Gateway);
-    let http = reqwest::Client::new();
-    omc_orchestra::testkit::eventually(
-        "the gateway routes to the raw upstream",
-        Duration::from_secs(10),
-        || async {
-            http.get(format!("{base}/api/raw/ready"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == StatusCode::OK)
-        },
-    )
-    .await;
+    answering(&format!("{base}/api/raw/ready")).await;
     app
 }
 

@@ -151,6 +151,23 @@ pub(crate) async fn get(http: &reqwest::Client, url: &str) -> (StatusCode, Value
     )
 }
 
+/// Wait until a GET of `url` is answered 200 (the gateway routes it to a live upstream).
+pub(crate) async fn answering(url: &str) {
+    let http = reqwest::Client::new();
+    eventually(
+        &format!("{url} to answer"),
+        Duration::from_secs(10),
+        || async {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+        },
+    )
+    .await;
+}
+
 /// Wait until the gateway's view routes `url` to `upstream`.
 pub(crate) async fn routed(http: &reqwest::Client, url: &str, upstream: &str) {
     eventually(
