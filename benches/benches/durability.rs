@@ -80,8 +80,7 @@ async fn measure(level: Durability) -> Result<(f64, f64), Box<dyn std::error::Er
         synced(replica).await?;
     }
     let stores =
-        Backends::redis_durable(&primary.url(), "bench", RegistryOptions::default(), level)
-            .await?;
+        Backends::redis_durable(&primary.url(), "bench", RegistryOptions::default(), level).await?;
     let jobs = rate(|n| {
         let queue = stores.jobs.clone();
         async move {
