@@ -71,6 +71,34 @@ async fn a_second_limit_of_ten_lets_exactly_ten_of_fifty_through() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let clock = ManualClock::starting_now();
+    let up = upstream("limited").await;
+    // Loopback is among the trusted callers by default: the test is the proxy.
+    let app = start(with_gateway(limited(1)), Some(&clock)).await;
+    let http = reqwest::Client::new();
+    register(&app, "stock-service", &up, 1).await;
+    let url = format!("{}/api/stock-service/level", app.url(ServerKind::Gateway));
+    routed(&http, &url, "limited").await;
+    clock.advance(Duration::from_secs(1));
+    let from = |forwarded: &'static str| {
+        let request = http.get(&url).header("x-forwarded-for", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(from("203.0.113.9").await, StatusCode::OK);
+    assert_eq!(from("203.0.113.9").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(from("203.0.113.10").await, StatusCode::OK, "another client");
+    // The right-most untrusted address is the client, whatever it wrote on the left;
+    // trusted hops after it are proxies.
+    let forged = from("198.51.100.1, 203.0.113.9").await;
+    assert_eq!(forged, StatusCode::TOO_MANY_REQUESTS);
+    let via_two = from("203.0.113.10, 10.0.0.4").await;
+    assert_eq!(via_two, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(from("198.51.100.1, 10.0.0.4").await, StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn two_gateways_sharing_redis_let_exactly_ten_through() {
     let clock = ManualClock::starting_now();
     let up = upstream("shared").await;

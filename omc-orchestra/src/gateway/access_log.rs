@@ -92,6 +92,7 @@ impl Access<'_> {
             "bytes": self.bytes,
             "cache": info.cache,
             "attempts": info.attempts,
+            "client": info.client.map(|ip| ip.to_string()),
         });
         if let serde_json::Value::Object(map) = fields {
             record.fields = map;

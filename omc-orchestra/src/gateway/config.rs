@@ -227,6 +227,14 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// An address of `X-Forwarded-For`: bare, or with a port (`192.0.2.1:443`,
+/// `[2001:db8::1]:443`), as some proxies write it.
+fn forwarded_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+}
+
 const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
@@ -240,6 +248,34 @@ impl GatewayConfig {
         self.trusted_callers
             .iter()
             .any(|range| range.contains(&caller))
+    }
+
+    /// The client a request from `peer` was made for: behind trusted proxies, the
+    /// right-most address of `X-Forwarded-For` that is not itself trusted, as nginx's
+    /// `real_ip_recursive` reads it (the left-most address when all are trusted, and the
+    /// last one read when the next is not an address). From an untrusted peer, whose list
+    /// could be forged, the peer itself.
+    pub fn real_client(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let lines = headers.get_all(super::names::X_FORWARDED_FOR);
+        for line in lines.iter().rev() {
+            let Ok(line) = line.to_str() else {
+                return client;
+            };
+            for hop in line.rsplit(',') {
+                let Some(address) = forwarded_address(hop.trim()) else {
+                    return client;
+                };
+                client = address.to_canonical();
+                if !self.trusts(client) {
+                    return client;
+                }
+            }
+        }
+        client
     }
 
     /// Check the configuration; the error names the offending field.
@@ -347,6 +383,38 @@ fn valid_prefix(prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_client_is_the_right_most_untrusted_forwarded_address() {
+        let config = GatewayConfig::default();
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let client = |lines: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append("x-forwarded-for", line.parse().unwrap());
+            }
+            config.real_client(proxy, &headers).to_string()
+        };
+        assert_eq!(client(&[]), "10.0.0.5");
+        assert_eq!(client(&["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client(&["203.0.113.9, 10.0.0.4"]), "203.0.113.9");
+        // A client may write anything on the left: only the right-most untrusted counts.
+        assert_eq!(client(&["198.51.100.1, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(
+            client(&["198.51.100.1", "203.0.113.9, 10.1.1.1"]),
+            "203.0.113.9"
+        );
+        assert_eq!(client(&["10.0.0.7, 10.0.0.4"]), "10.0.0.7");
+        assert_eq!(client(&["unknown, 10.0.0.4"]), "10.0.0.4");
+        assert_eq!(client(&["[2001:db8::1]:443"]), "2001:db8::1");
+        assert_eq!(client(&["203.0.113.9:51234"]), "203.0.113.9");
+        assert_eq!(client(&["::ffff:203.0.113.9"]), "203.0.113.9");
+        // From a caller outside the trusted ranges, the list could be forged.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        let outside: IpAddr = "198.51.100.77".parse().unwrap();
+        assert_eq!(config.real_client(outside, &headers), outside);
+    }
 
     #[test]
     fn env_names_map_to_services() {

@@ -53,6 +53,9 @@ pub struct ProxyInfo {
     pub trace_id: Option<String>,
     /// The span id the gateway gave its upstream call.
     pub span_id: Option<String>,
+    /// The client: the peer, or behind trusted proxies the address they forwarded for
+    /// (see [`GatewayConfig::real_client`](super::GatewayConfig::real_client)).
+    pub client: Option<IpAddr>,
 }
 
 /// The longest `X-Request-Id` of a caller's that the gateway keeps, in bytes.
@@ -278,6 +281,12 @@ impl Gateway {
         let facts = Facts::of(&parts.headers);
         let dynamic = self.current();
         let trusted = dynamic.config.trusts(client_ip);
+        // Rate limits and the access log count the client behind trusted proxies.
+        let client = if trusted {
+            dynamic.config.real_client(client_ip, &parts.headers)
+        } else {
+            client_ip
+        };
         let given = facts
             .request_id
             .filter(|v| {
@@ -292,7 +301,10 @@ impl Gateway {
             HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
         });
         let request_id = id_value.to_str().unwrap_or("-");
-        let mut info = ProxyInfo::default();
+        let mut info = ProxyInfo {
+            client: Some(client),
+            ..ProxyInfo::default()
+        };
         // The route's steps, written out here rather than in a function of their own: a
         // proxied request's state (a few KiB) is then not copied from one to the other.
         let mut answer: Answer = 'route: {
@@ -333,9 +345,7 @@ impl Gateway {
                 Err(refused) => break 'route (*refused).into(),
             };
             let route = &*info.route;
-            let decision = self
-                .limit(&spec, route, identity.as_deref(), client_ip)
-                .await;
+            let decision = self.limit(&spec, route, identity.as_deref(), client).await;
             if let Some(decision) = &decision {
                 info.rate_limit_degraded = decision.degraded;
                 if !decision.allowed {
