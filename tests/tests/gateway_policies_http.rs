@@ -376,3 +376,81 @@ async fn cached_gets_skip_the_upstream_and_no_store_is_honoured() {
     );
     app.shutdown().await;
 }
+
+/// An upstream whose first answer to `/prices` sends its head and part of its body,
+/// then stalls with the connection open; every other answer is whole (health probes
+/// ask it too).
+async fn stalling_upstream() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some((request, _)) = read_request(&mut stream, &mut buf).await {
+                    let head = "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\n";
+                    let prices = request.split(' ').nth(1) == Some("/prices");
+                    if prices && answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let stalled = format!("{head}content-length: 10\r\n\r\nabc");
+                        let _ = stream.write_all(stalled.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    let whole = format!("{head}content-length: 5\r\n\r\nfresh");
+                    if stream.write_all(whole.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_stalled_cache_fill_times_out_and_its_waiters_go_upstream() {
+    let addr = stalling_upstream().await;
+    let mut gateway = GatewayConfig::default();
+    gateway.routes.push(RouteConfig {
+        prefix: "/catalog".into(),
+        service: "catalog-service".into(),
+        cache_ttl_secs: Some(30),
+        timeout_ms: Some(500),
+        ..RouteConfig::default()
+    });
+    let app = start(with_gateway(gateway), None).await;
+    let registration = Registration::new("catalog-service", "127.0.0.1", addr.port());
+    app.backends()
+        .registry
+        .register(registration)
+        .await
+        .unwrap();
+    let url = format!("{}/catalog/prices", app.url(ServerKind::Gateway));
+    // Bounds only keep a regression from hanging the suite.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let filling = tokio::spawn(http.get(&url).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = http.get(&url).send().await.expect("the waiter is answered");
+    assert_eq!(waiting.status(), StatusCode::OK);
+    assert_eq!(
+        waiting.text().await.unwrap(),
+        "fresh",
+        "it went upstream itself"
+    );
+    let filled = filling.await.unwrap();
+    match filled {
+        // The head came in time; the body stalled past the route's timeout.
+        Ok(res) if res.status() == StatusCode::GATEWAY_TIMEOUT => {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"], "gateway_timeout", "{body}");
+        }
+        other => panic!("the stalled fill: {other:?}"),
+    }
+    app.shutdown().await;
+}

@@ -537,8 +537,10 @@ impl Gateway {
                 return super::forward::from_cache(&hit, head).into();
             }
         }
-        let _fill = self.cache.fill(&key).await;
-        if !refresh {
+        // A fill whose upstream stalls is bounded by the route's timeout; a request that
+        // waited as long for it goes upstream on its own rather than wait on.
+        let fill = tokio::time::timeout(matched.route.timeout, self.cache.fill(&key)).await;
+        if fill.is_ok() && !refresh {
             if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
                 info.cache = Some("HIT");
                 return super::forward::from_cache(&hit, head).into();
@@ -551,8 +553,18 @@ impl Gateway {
         let mut response = if head {
             response
         } else {
-            self.store(&key, &request_headers, response, matched.route.cache_ttl)
-                .await
+            let ttl = matched.route.cache_ttl;
+            let stored = self.store(&key, &request_headers, response, ttl);
+            match tokio::time::timeout(matched.route.timeout, stored).await {
+                Ok(stored) => stored,
+                Err(_) => {
+                    let message = format!(
+                        "the upstream answer stalled for {} ms",
+                        matched.route.timeout.as_millis()
+                    );
+                    error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message)
+                }
+            }
         };
         response
             .headers_mut()
