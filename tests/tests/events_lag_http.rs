@@ -175,9 +175,14 @@ async fn a_group_far_behind_for_five_minutes_raises_event_consumer_lagging() {
         },
     )
     .await;
-    assert_eq!(
-        alerts["history"][0]["rule"], "EventConsumerLagging",
-        "{alerts}"
-    );
+    // Other built-in rules may fire beside it (a busy machine trips HighCpu).
+    let recorded = alerts["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|entry| {
+            entry["rule"] == "EventConsumerLagging" && entry["labels"]["group"] == "reports"
+        });
+    assert!(recorded, "no history entry: {alerts}");
     app.shutdown().await;
 }
