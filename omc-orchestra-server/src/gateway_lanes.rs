@@ -14,6 +14,7 @@
 
 use crate::config::ConnectionLimits;
 use crate::gateway_api::GatewayState;
+use crate::http::oldest::Oldest;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -136,53 +137,36 @@ pub async fn serve(
         limits,
     });
     let loads: Loads = Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
+    let oldest = Oldest::default();
     let mut done = Vec::new();
     let mut lanes = Vec::with_capacity(workers);
     for index in 0..workers {
         let (finished, on_finish) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let (handoff, incoming) = mpsc::unbounded_channel();
-        let (lane, loads) = (lane.clone(), loads.clone());
+        let (lane, loads, oldest) = (lane.clone(), loads.clone(), oldest.clone());
         std::thread::Builder::new()
             .name(format!("gateway-{index}"))
             .spawn(move || {
-                let _ = finished.send(run_thread(incoming, lane, options, (index, loads)));
+                let place = (index, loads, oldest);
+                let _ = finished.send(run_thread(incoming, lane, options, place));
             })?;
         done.push(on_finish);
         lanes.push(handoff);
     }
-    // A permit per open connection, taken before accepting it: at the cap, the accept
-    // waits and the kernel's backlog holds the newcomers.
+    // A permit per open connection. At the cap the oldest connection closes (at once if
+    // idle, else after its answer) and the one just accepted takes its place; others wait
+    // in the listen backlog.
     // Clamped: a semaphore panics past its most permits, and no port gets near them.
     let open = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
     ));
     let mut refusals = Refusals::default();
     loop {
-        let permit = tokio::select! {
-            permit = open.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
-        };
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok(accepted) => {
                     refusals.ended();
-                    // Answers are written whole: send them at once.
-                    let _ = stream.set_nodelay(true);
-                    let stream = match stream.into_std() {
-                        Ok(stream) => stream,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "the gateway cannot hand a connection over");
-                            continue;
-                        }
-                    };
-                    let least = (0..workers)
-                        .min_by_key(|&i| loads[i].load(Ordering::Relaxed))
-                        .unwrap_or(0);
-                    loads[least].fetch_add(1, Ordering::Relaxed);
-                    let _ = lanes[least].send((stream, peer, permit));
+                    accepted
                 }
                 Err(err) => {
                     let pause = refusals.failed(&err);
@@ -190,10 +174,38 @@ pub async fn serve(
                         () = tokio::time::sleep(pause) => {}
                         () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
                     }
+                    continue;
                 }
             },
             () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
-        }
+        };
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                oldest.close_oldest();
+                tokio::select! {
+                    permit = open.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
+                }
+            }
+        };
+        // Answers are written whole: send them at once.
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "the gateway cannot hand a connection over");
+                continue;
+            }
+        };
+        let least = (0..workers)
+            .min_by_key(|&i| loads[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        loads[least].fetch_add(1, Ordering::Relaxed);
+        let _ = lanes[least].send((stream, peer, permit));
     }
     drop(listener);
     // Closing the hand-off channels stops the threads once their connections are done.
@@ -254,11 +266,8 @@ fn run_thread(
     mut incoming: Incoming,
     lane: Arc<GatewayLane>,
     options: LaneOptions,
-    (index, loads): (usize, Loads),
+    (index, loads, oldest): (usize, Loads, Oldest),
 ) -> std::io::Result<()> {
-    // The thread's connections wait on a stop signal of its own, which no other thread
-    // touches.
-    let (local_stop, local_stopped) = watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -282,10 +291,14 @@ fn run_thread(
                 handed = incoming.recv() => match handed {
                     Some((stream, peer, permit)) => match TcpStream::from_std(stream) {
                         Ok(stream) => {
-                            let (lane, stopped) = (lane.clone(), local_stopped.clone());
+                            let lane = lane.clone();
+                            // Its own close signal: the thread stopping, or the cap
+                            // asking the oldest connection to make room.
+                            let (place, closing) = oldest.join(index);
                             connections.spawn(async move {
-                                serve_lane(lane, stream, peer, options, stopped).await;
+                                serve_lane(lane, stream, peer, options, closing).await;
                                 // The connection's place goes back once it is closed.
+                                drop(place);
                                 drop(permit);
                             });
                         }
@@ -301,7 +314,7 @@ fn run_thread(
                 }
             }
         }
-        let _ = local_stop.send(true);
+        oldest.close_group(index);
         // Requests in flight finish; idle connections close on the stop.
         let drain = async {
             while connections.join_next().await.is_some() {

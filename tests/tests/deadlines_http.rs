@@ -1,6 +1,7 @@
 //! Deadlines and the connection cap of the registry, jobs and logging ports, over raw
 //! sockets: a client that dribbles a head, stalls a body or idles on keep-alive is cut
-//! off after its deadline, and past the cap a new connection waits for a free slot.
+//! off after its deadline, and past the cap the oldest idle connection makes room for a
+//! new one.
 //! The deadlines are set short here; each test checks the socket was closed, not how
 //! fast.
 
@@ -114,32 +115,33 @@ async fn a_stalled_body_and_an_idle_keep_alive_connection_are_closed() {
 }
 
 #[tokio::test]
-async fn past_the_cap_a_new_connection_waits_for_a_free_slot() {
+async fn past_the_cap_the_oldest_idle_connection_makes_room() {
     // A long head deadline, so the three idle connections keep their slots.
     let app = start(Duration::from_secs(60), 3).await;
     let registry = address(&app, ServerKind::Registry);
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(TcpStream::connect(registry).await.unwrap());
+        // Accepted in this order: the first is the oldest.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Let the server accept the three before the fourth comes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut fourth = TcpStream::connect(registry).await.unwrap();
     fourth
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = [0u8; 12];
-    let waited = tokio::time::timeout(Duration::from_millis(700), fourth.read(&mut answer)).await;
-    assert!(
-        waited.is_err(),
-        "the fourth connection was served past the cap"
-    );
-    drop(idle.pop());
     tokio::time::timeout(Duration::from_secs(5), fourth.read_exact(&mut answer))
         .await
-        .expect("a freed slot serves the waiting connection")
+        .expect("the newcomer is served in the oldest one's place")
         .unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
+    closed_within(&mut idle[0], Duration::from_secs(5)).await;
+    // The younger ones keep their slots.
+    for younger in &mut idle[1..] {
+        let mut byte = [0u8; 1];
+        let still = tokio::time::timeout(Duration::from_millis(300), younger.read(&mut byte));
+        assert!(still.await.is_err(), "a younger idle connection was closed");
+    }
     app.shutdown().await;
 }

@@ -216,7 +216,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 }
 
 #[tokio::test]
-async fn past_the_cap_a_connection_waits_for_one_to_close() {
+async fn past_the_cap_the_oldest_keep_alive_connection_makes_room() {
     let (app, addr) = gateway(ConnectionLimits {
         keep_alive: Duration::from_secs(60),
         ..limits(3)
@@ -230,16 +230,63 @@ async fn past_the_cap_a_connection_waits_for_one_to_close() {
         assert_eq!(answer(&mut stream).await, 200);
         held.push(stream);
     }
-    // The kernel completes the handshake; the gateway does not take the connection.
+    // All three idle between requests: the oldest goes, and the fourth is served.
     let mut fourth = TcpStream::connect(&addr).await.unwrap();
     fourth.write_all(request).await.unwrap();
-    let mut byte = [0; 1];
-    let early = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut byte)).await;
-    assert!(early.is_err(), "answered past the cap: {early:?}");
-    drop(held.pop());
     let status = tokio::time::timeout(BOUND, answer(&mut fourth))
         .await
-        .expect("served once a connection closed");
+        .expect("served in the oldest connection's place");
+    assert_eq!(status, 200);
+    let closed = tokio::time::timeout(BOUND, until_closed(&mut held[0])).await;
+    assert_eq!(closed.expect("the oldest was closed"), b"");
+    for younger in &mut held[1..] {
+        younger.write_all(request).await.unwrap();
+        assert_eq!(
+            answer(younger).await,
+            200,
+            "a younger connection still serves"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn past_the_cap_a_busy_connection_finishes_its_request_before_making_room() {
+    let (app, addr) = gateway(ConnectionLimits {
+        keep_alive: Duration::from_secs(60),
+        ..limits(3)
+    })
+    .await;
+    // Three requests whose bodies are half sent: every connection is busy.
+    let head = b"POST /api/slow/busy HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\nhalf-";
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        busy.push(stream);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut fourth = TcpStream::connect(&addr).await.unwrap();
+    fourth
+        .write_all(b"GET /api/slow/new HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0; 1];
+    let early = tokio::time::timeout(Duration::from_millis(400), fourth.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "served while every connection was busy: {early:?}"
+    );
+    // The oldest finishes its request, answered whole, then makes room.
+    busy[0].write_all(b"done!").await.unwrap();
+    assert_eq!(
+        answer(&mut busy[0]).await,
+        200,
+        "the busy request was not cut"
+    );
+    let status = tokio::time::timeout(BOUND, answer(&mut fourth))
+        .await
+        .expect("served once the oldest finished");
     assert_eq!(status, 200);
     app.shutdown().await;
 }

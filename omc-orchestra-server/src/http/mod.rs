@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod layers;
 pub mod metrics;
+pub mod oldest;
 pub mod origins;
 pub mod serve;
 

@@ -1,17 +1,18 @@
 //! Serving a router on its port under the connection limits: one deadline for a request
 //! head, an idle deadline for bodies and for writes to a client that stops reading, and
-//! a cap on open connections, past which new ones wait in the listen backlog.
+//! a cap on open connections: past it the oldest connection closes (at once if idle)
+//! for a newcomer, and others wait in the listen backlog.
 //!
 //! `axum::serve` runs hyper without a timer, which turns hyper's header deadline off, and
 //! accepts without bound; a client sending one header line a second held a connection for
 //! as long as it liked.
 
+use super::oldest::Oldest;
 use crate::config::ConnectionLimits;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -45,17 +46,11 @@ pub async fn serve(
         .header_read_timeout(limits.head_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let most = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(most));
+    let oldest = Oldest::default();
     let mut failing = false;
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = stop_signal(&mut stopped) => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
@@ -74,6 +69,21 @@ pub async fn serve(
             },
             () = stop_signal(&mut stopped) => break,
         };
+        // At the cap the oldest connection closes (at once if idle, else after its
+        // answer) and this one takes its place; others wait in the listen backlog.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                oldest.close_oldest();
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = stop_signal(&mut stopped) => break,
+                }
+            }
+        };
         // Without TCP_NODELAY, a streamed answer (headers, then body) waits on Nagle and
         // the client's delayed ACK.
         if let Err(err) = stream.set_nodelay(true) {
@@ -88,17 +98,33 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (builder, mut stopped) = (builder.clone(), stopped.clone());
+        let (place, mut closing) = oldest.join(0);
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(io, service);
-            if let Err(err) = watcher.watch(connection).await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { let _ = closing.wait_for(|close| *close).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = stop_signal(&mut stopped) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
+            drop(place);
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    // Every connection gives its permit back once closed.
+    let most = u32::try_from(most).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, permits.acquire_many(most))
         .await
         .is_err()
     {
