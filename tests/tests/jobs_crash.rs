@@ -28,10 +28,10 @@ fn spawn_worker(url: &str, prefix: &str, work_ms: &str) -> (Child, String) {
     (child, line.trim().to_owned())
 }
 
-#[tokio::test]
-async fn a_killed_worker_loses_no_job() {
+/// A queue of the test's own on the shared Redis, holding `JOBS` crash-test jobs; with
+/// its store and the Redis URL for worker processes.
+async fn queue() -> (omc_orchestra::RedisStore, String, RedisJobQueue) {
     let store = store().await;
-    let url = url().await;
     let queue = RedisJobQueue::new(
         store.clone(),
         "default",
@@ -40,11 +40,15 @@ async fn a_killed_worker_loses_no_job() {
     )
     .unwrap();
     for n in 0..JOBS {
-        queue
-            .enqueue(NewJob::new("crash-test", serde_json::json!({ "n": n })))
-            .await
-            .unwrap();
+        let job = NewJob::new("crash-test", serde_json::json!({ "n": n }));
+        queue.enqueue(job).await.unwrap();
     }
+    (store, url().await, queue)
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_no_job() {
+    let (store, url, queue) = queue().await;
     let (mut victim, victim_id) = spawn_worker(&url, store.prefix(), "150");
     eventually("the victim is mid-job", Duration::from_secs(20), || async {
         let started = runs(&store, "starts").await;
@@ -124,19 +128,7 @@ fn signal(child: &Child, signal: &str) {
 
 #[tokio::test]
 async fn a_worker_stopped_past_its_leases_completes_nothing_late() {
-    let store = store().await;
-    let url = url().await;
-    let queue = RedisJobQueue::new(
-        store.clone(),
-        "default",
-        clock::system(),
-        QueueOptions::default(),
-    )
-    .unwrap();
-    for n in 0..JOBS {
-        let job = NewJob::new("crash-test", serde_json::json!({ "n": n }));
-        queue.enqueue(job).await.unwrap();
-    }
+    let (store, url, queue) = queue().await;
     let (mut stopped, stopped_id) = spawn_worker(&url, store.prefix(), "400");
     eventually("the worker is mid-job", Duration::from_secs(20), || async {
         let started = runs(&store, "starts").await;

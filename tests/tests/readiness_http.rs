@@ -38,10 +38,10 @@ async fn readiness(app: &App, want: StatusCode) -> Vec<(StatusCode, Value)> {
     answers
 }
 
-#[tokio::test]
-async fn readiness_follows_redis_while_liveness_stays() {
-    // With its append-only file, Redis comes back with what it held.
-    let redis = RedisProcess::start(true).expect("redis-server (apt-get install redis-server)");
+/// Every server on a Redis of the test's own (with an append-only file when `aof`),
+/// once every port says it is ready.
+async fn ready_on_redis(aof: bool) -> (RedisProcess, App) {
+    let redis = RedisProcess::start(aof).expect("redis-server (apt-get install redis-server)");
     let config = Config {
         redis_url: Some(redis.url()),
         ..Config::ephemeral()
@@ -51,6 +51,13 @@ async fn readiness_follows_redis_while_liveness_stays() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["backend"], "redis");
     }
+    (redis, app)
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_while_liveness_stays() {
+    // With its append-only file, Redis comes back with what it held.
+    let (redis, app) = ready_on_redis(true).await;
 
     redis.kill();
     for (status, body) in readiness(&app, StatusCode::SERVICE_UNAVAILABLE).await {
@@ -73,15 +80,7 @@ async fn readiness_follows_redis_while_liveness_stays() {
 
 #[tokio::test]
 async fn a_redis_that_came_back_empty_is_not_ready() {
-    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
-    let config = Config {
-        redis_url: Some(redis.url()),
-        ..Config::ephemeral()
-    };
-    let app = App::start(config, &ServerKind::ALL).await.unwrap();
-    for (status, body) in readiness(&app, StatusCode::OK).await {
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
+    let (redis, app) = ready_on_redis(false).await;
 
     // Without persistence Redis restarts with nothing: every port says so.
     redis.restart().unwrap();
