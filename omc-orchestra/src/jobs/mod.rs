@@ -120,6 +120,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// attempts.
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job>;
 
+    /// Fail a leased job for good, whatever attempts it has left (a worker that knows a
+    /// retry cannot help).
+    async fn fail_for_good(&self, id: &str, token: &str, error: &str) -> Result<Job>;
+
     /// Give a leased job back unrun (a worker shutting down): waiting again, the attempt
     /// not counted.
     async fn release(&self, id: &str, token: &str) -> Result<Job>;

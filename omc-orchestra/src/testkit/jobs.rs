@@ -301,6 +301,27 @@ pub async fn failed_then_retry_failed(make: &MakeQueue) {
         .await
         .unwrap();
     assert_eq!(queue.stats().await.unwrap().failed, 0);
+
+    // A worker that knows a retry cannot help fails it for good on its first attempt;
+    // a stale token changes nothing.
+    let lease = queue.fetch("w", LEASE).await.unwrap();
+    assert!(lease.is_none());
+    let id = queue
+        .enqueue(job("uppf-processing", JobPriority::Normal))
+        .await
+        .unwrap()
+        .id;
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    let stale = queue
+        .fail_for_good(&id, "not-the-token", "claim rejected")
+        .await;
+    assert!(matches!(stale, Err(crate::Error::Conflict(_))), "{stale:?}");
+    let failed = queue
+        .fail_for_good(&id, &lease.token, "claim rejected")
+        .await
+        .unwrap();
+    assert_eq!((failed.state, failed.attempts), (JobState::Failed, 1));
+    assert_eq!(failed.error.as_deref(), Some("claim rejected"));
 }
 
 /// A second enqueue with the unique key of a pending job returns that job; once it

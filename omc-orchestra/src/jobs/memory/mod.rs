@@ -156,34 +156,11 @@ impl JobQueue for MemoryJobQueue {
     }
 
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {
-        let now = self.clock.now();
-        let random: f64 = rand::random();
-        let mut state = self.state.lock();
-        let e = state.held(id, token)?;
-        e.job.error = Some(error.to_owned());
-        let run = (ms(now) - e.job.started_at.map(ms).unwrap_or(ms(now))).max(0) as u64;
-        let out_of_attempts = e.job.attempts >= e.job.max_attempts;
-        let delay = e.job.backoff.delay_ms(e.job.attempts, random);
-        state.release_lease(id)?;
-        let bucket = state.bucket(now);
-        bucket.failed += 1;
-        bucket.run_ms += run;
-        if out_of_attempts {
-            state.finish(id, JobState::Failed, now);
-            let job = state.jobs.get(id).map(|e| e.job.clone());
-            state.trim(now, &self.options);
-            return job.ok_or_else(|| Error::not_found("job", id));
-        }
-        let e = state
-            .jobs
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found("job", id))?;
-        e.token = None;
-        e.job.state = JobState::Delayed;
-        e.job.run_at = now + chrono::Duration::milliseconds(delay as i64);
-        let (job, seq) = (e.job.clone(), e.seq);
-        state.delayed.insert((ms(job.run_at), seq, id.to_owned()));
-        Ok(job)
+        self.fail_with(id, token, error, false)
+    }
+
+    async fn fail_for_good(&self, id: &str, token: &str, error: &str) -> Result<Job> {
+        self.fail_with(id, token, error, true)
     }
 
     async fn release(&self, id: &str, token: &str) -> Result<Job> {
@@ -351,5 +328,38 @@ impl MemoryJobQueue {
             .get(id)
             .map(|e| e.job.clone())
             .ok_or_else(|| Error::not_found("job", id))
+    }
+
+    /// Fail a leased job: after its backoff, or for good when out of attempts or `for_good`.
+    fn fail_with(&self, id: &str, token: &str, error: &str, for_good: bool) -> Result<Job> {
+        let now = self.clock.now();
+
+        let random: f64 = rand::random();
+        let mut state = self.state.lock();
+        let e = state.held(id, token)?;
+        e.job.error = Some(error.to_owned());
+        let run = (ms(now) - e.job.started_at.map(ms).unwrap_or(ms(now))).max(0) as u64;
+        let out_of_attempts = for_good || e.job.attempts >= e.job.max_attempts;
+        let delay = e.job.backoff.delay_ms(e.job.attempts, random);
+        state.release_lease(id)?;
+        let bucket = state.bucket(now);
+        bucket.failed += 1;
+        bucket.run_ms += run;
+        if out_of_attempts {
+            state.finish(id, JobState::Failed, now);
+            let job = state.jobs.get(id).map(|e| e.job.clone());
+            state.trim(now, &self.options);
+            return job.ok_or_else(|| Error::not_found("job", id));
+        }
+        let e = state
+            .jobs
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found("job", id))?;
+        e.token = None;
+        e.job.state = JobState::Delayed;
+        e.job.run_at = now + chrono::Duration::milliseconds(delay as i64);
+        let (job, seq) = (e.job.clone(), e.seq);
+        state.delayed.insert((ms(job.run_at), seq, id.to_owned()));
+        Ok(job)
     }
 }

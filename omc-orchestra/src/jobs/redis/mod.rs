@@ -252,6 +252,20 @@ impl Inner {
         parse::renewal_from(parts, self.clock.now_ms())
     }
 
+    /// Fail a leased job: after its backoff, or for good when out of attempts or
+    /// `for_good`.
+    async fn fail(&self, id: &str, token: &str, error: &str, for_good: bool) -> Result<Job> {
+        let random: f64 = rand::random();
+        let args = vec![
+            id.into(),
+            token.into(),
+            error.into(),
+            random.to_string(),
+            if for_good { "1" } else { "" }.into(),
+        ];
+        parse::first_job(self.held_op(&self.scripts.fail, id, args).await?)
+    }
+
     async fn held_op(&self, script: &Script, id: &str, args: Vec<String>) -> Result<Vec<Value>> {
         let reply = self.run(script, &args).await?;
         status_of(reply, id)
@@ -386,19 +400,11 @@ impl JobQueue for RedisJobQueue {
     }
 
     async fn fail(&self, id: &str, token: &str, error: &str) -> Result<Job> {
-        let random: f64 = rand::random();
-        let args = vec![
-            id.into(),
-            token.into(),
-            error.into(),
-            random.to_string(),
-            String::new(),
-        ];
-        parse::first_job(
-            self.inner
-                .held_op(&self.inner.scripts.fail, id, args)
-                .await?,
-        )
+        self.inner.fail(id, token, error, false).await
+    }
+
+    async fn fail_for_good(&self, id: &str, token: &str, error: &str) -> Result<Job> {
+        self.inner.fail(id, token, error, true).await
     }
 
     async fn release(&self, id: &str, token: &str) -> Result<Job> {
