@@ -291,6 +291,7 @@ impl App {
             queue: backends.jobs.clone(),
             scheduler,
             status,
+            leases: Default::default(),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct JobsState {
     pub status: ServerStatus,
     /// Where `JOB_QUEUED` events go (and from there the WebSocket `jobs` channel).
     pub events: Arc<dyn EventBus>,
+    /// Lease requests waiting for jobs, and the workers seen.
+    pub leases: crate::jobs_lease::Leases,
 }
 
 /// The OpenAPI document of the jobs server.
@@ -45,11 +47,25 @@ pub struct JobsState {
         add_schedule,
         list_schedules,
         remove_schedule,
+        crate::jobs_lease::lease,
+        crate::jobs_lease::complete,
+        crate::jobs_lease::fail,
+        crate::jobs_lease::progress,
+        crate::jobs_lease::extend,
+        crate::jobs_lease::workers,
         crate::status::health
     ),
     components(schemas(
         NewJob,
         Job,
+        crate::jobs_lease::LeaseRequest,
+        crate::jobs_lease::Leased,
+        crate::jobs_lease::CompleteRequest,
+        crate::jobs_lease::FailRequest,
+        crate::jobs_lease::ProgressRequest,
+        crate::jobs_lease::ExtendRequest,
+        crate::jobs_lease::Renewed,
+        crate::jobs_lease::WorkerSeen,
         JobPriority,
         JobState,
         Backoff,
@@ -81,6 +97,7 @@ pub fn router(state: JobsState) -> Router {
             get(status::health).with_state(state.status.clone()),
         )
         .route("/openapi.json", get(|| async { Json(JobsDoc::openapi()) }))
+        .merge(crate::jobs_lease::routes())
         .with_state(state)
 }
 
@@ -92,6 +109,7 @@ async fn enqueue(
     ApiJson(job): ApiJson<NewJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let job = state.queue.enqueue(job).await?;
+    state.leases.queued();
     let data = serde_json::json!({
         "id": job.id, "type": job.job_type, "state": job.state, "priority": job.priority,
     });

@@ -26,6 +26,7 @@ pub mod health_api;
 pub mod http;
 pub mod jobs_api;
 pub mod jobs_dispatch;
+pub mod jobs_lease;
 pub mod logs_api;
 pub mod registry_api;
 pub mod status;

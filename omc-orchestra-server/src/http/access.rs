@@ -35,6 +35,16 @@ pub fn required(method: &Method, route: &str) -> Access {
         "/events" | "/events/replay" if !read => Needs(Scope::EventsPublish),
         "/jobs" | "/schedules" if *method == Method::POST => Needs(Scope::JobsWrite),
         "/jobs/{id}" | "/schedules/{id}" if *method == Method::DELETE => Needs(Scope::JobsWrite),
+        // A worker's own calls: taking jobs and reporting on the ones it holds.
+        "/jobs/lease"
+        | "/jobs/{id}/complete"
+        | "/jobs/{id}/fail"
+        | "/jobs/{id}/progress"
+        | "/jobs/{id}/extend"
+            if *method == Method::POST =>
+        {
+            Needs(Scope::JobsWrite)
+        }
         "/logs" if *method == Method::POST => Needs(Scope::LogsWrite),
         gateway if gateway.starts_with("/gateway/") => Needs(Scope::Admin),
         _ if read => Needs(Scope::Read),
@@ -179,6 +189,13 @@ mod tests {
                 Access::Needs(Scope::JobsWrite),
             ),
             (Method::POST, "/schedules", Access::Needs(Scope::JobsWrite)),
+            (Method::POST, "/jobs/lease", Access::Needs(Scope::JobsWrite)),
+            (
+                Method::POST,
+                "/jobs/{id}/complete",
+                Access::Needs(Scope::JobsWrite),
+            ),
+            (Method::GET, "/jobs/workers", Access::Needs(Scope::Read)),
             (
                 Method::POST,
                 "/jobs/retry-failed",

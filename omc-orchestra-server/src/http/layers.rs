@@ -103,6 +103,12 @@ async fn render_metrics(State(metrics): State<HttpMetrics>) -> impl IntoResponse
 /// hold callers for as long as it stalls. Streams and WebSocket upgrades answer at once and
 /// go on past it, since only producing the answer counts.
 async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    // A lease request may wait for a job on purpose, as long as it asked to.
+    let limit = if req.uri().path() == "/jobs/lease" {
+        limit + crate::jobs_lease::MAX_WAIT
+    } else {
+        limit
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
