@@ -214,3 +214,41 @@ async fn typed_workers_get_their_types_whatever_waits_ahead() {
     assert_eq!(sync["inFlight"], 10, "{workers}");
     jobs.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_worker_with_fetch_alone_runs_jobs() {
+    let jobs = Jobs::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/node/worker.mjs");
+    let mut node = tokio::process::Command::new("node")
+        .arg(script)
+        .env("JOB_SCHEDULER_URL", &jobs.base)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js 18 or newer) must be installed for this test");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let job = json!({"type": "price-calculation", "data": {"stationId": format!("STN00{n}")}});
+        let (status, body) = jobs.post("/jobs", job).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let url = format!("{}/jobs/{id}", jobs.base);
+        let done = omc_orchestra::testkit::eventually(
+            "the node worker completed the job",
+            Duration::from_secs(20),
+            || async {
+                let job: Value = jobs.http.get(&url).send().await.ok()?.json().await.ok()?;
+                (job["state"] == "completed").then_some(job)
+            },
+        )
+        .await;
+        assert_eq!(done["result"]["total"], 7.45, "{done}");
+        assert!(done["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("pricing-node-"));
+    }
+    node.kill().await.unwrap();
+    jobs.app.shutdown().await;
+}
