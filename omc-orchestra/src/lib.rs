@@ -27,6 +27,42 @@
 //! Features: `redis` (default) adds the Redis backends; `testkit` exports the conformance
 //! suites every backend runs; `openapi` derives OpenAPI schemas for the model types.
 
+/// A `Deserialize` for a wire enum with `ALL` and `as_str`: its name in any letter case,
+/// since TypeScript enums are often upper-case (`EventPriority.NORMAL`, `LogLevel.WARN`);
+/// it still answers in the documented lower case.
+macro_rules! any_case_names {
+    ($ty:ty) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Name;
+                impl serde::de::Visitor<'_> for Name {
+                    type Value = $ty;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("one of the names of ")?;
+                        f.write_str(stringify!($ty))
+                    }
+
+                    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<$ty, E> {
+                        <$ty>::ALL
+                            .iter()
+                            .copied()
+                            .find(|v| v.as_str().eq_ignore_ascii_case(name))
+                            .ok_or_else(|| {
+                                let names = <$ty>::ALL.map(|v| format!("`{}`", v.as_str()));
+                                E::custom(format!(
+                                    "unknown variant `{name}`, expected one of {}",
+                                    names.join(", ")
+                                ))
+                            })
+                    }
+                }
+                deserializer.deserialize_str(Name)
+            }
+        }
+    };
+}
+
 pub mod access;
 pub mod backend;
 pub mod clock;

@@ -28,9 +28,7 @@ pub mod types {
 }
 
 /// How urgent an event is; consumers that are behind get critical events first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventPriority {
@@ -44,6 +42,8 @@ pub enum EventPriority {
     /// Delivered last.
     Low,
 }
+
+any_case_names!(EventPriority);
 
 /// An event to publish: what a producer supplies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

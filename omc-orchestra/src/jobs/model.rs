@@ -9,9 +9,7 @@ use std::time::Duration;
 
 /// Queue priority: `high` jobs run before `normal`, before `low`, before `background`;
 /// FIFO within a priority.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobPriority {
@@ -25,6 +23,8 @@ pub enum JobPriority {
     /// When nothing else waits.
     Background,
 }
+
+any_case_names!(JobPriority);
 
 impl JobPriority {
     /// All four, highest first.
@@ -55,7 +55,7 @@ impl JobPriority {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -73,7 +73,19 @@ pub enum JobState {
     Cancelled,
 }
 
+any_case_names!(JobState);
+
 impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 6] = [
+        Self::Waiting,
+        Self::Delayed,
+        Self::Active,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

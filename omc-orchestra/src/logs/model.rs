@@ -17,7 +17,7 @@ pub const MAX_FIELDS_BYTES: usize = 64 * 1024;
 
 /// Log levels, as Winston names them (the NestJS services already use these), most severe
 /// first: `Error < Warn < …` in the derived order, so "this level and above" is `<=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -34,6 +34,8 @@ pub enum LogLevel {
     /// Debugging.
     Debug,
 }
+
+any_case_names!(LogLevel);
 
 impl LogLevel {
     /// Every level, most severe first.
@@ -100,9 +102,7 @@ impl FromStr for LogLevel {
 }
 
 /// What a record is about.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogCategory {
@@ -120,6 +120,8 @@ pub enum LogCategory {
     /// Audit trail.
     Audit,
 }
+
+any_case_names!(LogCategory);
 
 impl LogCategory {
     /// Every category.

@@ -219,7 +219,7 @@ fn check_list(field: &str, items: &[String], max: usize) -> Result<()> {
 }
 
 /// The health of an instance, after Consul's check states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
@@ -232,7 +232,12 @@ pub enum HealthStatus {
     Critical,
 }
 
+any_case_names!(HealthStatus);
+
 impl HealthStatus {
+    /// Every state, healthiest first.
+    pub const ALL: [HealthStatus; 3] = [Self::Passing, Self::Warning, Self::Critical];
+
     /// Whether discovery hands out an instance in this state.
     pub fn is_serving(self) -> bool {
         !matches!(self, Self::Critical)
