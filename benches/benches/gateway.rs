@@ -9,6 +9,13 @@
 //! pair alternating, and the medians over the rounds are printed: on a shared machine
 //! whose speed drifts, one run each would compare two different machines.
 //!
+//! Users do not start the gateway inside a bench: they run `orchestra up`. So the bench
+//! also starts the `orchestra` binary that way (all four servers, default logging and
+//! settings, the same routes, token and limits, the upstream as a static
+//! `BENCH_SERVICE_URL`), found as [`benches::orchestra_binary`] says, and it takes its
+//! turn in every round beside the other two; its ratio to nginx is printed beside the
+//! in-process gateway's.
+//!
 //! Then each of the three is driven at half of the gateway's peak at a constant rate
 //! (this crate's open-loop `constant-rate` driver) for the latency the proxies add
 //! there, and again at a quarter of it, in rounds as well: the three take turns, and
@@ -17,7 +24,7 @@
 //! CPU time each proxy spent per request.
 //!
 //! Run: `cargo bench -p benches --bench gateway`. Needs `wrk` and `nginx`
-//! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 6, made even) and
+//! (`apt-get install wrk nginx`). Settings: `BENCH_ROUNDS` (default 6, made a multiple of three) and
 //! `BENCH_ROUND_SECONDS` (default 3) for the turns at peak, `BENCH_PACED_ROUNDS` (default
 //! 3) and `BENCH_SECONDS` (default 5) for the paced rounds and each paced run,
 //! `BENCH_CONNECTIONS` (default 64), `BENCH_GATEWAY_WORKERS` (the gateway's serving
@@ -25,7 +32,10 @@
 //! (seconds between the gateway's registry resyncs and its breaker and pool pruning,
 //! default 10 as in the gateway's own configuration).
 
-use benches::{constant_rate, cpu_seconds, free_port, wrk, wrk_with, Nginx, RateLoad};
+use benches::{
+    constant_rate, cpu_seconds, free_port, orchestra_binary, wrk, wrk_with, Nginx, Orchestra,
+    RateLoad,
+};
 use omc_orchestra::gateway::{GatewayConfig, Limits};
 use omc_orchestra::registry::{Registration, MAX_TTL_SECONDS};
 use omc_orchestra_server::app::{App, Config, ServerKind};
@@ -41,10 +51,10 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 5);
     let connections: u32 = setting("BENCH_CONNECTIONS", 64);
-    // An even number of rounds: each proxy goes first as often as the other.
+    // A multiple of three rounds: each of the three goes first as often as the others.
     let rounds = setting::<usize>("BENCH_ROUNDS", 6)
         .max(1)
-        .next_multiple_of(2);
+        .next_multiple_of(3);
     let round_seconds: u64 = setting("BENCH_ROUND_SECONDS", 3);
     let paced_count = setting::<usize>("BENCH_PACED_ROUNDS", 3).max(1);
     benches::require(&["wrk", "nginx"]);
@@ -95,6 +105,22 @@ fn main() {
         app
     });
 
+    let binary = orchestra_binary().expect("the orchestra binary");
+    let upstream_url = format!("http://127.0.0.1:{upstream_port}");
+    let users = Orchestra::up(
+        &binary,
+        &format!(
+            "workers = {}\nresync_secs = {}\n\
+             [gateway.discovery]\nauth = true\n\
+             [gateway.discovery.limits]\nsecond = 10000000\n\
+             [gateway.auth]\njwt_secret = \"{secret}\"\n",
+            setting("BENCH_GATEWAY_WORKERS", 0),
+            setting("BENCH_RESYNC", 10)
+        ),
+        &[("BENCH_SERVICE_URL", upstream_url.as_str())],
+    )
+    .expect("orchestra up starts");
+
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -111,17 +137,20 @@ fn main() {
         "{}/api/bench-service/body.json",
         app.url(ServerKind::Gateway)
     );
-    let check = runtime.block_on(async {
-        reqwest::Client::new()
-            .get(&ours_url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    if check.as_ref().ok() != Some(&200) {
-        eprintln!("the gateway does not route the benchmark path: {check:?}");
-        std::process::exit(1);
+    let binary_url = users.url("/api/bench-service/body.json");
+    for (name, url) in [("gateway", &ours_url), ("orchestra binary", &binary_url)] {
+        let check = runtime.block_on(async {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+        if check.as_ref().ok() != Some(&200) {
+            eprintln!("the {name} does not route the benchmark path: {check:?}");
+            std::process::exit(1);
+        }
     }
 
     // The two proxies take turns, round after round, the one that goes first changing
@@ -129,29 +158,45 @@ fn main() {
     // both alike, and the medians of the rounds set aside a round that a burst spoiled.
     let direct = wrk(&upstream.url("/body.json"), connections, round_seconds);
     let theirs_url = peer.url("/api/bench-service/body.json");
-    let (mut ours_rounds, mut theirs_rounds) = (Vec::new(), Vec::new());
-    let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
+    // The three (in process, the binary, nginx) in an order that turns each round.
+    let (mut ours_rounds, mut binary_rounds, mut theirs_rounds) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_cpu, mut binary_cpu, mut theirs_cpu) = (0.0, 0.0, 0.0);
     for round in 0..rounds {
-        for turn in 0..2 {
-            if (round + turn).is_multiple_of(2) {
-                let before = cpu_seconds(std::process::id());
-                ours_rounds.push(wrk_with(&ours_url, connections, round_seconds, &[&auth]));
-                ours_cpu += cpu_seconds(std::process::id()) - before;
-            } else {
-                let before = peer.cpu_seconds();
-                theirs_rounds.push(wrk_with(&theirs_url, connections, round_seconds, &[&auth]));
-                theirs_cpu += peer.cpu_seconds() - before;
-            }
+        for turn in 0..3 {
+            let (url, rounds, cpu, cpu_now): (_, _, _, &dyn Fn() -> f64) = match (round + turn) % 3
+            {
+                0 => (&ours_url, &mut ours_rounds, &mut ours_cpu, &|| {
+                    cpu_seconds(std::process::id())
+                }),
+                1 => (&binary_url, &mut binary_rounds, &mut binary_cpu, &|| {
+                    users.cpu_seconds()
+                }),
+                _ => (&theirs_url, &mut theirs_rounds, &mut theirs_cpu, &|| {
+                    peer.cpu_seconds()
+                }),
+            };
+            let before = cpu_now();
+            rounds.push(wrk_with(url, connections, round_seconds, &[&auth]));
+            *cpu += cpu_now() - before;
         }
     }
-    let ratios: Vec<f64> = ours_rounds
-        .iter()
-        .zip(&theirs_rounds)
-        .map(|(ours, theirs)| ours.rps / theirs.rps)
-        .collect();
+    let ratios_of = |rounds: &[benches::Load]| -> Vec<f64> {
+        rounds
+            .iter()
+            .zip(&theirs_rounds)
+            .map(|(ours, theirs)| ours.rps / theirs.rps)
+            .collect()
+    };
+    let ratios = ratios_of(&ours_rounds);
+    let binary_ratios = ratios_of(&binary_rounds);
     // An error answer costs a proxy far less than a proxied one: a run with any would
     // compare something else.
-    for (name, rounds) in [("gateway", &ours_rounds), ("nginx", &theirs_rounds)] {
+    for (name, rounds) in [
+        ("gateway", &ours_rounds),
+        ("orchestra binary", &binary_rounds),
+        ("nginx", &theirs_rounds),
+    ] {
         let failures: u64 = rounds.iter().map(|l| l.failures).sum();
         if failures > 0 {
             eprintln!("the {name} answered {failures} requests with errors: no comparison");
@@ -159,6 +204,7 @@ fn main() {
         }
     }
     let ours = median_load(&ours_rounds);
+    let binary = median_load(&binary_rounds);
     let theirs = median_load(&theirs_rounds);
 
     // Latency at half of the gateway's peak, at a fixed rate (open loop), on all three;
@@ -181,6 +227,7 @@ fn main() {
     };
     let paced = [("half", half), ("a quarter", half / 2)]
         .map(|(share, rate)| (share, rate, paced_at(rate)));
+    drop(users);
     drop(peer);
     drop(upstream);
     runtime.block_on(app.shutdown());
@@ -192,6 +239,7 @@ fn main() {
     for (name, load) in [
         ("upstream direct", direct),
         ("orchestra gateway", ours),
+        ("orchestra up", binary),
         ("nginx proxy", theirs),
     ] {
         println!(
@@ -206,10 +254,14 @@ fn main() {
         .map(|((ours, theirs), ratio)| format!("{:.0}/{:.0}={ratio:.2}", ours.rps, theirs.rps))
         .collect();
     println!("  rounds (gateway/nginx req/s): {}", shown.join("  "));
+    let shown: Vec<String> = binary_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!("  rounds (orchestra up / nginx): {}", shown.join("  "));
     println!(
-        "  ratio (gateway / nginx): {:.2}x req/s, the median round (goal: at least 1.0x); p99 added over direct: gateway {:.3} ms, nginx {:.3} ms",
+        "  ratio (gateway / nginx): {:.2}x req/s in process, {:.2}x as `orchestra up`, the median round (goal: at least 1.0x); p99 added over direct: gateway {:.3} ms, orchestra up {:.3} ms, nginx {:.3} ms",
         median(&ratios),
+        median(&binary_ratios),
         ours.p99_ms - direct.p99_ms,
+        binary.p99_ms - direct.p99_ms,
         theirs.p99_ms - direct.p99_ms
     );
     for (share, rate, rounds) in &paced {
@@ -222,8 +274,9 @@ fn main() {
         rounds.iter().map(|l| l.rps * round_seconds as f64).sum()
     };
     println!(
-        "  CPU per proxied request (all rounds): gateway {:.1} us, nginx {:.1} us",
+        "  CPU per proxied request (all rounds): gateway {:.1} us, orchestra up {:.1} us, nginx {:.1} us",
         ours_cpu * 1e6 / served(&ours_rounds),
+        binary_cpu * 1e6 / served(&binary_rounds),
         theirs_cpu * 1e6 / served(&theirs_rounds)
     );
 }

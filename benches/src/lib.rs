@@ -1,8 +1,13 @@
-//! Shared pieces of the benchmarks: a peer nginx, the wrk load driver, free ports.
+//! Shared pieces of the benchmarks: a peer nginx, the `orchestra` binary, the wrk load
+//! driver, free ports.
 
 /// Every benchmark runs on the allocator the `orchestra` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod orchestra;
+
+pub use orchestra::{orchestra_binary, Orchestra};
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -326,14 +331,20 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM lets the master stop its workers; SIGKILL would leave them running.
-        let stopped = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stopped {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        terminate(&mut self.child, &self.dir);
     }
+}
+
+/// Stop `child` with SIGTERM (SIGKILL when that cannot be sent), wait for it, and remove
+/// its folder `dir`.
+fn terminate(child: &mut Child, dir: &std::path::Path) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
 }
