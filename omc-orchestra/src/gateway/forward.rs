@@ -3,9 +3,10 @@
 use super::answers::error;
 use super::cache::CachedResponse;
 use super::h1::{hold_whole, put_head, whole, Answer};
+use super::http1::strip_hop_by_hop;
 use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pipeline::{Gateway, ProxyInfo};
-use super::proxy::{strip_hop_by_hop, Target};
+use super::proxy::Target;
 use super::rewrite::Rewrite;
 use super::routes::RouteMatch;
 use super::{empty_body, full_body, BoxError, GatewayBody, UpstreamError};

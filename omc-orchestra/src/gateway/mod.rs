@@ -15,6 +15,7 @@ mod cache;
 mod config;
 mod forward;
 pub mod h1;
+mod http1;
 mod names;
 mod pipeline;
 mod pool;
@@ -37,9 +38,10 @@ pub use cache::{
     ResponseCache,
 };
 pub use config::{DiscoveryRoutes, GatewayConfig, Limits, RateLimitConfig, RouteConfig};
+pub use http1::strip_hop_by_hop;
 pub use pipeline::{Gateway, ProxyInfo};
 pub use pool::{PoolOptions, UpstreamError, UpstreamPool};
-pub use proxy::{strip_hop_by_hop, Target};
+pub use proxy::Target;
 #[cfg(feature = "redis")]
 pub use ratelimit::RedisRateLimits;
 pub use ratelimit::{

@@ -23,8 +23,6 @@ names! {
     X_FORWARDED_HOST = "x-forwarded-host";
     X_CACHE = "x-cache";
     X_RATELIMIT_STATUS = "x-ratelimit-status";
-    KEEP_ALIVE = "keep-alive";
-    PROXY_CONNECTION = "proxy-connection";
 }
 
 /// The names of the numeric rate-limit headers, lowercase, written as a batch (see

@@ -1,12 +1,10 @@
-//! The forwarding half: where a request goes and the header rewriting a reverse proxy
-//! owes both sides. Connections are pooled by [`super::UpstreamPool`].
+//! Where a request goes: an upstream target and its address. Connections are pooled by
+//! [`super::UpstreamPool`]; the header rewrite is [`super::rewrite`]'s.
 
-use super::h1::connection_listed;
-use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::registry::ServiceInstance;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Uri};
+use http::Uri;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -94,36 +92,6 @@ impl Target {
     }
 }
 
-pub(super) const HOP_BY_HOP: [HeaderName; 9] = [
-    http::header::CONNECTION,
-    super::names::KEEP_ALIVE,
-    super::names::PROXY_CONNECTION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::PROXY_AUTHENTICATE,
-];
-
-/// Remove hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(http::header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .flat_map(|v| connection_listed(v.as_bytes()))
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 /// An address in its usual text form, written on the stack (IPv4 without the formatting
 /// machinery).
 pub(crate) struct IpText {
@@ -179,33 +147,6 @@ pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
     out.push_str(std::str::from_utf8(text.as_bytes()).unwrap_or_default());
 }
 
-/// Rewrite request headers for the upstream: hop-by-hop ones out, `Host` left to the
-/// client (the upstream's authority), `X-Forwarded-For/Proto/Host` added.
-pub(crate) fn forward_headers(headers: &mut HeaderMap, client_ip: IpAddr) {
-    strip_hop_by_hop(headers);
-    let host = headers.remove(http::header::HOST);
-    let mut forwarded_for = String::with_capacity(48);
-    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => {
-            forwarded_for.push_str(previous);
-            forwarded_for.push_str(", ");
-        }
-        _ => {}
-    }
-    push_ip(&mut forwarded_for, client_ip);
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let Some(host) = host {
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,26 +166,6 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
-    }
-
-    #[test]
-    fn headers_are_rewritten() {
-        let mut headers = HeaderMap::new();
-        headers.insert("connection", "keep-alive, x-private".parse().unwrap());
-        headers.insert("x-private", "1".parse().unwrap());
-        headers.insert("te", "trailers".parse().unwrap());
-        headers.insert("host", "gw.example:3000".parse().unwrap());
-        headers.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
-        headers.insert("accept", "*/*".parse().unwrap());
-        forward_headers(&mut headers, "127.0.0.1".parse().unwrap());
-        assert!(!headers.contains_key("connection"));
-        assert!(!headers.contains_key("x-private"));
-        assert!(!headers.contains_key("te"));
-        assert!(!headers.contains_key("host"));
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(headers["x-forwarded-host"], "gw.example:3000");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["accept"], "*/*");
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! upstream request's head is written rather than by editing the client's header map.
 
 use super::auth::Identity;
-use super::h1::{connection_listed, hop_by_hop, put_header};
+use super::h1::{append_lines, put_header};
+use super::http1::{connection_listed, hop_by_hop};
 use super::names::{
     TRACEPARENT, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID, X_USER_ID,
     X_USER_ROLES,
 };
-use super::proxy::{forward_headers, IpText};
+use super::proxy::IpText;
 use super::trace::TraceParent;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::HeaderMap;
@@ -161,36 +162,21 @@ impl<'a> Rewrite<'a> {
         wire.extend_from_slice(b"\r\n");
     }
 
-    /// The same rewrite, made on `headers` (for requests sent as an `http::Request`).
+    /// The same rewrite made on `headers`, for a request sent as an `http::Request` (an
+    /// upgrade): the names [`Rewrite::drops`] leaves behind go, and the lines
+    /// [`Rewrite::put`] writes come in, so that both forms follow one rule.
     pub(super) fn apply(&self, headers: &mut HeaderMap) {
-        headers.remove(X_USER_ID);
-        headers.remove(X_USER_ROLES);
-        if !self.trusted {
-            for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
-                headers.remove(name);
-            }
-        }
-        let underscored: Vec<HeaderName> = headers
+        let dropped: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().contains('_'))
+            .filter(|name| self.drops(name))
             .cloned()
             .collect();
-        for name in underscored {
+        for name in dropped {
             headers.remove(name);
         }
-        if let Some(identity) = self.identity {
-            if let Ok(value) = HeaderValue::from_str(&identity.subject) {
-                headers.insert(X_USER_ID, value);
-            }
-            if let Ok(value) = HeaderValue::from_str(&identity.roles.join(",")) {
-                headers.insert(X_USER_ROLES, value);
-            }
-        }
-        if let Ok(value) = HeaderValue::from_str(&self.traceparent.header()) {
-            headers.insert(TRACEPARENT, value);
-        }
-        headers.insert(X_REQUEST_ID, self.request_id.clone());
-        forward_headers(headers, self.client_ip);
+        let mut lines = Vec::with_capacity(256);
+        self.put(&mut lines);
+        append_lines(headers, &lines);
     }
 }
 
@@ -213,11 +199,18 @@ mod tests {
 
     #[test]
     fn dropped_names_are_the_hop_by_hop_and_the_replaced_ones() {
-        use crate::gateway::proxy::HOP_BY_HOP;
         let headers = HeaderMap::new();
         let id = HeaderValue::from_static("id");
         let trace = crate::gateway::next_traceparent(None);
         let rewrite = Rewrite::new(&headers, ([127, 0, 0, 1].into(), true), None, &trace, &id);
+        let hop_by_hop = [
+            "connection",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+        ]
+        .map(HeaderName::from_static);
         let replaced = [
             HOST,
             X_USER_ID,
@@ -226,7 +219,7 @@ mod tests {
             TRACEPARENT,
             X_FORWARDED_FOR,
         ];
-        for name in HOP_BY_HOP.iter().chain(&replaced) {
+        for name in hop_by_hop.iter().chain(&replaced) {
             assert!(rewrite.drops(name), "{name}");
         }
         for name in [

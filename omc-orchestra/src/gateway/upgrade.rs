@@ -12,13 +12,7 @@ use hyper_util::rt::TokioIo;
 
 /// The `Upgrade` header of a request that asks for one (`Connection: upgrade`).
 pub(super) fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
+    if super::http1::Connection::of(headers).upgrade {
         headers.get(UPGRADE).cloned()
     } else {
         None

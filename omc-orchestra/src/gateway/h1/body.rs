@@ -2,7 +2,8 @@
 //! its HTTP/1.1 framing (length, chunked, or until the connection closes).
 
 use super::client::Conn;
-use super::{read_some, rules};
+use super::read_some;
+use crate::gateway::http1;
 use crate::gateway::pool::Home;
 use crate::gateway::BoxError;
 use bytes::{Buf, Bytes};
@@ -86,7 +87,7 @@ impl UpstreamBody {
     fn step_chunked(&mut self, chunk: Chunk) -> Option<Polled> {
         let buf = &mut self.conn.as_mut()?.buf;
         match chunk {
-            Chunk::Size => match rules::chunk_size(buf) {
+            Chunk::Size => match http1::chunk_size(buf) {
                 Ok(Some((used, size))) => {
                     buf.advance(used);
                     self.framing = Framing::Chunked(if size == 0 {
@@ -113,7 +114,7 @@ impl UpstreamBody {
                 });
                 Some(Poll::Ready(Some(Ok(Frame::data(data)))))
             }
-            Chunk::DataEnd => match rules::chunk_end(buf) {
+            Chunk::DataEnd => match http1::chunk_end(buf) {
                 Ok(true) => {
                     buf.advance(2);
                     self.framing = Framing::Chunked(Chunk::Size);
@@ -123,7 +124,7 @@ impl UpstreamBody {
                 Err(malformed) => Some(self.broken(malformed.0)),
             },
             // Trailer fields are dropped; the body ends at the empty line.
-            Chunk::Trailers => match rules::trailer_line(buf) {
+            Chunk::Trailers => match http1::trailer_line(buf) {
                 Ok(Some((used, last))) => {
                     buf.advance(used);
                     if last {

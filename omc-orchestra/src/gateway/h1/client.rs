@@ -5,10 +5,10 @@
 //! handing the connection back to the pool at its end.
 
 use super::body::{Chunk, Framing, UpstreamBody};
-use super::rules::{bodiless, declared, Declared};
 use super::wire::{sort, Answer, Sorted};
 use super::{put_header, put_length, read_more, Deadline, BODY_IN_ONE_WRITE, MAX_HEAD};
 use crate::gateway::forward::idempotent;
+use crate::gateway::http1::{bodiless, declared, Declared};
 use crate::gateway::pool::Home;
 use crate::gateway::rewrite::Rewrite;
 use crate::gateway::{GatewayBody, UpstreamError};

@@ -5,8 +5,8 @@
 //! connection (the bytes already read included, see [`Rewind`]) to a general-purpose
 //! server from the first request it does not take: upgrades, request bodies larger than
 //! it buffers, HTTP/1.0, CORS requests, the gateway's own routes. A request whose
-//! framing is malformed it answers 400 itself, by the rules of `rules.rs`, which the
-//! upstream side follows too.
+//! framing is malformed it answers 400 itself, by the rules of
+//! [`crate::gateway::http1`], which the upstream side follows too.
 //!
 //! The upstream side ([`crate::gateway::UpstreamPool`]) sends requests on pooled
 //! connections in the task that awaits the answer, and the answer's body reads its
@@ -18,7 +18,6 @@ mod client;
 mod deadline;
 mod respond;
 mod rewind;
-mod rules;
 mod server;
 mod wire;
 
@@ -26,7 +25,7 @@ pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole
 pub(crate) use deadline::Deadline;
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
-pub(crate) use wire::{connection_listed, hop_by_hop, SetHeader};
+pub(crate) use wire::{append_lines, SetHeader};
 pub use wire::{Answer, WireHeaders};
 
 use bytes::BytesMut;
@@ -35,7 +34,7 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 /// Largest request or answer head read.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// Bodies up to this size travel in the same write as their head.
 const BODY_IN_ONE_WRITE: usize = 64 * 1024;
@@ -120,13 +119,13 @@ pub(crate) fn fuzz_chunked_body(bytes: &[u8]) {
     let Some((&cut, bytes)) = bytes.split_first() else {
         return;
     };
-    let whole = rules::Dechunk::default().read(bytes);
-    let mut cut_read = rules::Dechunk::default();
+    let whole = crate::gateway::http1::Dechunk::default().read(bytes);
+    let mut cut_read = crate::gateway::http1::Dechunk::default();
     let first = cut_read.read(&bytes[..usize::from(cut).min(bytes.len())]);
-    if first == Ok(rules::Dechunked::More) {
+    if first == Ok(crate::gateway::http1::Dechunked::More) {
         assert_eq!(cut_read.read(bytes), whole);
     }
-    if let Ok(rules::Dechunked::Done(used)) = whole {
+    if let Ok(crate::gateway::http1::Dechunked::Done(used)) = whole {
         assert!(used <= bytes.len());
     }
 }

@@ -1,6 +1,7 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, rules, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
+use crate::gateway::http1;
 use crate::gateway::{full_body, GatewayBody};
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -81,7 +82,7 @@ pub(super) async fn write_response(
     let out = &mut *client.out;
     let (parts, mut body) = answer.response.into_parts();
     let status = parts.status;
-    let bodiless = rules::bodiless(method, status);
+    let bodiless = http1::bodiless(method, status);
     let exact = body.size_hint().exact();
     let chunked = !bodiless && exact.is_none();
     out.extend_from_slice(b"HTTP/1.1 ");

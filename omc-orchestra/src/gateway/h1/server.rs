@@ -2,15 +2,16 @@
 //! in the connection's own task.
 
 use super::respond::{internal_error, write_response, ToClient};
-use super::rules::{declared, has_bare_lf, Dechunk, Dechunked, Declared, Malformed};
 use super::{
     field, read_more, shared_headers, Answer, Deadline, Field, Rewind, BODY_IN_ONE_WRITE, MAX_HEAD,
 };
 use crate::gateway::answers::error;
+use crate::gateway::http1::{
+    declared, has_bare_lf, Dechunk, Dechunked, Declared, LaneFit, Malformed,
+};
 use crate::gateway::{empty_body, full_body, GatewayBody, ProxyInfo};
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
-use http::header::CONNECTION;
 use http::{Method, Request, StatusCode, Uri};
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -154,9 +155,6 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
             _ => return Parsed::Elsewhere,
         },
     };
-    if !http11 {
-        return Parsed::Elsewhere;
-    }
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return Parsed::Elsewhere;
     };
@@ -171,27 +169,15 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
         return Parsed::Elsewhere;
     };
     let mut fields = Vec::with_capacity(req.headers.len());
-    let (mut close, mut upgrade) = (false, false);
+    let mut fit = LaneFit::default();
     for header in req.headers.iter() {
         let Some((name, range)) = field(buf, header) else {
             return Parsed::Elsewhere;
         };
-        let special = name == http::header::UPGRADE
-            || name == http::header::EXPECT
-            || name == http::header::ORIGIN;
-        if special {
-            return Parsed::Elsewhere;
-        }
-        if name == CONNECTION {
-            for token in header.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-            }
-        }
+        fit.note(&name, header.value);
         fields.push((name, range));
     }
-    if upgrade {
+    if !fit.takes(http11) {
         return Parsed::Elsewhere;
     }
     Parsed::Taken(Taken {
@@ -200,7 +186,7 @@ fn parse(buf: &[u8], options: &LaneOptions) -> Parsed {
         fields,
         head_len,
         body,
-        close,
+        close: fit.connection.close,
     })
 }
 

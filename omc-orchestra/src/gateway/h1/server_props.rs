@@ -5,11 +5,11 @@
 //! The differential oracle is hyper itself: a real `hyper::server::conn::http1`
 //! connection over an in-memory pipe, whose service collects the body. The lane must
 //! agree with it (both refuse, or both read the same body) except where it is stricter
-//! on purpose (see `rules.rs`): a `Content-Length` beside a `Transfer-Encoding`, and a
+//! on purpose (see `gateway/http1/framing.rs`): a `Content-Length` beside a `Transfer-Encoding`, and a
 //! bare LF ending a head line, which hyper accepts and the lane refuses.
 
-use super::super::rules::{Dechunk, Dechunked};
 use super::{parse, BodyKind, LaneOptions, Parsed};
+use crate::gateway::http1::{Dechunk, Dechunked};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

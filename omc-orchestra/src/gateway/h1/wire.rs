@@ -1,7 +1,7 @@
 //! An upstream answer's headers kept in wire form, copied to the client as they came.
 
 use super::put_header;
-use super::rules::Declared;
+use crate::gateway::http1::{connection_listed, hop_by_hop, Connection, Declared};
 use crate::gateway::names::X_REQUEST_ID;
 use crate::gateway::GatewayBody;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
@@ -57,39 +57,8 @@ fn kind(name: &[u8]) -> Kind {
     }
 }
 
-/// Whether `name` is one of [`HOP_BY_HOP`] (any case), told by its length first.
-pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
-    let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        18 => is(b"proxy-authenticate"),
-        19 => is(b"proxy-authorization"),
-        _ => false,
-    }
-}
-
 fn starts_with_ignore_case(name: &[u8], prefix: &[u8]) -> bool {
     name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
-}
-
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
-}
-
-/// The header names a `Connection` value lists, which are hop-by-hop too (its own
-/// `keep-alive` and `close` options aside).
-pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    tokens(value).filter(|token| {
-        !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
-    })
 }
 
 /// An upstream answer's headers, sorted out.
@@ -101,14 +70,14 @@ pub(super) struct Sorted {
 }
 
 /// Sort out the headers of an upstream answer whose body is framed as `declared` (see
-/// [`super::rules::declared`]).
+/// [`crate::gateway::http1::declared`]).
 pub(super) fn sort(headers: &[httparse::Header<'_>], declared: Declared) -> Sorted {
     // The names `Connection` lists are hop-by-hop too.
     let mut listed: Vec<&[u8]> = Vec::new();
-    let mut close = false;
+    let mut connection = Connection::default();
     for header in headers {
         if header.name.eq_ignore_ascii_case("connection") {
-            close |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            connection.read(header.value);
             listed.extend(connection_listed(header.value));
         }
     }
@@ -139,7 +108,7 @@ pub(super) fn sort(headers: &[httparse::Header<'_>], declared: Declared) -> Sort
     Sorted {
         wire,
         declared,
-        close,
+        close: connection.close,
     }
 }
 
@@ -205,21 +174,7 @@ impl WireHeaders {
     /// Add the lines to `headers`, with the upstream's `Content-Length`; a line `http`
     /// does not accept is dropped.
     fn add_to(&self, headers: &mut HeaderMap) {
-        let mut text = Vec::with_capacity(self.lines.len() + 2);
-        text.extend_from_slice(&self.lines);
-        text.extend_from_slice(b"\r\n");
-        let mut slots = vec![httparse::EMPTY_HEADER; self.lines.len() / 4 + 1];
-        if let Ok(httparse::Status::Complete((_, parsed))) =
-            httparse::parse_headers(&text, &mut slots)
-        {
-            for header in parsed {
-                let name = HeaderName::from_bytes(header.name.as_bytes());
-                let value = HeaderValue::from_bytes(header.value);
-                if let (Ok(name), Ok(value)) = (name, value) {
-                    headers.append(name, value);
-                }
-            }
-        }
+        append_lines(headers, &self.lines);
         if let Some(length) = self.length {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
         }
@@ -312,10 +267,28 @@ impl Answer {
     }
 }
 
+/// Append the `name: value\r\n` lines of `lines` (as [`put_header`] writes them) to
+/// `headers`; a line `http` does not accept is left out.
+pub(crate) fn append_lines(headers: &mut HeaderMap, lines: &[u8]) {
+    let mut text = Vec::with_capacity(lines.len() + 2);
+    text.extend_from_slice(lines);
+    text.extend_from_slice(b"\r\n");
+    let mut slots = vec![httparse::EMPTY_HEADER; lines.len() / 4 + 1];
+    if let Ok(httparse::Status::Complete((_, parsed))) = httparse::parse_headers(&text, &mut slots)
+    {
+        for header in parsed {
+            let name = HeaderName::from_bytes(header.name.as_bytes());
+            let value = HeaderValue::from_bytes(header.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::proxy::HOP_BY_HOP;
 
     fn sorted(raw: &[u8]) -> Sorted {
         let mut slots = [httparse::EMPTY_HEADER; 32];
@@ -323,8 +296,7 @@ mod tests {
         else {
             panic!("the test headers parse");
         };
-        let declared =
-            crate::gateway::h1::rules::declared(headers, true).unwrap_or(Declared::Unknown);
+        let declared = crate::gateway::http1::declared(headers, true).unwrap_or(Declared::Unknown);
         sort(headers, declared)
     }
 
@@ -342,27 +314,6 @@ mod tests {
         assert_eq!(sorted.wire.length(), Some(12));
         assert!(sorted.wire.has_date());
         assert!(!sorted.close);
-    }
-
-    #[test]
-    fn hop_by_hop_names_are_told_in_any_case() {
-        for name in &HOP_BY_HOP {
-            assert!(hop_by_hop(name.as_str().as_bytes()), "{name}");
-            assert!(
-                hop_by_hop(name.as_str().to_uppercase().as_bytes()),
-                "{name}"
-            );
-        }
-        for name in [
-            "date",
-            "server",
-            "content-type",
-            "x-upgrade",
-            "tee",
-            "trailers",
-        ] {
-            assert!(!hop_by_hop(name.as_bytes()), "{name}");
-        }
     }
 
     #[test]

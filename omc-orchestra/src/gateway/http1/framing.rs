@@ -1,8 +1,7 @@
-//! HTTP/1.1 framing, the one place both halves of the lane ask: how long a message's
-//! body is (`Content-Length`, `Transfer-Encoding`), which answers have none, and how a
-//! chunked body's lines are read. The request parser ([`super::server`]), the upstream
-//! answer parser ([`super::client`]) and the upstream body ([`super::body`]) call these,
-//! so a client and an upstream meet the same rules.
+//! HTTP/1.1 framing: how long a message's body is (`Content-Length`,
+//! `Transfer-Encoding`), which answers have none, and how a chunked body's lines are
+//! read. The lane's request parser, its upstream answer parser and the upstream body
+//! call these, so a client and an upstream meet the same rules.
 //!
 //! The rules are hyper's (`proto/h1/role.rs`, `proto/h1/decode.rs`), stricter in three
 //! places, as a proxy must be where two parsers could read one message two ways: a
@@ -16,7 +15,7 @@ use http::{Method, StatusCode};
 pub(crate) const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// Longest trailer line of a chunked body, as long as a whole head may be.
-const MAX_TRAILER_LINE: usize = super::MAX_HEAD;
+const MAX_TRAILER_LINE: usize = crate::gateway::h1::MAX_HEAD;
 
 /// Why a message's framing is refused: the text says which rule it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
