@@ -5,7 +5,7 @@ use super::cache::CachedResponse;
 use super::h1::{hold_whole, put_head, whole, Answer};
 use super::http1::strip_hop_by_hop;
 use super::names::{X_CACHE, X_REQUEST_ID};
-use super::pipeline::{Gateway, ProxyInfo};
+use super::pipeline::{Gateway, Outbound};
 use super::proxy::Target;
 use super::rewrite::Rewrite;
 use super::routes::RouteMatch;
@@ -138,19 +138,15 @@ impl Gateway {
             .then(|| (fixed.clone(), total.max(1)))
     }
 
-    /// Forward the request (which started at `started`) to an instance of the matched
-    /// service, again to another while attempts, the budget and the method allow.
-    #[allow(clippy::too_many_arguments)]
+    /// Forward the request to an instance of the matched service, again to another
+    /// while attempts, the budget and the method allow.
     pub(super) async fn forward(
         &self,
         parts: http::request::Parts,
         body: GatewayBody,
-        matched: &RouteMatch,
-        max_attempts: u32,
-        rewrite: &Rewrite<'_>,
-        info: &mut ProxyInfo,
-        started: std::time::Instant,
+        out: &mut Outbound<'_>,
     ) -> Answer {
+        let matched = out.matched;
         let service = &*matched.service;
         let Some(mut target) = self.pick(service, &[]) else {
             let message = format!("no healthy instance of `{service}`");
@@ -172,25 +168,24 @@ impl Gateway {
             Err(streamed) => {
                 // Boxed: the rare streamed path would otherwise add its state (some
                 // 660 bytes) to every request's, which each caller up the chain copies.
-                let streamed =
-                    self.forward_streamed(parts, streamed, target, matched, rewrite, info);
+                let streamed = self.forward_streamed(parts, streamed, target, out);
                 return Box::pin(streamed).await;
             }
         };
         let max_attempts = if idempotent(&parts.method) {
-            max_attempts
+            out.max_attempts
         } else {
             1
         };
         let mut tried: Vec<Arc<str>> = Vec::new();
         // The first attempt starts with the request: the clock is not read again.
-        let mut attempt_started = started;
+        let mut attempt_started = out.started;
         loop {
-            info.attempts += 1;
-            info.instance = Some(target.0.id.clone());
+            out.info.attempts += 1;
+            out.info.instance = Some(target.0.id.clone());
             let length = Some(body.len() as u64);
             let path = &matched.upstream_path;
-            let whole = match upstream_head(&target.0, &parts, path, length, rewrite) {
+            let whole = match upstream_head(&target.0, &parts, path, length, out.rewrite) {
                 Ok(head) => whole(head, parts.method.clone(), &body),
                 Err(message) => {
                     return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message).into()
@@ -206,7 +201,7 @@ impl Gateway {
             if ok {
                 return failure;
             }
-            if info.attempts >= max_attempts {
+            if out.info.attempts >= max_attempts {
                 return failure;
             }
             tried.push(target.0.id.clone());
@@ -224,15 +219,14 @@ impl Gateway {
         parts: http::request::Parts,
         body: GatewayBody,
         target: (Arc<Target>, usize),
-        matched: &RouteMatch,
-        rewrite: &Rewrite<'_>,
-        info: &mut ProxyInfo,
+        out: &mut Outbound<'_>,
     ) -> Answer {
-        info.attempts += 1;
-        info.instance = Some(target.0.id.clone());
+        let matched = out.matched;
+        out.info.attempts += 1;
+        out.info.instance = Some(target.0.id.clone());
         let length = body.size_hint().exact();
         let path = &matched.upstream_path;
-        let head = match upstream_head(&target.0, &parts, path, length, rewrite) {
+        let head = match upstream_head(&target.0, &parts, path, length, out.rewrite) {
             Ok(head) => head,
             Err(message) => return error(StatusCode::BAD_GATEWAY, "bad_gateway", &message).into(),
         };

@@ -8,6 +8,7 @@
 //! alone) behind its own router.
 
 mod access_log;
+mod admit;
 mod answers;
 mod auth;
 mod breaker;

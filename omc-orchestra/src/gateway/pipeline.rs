@@ -1,22 +1,24 @@
-//! The request pipeline: route → auth → rate limit → trace context → cache → forward.
+//! The gateway and its request pipeline: admit (route, auth, rate limit, see
+//! [`super::admit`]) → trace context → cache or forward → record.
 
 use super::access_log::{Access, AccessLog};
-use super::answers::{error, invalid, rate_headers, rejected};
-use super::auth::{Authenticator, Identity};
+use super::admit::{Admitted, Facts, RequestContext};
+use super::answers::{error, rate_headers};
+use super::auth::Authenticator;
 use super::breaker::Breakers;
 use super::cache::{
     request_bypasses, request_refreshes, CacheKey, CacheStore, MemoryCacheStore, ResponseCache,
 };
 use super::config::GatewayConfig;
 use super::h1::Answer;
-use super::names::{TRACEPARENT, X_CACHE, X_REQUEST_ID};
+use super::names::{X_CACHE, X_REQUEST_ID};
 use super::pool::UpstreamPool;
 use super::proxy::Target;
-use super::ratelimit::{Limit, RateDecision, RateLimitStore, RateLimiter, Window};
+use super::ratelimit::{RateLimitStore, RateLimiter};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
-use super::routes::{normalized_path, RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
-use super::trace::next_traceparent;
+use super::routes::{RouteMatch, RouteTable};
+use super::trace::{next_traceparent, TraceParent};
 use super::view::ServiceView;
 use super::GatewayBody;
 use crate::registry::Registry;
@@ -36,7 +38,7 @@ pub struct ProxyInfo {
     /// The route's name (`unmatched` when none; `{prefix}/(unknown)` for a discovery
     /// request to a service nothing answers to).
     pub route: Arc<str>,
-    /// The service (empty when no route matched; [`UNKNOWN_SERVICE`] when nothing
+    /// The service (empty when no route matched; [`UNKNOWN_SERVICE`](super::UNKNOWN_SERVICE) when nothing
     /// answers to the name in the path).
     pub service: Arc<str>,
     /// The instance that answered (`static:{service}` for a static fallback).
@@ -58,44 +60,16 @@ pub struct ProxyInfo {
     pub client: Option<IpAddr>,
 }
 
-/// The longest `X-Request-Id` of a caller's that the gateway keeps, in bytes.
-const MAX_REQUEST_ID: usize = 200;
-
-/// The request headers the pipeline reads, found in one pass over the header map: a
-/// lookup by name would hash the name, four times per request. The first value of a
-/// name counts, as a lookup would have it.
-#[derive(Default)]
-struct Facts<'a> {
-    request_id: Option<&'a HeaderValue>,
-    traceparent: Option<&'a HeaderValue>,
-    authorization: Option<&'a HeaderValue>,
-    api_key: Option<&'a HeaderValue>,
-    /// How many `Host` lines the request has (counted up to 2).
-    hosts: u8,
-}
-
-impl<'a> Facts<'a> {
-    fn of(headers: &'a http::HeaderMap) -> Self {
-        let mut facts = Self::default();
-        for (name, value) in headers {
-            let slot = if name == http::header::HOST {
-                facts.hosts = (facts.hosts + 1).min(2);
-                continue;
-            } else if name == http::header::AUTHORIZATION {
-                &mut facts.authorization
-            } else if name == X_REQUEST_ID {
-                &mut facts.request_id
-            } else if name == TRACEPARENT {
-                &mut facts.traceparent
-            } else if name == super::names::X_API_KEY {
-                &mut facts.api_key
-            } else {
-                continue;
-            };
-            slot.get_or_insert(value);
-        }
-        facts
-    }
+/// An admitted request on its way upstream: what the forwarding steps read, and the
+/// record they fill in.
+pub(super) struct Outbound<'r> {
+    pub(super) matched: &'r RouteMatch,
+    pub(super) rewrite: &'r Rewrite<'r>,
+    /// Most attempts (retries included) the configuration allows.
+    pub(super) max_attempts: u32,
+    /// When the request came: the upstream deadline counts from it.
+    pub(super) started: Instant,
+    pub(super) info: &'r mut ProxyInfo,
 }
 
 /// The part of the gateway a reload replaces: routes, keys, static fallbacks and the
@@ -261,135 +235,94 @@ impl Gateway {
     /// than in it, and an upstream's headers (of an answer that came from one) left in
     /// wire form in the [`Answer`], for an HTTP/1.1 writer to copy as they are;
     /// [`Answer::into_response`] puts them in the header map.
+    ///
+    /// The steps, each over the request's context: admit it (route, authenticate,
+    /// rate-limit), answer it from the cache or an upstream, record it.
     pub async fn serve(&self, req: Request<GatewayBody>, client_ip: IpAddr) -> (Answer, ProxyInfo) {
         // The one clock reading of the request's start: its latency, the upstream
         // timeout and the pooled connection's age all count from it.
         let started = Instant::now();
-        let (mut parts, body) = req.into_parts();
-        let method = parts.method.clone();
+        let (parts, body) = req.into_parts();
         // Shares the request's bytes (no copy of the path).
         let uri = parts.uri.clone();
-        // Routed and sent upstream normalised (see `normalized_path`); a path that does
-        // not normalise is answered 400 below.
-        let (resolved, unnormal) = match normalized_path(uri.path()) {
-            Ok(normal) => (normal, None),
-            Err(reason) => (std::borrow::Cow::Borrowed(uri.path()), Some(reason)),
-        };
-        let path = &*resolved;
-        // The caller's id when the caller is trusted and the id printable and short,
-        // else a new one; one header value serves the upstream request and the answer.
         let facts = Facts::of(&parts.headers);
-        let dynamic = self.current();
-        let trusted = dynamic.config.trusts(client_ip);
-        // Rate limits and the access log count the client behind trusted proxies.
-        let client = if trusted {
-            dynamic.config.real_client(client_ip, &parts.headers)
+        let head = (&parts.method, &uri, &parts.headers);
+        let mut cx = self.context(head, &facts, client_ip, started);
+        let answer = match self.admit(&mut cx, &parts, &facts).await {
+            Ok(admitted) => {
+                let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
+                self.cache_or_forward(&mut cx, parts, body, admitted, trace)
+                    .await
+            }
+            Err(refused) => refused,
+        };
+        self.record(cx, answer)
+    }
+
+    /// The answer to an admitted request: through an upgrade, from the cache, or from an
+    /// upstream, carrying the rate-limit headers; the trace ids go in the record.
+    async fn cache_or_forward(
+        &self,
+        cx: &mut RequestContext<'_>,
+        mut parts: http::request::Parts,
+        body: GatewayBody,
+        admitted: Admitted,
+        trace: TraceParent,
+    ) -> Answer {
+        let Admitted {
+            matched,
+            identity,
+            decision,
+        } = admitted;
+        let client = (cx.peer, cx.trusted);
+        let rewrite = Rewrite::new(
+            &parts.headers,
+            client,
+            identity.as_deref(),
+            &trace,
+            &cx.request_id,
+        );
+        let mut outbound = Outbound {
+            matched: &matched,
+            rewrite: &rewrite,
+            max_attempts: cx.dynamic.config.max_attempts,
+            started: cx.started,
+            info: &mut cx.info,
+        };
+        let mut answer = if let Some(protocol) = super::upgrade::requested(&parts.headers) {
+            drop(body);
+            rewrite.apply(&mut parts.headers);
+            let upgrade = self.upgrade(parts, protocol, &matched, outbound.info);
+            Answer::from(Box::pin(upgrade).await)
+        } else if matched.route.cache_ttl.is_some()
+            && matches!(parts.method, Method::GET | Method::HEAD)
+            && !request_bypasses(&parts.headers)
+        {
+            Box::pin(self.cached(parts, body, &mut outbound)).await
         } else {
-            client_ip
+            self.forward(parts, body, &mut outbound).await
         };
-        let given = facts
-            .request_id
-            .filter(|v| {
-                trusted
-                    && (1..=MAX_REQUEST_ID).contains(&v.len())
-                    && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-            })
-            .cloned();
-        let id_value = given.unwrap_or_else(|| {
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-            HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
-        });
-        let request_id = id_value.to_str().unwrap_or("-");
-        let mut info = ProxyInfo {
-            client: Some(client),
-            ..ProxyInfo::default()
-        };
-        // The route's steps, written out here rather than in a function of their own: a
-        // proxied request's state (a few KiB) is then not copied from one to the other.
-        let mut answer: Answer = 'route: {
-            // RFC 9112 (3.2): an HTTP/1.1 request names its host once, in `Host` or in an
-            // absolute target; which of two hosts a request meant is anyone's guess.
-            let unnamed = facts.hosts == 0 && uri.authority().is_none();
-            if parts.version == http::Version::HTTP_11 && (unnamed || facts.hosts > 1) {
-                let reason = "an HTTP/1.1 request needs exactly one Host header";
-                break 'route invalid("host", reason).into();
-            }
-            if let Some(reason) = unnormal {
-                break 'route invalid("path", reason).into();
-            }
-            let Some(mut matched) = dynamic.routes.find(path) else {
-                let message = format!("no route for {path}");
-                break 'route error(StatusCode::NOT_FOUND, "not_found", &message).into();
-            };
-            let known;
-            (matched.service, known) = self.resolve(&dynamic, matched.service);
-            if known || !matched.discovery {
-                info.route = matched.route.name.clone();
-                info.service = matched.service.clone();
-            } else {
-                // The name came from the client's path and nothing answers to it: the
-                // metrics and the log record take one name for all such requests (the
-                // logged path still says which), so made-up names add no series.
-                info.route = dynamic.routes.unknown_route();
-                info.service = UNKNOWN_SERVICE.into();
-            }
-            let spec = matched.route.clone();
-            if !spec.methods.is_empty() && !spec.methods.contains(&parts.method) {
-                let message = format!("{} is not allowed on {path}", parts.method);
-                let status = StatusCode::METHOD_NOT_ALLOWED;
-                break 'route error(status, "method_not_allowed", &message).into();
-            }
-            let identity = match Self::identify(&dynamic, &spec, &facts) {
-                Ok(identity) => identity,
-                Err(refused) => break 'route (*refused).into(),
-            };
-            let route = &*info.route;
-            let decision = self.limit(&spec, route, identity.as_deref(), client).await;
-            if let Some(decision) = &decision {
-                info.rate_limit_degraded = decision.degraded;
-                if !decision.allowed {
-                    break 'route rejected(decision, request_id).into();
-                }
-            }
-            let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
-            let rewrite = Rewrite::new(
-                &parts.headers,
-                (client_ip, trusted),
-                identity.as_deref(),
-                &trace,
-                &id_value,
-            );
-            let mut answer = if let Some(protocol) = super::upgrade::requested(&parts.headers) {
-                drop(body);
-                rewrite.apply(&mut parts.headers);
-                let upgrade = self.upgrade(parts, protocol, &matched, &mut info);
-                Answer::from(Box::pin(upgrade).await)
-            } else if spec.cache_ttl.is_some()
-                && matches!(parts.method, Method::GET | Method::HEAD)
-                && !request_bypasses(&parts.headers)
-            {
-                let attempts = dynamic.config.max_attempts;
-                let cached = self.cached(
-                    parts, body, &matched, attempts, &rewrite, &mut info, started,
-                );
-                Box::pin(cached).await
-            } else {
-                let attempts = dynamic.config.max_attempts;
-                self.forward(
-                    parts, body, &matched, attempts, &rewrite, &mut info, started,
-                )
-                .await
-            };
-            if let Some(decision) = &decision {
-                answer.set_headers(|headers| rate_headers(headers, decision));
-            }
-            // The rewrite wrote the trace's header; its ids are the record's now.
-            drop(rewrite);
-            info.trace_id = Some(trace.trace_id);
-            info.span_id = Some(trace.parent_id);
-            answer
-        };
+        if let Some(decision) = &decision {
+            answer.set_headers(|headers| rate_headers(headers, decision));
+        }
+        // The rewrite wrote the trace's header; its ids are the record's now.
+        drop(rewrite);
+        cx.info.trace_id = Some(trace.trace_id);
+        cx.info.span_id = Some(trace.parent_id);
+        answer
+    }
+
+    /// Log the request's line (and its access record, when kept) and set its id on the
+    /// answer, also over a cached answer that carried another one.
+    fn record(&self, cx: RequestContext<'_>, mut answer: Answer) -> (Answer, ProxyInfo) {
+        let RequestContext {
+            started,
+            method,
+            path,
+            request_id,
+            mut info,
+            ..
+        } = cx;
         if info.route.is_empty() {
             info.route = "unmatched".into();
         }
@@ -397,10 +330,11 @@ impl Gateway {
         let bytes = answer.length();
         info.elapsed = started.elapsed();
         let latency_ms = info.elapsed.as_secs_f64() * 1000.0;
+        let id = request_id.to_str().unwrap_or("-");
         tracing::info!(
             target: "orchestra::gateway",
             method = %method,
-            path,
+            path = &*path,
             route = %info.route,
             service = %info.service,
             instance = info.instance.as_deref().unwrap_or("-"),
@@ -408,160 +342,72 @@ impl Gateway {
             latency_ms,
             bytes,
             cache = info.cache.unwrap_or("-"),
-            request_id = %request_id,
+            request_id = %id,
             "gateway request"
         );
         if let Some(log) = &self.access_log {
             let access = Access {
                 method: method.as_str(),
-                path,
+                path: &path,
                 status,
                 latency_ms,
                 bytes,
-                request_id,
+                request_id: id,
                 info: &info,
             };
             log.send(access.record(self.clock.now()));
         }
-        // This request's id, also over a cached answer that carried another one.
-        answer.set_headers(|headers| headers.set_value(X_REQUEST_ID, id_value));
+        answer.set_headers(|headers| headers.set_value(X_REQUEST_ID, request_id));
         (answer, info)
     }
 
-    /// The caller of a request to a route that wants one (none on public routes), or
-    /// the 401 refusing it.
-    fn identify(
-        dynamic: &Dynamic,
-        spec: &RouteSpec,
-        facts: &Facts<'_>,
-    ) -> std::result::Result<Option<Arc<Identity>>, Box<Response<GatewayBody>>> {
-        if !spec.auth {
-            return Ok(None);
-        }
-        match dynamic
-            .auth
-            .authenticate_values(facts.api_key, facts.authorization)
-        {
-            Ok(identity) => Ok(Some(identity)),
-            Err(failure) => {
-                let mut res = error(StatusCode::UNAUTHORIZED, "unauthorized", &failure.0);
-                res.headers_mut()
-                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-                Err(Box::new(res))
-            }
-        }
-    }
-
-    /// Count the request against the limits of the route `spec`, named `route` (the
-    /// name metrics give it, so that made-up service names share one count per client),
-    /// by `identity`'s subject or else by the client's address: the decision, none on a
-    /// route without limits.
-    async fn limit(
-        &self,
-        spec: &RouteSpec,
-        route: &str,
-        identity: Option<&Identity>,
-        client_ip: IpAddr,
-    ) -> Option<RateDecision> {
-        // At most four windows: kept on the stack.
-        let mut windows = [Limit {
-            window: Window::Second,
-            max: 0,
-        }; 4];
-        let mut count = 0;
-        for limit in spec.limits.each() {
-            windows[count] = limit;
-            count += 1;
-        }
-        let limits = &windows[..count];
-        if limits.is_empty() {
-            return None;
-        }
-        // `{route}|sub:{subject}`, or `{route}|ip:{address}` without an identity.
-        let mut key = String::with_capacity(route.len() + 48);
-        key.push_str(route);
-        match identity {
-            Some(identity) => {
-                key.push_str("|sub:");
-                key.push_str(&identity.subject);
-            }
-            None => {
-                key.push_str("|ip:");
-                super::proxy::push_ip(&mut key, client_ip);
-            }
-        }
-        Some(self.limiter.check(&key, limits).await)
-    }
-
-    /// `/api/pricing/...` serves `pricing-service` when only that one is known; beside
-    /// the name, whether an instance or a static URL answers to it.
-    fn resolve(&self, dynamic: &Dynamic, service: Arc<str>) -> (Arc<str>, bool) {
-        if self.view.knows(&service) || dynamic.statics.contains_key(&*service) {
-            return (service, true);
-        }
-        let long = format!("{service}-service");
-        if self.view.knows(&long) || dynamic.statics.contains_key(&long) {
-            (long.into(), true)
-        } else {
-            (service, false)
-        }
-    }
-
-    /// Answer from the cache, or forward the request (started at `started`) and store
-    /// what it brings.
-    #[allow(clippy::too_many_arguments)]
+    /// Answer from the cache, or forward the request and store what it brings.
     async fn cached(
         &self,
         parts: http::request::Parts,
         body: GatewayBody,
-        matched: &RouteMatch,
-        max_attempts: u32,
-        rewrite: &Rewrite<'_>,
-        info: &mut ProxyInfo,
-        started: Instant,
+        out: &mut Outbound<'_>,
     ) -> Answer {
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
         let key = CacheKey {
-            route: matched.route.name.to_string(),
-            consumer: rewrite.subject().unwrap_or_default().to_owned(),
+            route: out.matched.route.name.to_string(),
+            consumer: out.rewrite.subject().unwrap_or_default().to_owned(),
             path: path_and_query,
         };
         let refresh = request_refreshes(&parts.headers);
         let head = parts.method == Method::HEAD;
         if !refresh {
             if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
-                info.cache = Some("HIT");
+                out.info.cache = Some("HIT");
                 return super::forward::from_cache(&hit, head).into();
             }
         }
         // A fill whose upstream stalls is bounded by the route's timeout; a request that
         // waited as long for it goes upstream on its own rather than wait on.
-        let fill = tokio::time::timeout(matched.route.timeout, self.cache.fill(&key)).await;
+        let timeout = out.matched.route.timeout;
+        let fill = tokio::time::timeout(timeout, self.cache.fill(&key)).await;
         if fill.is_ok() && !refresh {
             if let Some(hit) = self.cache.lookup(&key, &parts.headers).await {
-                info.cache = Some("HIT");
+                out.info.cache = Some("HIT");
                 return super::forward::from_cache(&hit, head).into();
             }
         }
-        info.cache = Some("MISS");
+        out.info.cache = Some("MISS");
         let request_headers = parts.headers.clone();
-        let sent = self.forward(parts, body, matched, max_attempts, rewrite, info, started);
-        let response = sent.await.into_response();
+        let ttl = out.matched.route.cache_ttl;
+        let response = self.forward(parts, body, out).await.into_response();
         let mut response = if head {
             response
         } else {
-            let ttl = matched.route.cache_ttl;
             let stored = self.store(&key, &request_headers, response, ttl);
-            match tokio::time::timeout(matched.route.timeout, stored).await {
+            match tokio::time::timeout(timeout, stored).await {
                 Ok(stored) => stored,
                 Err(_) => {
-                    let message = format!(
-                        "the upstream answer stalled for {} ms",
-                        matched.route.timeout.as_millis()
-                    );
+                    let message =
+                        format!("the upstream answer stalled for {} ms", timeout.as_millis());
                     error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message)
                 }
             }
