@@ -252,26 +252,22 @@ pub(crate) async fn read_request(
                 })
                 .unwrap_or(0);
             while buf.len() < end + 4 + length {
-                let mut chunk = [0u8; 4096];
-                let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
-                    .await
-                    .ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
+                read_more(stream, buf).await?;
             }
             let body = buf[end + 4..end + 4 + length].to_vec();
             buf.drain(..end + 4 + length);
             return Some((head, body));
         }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
-            .await
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     }
+}
+
+/// Append what `stream` has next to `buf`; `None` at its end or on an error.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(stream, &mut chunk)
+        .await
+        .ok()?;
+    buf.extend_from_slice(&chunk[..n]);
+    (n > 0).then_some(())
 }
