@@ -206,8 +206,8 @@ pub(crate) async fn group_commit<I, O, F, Fut>(
 #[cfg(feature = "redis")]
 mod redis_store {
     use crate::durability::{Durability, DurabilityReport, Persistence};
+    use crate::topology::{RedisConnection, Target, Topology};
     use crate::{Error, Result};
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
     use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
     use redis::AsyncCommands;
     use std::future::Future;
@@ -294,11 +294,63 @@ mod redis_store {
         }
     }
 
+    /// Whether Redis refused a command without running it (a replica, a cluster slot
+    /// moving or down, a master still loading): sending it again is always safe.
+    fn not_run(err: &redis::RedisError) -> bool {
+        use redis::ServerErrorKind as Kind;
+        matches!(
+            err.kind(),
+            redis::ErrorKind::Server(
+                Kind::ReadOnly
+                    | Kind::TryAgain
+                    | Kind::ClusterDown
+                    | Kind::MasterDown
+                    | Kind::BusyLoading
+            )
+        )
+    }
+
+    /// What one node keeps (see [`RedisStore::persistence`]).
+    async fn node_persistence(node: &redis::Client) -> Result<Persistence> {
+        let connect = node.get_multiplexed_async_connection();
+        let mut conn = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .map_err(|_| Error::Overloaded("redis did not answer within 2 s".into()))??;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .arg("persistence")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        let mut config_get = async |name: &str| -> Option<String> {
+            let got: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            got.ok().and_then(|pair| pair.into_iter().nth(1))
+        };
+        Ok(Persistence {
+            version: field("redis_version").unwrap_or_default(),
+            aof: field("aof_enabled").as_deref() == Some("1"),
+            appendfsync: config_get("appendfsync").await,
+            snapshots: config_get("save").await.map(|save| !save.trim().is_empty()),
+            replicas: field("connected_slaves")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+
     /// A shared Redis connection that reconnects by itself, plus the key prefix.
     #[derive(Clone)]
     pub struct RedisStore {
-        client: redis::Client,
-        connection: ConnectionManager,
+        target: Target,
+        connection: RedisConnection,
         prefix: String,
         /// What a write batch waits for before it is acknowledged (see
         /// [`RedisStore::with_durability`]).
@@ -351,16 +403,9 @@ mod redis_store {
         }
     }
 
-    fn config() -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1))
-    }
-
     impl RedisStore {
-        /// Connect to `url`; every key starts with `prefix`.
+        /// Connect to `url` (one server, Sentinel or Cluster, see [`crate::topology`]);
+        /// every key starts with `prefix`.
         pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
             if prefix.is_empty() || prefix.contains(['{', '}']) {
                 return Err(Error::invalid(
@@ -368,13 +413,10 @@ mod redis_store {
                     "must be non-empty and contain no braces",
                 ));
             }
-            // The error is shown to whoever started the server; the driver may quote the URL.
-            let client = redis::Client::open(url).map_err(|err| {
-                Error::invalid("redisUrl", crate::redact::redact(&err.to_string()))
-            })?;
-            let connection = client.get_connection_manager_with_config(config()).await?;
+            let target = Target::parse(url)?;
+            let connection = target.connect().await?;
             Ok(Self {
-                client,
+                target,
                 connection,
                 prefix: prefix.to_owned(),
                 confirm: None,
@@ -382,46 +424,18 @@ mod redis_store {
         }
 
         /// What this Redis keeps: `INFO server`, `persistence` and `replication`, and
-        /// `CONFIG GET appendfsync` and `save` where the server allows them.
+        /// `CONFIG GET appendfsync` and `save` where the server allows them. On a Cluster,
+        /// every master is asked and the least any of them keeps is the answer.
         pub async fn persistence(&self) -> Result<Persistence> {
-            let info: String = self
-                .retry(|mut conn| async move {
-                    redis::cmd("INFO")
-                        .arg("server")
-                        .arg("persistence")
-                        .arg("replication")
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                    .map(|v| v.trim().to_owned())
-            };
-            Ok(Persistence {
-                version: field("redis_version").unwrap_or_default(),
-                aof: field("aof_enabled").as_deref() == Some("1"),
-                appendfsync: self.config_get("appendfsync").await,
-                snapshots: self
-                    .config_get("save")
-                    .await
-                    .map(|save| !save.trim().is_empty()),
-                replicas: field("connected_slaves")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-            })
-        }
-
-        /// A setting by `CONFIG GET`, or `None` where the server does not allow it.
-        async fn config_get(&self, name: &str) -> Option<String> {
-            let mut conn = self.connection();
-            let got: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut conn)
-                .await;
-            got.ok().and_then(|pair| pair.into_iter().nth(1))
+            let mut least: Option<Persistence> = None;
+            for node in self.target.nodes().await? {
+                let found = node_persistence(&node).await?;
+                least = Some(match least {
+                    None => found,
+                    Some(least) => least.least(found),
+                });
+            }
+            least.ok_or_else(|| Error::Backend("no Redis node answers".into()))
         }
 
         /// The same store, each write batch acknowledged only at `level` (see
@@ -506,24 +520,26 @@ mod redis_store {
             format!("{}:{area}:{{{tag}}}:{name}", self.prefix)
         }
 
+        /// Which topology this Redis is.
+        pub fn topology(&self) -> Topology {
+            self.target.topology()
+        }
+
         /// The shared, multiplexed connection.
-        pub fn connection(&self) -> ConnectionManager {
+        pub fn connection(&self) -> RedisConnection {
             self.connection.clone()
         }
 
         /// A connection of its own, for blocking reads that must not hold up others.
-        pub async fn blocking_connection(&self) -> Result<ConnectionManager> {
-            Ok(self
-                .client
-                .get_connection_manager_with_config(config())
-                .await?)
+        pub async fn blocking_connection(&self) -> Result<RedisConnection> {
+            self.target.connect().await
         }
 
         /// The same store on a connection of its own: what it sends does not queue behind
         /// the shared connection's traffic.
         pub async fn with_own_connection(&self) -> Result<RedisStore> {
             Ok(RedisStore {
-                client: self.client.clone(),
+                target: self.target.clone(),
                 connection: self.blocking_connection().await?,
                 prefix: self.prefix.clone(),
                 confirm: self.confirm,
@@ -532,7 +548,7 @@ mod redis_store {
 
         /// A connection of its own for pub/sub.
         pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-            Ok(self.client.get_async_pubsub().await?)
+            self.target.pubsub().await
         }
 
         /// Run `op` on the shared connection, again after a dropped connection or a
@@ -542,11 +558,11 @@ mod redis_store {
         /// `RESEND_WINDOW`).
         pub async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
         where
-            F: FnMut(ConnectionManager) -> Fut,
+            F: FnMut(RedisConnection) -> Fut,
             Fut: Future<Output = redis::RedisResult<T>>,
         {
             self.attempts(op, |err| {
-                err.is_io_error() || err.is_connection_dropped() || err.is_timeout()
+                err.is_io_error() || err.is_connection_dropped() || err.is_timeout() || not_run(err)
             })
             .await
         }
@@ -559,7 +575,7 @@ mod redis_store {
             again: impl Fn(&redis::RedisError) -> bool,
         ) -> Result<T>
         where
-            F: FnMut(ConnectionManager) -> Fut,
+            F: FnMut(RedisConnection) -> Fut,
             Fut: Future<Output = redis::RedisResult<T>>,
         {
             let mut attempt = 0;
@@ -649,32 +665,37 @@ mod redis_store {
             }
         }
 
-        /// Delete every key under this store's prefix (for tests and teardown).
+        /// Delete every key under this store's prefix (for tests and teardown), on every
+        /// node that holds data.
         pub async fn delete_prefix(&self) -> Result<u64> {
-            let mut conn = self.connection();
             let pattern = format!("{}:*", self.prefix);
-            let mut cursor = 0u64;
             let mut deleted = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await?;
-                if !keys.is_empty() {
-                    deleted += redis::cmd("DEL")
-                        .arg(&keys)
-                        .query_async::<u64>(&mut conn)
+            for node in self.target.nodes().await? {
+                let mut conn = node.get_multiplexed_async_connection().await?;
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut conn)
                         .await?;
+                    // One key per DEL: a Cluster node refuses keys of several slots at once.
+                    for key in keys {
+                        deleted += redis::cmd("DEL")
+                            .arg(&key)
+                            .query_async::<u64>(&mut conn)
+                            .await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    return Ok(deleted);
-                }
-                cursor = next;
             }
+            Ok(deleted)
         }
     }
 }

@@ -121,6 +121,35 @@ impl Persistence {
         let minor = parts.next().unwrap_or(0);
         (major, minor) >= (7, 2)
     }
+
+    /// What two nodes keep together, each setting the weaker of the two: a Cluster keeps
+    /// a write only as well as the master that holds it.
+    pub fn least(self, other: Persistence) -> Persistence {
+        let rank = |fsync: &Option<String>| match fsync.as_deref() {
+            Some("always") => 3,
+            Some("everysec") => 2,
+            Some(_) => 1,
+            None => 0,
+        };
+        Persistence {
+            version: if self.has_waitaof() {
+                other.version
+            } else {
+                self.version
+            },
+            aof: self.aof && other.aof,
+            appendfsync: if rank(&self.appendfsync) <= rank(&other.appendfsync) {
+                self.appendfsync
+            } else {
+                other.appendfsync
+            },
+            snapshots: match (self.snapshots, other.snapshots) {
+                (Some(a), Some(b)) => Some(a && b),
+                _ => None,
+            },
+            replicas: self.replicas.min(other.replicas),
+        }
+    }
 }
 
 /// The level in force and whether Redis's settings meet it, as `/health` shows it.

@@ -81,9 +81,13 @@ pub mod redact;
 pub mod registry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "redis")]
+pub mod topology;
 
 pub use backend::Backends;
 #[cfg(feature = "redis")]
 pub use backend::RedisStore;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{Error, Result};
+#[cfg(feature = "redis")]
+pub use topology::{RedisConnection, Topology};

@@ -6,9 +6,9 @@ use super::{decode_event, from_ms, Keys};
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
 use crate::events::{BusOptions, ConsumerOptions, DeadLetter, Delivery, EventConsumer, EventId};
+use crate::RedisConnection;
 use crate::Result;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -71,7 +71,7 @@ pub(super) struct RedisConsumer {
     /// Which priority stream each handed-out, unacknowledged event came from.
     origin: HashMap<String, usize>,
     /// A connection of its own for blocking waits, opened on first need.
-    waiter: Option<ConnectionManager>,
+    waiter: Option<RedisConnection>,
     /// Clock time (ms) of the last fetch that looked for expired deliveries and found
     /// none left; `None` to look on the next fetch.
     claimed_at: Option<i64>,
