@@ -17,6 +17,8 @@ pub mod ratelimit;
 pub mod redis;
 pub mod registry;
 pub mod roundtrip;
+#[cfg(feature = "redis")]
+pub mod topology;
 
 use std::future::Future;
 use std::time::Duration;

@@ -57,12 +57,16 @@ async fn ping(url: &str) -> bool {
 
 /// A store on the test Redis under a fresh prefix of its own.
 pub async fn store() -> RedisStore {
-    let url = url().await;
+    store_at(&url().await).await
+}
+
+/// A store on the Redis at `url` (any topology) under a fresh prefix of its own.
+pub async fn store_at(url: &str) -> RedisStore {
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
-    RedisStore::connect(&url, &prefix)
+    RedisStore::connect(url, &prefix)
         .await
         .unwrap_or_else(|err| {
-            let url = crate::redact::redact(&url);
+            let url = crate::redact::redact(url);
             panic!("cannot connect to the test Redis at {url}: {err}")
         })
 }
@@ -112,8 +116,22 @@ impl RedisProcess {
         Self::start_with(false, "always", of)
     }
 
+    /// Start `redis-server` on `port` with further options (`--cluster-enabled yes`…),
+    /// no append-only file.
+    pub fn start_on(port: u16, extra: Vec<String>) -> std::io::Result<Self> {
+        Self::start_at(port, false, "always", extra)
+    }
+
     fn start_with(aof: bool, fsync: &'static str, extra: Vec<String>) -> std::io::Result<Self> {
-        let port = free_port();
+        Self::start_at(free_port(), aof, fsync, extra)
+    }
+
+    fn start_at(
+        port: u16,
+        aof: bool,
+        fsync: &'static str,
+        extra: Vec<String>,
+    ) -> std::io::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("orchestra-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -162,6 +180,16 @@ impl RedisProcess {
         )))
     }
 
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The folder the server runs in (its config and data files).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The server's URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -175,6 +203,14 @@ impl RedisProcess {
                 let _ = child.wait();
             }
         }
+    }
+
+    /// Whether the server was killed and not started again.
+    pub fn is_killed(&self) -> bool {
+        self.child
+            .lock()
+            .map(|slot| slot.is_none())
+            .unwrap_or(false)
     }
 
     /// Stop the server without killing it (`SIGSTOP`): connections stay open and nothing

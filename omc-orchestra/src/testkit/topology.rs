@@ -1,0 +1,366 @@
+//! Redis Cluster and Sentinel groups of a test's own, on free ports, torn down when
+//! dropped: `redis-server --cluster-enabled yes` with `redis-cli --cluster create`, and a
+//! master, a replica and three Sentinels. They never touch the shared Redis.
+
+use super::redis::RedisProcess;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free port `p` whose cluster bus port `p + 10000` is free too.
+fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 20000 + (rand_u16() % 20000);
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+fn rand_u16() -> u16 {
+    (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
+}
+
+fn redis_cli(args: &[String]) -> std::io::Result<String> {
+    let out = Command::new("redis-cli").args(args).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "redis-cli {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ask(port: u16, command: &[&str]) -> String {
+    let mut args = vec!["-p".to_owned(), port.to_string()];
+    args.extend(command.iter().map(|s| (*s).to_owned()));
+    redis_cli(&args).unwrap_or_default()
+}
+
+fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} not within {within:?}");
+}
+
+/// A Redis Cluster of three masters with a replica each.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Start six nodes, join them as three masters and three replicas, and wait until
+    /// every node says the cluster is ok. Panics with what went wrong (`redis-server` or
+    /// `redis-cli` missing, a node that does not start): no test is skipped.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisProcess> = (0..6)
+            .map(|_| {
+                let port = free_cluster_port();
+                let conf = format!("nodes-{port}.conf");
+                RedisProcess::start_on(
+                    port,
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        conf,
+                        "--cluster-node-timeout".into(),
+                        "1000".into(),
+                        // A replica takes over at once, whatever its replication lag.
+                        "--cluster-replica-validity-factor".into(),
+                        "0".into(),
+                    ],
+                )
+                .unwrap_or_else(|err| {
+                    panic!("cannot start a cluster node (apt-get install redis-server): {err}")
+                })
+            })
+            .collect();
+        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
+        create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(str::to_owned));
+        if let Err(err) = redis_cli(&create) {
+            panic!("redis-cli --cluster create failed: {err}");
+        }
+        let cluster = Self { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn wait_ok(&self) {
+        wait_until(
+            "the cluster ok on every node",
+            Duration::from_secs(30),
+            || {
+                self.live()
+                    .all(|n| ask(n.port(), &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                    && self.masters().len() == 3
+            },
+        );
+    }
+
+    fn live(&self) -> impl Iterator<Item = &RedisProcess> {
+        self.nodes
+            .iter()
+            .filter(|n| ask(n.port(), &["PING"]).trim() == "PONG")
+    }
+
+    /// `redis+cluster://` naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The ports of the live masters that serve slots.
+    pub fn masters(&self) -> Vec<u16> {
+        self.live()
+            .filter(|n| {
+                let role = ask(n.port(), &["ROLE"]);
+                role.lines().next() == Some("master")
+            })
+            .map(RedisProcess::port)
+            .collect()
+    }
+
+    /// Kill -9 the master that holds `key`'s slot and wait until its replica took over
+    /// and the cluster is ok again; returns the killed port.
+    pub fn kill_master_of(&self, key: &str) -> u16 {
+        let slot = ask(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key]);
+        let slot: u16 = slot.trim().parse().unwrap_or(0);
+        let owner = self
+            .nodes
+            .iter()
+            .find(|n| {
+                let role = ask(n.port(), &["ROLE"]);
+                role.lines().next() == Some("master") && owns(n.port(), slot)
+            })
+            .unwrap_or_else(|| panic!("no master owns slot {slot}"));
+        owner.kill();
+        let killed = owner.port();
+        wait_until(
+            "a replica promoted after the master was killed",
+            Duration::from_secs(30),
+            || {
+                self.live()
+                    .all(|n| ask(n.port(), &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                    && self.masters().len() == 3
+            },
+        );
+        killed
+    }
+}
+
+impl RedisCluster {
+    /// Start every killed node again: each rejoins as the replica of the node that took
+    /// over; returns once every master has a replica in sync again.
+    pub fn restart_killed(&self) {
+        for node in self.nodes.iter().filter(|n| n.is_killed()) {
+            node.start_again()
+                .unwrap_or_else(|err| panic!("cannot start a cluster node again: {err}"));
+        }
+        wait_until(
+            "every master has a replica in sync",
+            Duration::from_secs(30),
+            || {
+                let masters = self.masters();
+                masters.len() == 3
+                    && masters.iter().all(|m| has_replica(*m))
+                    && self.live().count() == self.nodes.len()
+            },
+        );
+    }
+}
+
+/// Whether the master on `port` has a replica whose link is up.
+fn has_replica(port: u16) -> bool {
+    let info = ask(port, &["INFO", "replication"]);
+    info.lines()
+        .any(|line| line.starts_with("slave0:") && line.contains("state=online"))
+}
+
+/// Whether the node on `port` serves `slot`, by its own line of `CLUSTER NODES`.
+fn owns(port: u16, slot: u16) -> bool {
+    let myself = ask(port, &["CLUSTER", "MYID"]);
+    let nodes = ask(port, &["CLUSTER", "NODES"]);
+    nodes
+        .lines()
+        .find(|line| line.starts_with(myself.trim()))
+        .is_some_and(|line| {
+            line.split_whitespace().skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                match (from.parse::<u16>(), to.parse::<u16>()) {
+                    (Ok(from), Ok(to)) => (from..=to).contains(&slot),
+                    _ => false,
+                }
+            })
+        })
+}
+
+/// A Sentinel group: a master, its replica and three Sentinels watching them under the
+/// name `mymaster`, failing over a second after the master stops answering.
+#[derive(Debug)]
+pub struct SentinelGroup {
+    master: RedisProcess,
+    replica: RedisProcess,
+    sentinels: Vec<SentinelProcess>,
+}
+
+/// The master's name in the group's URL.
+pub const MASTER_NAME: &str = "mymaster";
+
+impl SentinelGroup {
+    /// Start the master, the replica and three Sentinels, and wait until every Sentinel
+    /// knows the replica (so a failover can happen). Panics with what went wrong.
+    pub fn start() -> Self {
+        let master = RedisProcess::start_on(super::redis::free_port(), Vec::new())
+            .unwrap_or_else(|err| panic!("cannot start redis-server: {err}"));
+        let replica = RedisProcess::start_replica_of(&master)
+            .unwrap_or_else(|err| panic!("cannot start a replica: {err}"));
+        let sentinels: Vec<SentinelProcess> = (0..3)
+            .map(|_| SentinelProcess::start(master.port()))
+            .collect();
+        let group = Self {
+            master,
+            replica,
+            sentinels,
+        };
+        wait_until(
+            "every Sentinel knows the replica",
+            Duration::from_secs(30),
+            || {
+                group.sentinels.iter().all(|s| {
+                    let replicas = ask(s.port, &["SENTINEL", "REPLICAS", MASTER_NAME]);
+                    replicas.contains(&group.replica.port().to_string())
+                        && !ask(s.port, &["SENTINEL", "SENTINELS", MASTER_NAME])
+                            .trim()
+                            .is_empty()
+                })
+            },
+        );
+        group
+    }
+
+    /// `redis+sentinel://` naming the three Sentinels.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+    }
+
+    /// The port of the master the Sentinels name now.
+    pub fn master_port(&self) -> u16 {
+        let answer = ask(
+            self.sentinels[0].port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
+        );
+        answer
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kill -9 the master and wait until the Sentinels name the replica instead; returns
+    /// the new master's port.
+    pub fn kill_master(&self) -> u16 {
+        let old = self.master_port();
+        for node in [&self.master, &self.replica] {
+            if node.port() == old {
+                node.kill();
+            }
+        }
+        wait_until(
+            "the Sentinels promoted the replica",
+            Duration::from_secs(30),
+            || {
+                let now = self.master_port();
+                now != 0 && now != old && ask(now, &["ROLE"]).lines().next() == Some("master")
+            },
+        );
+        self.master_port()
+    }
+}
+
+impl SentinelGroup {
+    /// Start the killed server again: the Sentinels make it a replica of the new master;
+    /// returns once the master has a replica in sync again.
+    pub fn restart_killed(&self) {
+        for node in [&self.master, &self.replica] {
+            if node.is_killed() {
+                node.start_again()
+                    .unwrap_or_else(|err| panic!("cannot start redis-server again: {err}"));
+            }
+        }
+        wait_until(
+            "the master has a replica in sync",
+            Duration::from_secs(30),
+            || has_replica(self.master_port()),
+        );
+    }
+}
+
+/// One `redis-sentinel` (`redis-server --sentinel`) with a config file of its own.
+#[derive(Debug)]
+struct SentinelProcess {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl SentinelProcess {
+    fn start(master_port: u16) -> Self {
+        let port = super::redis::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("orchestra-sentinel-{port}-{}", std::process::id()));
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 5000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n",
+            dir = dir.display()
+        );
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&conf, text))
+            .unwrap_or_else(|err| panic!("cannot write {}: {err}", conf.display()));
+        // `redis-sentinel` is `redis-server` started as a Sentinel (Debian: redis-sentinel).
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start a Sentinel: {err}"));
+        wait_until("a Sentinel listens", Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { port, dir, child }
+    }
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

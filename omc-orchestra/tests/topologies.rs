@@ -1,0 +1,148 @@
+//! Every conformance suite (registry, events, jobs, logs, rate limits, cache, cron)
+//! against a Redis Cluster of three masters and three replicas, and against a Sentinel
+//! group, each started by the test on free ports: the same suites the single Redis
+//! passes, unchanged.
+
+use omc_orchestra::events::{EventBus, RedisEventBus};
+use omc_orchestra::gateway::{
+    CacheConfig, CacheStore, RateLimitStore, RedisCacheStore, RedisRateLimits,
+};
+use omc_orchestra::jobs::{JobQueue, QueueOptions, RedisJobQueue};
+use omc_orchestra::logs::{LogSink, RedisLogSink};
+use omc_orchestra::registry::{RedisRegistry, Registry};
+use omc_orchestra::testkit::redis::store_at;
+use omc_orchestra::testkit::topology::{RedisCluster, SentinelGroup};
+use omc_orchestra::testkit::{cache, events, jobs, logs, ratelimit, registry};
+use omc_orchestra::{RedisStore, Topology};
+use std::sync::{Arc, Mutex};
+
+/// The stores a suite made, deleted at the end.
+#[derive(Clone, Default)]
+struct Made(Arc<Mutex<Vec<RedisStore>>>);
+
+impl Made {
+    async fn store(&self, url: &str) -> RedisStore {
+        let store = store_at(url).await;
+        self.0.lock().unwrap().push(store.clone());
+        store
+    }
+
+    async fn clean(&self) {
+        let stores = std::mem::take(&mut *self.0.lock().unwrap());
+        for store in stores {
+            store.delete_prefix().await.unwrap();
+        }
+    }
+}
+
+/// Run every suite against the Redis at `url`.
+async fn every_contract(url: &str) {
+    let made = Made::default();
+
+    let (m, u) = (made.clone(), url.to_owned());
+    registry::run_all(Arc::new(move |clock, options| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(
+                RedisRegistry::new(store, Arc::new(clock), options)
+                    .await
+                    .unwrap(),
+            ) as Arc<dyn Registry>
+        })
+    }))
+    .await;
+
+    let (m, u) = (made.clone(), url.to_owned());
+    events::run_all(Arc::new(move |clock, options| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(
+                RedisEventBus::new(store, Arc::new(clock), options)
+                    .await
+                    .unwrap(),
+            ) as Arc<dyn EventBus>
+        })
+    }))
+    .await;
+
+    let (m, u) = (made.clone(), url.to_owned());
+    jobs::run_all(Arc::new(move |clock, options| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(RedisJobQueue::new(store, "default", Arc::new(clock), options).unwrap())
+                as Arc<dyn JobQueue>
+        })
+    }))
+    .await;
+
+    let (m, u) = (made.clone(), url.to_owned());
+    logs::run_all(Arc::new(move |clock| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(RedisLogSink::new(store, Arc::new(clock)).await.unwrap()) as Arc<dyn LogSink>
+        })
+    }))
+    .await;
+
+    let (m, u) = (made.clone(), url.to_owned());
+    ratelimit::run_all(Arc::new(move |clock| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(RedisRateLimits::new(store, Arc::new(clock))) as Arc<dyn RateLimitStore>
+        })
+    }))
+    .await;
+
+    let (m, u) = (made.clone(), url.to_owned());
+    cache::run_all(Arc::new(move |clock| {
+        let (m, u) = (m.clone(), u.clone());
+        Box::pin(async move {
+            let store = m.store(&u).await;
+            Arc::new(RedisCacheStore::new(
+                store,
+                CacheConfig::default(),
+                Arc::new(clock),
+            )) as Arc<dyn CacheStore>
+        })
+    }))
+    .await;
+
+    // Three schedulers on three connections fire each cron tick once.
+    let clock = jobs::round_clock();
+    let first = made.store(url).await;
+    let mut queues: Vec<Arc<dyn JobQueue>> = Vec::new();
+    for _ in 0..3 {
+        let own = RedisStore::connect(url, first.prefix()).await.unwrap();
+        let queue = RedisJobQueue::new(
+            own,
+            "default",
+            Arc::new(clock.clone()),
+            QueueOptions::default(),
+        );
+        queues.push(Arc::new(queue.unwrap()));
+    }
+    jobs::cron_fires_once_per_tick(&queues, &clock).await;
+
+    made.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_keeps_every_contract() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    assert_eq!(store_at(&url).await.topology(), Topology::Cluster);
+    every_contract(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_group_keeps_every_contract() {
+    let group = SentinelGroup::start();
+    let url = group.url();
+    assert_eq!(store_at(&url).await.topology(), Topology::Sentinel);
+    every_contract(&url).await;
+}
