@@ -336,6 +336,7 @@ mod redis_store {
             got.ok().and_then(|pair| pair.into_iter().nth(1))
         };
         Ok(Persistence {
+            topology: String::new(),
             version: field("redis_version").unwrap_or_default(),
             aof: field("aof_enabled").as_deref() == Some("1"),
             appendfsync: config_get("appendfsync").await,
@@ -429,7 +430,8 @@ mod redis_store {
         pub async fn persistence(&self) -> Result<Persistence> {
             let mut least: Option<Persistence> = None;
             for node in self.target.nodes().await? {
-                let found = node_persistence(&node).await?;
+                let mut found = node_persistence(&node).await?;
+                found.topology = self.topology().as_str().to_owned();
                 least = Some(match least {
                     None => found,
                     Some(least) => least.least(found),

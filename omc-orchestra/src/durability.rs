@@ -97,6 +97,9 @@ pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Persistence {
+    /// How orchestra reaches Redis: `single`, `sentinel` or `cluster` (for a cluster,
+    /// every other field is the weakest of its masters').
+    pub topology: String,
     /// `redis_version`.
     pub version: String,
     /// Whether the append-only file is on (`aof_enabled`).
@@ -131,12 +134,14 @@ impl Persistence {
             Some(_) => 1,
             None => 0,
         };
+        let version = if self.has_waitaof() {
+            other.version
+        } else {
+            self.version
+        };
         Persistence {
-            version: if self.has_waitaof() {
-                other.version
-            } else {
-                self.version
-            },
+            topology: self.topology,
+            version,
             aof: self.aof && other.aof,
             appendfsync: if rank(&self.appendfsync) <= rank(&other.appendfsync) {
                 self.appendfsync
@@ -191,10 +196,14 @@ impl DurabilityReport {
             .as_ref()
             .is_some_and(|p| p.aof || p.snapshots == Some(true));
         let level = self.level.as_str();
+        let topology = self
+            .redis
+            .as_ref()
+            .map_or("memory", |p| p.topology.as_str());
         if !self.met || (self.backend == "redis" && !on_disk) {
-            tracing::warn!(durability = level, risk = %self.risk, "durability");
+            tracing::warn!(durability = level, topology, risk = %self.risk, "durability");
         } else {
-            tracing::info!(durability = level, risk = %self.risk, "durability");
+            tracing::info!(durability = level, topology, risk = %self.risk, "durability");
         }
     }
 
@@ -297,6 +306,7 @@ mod tests {
 
     fn redis(version: &str, aof: bool, fsync: Option<&str>, replicas: u32) -> Persistence {
         Persistence {
+            topology: "single".into(),
             version: version.into(),
             aof,
             appendfsync: fsync.map(str::to_owned),

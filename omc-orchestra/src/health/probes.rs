@@ -186,16 +186,26 @@ impl HealthProbe for RedisProbe {
 
     async fn check(&self) -> ProbeResult {
         timed(self.timeout, async {
-            let client = redis::Client::open(self.url.as_str()).map_err(reason)?;
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|err| connect_reason(&err))?;
-            let pong: String = redis::cmd("PING")
-                .query_async(&mut conn)
-                .await
-                .map_err(reason)?;
-            Ok((HealthStatus::Passing, pong))
+            // Every node that holds data must answer: the server, the master the
+            // Sentinels name, or each cluster master.
+            let target = crate::topology::Target::parse(&self.url).map_err(reason)?;
+            let nodes = target.nodes().await.map_err(reason)?;
+            let mut pong = String::new();
+            for node in &nodes {
+                let mut conn = node
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|err| connect_reason(&err))?;
+                pong = redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(reason)?;
+            }
+            let detail = match target.topology() {
+                crate::Topology::Single => pong,
+                topology => format!("{pong} from {} {topology} node(s)", nodes.len()),
+            };
+            Ok((HealthStatus::Passing, detail))
         })
         .await
     }
