@@ -114,12 +114,11 @@ type MakeSentinelClient = Arc<dyn Fn() -> Result<SentinelClient> + Send + Sync>;
 pub(crate) struct SentinelTarget {
     make: MakeSentinelClient,
     client: tokio::sync::Mutex<SentinelClient>,
-    current: parking_lot::RwLock<Option<Master>>,
+    current: parking_lot::RwLock<Option<Arc<Master>>>,
     last_resolve: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// The master in use, and which generation of it (so a failed call re-resolves once).
-#[derive(Clone)]
 struct Master {
     generation: u64,
     address: String,
@@ -251,7 +250,7 @@ impl Target {
     pub(crate) async fn nodes(&self) -> Result<Vec<redis::Client>> {
         match self {
             Target::Single(client) => Ok(vec![(**client).clone()]),
-            Target::Sentinel(target) => Ok(vec![target.master().await?.client]),
+            Target::Sentinel(target) => Ok(vec![target.master().await?.client.clone()]),
             Target::Cluster(cluster) => {
                 for seed in &cluster.seeds {
                     if let Ok(masters) = cluster_masters(seed).await {
@@ -469,7 +468,7 @@ impl SentinelTarget {
     }
 
     /// The master in use, asking the Sentinels when there is none yet.
-    async fn master(&self) -> Result<Master> {
+    async fn master(&self) -> Result<Arc<Master>> {
         if let Some(master) = self.current.read().clone() {
             return Ok(master);
         }
@@ -516,12 +515,12 @@ impl SentinelTarget {
         if generation > 0 {
             tracing::warn!(master = %address, "redis sentinel: moved to the new master");
         }
-        *self.current.write() = Some(Master {
+        *self.current.write() = Some(Arc::new(Master {
             generation,
             address,
             client: master,
             connection,
-        });
+        }));
         Ok(())
     }
 }
