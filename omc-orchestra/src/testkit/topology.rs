@@ -186,6 +186,29 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// One hash tag per master (`q0`, `q1`, … as they fall): names whose keys spread over
+    /// every shard, for loads meant to use all of them.
+    pub fn tag_per_master(&self) -> Vec<String> {
+        let masters = self.masters();
+        let mut tags: Vec<(u16, String)> = Vec::new();
+        for n in 0..1000 {
+            let tag = format!("q{n}");
+            let slot = ask(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", &tag]);
+            let slot: u16 = slot.trim().parse().unwrap_or(0);
+            if let Some(master) = masters.iter().find(|m| owns(**m, slot)) {
+                if !tags.iter().any(|(m, _)| m == master) {
+                    tags.push((*master, tag));
+                }
+            }
+            if tags.len() == masters.len() {
+                break;
+            }
+        }
+        tags.into_iter().map(|(_, tag)| tag).collect()
+    }
+}
+
 /// Whether the master on `port` has a replica whose link is up.
 fn has_replica(port: u16) -> bool {
     let info = ask(port, &["INFO", "replication"]);
