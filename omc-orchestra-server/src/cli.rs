@@ -131,7 +131,8 @@ pub struct Options {
     /// Logging port for `up`.
     #[arg(long, global = true)]
     pub logging_port: Option<u16>,
-    /// Redis URL (e.g. redis://127.0.0.1:6379); every backend is Redis when set.
+    /// Redis URL; every backend is Redis when set: redis://host:6379 (rediss:// for TLS),
+    /// redis+sentinel://s1:26379,s2:26379/mymaster or redis+cluster://h1:6379,h2:6379.
     #[arg(
         long = "redis",
         global = true,
