@@ -146,3 +146,51 @@ async fn a_sentinel_group_keeps_every_contract() {
     assert_eq!(store_at(&url).await.topology(), Topology::Sentinel);
     every_contract(&url).await;
 }
+
+/// A job through the store at `url`: enqueued and read back.
+async fn a_job_goes_through(url: &str) -> omc_orchestra::Result<()> {
+    let store = RedisStore::connect(url, "auth").await?;
+    let queue = RedisJobQueue::new(
+        store.clone(),
+        "default",
+        omc_orchestra::clock::system(),
+        QueueOptions::default(),
+    )?;
+    let job = queue
+        .enqueue(omc_orchestra::jobs::NewJob::new("backup", serde_json::json!({})))
+        .await?;
+    assert_eq!(queue.get(&job.id).await?.id, job.id);
+    store.delete_prefix().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_in_the_url_reach_every_node() {
+    let cluster = RedisCluster::start_with_password(Some("cluster-secret"));
+    let group = SentinelGroup::start_with_passwords(Some("node-secret"), Some("sentinel-secret"));
+    // The password alone, and with the ACL user it belongs to.
+    for url in [
+        cluster.url(),
+        cluster.url().replace("://:", "://default:"),
+        group.url(),
+        group.url().replace("://:", "://default:"),
+    ] {
+        a_job_goes_through(&url)
+            .await
+            .unwrap_or_else(|err| panic!("{url}: {err}"));
+    }
+    // Without a password, or with the Sentinels' one missing: refused, and the error
+    // names neither secret.
+    for url in [
+        cluster.url().replace(":cluster-secret@", ""),
+        group.url().replace(":node-secret@", ""),
+        group.url().replace("?sentinel_password=sentinel-secret", ""),
+    ] {
+        let err = a_job_goes_through(&url)
+            .await
+            .expect_err("refused without the password")
+            .to_string();
+        assert!(err.to_lowercase().contains("auth"), "{url}: {err}");
+        assert!(!err.contains("secret"), "{url}: {err}");
+    }
+}

@@ -36,8 +36,26 @@ fn redis_cli(args: &[String]) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The password of each node and Sentinel started with one, by port, for `ask`.
+static PASSWORDS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_password(port: u16, password: Option<&str>) {
+    if let (Some(password), Ok(mut known)) = (password, PASSWORDS.lock()) {
+        known.push((port, password.to_owned()));
+    }
+}
+
 fn ask(port: u16, command: &[&str]) -> String {
     let mut args = vec!["-p".to_owned(), port.to_string()];
+    let password = PASSWORDS.lock().ok().and_then(|known| {
+        known
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, password)| password.clone())
+    });
+    if let Some(password) = password {
+        args.extend(["-a".to_owned(), password, "--no-auth-warning".to_owned()]);
+    }
     args.extend(command.iter().map(|s| (*s).to_owned()));
     redis_cli(&args).unwrap_or_default()
 }
@@ -57,6 +75,7 @@ fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisProcess>,
+    password: Option<String>,
 }
 
 impl RedisCluster {
@@ -64,13 +83,20 @@ impl RedisCluster {
     /// every node says the cluster is ok. Panics with what went wrong (`redis-server` or
     /// `redis-cli` missing, a node that does not start): no test is skipped.
     pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    /// [`RedisCluster::start`], every node requiring `password` (for the default user,
+    /// and between masters and replicas).
+    pub fn start_with_password(password: Option<&str>) -> Self {
         let nodes: Vec<RedisProcess> = (0..6)
             .map(|_| {
                 let port = free_cluster_port();
                 let conf = format!("nodes-{port}.conf");
+                remember_password(port, password);
                 RedisProcess::start_on(
                     port,
-                    vec![
+                    [
                         "--cluster-enabled".into(),
                         "yes".into(),
                         "--cluster-config-file".into(),
@@ -80,20 +106,34 @@ impl RedisCluster {
                         // A replica takes over at once, whatever its replication lag.
                         "--cluster-replica-validity-factor".into(),
                         "0".into(),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(auth_options(password))
+                    .collect(),
                 )
                 .unwrap_or_else(|err| {
                     panic!("cannot start a cluster node (apt-get install redis-server): {err}")
                 })
             })
             .collect();
-        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        let mut create = match password {
+            Some(password) => vec![
+                "-a".to_owned(),
+                password.to_owned(),
+                "--no-auth-warning".to_owned(),
+            ],
+            None => Vec::new(),
+        };
+        create.extend(["--cluster".to_owned(), "create".to_owned()]);
         create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
         create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(str::to_owned));
         if let Err(err) = redis_cli(&create) {
             panic!("redis-cli --cluster create failed: {err}");
         }
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            password: password.map(str::to_owned),
+        };
         cluster.wait_ok();
         cluster
     }
@@ -123,7 +163,11 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let userinfo = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        format!("redis+cluster://{userinfo}{}", hosts.join(","))
     }
 
     /// The ports of the live masters that serve slots.
@@ -209,6 +253,18 @@ impl RedisCluster {
     }
 }
 
+/// `--requirepass` and `--masterauth` for `password`.
+fn auth_options(password: Option<&str>) -> Vec<String> {
+    password.map_or_else(Vec::new, |p| {
+        vec![
+            "--requirepass".into(),
+            p.into(),
+            "--masterauth".into(),
+            p.into(),
+        ]
+    })
+}
+
 /// Whether the master on `port` has a replica whose link is up.
 fn has_replica(port: u16) -> bool {
     let info = ask(port, &["INFO", "replication"]);
@@ -241,6 +297,8 @@ pub struct SentinelGroup {
     master: RedisProcess,
     replica: RedisProcess,
     sentinels: Vec<SentinelProcess>,
+    password: Option<String>,
+    sentinel_password: Option<String>,
 }
 
 /// The master's name in the group's URL.
@@ -250,17 +308,35 @@ impl SentinelGroup {
     /// Start the master, the replica and three Sentinels, and wait until every Sentinel
     /// knows the replica (so a failover can happen). Panics with what went wrong.
     pub fn start() -> Self {
-        let master = RedisProcess::start_on(super::redis::free_port(), Vec::new())
+        Self::start_with_passwords(None, None)
+    }
+
+    /// [`SentinelGroup::start`], the master and replica requiring `password`, and the
+    /// Sentinels `sentinel_password`.
+    pub fn start_with_passwords(password: Option<&str>, sentinel_password: Option<&str>) -> Self {
+        let port = super::redis::free_port();
+        remember_password(port, password);
+        let master = RedisProcess::start_on(port, auth_options(password))
             .unwrap_or_else(|err| panic!("cannot start redis-server: {err}"));
-        let replica = RedisProcess::start_replica_of(&master)
+        let port = super::redis::free_port();
+        remember_password(port, password);
+        let mut of = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port().to_string(),
+        ];
+        of.extend(auth_options(password));
+        let replica = RedisProcess::start_on(port, of)
             .unwrap_or_else(|err| panic!("cannot start a replica: {err}"));
         let sentinels: Vec<SentinelProcess> = (0..3)
-            .map(|_| SentinelProcess::start(master.port()))
+            .map(|_| SentinelProcess::start(master.port(), password, sentinel_password))
             .collect();
         let group = Self {
             master,
             replica,
             sentinels,
+            password: password.map(str::to_owned),
+            sentinel_password: sentinel_password.map(str::to_owned),
         };
         wait_until(
             "every Sentinel knows the replica",
@@ -285,7 +361,18 @@ impl SentinelGroup {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
+        let userinfo = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        let query = self
+            .sentinel_password
+            .as_ref()
+            .map_or(String::new(), |p| format!("?sentinel_password={p}"));
+        format!(
+            "redis+sentinel://{userinfo}{}/{MASTER_NAME}{query}",
+            hosts.join(",")
+        )
     }
 
     /// The port of the master the Sentinels name now.
@@ -349,17 +436,25 @@ struct SentinelProcess {
 }
 
 impl SentinelProcess {
-    fn start(master_port: u16) -> Self {
+    fn start(master_port: u16, password: Option<&str>, own_password: Option<&str>) -> Self {
         let port = super::redis::free_port();
+        remember_password(port, own_password);
         let dir =
             std::env::temp_dir().join(format!("orchestra-sentinel-{port}-{}", std::process::id()));
         let conf = dir.join("sentinel.conf");
+        let mut auth = String::new();
+        if let Some(password) = password {
+            auth += &format!("sentinel auth-pass {MASTER_NAME} {password}\n");
+        }
+        if let Some(password) = own_password {
+            auth += &format!("requirepass {password}\n");
+        }
         let text = format!(
             "port {port}\nbind 127.0.0.1\ndir {dir}\n\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 5000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
+             sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
             dir = dir.display()
         );
         std::fs::create_dir_all(&dir)
