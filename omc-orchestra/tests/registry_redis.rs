@@ -112,3 +112,38 @@ mod cleanup {
         }
     }
 }
+
+/// Instances stored by a version without the per-service sets are indexed when a
+/// registry starts, so discovery still finds them after an upgrade.
+#[tokio::test]
+async fn instances_stored_before_the_service_index_are_discovered() {
+    let store = store().await;
+    let old = RedisRegistry::new(store.clone(), clock::system(), RegistryOptions::default())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for port in [3006, 3016] {
+        let registration = Registration::new("pricing-service", "127.0.0.1", port);
+        ids.push(old.register(registration).await.unwrap().id);
+    }
+    drop(old);
+    // What the earlier version left: no service sets, no mark that they were built.
+    let mut conn = store.connection();
+    for name in ["svc:pricing-service", "svc:~indexed"] {
+        let key = store.key("reg", "registry", name);
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let registry = RedisRegistry::new(store.clone(), clock::system(), RegistryOptions::default())
+        .await
+        .unwrap();
+    let found = registry.service("pricing-service").await.unwrap();
+    let mut found: Vec<String> = found.instances.into_iter().map(|i| i.id).collect();
+    found.sort();
+    ids.sort();
+    assert_eq!(found, ids);
+    store.delete_prefix().await.unwrap();
+}

@@ -157,7 +157,10 @@ async fn a_job_goes_through(url: &str) -> omc_orchestra::Result<()> {
         QueueOptions::default(),
     )?;
     let job = queue
-        .enqueue(omc_orchestra::jobs::NewJob::new("backup", serde_json::json!({})))
+        .enqueue(omc_orchestra::jobs::NewJob::new(
+            "backup",
+            serde_json::json!({}),
+        ))
         .await?;
     assert_eq!(queue.get(&job.id).await?.id, job.id);
     store.delete_prefix().await?;
@@ -184,7 +187,9 @@ async fn passwords_in_the_url_reach_every_node() {
     for url in [
         cluster.url().replace(":cluster-secret@", ""),
         group.url().replace(":node-secret@", ""),
-        group.url().replace("?sentinel_password=sentinel-secret", ""),
+        group
+            .url()
+            .replace("?sentinel_password=sentinel-secret", ""),
     ] {
         let err = a_job_goes_through(&url)
             .await

@@ -1,11 +1,12 @@
 //! Discovery: smooth weighted round-robin and the panic threshold.
 
-use super::{Registry, ServiceFilter, ServiceInstance};
+use super::{Registry, ServiceInstance};
 use crate::Result;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::borrow::Borrow;
 use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
 
 /// Smooth weighted round-robin, as nginx does it: each pick adds every instance's weight
 /// to its running score, takes the highest, and subtracts the total from the winner. Over
@@ -131,6 +132,9 @@ pub struct Discovered {
     pub healthy: usize,
     /// True when too many instances are down and discovery serves them all anyway.
     pub panic_mode: bool,
+    /// The service's change index (see [`Registry::service`]): ask again with it to wait
+    /// for the next change.
+    pub index: u64,
 }
 
 /// Discovery over a [`Registry`]: healthy instances plus one picked by smooth weighted
@@ -178,8 +182,40 @@ impl Discovery {
 
     /// Healthy instances of `service` and the one picked for this call.
     pub async fn discover(&self, service: &str) -> Result<Discovered> {
-        let all = self.registry.list(&ServiceFilter::by_name(service)).await?;
-        Ok(self.choose(service, all))
+        let view = self.registry.service(service).await?;
+        let mut discovered = self.choose(service, view.instances);
+        discovered.index = view.index;
+        Ok(discovered)
+    }
+
+    /// [`Discovery::discover`] as a blocking query (Consul's): answered at once when the
+    /// service's index is no longer `index` (it moved on, or went back because Redis came
+    /// back empty), else as soon as a change to the service is announced, or after `wait`
+    /// with the same answer and index.
+    pub async fn discover_after(
+        &self,
+        service: &str,
+        index: u64,
+        wait: std::time::Duration,
+    ) -> Result<Discovered> {
+        // Watch before reading, so a change between the read and the wait is not missed.
+        let mut changes = self.registry.watch();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let found = self.discover(service).await?;
+            if found.index != index {
+                return Ok(found);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Err(_) | Ok(Err(RecvError::Closed)) => return Ok(found),
+                    Ok(Ok(change)) if change.instance.name == service => break,
+                    Ok(Ok(_)) => {}
+                    // Changes were missed: one of them may be this service's.
+                    Ok(Err(RecvError::Lagged(_))) => break,
+                }
+            }
+        }
     }
 
     /// Apply health, the panic threshold and the balancer to a known set of instances.
@@ -210,6 +246,7 @@ impl Discovery {
             total,
             healthy: healthy_count,
             panic_mode,
+            index: 0,
         }
     }
 }

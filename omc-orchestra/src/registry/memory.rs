@@ -2,7 +2,7 @@
 
 use super::{
     ChangeKind, HealthStatus, Registration, Registry, RegistryChange, RegistryOptions,
-    ServiceFilter, ServiceInstance, WATCH_CAPACITY,
+    ServiceFilter, ServiceInstance, ServiceInstances, WATCH_CAPACITY,
 };
 use crate::clock::SharedClock;
 use crate::{Error, Result};
@@ -19,11 +19,33 @@ struct State {
     by_address: HashMap<String, String>,
     /// Ids whose expiry has been announced.
     expired: std::collections::HashSet<String>,
+    /// Service name → ids of its instances, so one service is read without the rest.
+    by_service: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl State {
+    fn index(&mut self, instance: &ServiceInstance) {
+        self.by_service
+            .entry(instance.name.clone())
+            .or_default()
+            .insert(instance.id.clone());
+    }
+
+    fn unindex(&mut self, instance: &ServiceInstance) {
+        if let Some(ids) = self.by_service.get_mut(&instance.name) {
+            ids.remove(&instance.id);
+            if ids.is_empty() {
+                self.by_service.remove(&instance.name);
+            }
+        }
+    }
 }
 
 /// A registry held in this process's memory.
 pub struct MemoryRegistry {
     state: RwLock<State>,
+    /// Service name → its change index, bumped as each change is announced.
+    indexes: parking_lot::Mutex<HashMap<String, u64>>,
     changes: broadcast::Sender<RegistryChange>,
     clock: SharedClock,
     options: RegistryOptions,
@@ -42,6 +64,7 @@ impl MemoryRegistry {
     pub fn new(clock: SharedClock, options: RegistryOptions) -> Self {
         Self {
             state: RwLock::new(State::default()),
+            indexes: parking_lot::Mutex::default(),
             changes: broadcast::channel(WATCH_CAPACITY).0,
             clock,
             options,
@@ -60,6 +83,11 @@ impl MemoryRegistry {
             previous_status,
             at: self.clock.now(),
         };
+        *self
+            .indexes
+            .lock()
+            .entry(instance.name.clone())
+            .or_default() += 1;
         // No watcher is not an error.
         let _ = self.changes.send(change.clone());
         change
@@ -84,16 +112,21 @@ impl Registry for MemoryRegistry {
             ServiceInstance::from_registration(&registration, self.options.default_ttl, now);
         let address = instance.address_key();
         let mut replaced = None;
+        let mut moved = None;
         let (kind, previous) = {
             let mut state = self.state.write();
             if let Some(old_id) = state.by_address.get(&address).cloned() {
                 if old_id != instance.id {
                     state.expired.remove(&old_id);
                     replaced = state.instances.remove(&old_id);
+                    if let Some(old) = &replaced {
+                        state.unindex(old);
+                    }
                 }
             }
             let previous = state.instances.get(&instance.id).cloned();
             if let Some(previous) = &previous {
+                state.unindex(previous);
                 instance.registered_at = previous.registered_at;
                 let old_address = previous.address_key();
                 if old_address != address {
@@ -102,18 +135,27 @@ impl Registry for MemoryRegistry {
             }
             let was_expired = state.expired.remove(&instance.id);
             state.by_address.insert(address, instance.id.clone());
+            state.index(&instance);
             state
                 .instances
                 .insert(instance.id.clone(), instance.clone());
             match previous {
                 Some(previous) => {
-                    let before = self.view(&previous, was_expired).status;
-                    (ChangeKind::Updated, Some(before))
+                    let before = self.view(&previous, was_expired);
+                    let status = before.status;
+                    if previous.name != instance.name {
+                        moved = Some(before);
+                    }
+                    (ChangeKind::Updated, Some(status))
                 }
                 None => (ChangeKind::Registered, None),
             }
         };
         if let Some(old) = replaced {
+            self.announce(ChangeKind::Deregistered, &old, Some(old.status));
+        }
+        // Moved to another service: it left the one it was in.
+        if let Some(old) = moved {
             self.announce(ChangeKind::Deregistered, &old, Some(old.status));
         }
         instance.refresh_status(now);
@@ -154,6 +196,7 @@ impl Registry for MemoryRegistry {
                 .remove(id)
                 .ok_or_else(|| Error::not_found("service", id))?;
             state.by_address.remove(&instance.address_key());
+            state.unindex(&instance);
             let expired = state.expired.remove(id);
             (instance, expired)
         };
@@ -172,6 +215,11 @@ impl Registry for MemoryRegistry {
     }
 
     async fn list(&self, filter: &ServiceFilter) -> Result<Vec<ServiceInstance>> {
+        if let Some(name) = &filter.name {
+            let mut found = self.service(name).await?.instances;
+            found.retain(|i| filter.matches(i));
+            return Ok(found);
+        }
         let mut found: Vec<ServiceInstance> = {
             let state = self.state.read();
             state
@@ -184,6 +232,18 @@ impl Registry for MemoryRegistry {
         };
         found.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         Ok(found)
+    }
+
+    async fn service(&self, name: &str) -> Result<ServiceInstances> {
+        let index = self.indexes.lock().get(name).copied().unwrap_or(0);
+        let state = self.state.read();
+        let instances = state.by_service.get(name).map_or_else(Vec::new, |ids| {
+            ids.iter()
+                .filter_map(|id| state.instances.get(id))
+                .map(|i| self.view(i, state.expired.contains(&i.id)))
+                .collect()
+        });
+        Ok(ServiceInstances { instances, index })
     }
 
     async fn set_health(&self, id: &str, status: HealthStatus) -> Result<ServiceInstance> {
@@ -224,6 +284,7 @@ impl Registry for MemoryRegistry {
                 if now > instance.expires_at() + grace {
                     if let Some(instance) = state.instances.remove(&id) {
                         state.by_address.remove(&instance.address_key());
+                        state.unindex(&instance);
                         let was_announced = state.expired.remove(&id);
                         removed.push((instance, was_announced));
                     }

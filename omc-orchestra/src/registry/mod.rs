@@ -63,6 +63,14 @@ pub trait Registry: Send + Sync + 'static {
     /// Every instance that passes `filter`, ordered by name then id.
     async fn list(&self, filter: &ServiceFilter) -> Result<Vec<ServiceInstance>>;
 
+    /// The instances of the service `name`, ordered by id, read from the service's own
+    /// index (its cost does not grow with other services' instances), with the service's
+    /// change index: a number that grows with every announced change to one of its
+    /// instances (registered, updated, deregistered, health changed, expired), for
+    /// blocking queries. The index is read before the instances, so an answer is never
+    /// older than its index says.
+    async fn service(&self, name: &str) -> Result<ServiceInstances>;
+
     /// Record the verdict of a health check.
     async fn set_health(&self, id: &str, status: HealthStatus) -> Result<ServiceInstance>;
 

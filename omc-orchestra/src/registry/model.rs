@@ -374,6 +374,16 @@ impl ServiceInstance {
     }
 }
 
+/// The instances of one service and its change index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceInstances {
+    /// The service's instances, ordered by id, whatever their status.
+    pub instances: Vec<ServiceInstance>,
+    /// The service's change index (see [`Registry::service`](super::Registry::service)):
+    /// 0 for a service never seen.
+    pub index: u64,
+}
+
 /// Filters for listing instances; every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]

@@ -9,6 +9,9 @@
 //! | `{prefix}:reg:{registry}:deadline` | zset | id → heartbeat deadline (ms) |
 //! | `{prefix}:reg:{registry}:addr` | hash | `name\|host\|port` → id |
 //! | `{prefix}:reg:{registry}:changes` | stream | the watch stream, capped at [`CHANGES_MAXLEN`] |
+//! | `{prefix}:reg:{registry}:svc:{name}` | set | the ids of one service's instances, so discovery reads that service alone |
+//! | `{prefix}:reg:{registry}:svc:~indexed` | string | set once every instance stored before the service sets is indexed |
+//! | `{prefix}:reg:{registry}:ver` | hash | service name → its change index, bumped with every change announced |
 //!
 //! Every change is one Lua script that also appends to the change stream, so a watcher on
 //! any replica sees every replica's changes, and stale cleanup run by several replicas at
@@ -16,7 +19,7 @@
 
 use super::{
     ChangeKind, HealthStatus, Registration, Registry, RegistryChange, RegistryOptions,
-    ServiceFilter, ServiceInstance, WATCH_CAPACITY,
+    ServiceFilter, ServiceInstance, ServiceInstances, WATCH_CAPACITY,
 };
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
@@ -36,7 +39,10 @@ const REAP_BATCH: usize = 10_000;
 
 const PRELUDE: &str = r#"
 local INST, STATE, DEADLINE, ADDR, CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local SVC, VER = KEYS[6], KEYS[7]
 local NOW, MAXLEN = tonumber(ARGV[1]), ARGV[2]
+-- The service name of an address `name|host|port`.
+local function service_of(addr) return string.match(addr, "^([^|]*)") end
 local function parse(st)
   local regat, hb, check, expired, ttl, addr =
     string.match(st, "^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$")
@@ -54,6 +60,7 @@ end
 local function emit(kind, json, st, prev)
   redis.call('XADD', CHANGES, 'MAXLEN', '~', MAXLEN, '*',
     'k', kind, 'i', json, 's', st, 'p', prev, 't', ARGV[1])
+  redis.call('HINCRBY', VER, service_of(parse(st).addr), 1)
 end
 local function remove(id)
   local st = redis.call('HGET', STATE, id)
@@ -63,6 +70,7 @@ local function remove(id)
   redis.call('HDEL', INST, id)
   redis.call('HDEL', STATE, id)
   redis.call('ZREM', DEADLINE, id)
+  redis.call('SREM', SVC .. service_of(s.addr), id)
   if redis.call('HGET', ADDR, s.addr) == id then redis.call('HDEL', ADDR, s.addr) end
   return json, st, s
 end
@@ -97,7 +105,13 @@ if prevst then
   if p.addr ~= addr and redis.call('HGET', ADDR, p.addr) == id then
     redis.call('HDEL', ADDR, p.addr)
   end
+  redis.call('SREM', SVC .. service_of(p.addr), id)
+  -- Moved to another service: it left the one it was in.
+  if service_of(p.addr) ~= service_of(addr) then
+    emit('deregistered', redis.call('HGET', INST, id), prevst, prev)
+  end
 end
+redis.call('SADD', SVC .. service_of(addr), id)
 local st = fmt({regat = regat, hb = NOW, check = 'passing', expired = '0', ttl = ttl, addr = addr})
 redis.call('HSET', INST, id, json)
 redis.call('HSET', STATE, id, st)
@@ -159,7 +173,41 @@ end
 return out
 "#;
 
+/// One service's index, then `json, state` of each of its instances, ordered by id.
+const SERVICE: &str = r#"
+local name = ARGV[3]
+local out = {redis.call('HGET', VER, name) or '0'}
+local ids = redis.call('SMEMBERS', SVC .. name)
+table.sort(ids)
+-- HMGET in chunks: Lua's unpack takes a few thousand values at most.
+for i = 1, #ids, 500 do
+  local chunk = {}
+  for j = i, math.min(i + 499, #ids) do chunk[#chunk + 1] = ids[j] end
+  local jsons = redis.call('HMGET', INST, unpack(chunk))
+  local states = redis.call('HMGET', STATE, unpack(chunk))
+  for k = 1, #chunk do
+    if jsons[k] and states[k] then
+      out[#out + 1] = jsons[k]
+      out[#out + 1] = states[k]
+    end
+  end
+end
+return out
+"#;
+
+/// Index every instance under its service once: what a version without the service
+/// sets stored is found by discovery after an upgrade.
+const INDEX_SERVICES: &str = r#"
+if redis.call('SET', SVC .. '~indexed', '1', 'NX') == false then return 0 end
+local states = redis.call('HGETALL', STATE)
+for i = 1, #states, 2 do
+  redis.call('SADD', SVC .. service_of(parse(states[i + 1]).addr), states[i])
+end
+return #states / 2
+"#;
+
 struct Scripts {
+    service: Script,
     register: Script,
     heartbeat: Script,
     deregister: Script,
@@ -171,6 +219,7 @@ impl Scripts {
     fn new() -> Self {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
+            service: with_prelude(SERVICE),
             register: with_prelude(REGISTER),
             heartbeat: with_prelude(HEARTBEAT),
             deregister: with_prelude(DEREGISTER),
@@ -243,7 +292,7 @@ type Outcome = Option<(String, String, String, String)>;
 /// prefix.
 pub struct RedisRegistry {
     store: RedisStore,
-    keys: [String; 5],
+    keys: [String; 7],
     scripts: Scripts,
     clock: SharedClock,
     options: RegistryOptions,
@@ -274,8 +323,10 @@ impl RedisRegistry {
         clock: SharedClock,
         options: RegistryOptions,
     ) -> Result<Self> {
-        let keys = ["inst", "state", "deadline", "addr", "changes"]
-            .map(|name| store.key("reg", "registry", name));
+        let keys = [
+            "inst", "state", "deadline", "addr", "changes", "svc:", "ver",
+        ]
+        .map(|name| store.key("reg", "registry", name));
         let changes = broadcast::channel(WATCH_CAPACITY).0;
         let tail = store.stream_tail(&keys[4]).await?;
         let watcher = store.follow_stream(
@@ -286,7 +337,7 @@ impl RedisRegistry {
             decode_change,
             changes.clone(),
         );
-        Ok(Self {
+        let registry = Self {
             store,
             keys,
             scripts: Scripts::new(),
@@ -294,7 +345,16 @@ impl RedisRegistry {
             options,
             changes,
             watcher,
-        })
+        };
+        let index = Script::new(&format!("{PRELUDE}{INDEX_SERVICES}"));
+        let indexed: i64 = redis::from_redis_value(registry.run(&index, &[]).await?)?;
+        if indexed > 0 {
+            tracing::info!(
+                instances = indexed,
+                "registry: indexed instances by service"
+            );
+        }
+        Ok(registry)
     }
 
     async fn run(&self, script: &Script, args: &[&str]) -> Result<redis::Value> {
@@ -412,7 +472,27 @@ impl Registry for RedisRegistry {
         }
     }
 
+    async fn service(&self, name: &str) -> Result<ServiceInstances> {
+        let value = self.run(&self.scripts.service, &[name]).await?;
+        let mut fields: Vec<String> = redis::from_redis_value(value)?;
+        if fields.is_empty() {
+            return Err(Error::Backend("the service script answered nothing".into()));
+        }
+        let index = fields.remove(0).parse().unwrap_or(0);
+        let now = self.clock.now();
+        let instances = fields
+            .chunks_exact(2)
+            .map(|pair| rebuild(&pair[0], &pair[1], now))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ServiceInstances { instances, index })
+    }
+
     async fn list(&self, filter: &ServiceFilter) -> Result<Vec<ServiceInstance>> {
+        if let Some(name) = &filter.name {
+            let mut found = self.service(name).await?.instances;
+            found.retain(|i| filter.matches(i));
+            return Ok(found);
+        }
         let (instances, states): (HashMap<String, String>, HashMap<String, String>) = self
             .store
             .retry(|mut conn| {

@@ -410,6 +410,102 @@ pub async fn panic_threshold_serves_all(make: &MakeRegistry) {
     );
 }
 
+/// `service` reads one service's instances, ordered by id, whatever other services hold;
+/// its index grows with each announced change to that service (registered, health
+/// changed, expired, deregistered, moved to another name) and with no other service's.
+pub async fn service_index_follows_its_own_changes(make: &MakeRegistry) {
+    let (registry, clock) = fresh(make).await;
+    let never = registry.service("pricing-service").await.unwrap();
+    assert_eq!((never.instances.len(), never.index), (0, 0));
+    let a = registry
+        .register(registration("pricing-service", 3006, 1))
+        .await
+        .unwrap();
+    let b = registry
+        .register(registration("pricing-service", 3016, 1))
+        .await
+        .unwrap();
+    for port in 4000..4010 {
+        registry
+            .register(registration("inventory-service", port, 1))
+            .await
+            .unwrap();
+    }
+    let view = registry.service("pricing-service").await.unwrap();
+    let mut ids = vec![a.id.clone(), b.id.clone()];
+    ids.sort();
+    let found: Vec<String> = view.instances.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(found, ids, "ordered by id, this service only");
+    assert!(
+        view.index >= 2,
+        "two registrations announced: {}",
+        view.index
+    );
+
+    let mut last = view.index;
+    fn grew(last: &mut u64, what: &str, index: u64) {
+        assert!(index > *last, "{what}: index {index} after {last}");
+        *last = index;
+    }
+    let other = registry
+        .register(registration("inventory-service", 4100, 1))
+        .await
+        .unwrap();
+    registry.deregister(&other.id).await.unwrap();
+    assert_eq!(
+        registry.service("pricing-service").await.unwrap().index,
+        last,
+        "another service's changes leave the index alone"
+    );
+    registry
+        .set_health(&a.id, HealthStatus::Critical)
+        .await
+        .unwrap();
+    grew(
+        &mut last,
+        "health changed",
+        registry.service("pricing-service").await.unwrap().index,
+    );
+    registry.heartbeat(&b.id).await.unwrap();
+    assert_eq!(
+        registry.service("pricing-service").await.unwrap().index,
+        last,
+        "a heartbeat that changes no status is not a change"
+    );
+    clock.advance(Duration::from_secs(31));
+    registry.heartbeat(&a.id).await.unwrap();
+    registry.reap().await.unwrap();
+    grew(
+        &mut last,
+        "b expired",
+        registry.service("pricing-service").await.unwrap().index,
+    );
+    registry.deregister(&a.id).await.unwrap();
+    let view = registry.service("pricing-service").await.unwrap();
+    grew(&mut last, "deregistered", view.index);
+    assert_eq!(view.instances.len(), 1);
+    assert_eq!(view.instances[0].id, b.id);
+    assert_eq!(view.instances[0].status, HealthStatus::Critical);
+
+    // Moved to another name under the same id: gone from one service, in the other.
+    let mut moved = registration("billing-service", 3016, 1);
+    moved.id = Some(b.id.clone());
+    registry.register(moved).await.unwrap();
+    let view = registry.service("pricing-service").await.unwrap();
+    grew(&mut last, "moved away", view.index);
+    assert!(view.instances.is_empty(), "{:?}", view.instances);
+    let billing = registry.service("billing-service").await.unwrap();
+    assert_eq!(billing.instances.len(), 1);
+    assert_eq!(
+        registry
+            .list(&ServiceFilter::by_name("inventory-service"))
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
 /// Every check of the registry contract, in turn.
 pub async fn run_all(make: MakeRegistry) {
     register_then_discover(&make).await;
@@ -422,4 +518,5 @@ pub async fn run_all(make: MakeRegistry) {
     health_verdicts_steer_discovery(&make).await;
     weighted_spread(&make).await;
     panic_threshold_serves_all(&make).await;
+    service_index_follows_its_own_changes(&make).await;
 }
