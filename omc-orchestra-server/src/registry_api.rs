@@ -16,6 +16,7 @@ use omc_orchestra::registry::{
 use omc_orchestra::SharedClock;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::OpenApi;
 
 /// What the registry handlers share.
@@ -137,14 +138,55 @@ async fn get_service(
     Ok(Json(state.discovery.registry().get(&id).await?))
 }
 
-/// Healthy instances of a service and the one the weighted balancer picks.
+/// The longest a blocking discovery query waits (`wait` is capped to it).
+pub const MAX_DISCOVERY_WAIT: Duration = Duration::from_secs(300);
+/// How long a blocking discovery query waits when it gives an `index` and no `wait`.
+const DEFAULT_DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+/// The header that carries a service's change index.
+const INDEX_HEADER: &str = "x-orchestra-index";
+
+/// A blocking discovery query's parameters.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DiscoveryQuery {
+    /// Answer once the service's index is no longer this (the `X-Orchestra-Index` of an
+    /// earlier answer), or after `wait`.
+    index: Option<u64>,
+    /// How long to wait for a change with `index`: `30s` (the default), `500ms`, `5m`
+    /// or whole seconds; at most 5 minutes.
+    wait: Option<String>,
+}
+
+/// `30s`, `500ms`, `5m` or whole seconds, as a duration.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "" | "s" => Some(Duration::from_secs(number)),
+        "ms" => Some(Duration::from_millis(number)),
+        "m" => Some(Duration::from_secs(number.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+/// Healthy instances of a service and the one the weighted balancer picks. With `index`
+/// it is a blocking query (as Consul's): the answer comes once the service changed past
+/// that index, or after `wait`; every answer carries the service's current index in
+/// `X-Orchestra-Index`.
 #[utoipa::path(get, path = "/registry/discovery/{service_name}",
-    params(("service_name" = String, Path)),
-    responses((status = 200, body = Discovered), (status = 400, body = ErrorBody)))]
+    params(("service_name" = String, Path), DiscoveryQuery),
+    responses((status = 200, body = Discovered,
+        headers(("x-orchestra-index" = u64, description = "the service's change index"))),
+        (status = 400, body = ErrorBody)))]
 async fn discover(
     State(state): State<RegistryState>,
     Path(service_name): Path<String>,
-) -> ApiResult<Json<Discovered>> {
+    ApiQuery(query): ApiQuery<DiscoveryQuery>,
+) -> ApiResult<([(&'static str, String); 1], Json<Discovered>)> {
     if service_name.is_empty()
         || service_name.len() > 253
         || !service_name
@@ -156,7 +198,24 @@ async fn discover(
             "must contain only lowercase letters, digits and `-`",
         ));
     }
-    Ok(Json(state.discovery.discover(&service_name).await?))
+    let wait = match &query.wait {
+        Some(text) => parse_wait(text)
+            .ok_or_else(|| ApiError::invalid("wait", "must be like `30s`, `500ms` or `5m`"))?,
+        None => DEFAULT_DISCOVERY_WAIT,
+    }
+    .min(MAX_DISCOVERY_WAIT);
+    let found = match query.index {
+        Some(index) => {
+            // A little jitter, so clients woken by one change do not come back as a herd.
+            let jitter = wait.mul_f64(rand::random::<f64>() / 16.0);
+            state
+                .discovery
+                .discover_after(&service_name, index, wait + jitter)
+                .await?
+        }
+        None => state.discovery.discover(&service_name).await?,
+    };
+    Ok(([(INDEX_HEADER, found.index.to_string())], Json(found)))
 }
 
 /// Record a heartbeat.

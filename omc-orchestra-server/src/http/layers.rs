@@ -104,8 +104,12 @@ async fn render_metrics(State(metrics): State<HttpMetrics>) -> impl IntoResponse
 /// go on past it, since only producing the answer counts.
 async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     // A lease request may wait for a job on purpose, as long as it asked to.
-    let limit = if req.uri().path() == "/jobs/lease" {
+    let path = req.uri().path();
+    let limit = if path == "/jobs/lease" {
         limit + crate::jobs_lease::MAX_WAIT
+    } else if path.starts_with("/registry/discovery/") && req.uri().query().is_some() {
+        // A blocking discovery query waits for a change on purpose (plus its jitter).
+        limit + crate::registry_api::MAX_DISCOVERY_WAIT.mul_f64(17.0 / 16.0)
     } else {
         limit
     };
