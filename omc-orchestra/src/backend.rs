@@ -8,7 +8,6 @@ use crate::events::{EventBus, MemoryEventBus};
 use crate::jobs::{JobQueue, MemoryJobQueue};
 use crate::logs::{LogSink, MemoryLogSink};
 use crate::registry::{MemoryRegistry, Registry, RegistryOptions};
-#[cfg(feature = "redis")]
 use crate::Result;
 use std::sync::Arc;
 
