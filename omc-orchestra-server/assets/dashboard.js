@@ -240,6 +240,9 @@
       const nested = Object.entries(stats).filter(([k, v]) => v && typeof v === "object" && !Array.isArray(v) && /ByPriority|lastMinute/.test(k));
       $("job-stats").innerHTML = flat.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("") +
         nested.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${Object.entries(v).map(([a, b]) => `${esc(a)} ${esc(typeof b === "object" ? JSON.stringify(b) : b)}`).join(" · ")}</dd>`).join("");
+      const unattended = stats.unattended || [];
+      $("job-unattended").hidden = unattended.length === 0;
+      $("job-unattended").innerHTML = unattended.map((u) => `<b>${esc(u.type)}</b>: ${esc(u.waiting)} waiting, no worker`).join("<br>");
       const failed = await api(state.config.jobsUrl + "/jobs?state=failed&limit=10").catch(() => []);
       const list = Array.isArray(failed) ? failed : failed.jobs || failed.items || [];
       $("job-failures").innerHTML = list.map((j) => `<li><b>${esc(j.type)}</b> ${esc(j.id)} <span class="error">${esc(j.error)}</span></li>`).join("") || '<li class="muted">none</li>';

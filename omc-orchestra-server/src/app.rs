@@ -291,7 +291,7 @@ impl App {
             queue: backends.jobs.clone(),
             scheduler,
             status,
-            leases: Default::default(),
+            leases: crate::jobs_lease::Leases::with_in_process(config.job_routes.keys().cloned()),
         })
     }
 

@@ -8,8 +8,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use omc_orchestra::events::{EventBus, NewEvent};
 use omc_orchestra::jobs::{
-    Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue, JobState, JobStats, NewJob,
-    NewSchedule, PriorityCounts, Schedule, Scheduler, Window,
+    waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue, JobState,
+    JobStats, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType, Window,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -71,6 +71,8 @@ pub struct JobsState {
         Backoff,
         BackoffKind,
         JobStats,
+        StatsAnswer,
+        UnattendedType,
         PriorityCounts,
         Window,
         JobPage,
@@ -168,10 +170,46 @@ async fn cancel_job(
     Ok(Json(state.queue.cancel(&id).await?))
 }
 
-/// Counts per state and priority, throughput, failure rate and timings.
-#[utoipa::path(get, path = "/jobs/stats", responses((status = 200, body = JobStats)))]
-async fn stats(State(state): State<JobsState>) -> ApiResult<Json<JobStats>> {
-    Ok(Json(state.queue.stats().await?))
+/// The queue's figures and the job types nothing runs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsAnswer {
+    /// Counts per state and priority, throughput, failure rate and timings.
+    #[serde(flatten)]
+    pub stats: JobStats,
+    /// Types with waiting jobs and no worker seen for them (no lease request naming
+    /// them, or taking any type, in the last minute; none of this server's own
+    /// `[job_routes]`; no job of theirs in flight), busiest first.
+    pub unattended: Vec<UnattendedType>,
+}
+
+/// Counts per state and priority, throughput, failure rate and timings, and the job types
+/// that have waiting jobs and no worker.
+#[utoipa::path(get, path = "/jobs/stats", responses((status = 200, body = StatsAnswer)))]
+async fn stats(State(state): State<JobsState>) -> ApiResult<Json<StatsAnswer>> {
+    let stats = state.queue.stats().await?;
+    let unattended = if stats.waiting > 0 {
+        unattended(&state).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(StatsAnswer { stats, unattended }))
+}
+
+/// The types with waiting jobs that no worker takes.
+async fn unattended(state: &JobsState) -> ApiResult<Vec<UnattendedType>> {
+    let mut attendance = state.leases.attendance();
+    // A job in flight has a worker, maybe one that this replica never saw.
+    let active = JobFilter {
+        state: Some(JobState::Active),
+        limit: Some(1_000),
+        ..JobFilter::default()
+    };
+    for job in state.queue.list(&active).await? {
+        attendance.job_type(job.job_type);
+    }
+    let waiting = waiting_by_type(state.queue.as_ref()).await?;
+    Ok(attendance.unattended(waiting))
 }
 
 /// How many failed jobs went back to waiting.

@@ -9,7 +9,9 @@ use crate::jobs_api::JobsState;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use omc_orchestra::jobs::{FetchRequest, Job, JobFilter, JobLease, JobState, LeaseRenewal};
+use omc_orchestra::jobs::{
+    Attendance, FetchRequest, Job, JobFilter, JobLease, JobState, LeaseRenewal,
+};
 use omc_orchestra::Error;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,8 @@ const MOST: usize = 100;
 pub struct Leases {
     seen: Arc<Mutex<BTreeMap<String, Seen>>>,
     queued: Arc<Notify>,
+    /// Types this server runs itself (`[job_routes]`), which need no lease request.
+    in_process: Arc<BTreeSet<String>>,
 }
 
 struct Seen {
@@ -45,6 +49,28 @@ impl Leases {
     /// Wake the lease requests waiting for jobs: one was just queued here.
     pub fn queued(&self) {
         self.queued.notify_waiters();
+    }
+
+    /// Leases for a server whose own worker pool runs `types`.
+    pub fn with_in_process<I: IntoIterator<Item = String>>(types: I) -> Self {
+        Self {
+            in_process: Arc::new(types.into_iter().collect()),
+            ..Self::default()
+        }
+    }
+
+    /// The job types some worker takes: the workers seen in the last minute and the
+    /// types this server runs itself.
+    pub fn attendance(&self) -> Attendance {
+        let mut attendance = Attendance::default();
+        for job_type in self.in_process.iter() {
+            attendance.job_type(job_type.clone());
+        }
+        let seen = self.seen.lock();
+        for s in seen.values().filter(|s| s.at.elapsed() < SEEN_FOR) {
+            attendance.worker(s.types.iter().cloned());
+        }
+        attendance
     }
 
     fn saw(&self, worker: &str, types: &[String]) {

@@ -238,6 +238,11 @@ async fn dashboard_works_with_auth_on() {
     )
     .await;
 
+    // Nothing takes that type: the panel says so, in the same refresh.
+    let warning = browser.find(Locator::Id("job-unattended")).await.unwrap();
+    let said = warning.text().await.unwrap();
+    assert!(said.contains("report-generation"), "{said}");
+
     let png = browser.screenshot().await.unwrap();
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-auth.png");
     std::fs::write(&out, &png).unwrap();

@@ -15,6 +15,7 @@
 //! - every time in the Redis scripts comes from the injected clock, so delays, backoff
 //!   and lease expiry are tested on Redis without sleeping.
 
+mod attendance;
 mod backoff;
 pub mod cron;
 mod memory;
@@ -28,6 +29,7 @@ pub mod worker;
 pub use self::cron::{NewSchedule, Schedule, Scheduler, SchedulerOptions};
 #[cfg(feature = "redis")]
 pub use self::redis::RedisJobQueue;
+pub use attendance::{waiting_by_type, Attendance, UnattendedType, MOST_COUNTED};
 pub use backoff::{Backoff, BackoffKind, MAX_BACKOFF_MS};
 pub use memory::MemoryJobQueue;
 pub use model::{
