@@ -18,6 +18,8 @@
 
 mod run;
 
+pub use run::panicked;
+
 use super::{FetchRequest, Job, JobQueue};
 use crate::events::{EventBus, NewEvent};
 use futures::future::BoxFuture;

@@ -114,8 +114,9 @@ async fn run_handler(handler: JobHandler, ctx: JobContext) -> HandlerResult {
         .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
 }
 
-/// The error a panicking handler leaves on its job.
-fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+/// The error a panicking handler leaves on its job, from the panic's payload: the same
+/// words whichever worker (this pool, or the SDK's over HTTP) caught it.
+pub fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
     let message = panic
         .downcast_ref::<&str>()
         .copied()
