@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
@@ -103,11 +103,12 @@ impl Default for LayerOptions {
     }
 }
 
-/// Counts of what the tracing layer shipped and dropped.
+/// Counts of what the tracing layer shipped and dropped, and the way to flush it.
 #[derive(Debug, Clone, Default)]
 pub struct ShipperStats {
     sent: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    flushes: Option<mpsc::Sender<oneshot::Sender<()>>>,
 }
 
 impl ShipperStats {
@@ -119,6 +120,18 @@ impl ShipperStats {
     /// Records dropped because the buffer was full or the server refused them for good.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Send every record queued so far now, and return once the logging server has
+    /// answered for them: before a service exits, so its last lines are not lost.
+    pub async fn flush(&self) {
+        let Some(flushes) = &self.flushes else {
+            return;
+        };
+        let (done, flushed) = oneshot::channel();
+        if flushes.send(done).await.is_ok() {
+            let _ = flushed.await;
+        }
     }
 }
 
@@ -139,8 +152,17 @@ impl OrchestraLayer {
         options: LayerOptions,
     ) -> (Self, ShipperStats) {
         let (queue, records) = mpsc::channel(options.buffer.max(1));
-        let stats = ShipperStats::default();
-        tokio::spawn(ship(client, records, options, stats.clone()));
+        let (flushes, flush_requests) = mpsc::channel(8);
+        let stats = ShipperStats {
+            flushes: Some(flushes),
+            ..ShipperStats::default()
+        };
+        let shipper = Shipper {
+            client,
+            options,
+            stats: stats.clone(),
+        };
+        tokio::spawn(shipper.run(records, flush_requests));
         (
             Self {
                 service,
@@ -227,32 +249,79 @@ impl Visit for FieldMap {
 /// Most attempts to send one batch before its records are counted as dropped.
 const ATTEMPTS: u32 = 5;
 
-async fn ship(
+/// The background task that sends the layer's records in batches.
+struct Shipper {
     client: OrchestraClient,
-    mut records: mpsc::Receiver<LogRecord>,
     options: LayerOptions,
     stats: ShipperStats,
-) {
-    let mut batch = Vec::with_capacity(options.batch);
-    loop {
-        let first = records.recv().await;
-        let Some(first) = first else {
-            return;
-        };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + options.flush_every;
-        while batch.len() < options.batch {
-            match tokio::time::timeout_at(deadline, records.recv()).await {
-                Ok(Some(record)) => batch.push(record),
-                Ok(None) | Err(_) => break,
+}
+
+impl Shipper {
+    async fn run(
+        self,
+        mut records: mpsc::Receiver<LogRecord>,
+        mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+    ) {
+        let mut batch = Vec::with_capacity(self.options.batch);
+        loop {
+            let flush = tokio::select! {
+                first = records.recv() => {
+                    let Some(first) = first else {
+                        return;
+                    };
+                    batch.push(first);
+                    let flush = self.fill(&mut records, &mut flushes, &mut batch).await;
+                    self.send(&mut batch).await;
+                    flush
+                }
+                Some(flush) = flushes.recv() => Some(flush),
+            };
+            if let Some(done) = flush {
+                while let Ok(record) = records.try_recv() {
+                    batch.push(record);
+                    if batch.len() >= self.options.batch {
+                        self.send(&mut batch).await;
+                    }
+                }
+                self.send(&mut batch).await;
+                let _ = done.send(());
             }
+        }
+    }
+
+    /// Add records to `batch` until it is full or its first record waited long enough;
+    /// a flush request ends the wait and is returned.
+    async fn fill(
+        &self,
+        records: &mut mpsc::Receiver<LogRecord>,
+        flushes: &mut mpsc::Receiver<oneshot::Sender<()>>,
+        batch: &mut Vec<LogRecord>,
+    ) -> Option<oneshot::Sender<()>> {
+        let deadline = tokio::time::Instant::now() + self.options.flush_every;
+        while batch.len() < self.options.batch {
+            tokio::select! {
+                next = tokio::time::timeout_at(deadline, records.recv()) => match next {
+                    Ok(Some(record)) => batch.push(record),
+                    Ok(None) | Err(_) => return None,
+                },
+                Some(flush) = flushes.recv() => return Some(flush),
+            }
+        }
+        None
+    }
+
+    /// Send `batch` (retrying what may pass later) and empty it.
+    async fn send(&self, batch: &mut Vec<LogRecord>) {
+        if batch.is_empty() {
+            return;
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match client.write_logs(&batch).await {
+            match self.client.write_logs(batch).await {
                 Ok(()) => {
-                    stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let sent = batch.len() as u64;
+                    self.stats.sent.fetch_add(sent, Ordering::Relaxed);
                     break;
                 }
                 Err(err)
@@ -261,9 +330,8 @@ async fn ship(
                     tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
                 }
                 Err(_) => {
-                    stats
-                        .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let dropped = batch.len() as u64;
+                    self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
                     break;
                 }
             }
