@@ -2,7 +2,7 @@
 
 use crate::{ClientError, OrchestraClient, Result};
 use omc_orchestra::registry::{Registration, ServiceInstance};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -24,22 +24,31 @@ pub struct RegisterOptions {
 ///   in-memory state) the task registers again and carries on with the new instance.
 /// - Network errors and other failures are logged with `tracing::warn!` and retried on the
 ///   next tick.
-/// - [`Registered::deregister`] stops the task and removes the instance.
-/// - Dropping the handle stops the heartbeats and, when a Tokio runtime is still running,
-///   spawns a best-effort deregistration.
+/// - [`Registered::deregister`] (or [`crate::Orchestra::shutdown`]) stops the task and
+///   removes the instance.
+/// - Dropping the handle without either warns (`tracing::warn!`), stops the heartbeats
+///   and, when a Tokio runtime is still running, spawns a best-effort deregistration: at
+///   the end of `main` the runtime stops before it runs, and the instance stays listed
+///   until its TTL runs out.
 pub struct Registered {
+    live: Arc<Live>,
+}
+
+/// What a [`Registered`] handle and the [`crate::Orchestra`] that made it share, so either
+/// can deregister the instance, once.
+pub(crate) struct Live {
     client: OrchestraClient,
     current: Arc<Mutex<ServiceInstance>>,
     heartbeat_every: Duration,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Registered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registered")
             .field("id", &self.id())
-            .field("heartbeat_every", &self.heartbeat_every)
+            .field("heartbeat_every", &self.live.heartbeat_every)
             .finish_non_exhaustive()
     }
 }
@@ -65,42 +74,60 @@ impl Registered {
             heartbeat_every,
             stopped,
         ));
-        Self {
+        let live = Live {
             client,
             current,
             heartbeat_every,
-            stop: Some(stop),
-            task: Some(task),
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
+        };
+        Self {
+            live: Arc::new(live),
         }
+    }
+
+    /// The shared part, for an [`crate::Orchestra`] to deregister at shutdown.
+    pub(crate) fn live(&self) -> Weak<Live> {
+        Arc::downgrade(&self.live)
     }
 
     /// The instance as the registry last reported it (after the latest heartbeat or
     /// re-registration).
     pub fn instance(&self) -> ServiceInstance {
-        lock(&self.current).clone()
+        lock(&self.live.current).clone()
     }
 
     /// The instance id.
     pub fn id(&self) -> String {
-        lock(&self.current).id.clone()
+        lock(&self.live.current).id.clone()
     }
 
     /// How often the background task sends a heartbeat.
     pub fn heartbeat_every(&self) -> Duration {
-        self.heartbeat_every
+        self.live.heartbeat_every
     }
 
     /// Stop the heartbeats, wait for one in flight to finish, and remove the instance from
     /// the registry (`DELETE /registry/services/{id}`). An instance the registry already
-    /// forgot counts as removed.
-    pub async fn deregister(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
+    /// forgot, or that [`crate::Orchestra::shutdown`] removed, counts as removed.
+    pub async fn deregister(self) -> Result<()> {
+        self.live.deregister().await
+    }
+}
+
+impl Live {
+    /// Stop the heartbeats and remove the instance; nothing the second time.
+    pub(crate) async fn deregister(&self) -> Result<()> {
+        let Some(stop) = lock(&self.stop).take() else {
+            return Ok(());
+        };
+        let _ = stop.send(());
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
-        match self.client.deregister(&self.id()).await {
+        let id = lock(&self.current).id.clone();
+        match self.client.deregister(&id).await {
             Ok(()) | Err(ClientError::Http { status: 404, .. }) => Ok(()),
             Err(err) => Err(err),
         }
@@ -109,26 +136,27 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        // `deregister` took these already: nothing left to do.
-        let Some(stop) = self.stop.take() else {
+        // Deregistered already: nothing left to do.
+        if lock(&self.live.stop).is_none() {
             return;
-        };
-        let _ = stop.send(());
-        let task = self.task.take();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = self.client.clone();
+        }
         let id = self.id();
-        runtime.spawn(async move {
-            if let Some(task) = task {
-                let _ = task.await;
+        tracing::warn!(
+            instance = %id,
+            "a registration was dropped without deregister(); call it (or \
+             Orchestra::shutdown) before the end of main, or the registry lists the \
+             instance until its TTL runs out"
+        );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Some(stop) = lock(&self.live.stop).take() {
+                let _ = stop.send(());
             }
-            match client.deregister(&id).await {
-                Ok(()) | Err(ClientError::Http { status: 404, .. }) => {}
-                Err(err) => {
-                    tracing::warn!(instance = %id, error = %err, "deregistration on drop failed");
-                }
+            return;
+        };
+        let live = Arc::clone(&self.live);
+        runtime.spawn(async move {
+            if let Err(err) = live.deregister().await {
+                tracing::warn!(instance = %id, error = %err, "deregistration on drop failed");
             }
         });
     }
@@ -175,8 +203,8 @@ async fn keep_alive(
     }
 }
 
-fn lock(current: &Mutex<ServiceInstance>) -> MutexGuard<'_, ServiceInstance> {
-    current
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
