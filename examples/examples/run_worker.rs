@@ -1,60 +1,45 @@
-//! Enqueue jobs, run them with a worker pool and fire a cron schedule, all in memory.
+//! A `pricing-service` worker taking `price-calculation` and `inventory-sync` jobs from the
+//! running jobs server through the SDK (the HTTP lease API: no Redis credentials), until
+//! Ctrl-C; then the jobs in hand finish.
 //!
-//! `cargo run -p examples --example run_worker`; with `REDIS_URL` set, the same code runs
-//! on Redis (any number of copies of this process then share the queue).
+//! Start the servers (`cargo run -p omc-orchestra-server -- up`) and this worker
+//! (`cargo run -p examples --example run_worker`), then queue a job as the README does:
+//!
+//! ```text
+//! curl -s -X POST localhost:3013/jobs -H 'content-type: application/json' -d '{
+//!   "type":"price-calculation","data":{"stationId":"STN001"},"priority":"high","maxAttempts":5}'
+//! ```
+//!
+//! `JOB_SCHEDULER_URL` (default http://127.0.0.1:3013) and `ORCHESTRA_TOKEN` or
+//! `JWT_SECRET` when the servers require tokens.
 
-use omc_orchestra::jobs::{
-    JobPriority, NewJob, NewSchedule, Scheduler, SchedulerOptions, WorkerPool,
-};
-use omc_orchestra::registry::RegistryOptions;
-use omc_orchestra::Backends;
-use serde_json::json;
-use std::time::Duration;
+use omc_orchestra_client::{json, Orchestra};
+
+/// Cedis per litre, for the example's arithmetic.
+const PRICE_PER_LITRE: f64 = 14.25;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let backends = match std::env::var("REDIS_URL") {
-        Ok(url) => Backends::redis(&url, "orc", RegistryOptions::default()).await?,
-        Err(_) => Backends::memory(),
-    };
-    let queue = backends.jobs.clone();
-
-    let pool = WorkerPool::builder(queue.clone())
-        .handle("price-calculation", |ctx| async move {
-            let litres = ctx.job.data["litres"].as_f64().unwrap_or(0.0);
-            Ok(json!({ "total": litres * 14.25 }))
+    let orc = Orchestra::from_env("pricing-service");
+    let worker = orc
+        .worker()
+        .concurrency(8)
+        .handle("price-calculation", |job| async move {
+            let litres = job.data["litres"].as_f64().unwrap_or(1.0);
+            let total = litres * PRICE_PER_LITRE;
+            println!("{} {} -> total {total}", job.id, job.data);
+            Ok(json!({ "stationId": job.data["stationId"], "total": total }))
         })
-        .handle("inventory-sync", |_| async { Ok(json!("synced")) })
-        .concurrency(2, 16)
-        .start();
-
-    let mut urgent = NewJob::new("price-calculation", json!({ "litres": 40 }));
-    urgent.priority = JobPriority::High;
-    let job = queue.enqueue(urgent).await?;
-
-    let scheduler = Scheduler::new(
-        queue.clone(),
-        backends.clock.clone(),
-        SchedulerOptions::default(),
-    );
-    scheduler
-        .add(NewSchedule {
-            id: Some("inventory-every-second".into()),
-            cron: "* * * * * *".into(),
-            timezone: Some("Africa/Accra".into()),
-            job: NewJob::new("inventory-sync", json!({})),
-            paused: false,
-        })
-        .await?;
-    let cron = scheduler.spawn(Duration::from_millis(250));
-
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("job {} -> {:?}", job.id, queue.get(&job.id).await?.result);
+        .handle("inventory-sync", |job| async move {
+            println!("{} inventory synced", job.id);
+            Ok(json!("synced"))
+        });
     println!(
-        "stats: {}",
-        serde_json::to_string_pretty(&queue.stats().await?)?
+        "worker {} taking price-calculation and inventory-sync jobs; Ctrl-C stops it",
+        worker.name()
     );
-    cron.abort();
-    pool.shutdown(Duration::from_secs(5)).await;
+    worker.run().await?;
+    orc.shutdown().await?;
+    println!("drained");
     Ok(())
 }
