@@ -24,8 +24,12 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! Features: `redis` (default) adds the Redis backends; `testkit` exports the conformance
-//! suites every backend runs; `openapi` derives OpenAPI schemas for the model types.
+//! Features: `redis` adds the Redis backends; `gateway`, `health` (checker, probes,
+//! system monitor, alerts), `cron` (schedules) and `file-logs` (the rotating file sink)
+//! add the server-side engines (all on by default; without them the crate is the model
+//! types, tokens and the memory stores, which is what the SDK uses); `testkit` exports
+//! the conformance suites every backend runs; `openapi` derives OpenAPI schemas for the
+//! model types.
 
 /// A `Deserialize` for a wire enum with `ALL` and `as_str`: its name in any letter case,
 /// since TypeScript enums are often upper-case (`EventPriority.NORMAL`, `LogLevel.WARN`);
@@ -72,7 +76,9 @@ pub mod events;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "gateway")]
 pub mod gateway;
+#[cfg(feature = "health")]
 pub mod health;
 pub mod jobs;
 pub mod logs;

@@ -17,6 +17,7 @@
 
 mod attendance;
 mod backoff;
+#[cfg(feature = "cron")]
 pub mod cron;
 mod memory;
 mod model;
@@ -26,6 +27,7 @@ mod stats;
 
 pub mod worker;
 
+#[cfg(feature = "cron")]
 pub use self::cron::{NewSchedule, Schedule, Scheduler, SchedulerOptions};
 #[cfg(feature = "redis")]
 pub use self::redis::RedisJobQueue;
@@ -41,6 +43,7 @@ pub use worker::{JobContext, WorkerPool, WorkerPoolBuilder};
 
 use crate::Result;
 use async_trait::async_trait;
+#[cfg(feature = "cron")]
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -146,15 +149,19 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Put every failed job back to waiting with fresh attempts; returns how many.
     async fn retry_failed(&self) -> Result<u64>;
 
+    #[cfg(feature = "cron")]
     /// Store a cron schedule (insert or replace; its last fired tick is kept).
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()>;
 
+    #[cfg(feature = "cron")]
     /// Every stored schedule, by id.
     async fn schedules(&self) -> Result<Vec<Schedule>>;
 
+    #[cfg(feature = "cron")]
     /// Remove a schedule; answers it as it was.
     async fn delete_schedule(&self, id: &str) -> Result<Schedule>;
 
+    #[cfg(feature = "cron")]
     /// Fire schedule `id` for `tick`: when the tick is later than the schedule's last
     /// fired one, record it and enqueue `job` with the id `{id}@{tick ms}`, atomically.
     /// Any number of schedulers may call this for the same tick; one enqueues.
@@ -178,6 +185,7 @@ pub struct Completion {
 }
 
 /// The id a schedule's job for `tick` gets.
+#[cfg(feature = "cron")]
 pub fn tick_job_id(schedule: &str, tick: DateTime<Utc>) -> String {
     format!("{schedule}@{}", tick.timestamp_millis())
 }

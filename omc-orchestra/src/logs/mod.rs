@@ -24,6 +24,7 @@
 
 #[cfg(feature = "elasticsearch")]
 pub mod elastic;
+#[cfg(feature = "file-logs")]
 pub mod file;
 mod ingest;
 mod memory;
@@ -34,6 +35,7 @@ mod redis;
 mod stats;
 mod tail;
 
+#[cfg(feature = "file-logs")]
 pub use file::{FileSink, FileSinkOptions};
 pub use ingest::{IngestOptions, LogIngest};
 pub use memory::{MemoryLogSink, DEFAULT_CAPACITY};

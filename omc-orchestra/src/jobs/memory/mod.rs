@@ -3,9 +3,11 @@
 mod state;
 
 use super::stats::{fill_windows, Bucket};
+#[cfg(feature = "cron")]
+use super::{tick_job_id, Schedule};
 use super::{
-    tick_job_id, FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats,
-    LeaseRenewal, Maintenance, NewJob, QueueOptions, Schedule,
+    FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats, LeaseRenewal,
+    Maintenance, NewJob, QueueOptions,
 };
 use crate::clock::SharedClock;
 use crate::{Error, Result};
@@ -268,6 +270,7 @@ impl JobQueue for MemoryJobQueue {
         Ok(failed.len() as u64)
     }
 
+    #[cfg(feature = "cron")]
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
         let mut stored = schedule.clone();
@@ -279,6 +282,7 @@ impl JobQueue for MemoryJobQueue {
         Ok(())
     }
 
+    #[cfg(feature = "cron")]
     async fn schedules(&self) -> Result<Vec<Schedule>> {
         let state = self.state.lock();
         Ok(state
@@ -291,6 +295,7 @@ impl JobQueue for MemoryJobQueue {
             .collect())
     }
 
+    #[cfg(feature = "cron")]
     async fn delete_schedule(&self, id: &str) -> Result<Schedule> {
         let mut state = self.state.lock();
         let mut schedule = state
@@ -301,6 +306,7 @@ impl JobQueue for MemoryJobQueue {
         Ok(schedule)
     }
 
+    #[cfg(feature = "cron")]
     async fn fire_schedule(
         &self,
         id: &str,

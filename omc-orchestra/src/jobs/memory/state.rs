@@ -1,7 +1,9 @@
 //! The in-memory queue's state: every set a job can be in, and the moves between them.
 
 use crate::jobs::stats::{Bucket, BUCKET_MINUTES};
-use crate::jobs::{Job, JobState, Maintenance, NewJob, QueueOptions, Schedule};
+#[cfg(feature = "cron")]
+use crate::jobs::Schedule;
+use crate::jobs::{Job, JobState, Maintenance, NewJob, QueueOptions};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -37,7 +39,9 @@ pub(super) struct State {
     pub(super) completed: Finished,
     pub(super) failed: Finished,
     pub(super) unique: HashMap<String, String>,
+    #[cfg(feature = "cron")]
     pub(super) schedules: BTreeMap<String, Schedule>,
+    #[cfg(feature = "cron")]
     pub(super) last_fired: HashMap<String, DateTime<Utc>>,
     pub(super) buckets: BTreeMap<i64, Bucket>,
 }
