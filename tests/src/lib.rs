@@ -118,3 +118,9 @@ impl FakeService {
         self.status.store(code, Ordering::SeqCst);
     }
 }
+
+/// `GET url` and its JSON body; panics when the server does not answer JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = reqwest::get(url).await.expect("the server answers");
+    response.json().await.expect("a JSON body")
+}

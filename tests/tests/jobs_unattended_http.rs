@@ -4,6 +4,7 @@
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use omc_orchestra_server::jobs_dispatch::JobRoute;
 use serde_json::{json, Value};
+use tests::get_json;
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
     let res = http.post(url).json(&body).send().await.unwrap();
@@ -11,15 +12,8 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
     res.json().await.unwrap()
 }
 
-async fn unattended(http: &reqwest::Client, jobs: &str) -> Value {
-    let stats: Value = http
-        .get(format!("{jobs}/jobs/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn unattended(jobs: &str) -> Value {
+    let stats = get_json(&format!("{jobs}/jobs/stats")).await;
     assert!(stats["waiting"].is_u64(), "the figures stay flat: {stats}");
     stats["unattended"].clone()
 }
@@ -38,7 +32,7 @@ async fn stats_flag_waiting_types_that_no_worker_takes() {
     let app = App::start(config, &[ServerKind::Jobs]).await.unwrap();
     let jobs = app.url(ServerKind::Jobs);
     let http = reqwest::Client::new();
-    assert_eq!(unattended(&http, &jobs).await, json!([]), "nothing waits");
+    assert_eq!(unattended(&jobs).await, json!([]), "nothing waits");
 
     for job_type in [
         "uppf-processing",
@@ -52,7 +46,7 @@ async fn stats_flag_waiting_types_that_no_worker_takes() {
         post(&http, format!("{jobs}/jobs"), job).await;
     }
     assert_eq!(
-        unattended(&http, &jobs).await,
+        unattended(&jobs).await,
         json!([{"type": "uppf-processing", "waiting": 3},
                {"type": "price-calculation", "waiting": 2}])
     );
@@ -63,24 +57,17 @@ async fn stats_flag_waiting_types_that_no_worker_takes() {
     let leased = post(&http, format!("{jobs}/jobs/lease"), lease).await;
     assert_eq!(leased["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(
-        unattended(&http, &jobs).await,
+        unattended(&jobs).await,
         json!([{"type": "uppf-processing", "waiting": 3}])
     );
 
     // A worker that takes any type attends to them all.
     let lease = json!({"worker": "generalist", "max": 1});
     post(&http, format!("{jobs}/jobs/lease"), lease).await;
-    assert_eq!(unattended(&http, &jobs).await, json!([]));
+    assert_eq!(unattended(&jobs).await, json!([]));
 
     // The field is in the OpenAPI document, for generated clients.
-    let doc: Value = http
-        .get(format!("{jobs}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&format!("{jobs}/openapi.json")).await;
     let answer = &doc["components"]["schemas"]["StatsAnswer"];
     assert!(
         answer.to_string().contains("unattended"),

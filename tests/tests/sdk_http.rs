@@ -7,13 +7,8 @@ use omc_orchestra_client::{
 };
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use std::time::Duration;
-use tests::FakeService;
+use tests::{get_json, FakeService};
 use tracing_subscriber::layer::SubscriberExt;
-
-/// `GET {url}` as JSON.
-async fn get(url: String) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
 
 /// The job once it has reached `state`.
 async fn job_in(orc: &Orchestra, id: &str, state: JobState) -> Job {
@@ -61,7 +56,7 @@ async fn every_sdk_line_and_the_worker_run_against_the_real_servers() {
         .send()
         .await
         .unwrap();
-    let history = get(format!("{registry}/events?type=PRICE_UPDATED")).await;
+    let history = get_json(&format!("{registry}/events?type=PRICE_UPDATED")).await;
     let by_id = |id: &str| {
         history
             .as_array()
@@ -84,7 +79,7 @@ async fn every_sdk_line_and_the_worker_run_against_the_real_servers() {
         )
         .await
         .unwrap();
-    let found = get(format!(
+    let found = get_json(&format!(
         "{logging}/logs?service=pricing-service&text=calculation"
     ))
     .await;
@@ -153,10 +148,16 @@ async fn every_sdk_line_and_the_worker_run_against_the_real_servers() {
     assert_eq!(slow.state, JobState::Completed, "{slow:?}");
     assert_eq!((slow.attempts, slow.result), (1, Some(json!("synced"))));
     running.await.unwrap().unwrap();
-    let listed = get(format!("{registry}/registry/services?name=pricing-service")).await;
+    let listed = get_json(&format!(
+        "{registry}/registry/services?name=pricing-service"
+    ))
+    .await;
     assert_eq!(listed, json!([]), "{} still listed", again.id());
     assert_eq!(shipped.sent(), 1);
-    let found = get(format!("{logging}/logs?service=pricing-service&text=drift")).await;
+    let found = get_json(&format!(
+        "{logging}/logs?service=pricing-service&text=drift"
+    ))
+    .await;
     assert!(found.to_string().contains("STN003"), "{found}");
     drop(again);
     app.shutdown().await;
