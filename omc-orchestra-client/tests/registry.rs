@@ -5,7 +5,31 @@ use omc_orchestra_client::{
 };
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The messages of the `WARN` events it sees.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.0.lock().unwrap().push(message.0);
+        }
+    }
+}
 
 async fn start(config: Config) -> (App, String) {
     let app = App::start(config, &ServerKind::ALL)
@@ -171,14 +195,18 @@ async fn a_heartbeat_registers_again_when_the_registry_forgot_the_instance() {
 }
 
 #[tokio::test]
-async fn dropping_the_handle_deregisters() {
+async fn dropping_the_handle_warns_and_deregisters() {
     let (app, url) = start(Config::ephemeral()).await;
     let client = OrchestraClient::new(&url);
     let options = RegisterOptions {
         heartbeat_every: Some(Duration::from_millis(50)),
     };
     let registered = client.register_with(pricing(3009), options).await.unwrap();
-    drop(registered);
+    let warnings = Warnings::default();
+    let subscriber = tracing_subscriber::registry().with(warnings.clone());
+    tracing::subscriber::with_default(subscriber, || drop(registered));
+    let said = warnings.0.lock().unwrap().join("\n");
+    assert!(said.contains("dropped without deregister()"), "{said:?}");
 
     let gone = eventually(Duration::from_secs(5), || async {
         raw_list(&url, "pricing-service").await.is_empty()
