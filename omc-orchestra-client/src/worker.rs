@@ -4,8 +4,9 @@
 //! One loop asks `POST /jobs/lease` for as many jobs as there are free slots (waiting up to
 //! two seconds when none is ready); each job runs in a task of its own while its lease is
 //! extended every third of the lease; the result completes it, an error or a panic fails
-//! it (retried after its backoff while attempts are left). On shutdown the loop stops
-//! asking and the jobs in hand finish, within the drain period.
+//! it (retried after its backoff while attempts are left), and a job cancelled meanwhile
+//! (`DELETE /jobs/{id}`) stops and fails for good. On shutdown the loop stops asking and
+//! the jobs in hand finish, within the drain period.
 
 use crate::client::Server;
 use crate::orchestra::{Running, Stopping};
@@ -237,7 +238,7 @@ impl Worker {
             let Some(run) = run else {
                 // The server only hands out the types asked for; a stray one goes back.
                 let error = format!("no handler for `{}`", job_lease.job.job_type);
-                held.finish(Err(error)).await;
+                held.finish(Outcome::Failed(error)).await;
                 return;
             };
             // Its own task, so a panic ends the task, not this worker; aborted with this
@@ -251,7 +252,7 @@ impl Worker {
                     _ = extend.tick() => match held.extend().await {
                         Ok(renewal) if renewal.cancel_requested => {
                             handler.0.abort();
-                            break Err("cancelled".to_owned());
+                            break Outcome::Cancelled;
                         }
                         Ok(_) => {}
                         Err(ClientError::Http { status: 404 | 409, .. }) => {
@@ -290,10 +291,15 @@ impl Held {
 
     /// Complete the job with its result or fail it with the error; a refusal is logged,
     /// since the job then belongs to someone else or runs again after its lease.
-    async fn finish(&self, outcome: std::result::Result<Value, String>) {
+    async fn finish(&self, outcome: Outcome) {
         let (verb, body) = match outcome {
-            Ok(result) => ("complete", json!({"token": self.token, "result": result})),
-            Err(error) => ("fail", json!({"token": self.token, "error": error})),
+            Outcome::Done(result) => ("complete", json!({"token": self.token, "result": result})),
+            Outcome::Failed(error) => ("fail", json!({"token": self.token, "error": error})),
+            // Asked to stop: running it again would undo the cancellation.
+            Outcome::Cancelled => (
+                "fail",
+                json!({"token": self.token, "error": "cancelled", "retry": false}),
+            ),
         };
         let sent =
             match self
@@ -309,16 +315,24 @@ impl Held {
     }
 }
 
+/// How a run ended.
+enum Outcome {
+    /// The handler's result.
+    Done(Value),
+    /// Why it failed: retried after its backoff while attempts are left.
+    Failed(String),
+    /// Someone cancelled the job: failed for good.
+    Cancelled,
+}
+
 /// The handler task's end as a job outcome: a panic fails the job with its message.
-fn outcome_of(
-    joined: std::result::Result<JobResult, tokio::task::JoinError>,
-) -> std::result::Result<Value, String> {
+fn outcome_of(joined: std::result::Result<JobResult, tokio::task::JoinError>) -> Outcome {
     match joined {
-        Ok(Ok(result)) => Ok(result),
-        Ok(Err(error)) => Err(error.to_string()),
+        Ok(Ok(result)) => Outcome::Done(result),
+        Ok(Err(error)) => Outcome::Failed(error.to_string()),
         Err(join) => match join.try_into_panic() {
-            Ok(panic) => Err(panicked(panic.as_ref())),
-            Err(_) => Err("handler cancelled".to_owned()),
+            Ok(panic) => Outcome::Failed(panicked(panic.as_ref())),
+            Err(_) => Outcome::Cancelled,
         },
     }
 }

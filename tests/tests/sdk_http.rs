@@ -3,7 +3,7 @@
 
 use omc_orchestra::testkit::eventually;
 use omc_orchestra_client::{
-    json, EventPriority, Job, JobState, NewJob, Orchestra, OrchestraClient, Value,
+    json, EventPriority, Job, JobResult, JobState, NewJob, Orchestra, OrchestraClient, Value,
 };
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use std::time::Duration;
@@ -100,15 +100,19 @@ async fn every_sdk_line_and_the_worker_run_against_the_real_servers() {
     };
     let panicking = orc.client().enqueue(once).await.unwrap();
     let slow = orc.enqueue("inventory-sync", json!({})).await.unwrap();
+    let endless = orc.enqueue("report-generation", json!({})).await.unwrap();
     let worker = orc
         .worker()
-        .concurrency(3)
+        .concurrency(4)
         .lease(Duration::from_secs(1))
         .handle("price-calculation", |job| async move {
             Ok(json!({"total": 7.45, "stationId": job.data["stationId"]}))
         })
         .handle("uppf-processing", |_job| async move {
             panic!("claim file missing")
+        })
+        .handle("report-generation", |_job| {
+            std::future::pending::<JobResult>()
         })
         .handle("inventory-sync", |_job| async move {
             tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -130,6 +134,15 @@ async fn every_sdk_line_and_the_worker_run_against_the_real_servers() {
         "{error}"
     );
     job_in(&orc, &slow.id, JobState::Active).await;
+
+    // Cancelled while it runs: the worker learns it at the next extension, stops the
+    // handler and fails the job for good.
+    job_in(&orc, &endless.id, JobState::Active).await;
+    let url = format!("{}/jobs/{}", app.url(ServerKind::Jobs), endless.id);
+    let cancelled = reqwest::Client::new().delete(url).send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let endless = job_in(&orc, &endless.id, JobState::Failed).await;
+    assert_eq!(endless.error.as_deref(), Some("cancelled"));
 
     // Deregistered: gone from the registry.
     me.deregister().await.unwrap();
