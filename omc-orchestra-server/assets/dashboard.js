@@ -59,6 +59,9 @@
     if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify({ event, data }));
   }
   let servicesTimer = null;
+  // Job events can come by the thousand; the stats they trigger (which now count waiting
+  // jobs per type) are asked for at most once a second.
+  let jobsTimer = null;
   function onMessage({ event, data }) {
     switch (event) {
       case "service_update":
@@ -69,7 +72,9 @@
       case "alert": addAlert(data); break;
       case "metric": addMetric(pick(data, "data") || data); break;
       case "log": addLog(pick(data, "data") || data); break;
-      case "job": loadJobs(); break;
+      case "job":
+        if (!jobsTimer) jobsTimer = setTimeout(() => { jobsTimer = null; loadJobs(); }, 1000);
+        break;
       case "system_dashboard": renderSummary(data); break;
       case "lagged": send("get_system_dashboard", {}); loadServices(); break;
       default: break;
