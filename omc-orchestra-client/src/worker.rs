@@ -149,6 +149,7 @@ impl Worker {
         let mut running = JoinSet::new();
         let mut stop = self.stopping.subscribe();
         let mut failures = 0u32;
+        let mut refused = None;
         while !*stop.borrow() {
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit,
@@ -173,7 +174,11 @@ impl Worker {
                     err @ ClientError::Http {
                         status: 400..=404, ..
                     },
-                ) => return Err(err),
+                ) => {
+                    // Asking again cannot help; the jobs in hand still finish.
+                    refused = Some(err);
+                    break;
+                }
                 Err(err) => {
                     failures = (failures + 1).min(6);
                     tracing::warn!(worker = %self.name, error = %err, "lease request failed; retrying");
@@ -195,7 +200,7 @@ impl Worker {
             tracing::warn!(worker = %self.name, left = running.len(), "drain period over; abandoning jobs");
             running.shutdown().await;
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     /// `POST /jobs/lease` for up to `max` jobs of the handled types.

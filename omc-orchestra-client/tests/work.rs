@@ -124,3 +124,43 @@ async fn the_tracing_layer_ships_a_services_own_events() {
     assert!(stats.sent() >= 2);
     app.shutdown().await;
 }
+
+const SECRET: &str = "worker-refusal-test-secret-of-40-bytes!!";
+
+#[tokio::test]
+async fn a_refused_worker_stops_and_a_signed_one_runs() {
+    let config = Config::ephemeral().with_service_secret(SECRET).unwrap();
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    // No token: every lease request is 401, which asking again cannot fix.
+    let orc = omc_orchestra_client::Orchestra::with_client("pricing-service", client_for(&app));
+    let refused = orc
+        .worker()
+        .handle("price-calculation", |_job| async { Ok(json!(null)) })
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+
+    // With the secret the SDK signs its own service tokens, and the same worker runs.
+    let client = client_for(&app).with_jwt_secret(SECRET);
+    let orc = omc_orchestra_client::Orchestra::with_client("pricing-service", client);
+    let job = orc.enqueue("price-calculation", json!({})).await.unwrap();
+    let worker = orc
+        .worker()
+        .handle("price-calculation", |_job| async { Ok(json!("priced")) })
+        .spawn();
+    let done = eventually(
+        "the signed worker's result",
+        Duration::from_secs(20),
+        || {
+            let orc = orc.clone();
+            let id = job.id.clone();
+            async move { orc.client().job(&id).await.ok()?.result }
+        },
+    )
+    .await;
+    assert_eq!(done, json!("priced"));
+    orc.shutdown().await.unwrap();
+    worker.await.unwrap().unwrap();
+    app.shutdown().await;
+}
