@@ -217,6 +217,31 @@ impl OrchestraClient {
         self.send(request).await
     }
 
+    /// [`OrchestraClient::discover_all`] as a blocking query: answered once `service`
+    /// changed past `index` (a [`Discovery::index`] of an earlier answer), or after `wait`
+    /// (at most 5 minutes) with the same answer. "No healthy instance" is an answer.
+    pub async fn discover_after(
+        &self,
+        service: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Discovery> {
+        let request = self
+            .request(Method::GET, &["registry", "discovery", service])?
+            .query(&[
+                ("index", index.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ])
+            // The server holds the answer up to `wait` (plus a sixteenth) on purpose.
+            .timeout(wait + wait / 16 + Duration::from_secs(10));
+        match self.send(request).await {
+            Err(ClientError::Http {
+                status: 503, error, ..
+            }) if error == "unavailable" => Ok(Discovery::empty(service)),
+            answer => answer,
+        }
+    }
+
     /// A request to the registry at `segments` (each percent-encoded), with the token when
     /// one is configured.
     fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {

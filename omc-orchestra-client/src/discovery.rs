@@ -24,4 +24,24 @@ pub struct Discovery {
     /// True when too many instances are down and discovery serves them all anyway.
     #[serde(default)]
     pub panic_mode: bool,
+    /// The service's change index: ask again with it
+    /// ([`OrchestraClient::discover_after`](crate::OrchestraClient::discover_after)) to
+    /// wait for the next change.
+    #[serde(default)]
+    pub index: u64,
+}
+
+impl Discovery {
+    /// What discovery knows of a service with no instance to offer.
+    pub(crate) fn empty(service: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            instances: Vec::new(),
+            selected: None,
+            total: 0,
+            healthy: 0,
+            panic_mode: false,
+            index: 0,
+        }
+    }
 }

@@ -41,6 +41,7 @@
 //! ([`Orchestra::client`]). Every failure is a [`ClientError`].
 
 mod auth;
+mod catalog;
 mod client;
 mod discovery;
 mod error;

@@ -1,6 +1,7 @@
 //! [`Orchestra`]: everything a business service does with the orchestra, one line each,
 //! with the service's name given once.
 
+use crate::catalog::Catalog;
 use crate::logs::{OrchestraLayer, ShipperStats};
 use crate::registered::Live;
 use crate::work::EventBuilder;
@@ -28,6 +29,8 @@ struct Inner {
     shippers: Mutex<Vec<ShipperStats>>,
     workers_made: AtomicUsize,
     stopping: Stopping,
+    /// Local copies of the services discovered, kept current by blocking queries.
+    catalog: Catalog,
 }
 
 impl std::fmt::Debug for Orchestra {
@@ -60,14 +63,17 @@ impl Orchestra {
     }
 
     fn build(service: String, client: OrchestraClient, host: String) -> Self {
+        let client = client.with_service_name(service.clone());
+        let stopping = Stopping::default();
         let inner = Inner {
-            client: client.with_service_name(service.clone()),
+            catalog: Catalog::new(client.clone(), stopping.subscribe()),
+            client,
             service,
             host,
             registrations: Mutex::new(Vec::new()),
             shippers: Mutex::new(Vec::new()),
             workers_made: AtomicUsize::new(0),
-            stopping: Stopping::default(),
+            stopping,
         };
         Self {
             inner: Arc::new(inner),
@@ -153,10 +159,12 @@ impl Orchestra {
         self.inner.client.enqueue(NewJob::new(job_type, data)).await
     }
 
-    /// The instance of `service` the registry's balancer picks, or `None` when it has no
-    /// healthy one.
+    /// An instance of `service` to call (weighted round-robin over its healthy ones), or
+    /// `None` when it has no healthy one. The first call for a service asks the registry;
+    /// later calls answer from a local copy that blocking queries keep current (a change
+    /// arrives within one round trip), so they cost no request.
     pub async fn discover(&self, service: &str) -> Result<Option<ServiceInstance>> {
-        self.inner.client.discover(service).await
+        self.inner.catalog.pick(service).await
     }
 
     /// A worker of this service taking jobs over the jobs server's lease API: add
