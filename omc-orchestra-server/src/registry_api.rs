@@ -118,14 +118,52 @@ async fn register(
     Ok((StatusCode::CREATED, Json(instance)))
 }
 
-/// List instances, filtered by name, tag, status and type.
-#[utoipa::path(get, path = "/registry/services", params(ServiceFilter),
-    responses((status = 200, body = [ServiceInstance]), (status = 400, body = ErrorBody)))]
+/// The most instances one page of the listing holds.
+const MAX_PAGE: usize = 1_000;
+/// The header that carries where the next page of a listing starts.
+const NEXT_CURSOR_HEADER: &str = "x-orchestra-next-cursor";
+
+/// Paging of the listing.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Paging {
+    /// At most this many instances (1 to 1,000); without it, every instance.
+    limit: Option<usize>,
+    /// Where to go on: the `X-Orchestra-Next-Cursor` of the page before. It stays valid
+    /// while instances come and go.
+    cursor: Option<String>,
+}
+
+/// List instances, filtered by name, tag, status and type, ordered by name then id. With
+/// `limit`, one page; `X-Orchestra-Next-Cursor` then says where the next one starts.
+#[utoipa::path(get, path = "/registry/services", params(ServiceFilter, Paging),
+    responses((status = 200, body = [ServiceInstance],
+        headers(("x-orchestra-next-cursor" = String, description = "where the next page starts, when there is one"))),
+        (status = 400, body = ErrorBody)))]
 async fn list_services(
     State(state): State<RegistryState>,
     ApiQuery(filter): ApiQuery<ServiceFilter>,
-) -> ApiResult<Json<Vec<ServiceInstance>>> {
-    Ok(Json(state.discovery.registry().list(&filter).await?))
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let registry = state.discovery.registry();
+    let limit = match (paging.limit, &paging.cursor) {
+        (None, None) => return Ok(Json(registry.list(&filter).await?).into_response()),
+        (Some(limit), _) if (1..=MAX_PAGE).contains(&limit) => limit,
+        (None, Some(_)) => MAX_PAGE,
+        (Some(_), _) => return Err(ApiError::invalid("limit", "must be 1 to 1000")),
+    };
+    let page = registry
+        .list_page(&filter, limit, paging.cursor.as_deref())
+        .await?;
+    let mut response = Json(page.instances).into_response();
+    if let Some(next) = page
+        .next
+        .and_then(|n| axum::http::HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert(NEXT_CURSOR_HEADER, next);
+    }
+    Ok(response)
 }
 
 /// One instance.

@@ -113,8 +113,9 @@ mod cleanup {
     }
 }
 
-/// Instances stored by a version without the per-service sets are indexed when a
-/// registry starts, so discovery still finds them after an upgrade.
+/// Instances stored by a version without the per-service sets and the listing index are
+/// indexed when a registry starts, so discovery and listing still find them after an
+/// upgrade.
 #[tokio::test]
 async fn instances_stored_before_the_service_index_are_discovered() {
     let store = store().await;
@@ -129,7 +130,7 @@ async fn instances_stored_before_the_service_index_are_discovered() {
     drop(old);
     // What the earlier version left: no service sets, no mark that they were built.
     let mut conn = store.connection();
-    for name in ["svc:pricing-service", "svc:~indexed"] {
+    for name in ["svc:pricing-service", "svc:~indexed", "all"] {
         let key = store.key("reg", "registry", name);
         let _: () = redis::cmd("DEL")
             .arg(&key)
@@ -145,5 +146,11 @@ async fn instances_stored_before_the_service_index_are_discovered() {
     found.sort();
     ids.sort();
     assert_eq!(found, ids);
+    let listed = registry
+        .list_page(&ServiceFilter::default(), 10, None)
+        .await
+        .unwrap();
+    let listed: Vec<String> = listed.instances.into_iter().map(|i| i.id).collect();
+    assert_eq!(listed, ids, "in the listing index too");
     store.delete_prefix().await.unwrap();
 }

@@ -477,3 +477,43 @@ async fn invented_methods_add_no_metric_series() {
     assert!(metrics.contains("method=\"_OTHER\""), "{metrics}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_listing_comes_in_pages_with_a_cursor() {
+    let clock = ManualClock::starting_now();
+    let app = start_on(&clock, Config::ephemeral()).await;
+    let base = app.url(ServerKind::Registry);
+    let http = reqwest::Client::new();
+    for port in 3000..3025 {
+        let body = json!({"name": "station-service", "host": "10.0.0.1", "port": port});
+        let (status, _) = send(http.post(format!("{base}/registry/register")).json(&body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, all) = send(http.get(format!("{base}/registry/services"))).await;
+    let all: Vec<Value> = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 25);
+    let mut seen = Vec::new();
+    let mut url = format!("{base}/registry/services?name=station-service&limit=10");
+    loop {
+        let res = http.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let next = res
+            .headers()
+            .get("x-orchestra-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Vec<Value> = res.json().await.unwrap();
+        assert!(page.len() <= 10);
+        seen.extend(page);
+        match next {
+            Some(cursor) => url = format!("{base}/registry/services?limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every instance once, in order");
+    for (query, field) in [("limit=0", "limit"), ("limit=5&cursor=zz", "cursor")] {
+        let (status, body) = send(http.get(format!("{base}/registry/services?{query}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["details"][0]["field"], field, "{query}: {body}");
+    }
+    app.shutdown().await;
+}

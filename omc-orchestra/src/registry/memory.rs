@@ -1,8 +1,9 @@
 //! The in-memory registry: one process, no dependencies.
 
 use super::{
-    ChangeKind, HealthStatus, Registration, Registry, RegistryChange, RegistryOptions,
-    ServiceFilter, ServiceInstance, ServiceInstances, WATCH_CAPACITY,
+    page_cursor, parse_page_cursor, ChangeKind, HealthStatus, Registration, Registry,
+    RegistryChange, RegistryOptions, ServiceFilter, ServiceInstance, ServiceInstances, ServicePage,
+    WATCH_CAPACITY,
 };
 use crate::clock::SharedClock;
 use crate::{Error, Result};
@@ -21,10 +22,14 @@ struct State {
     expired: std::collections::HashSet<String>,
     /// Service name → ids of its instances, so one service is read without the rest.
     by_service: HashMap<String, std::collections::BTreeSet<String>>,
+    /// (name, id) of every instance, in listing order, for pages.
+    ordered: std::collections::BTreeSet<(String, String)>,
 }
 
 impl State {
     fn index(&mut self, instance: &ServiceInstance) {
+        self.ordered
+            .insert((instance.name.clone(), instance.id.clone()));
         self.by_service
             .entry(instance.name.clone())
             .or_default()
@@ -32,6 +37,8 @@ impl State {
     }
 
     fn unindex(&mut self, instance: &ServiceInstance) {
+        self.ordered
+            .remove(&(instance.name.clone(), instance.id.clone()));
         if let Some(ids) = self.by_service.get_mut(&instance.name) {
             ids.remove(&instance.id);
             if ids.is_empty() {
@@ -232,6 +239,43 @@ impl Registry for MemoryRegistry {
         };
         found.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         Ok(found)
+    }
+
+    async fn list_page(
+        &self,
+        filter: &ServiceFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ServicePage> {
+        use std::ops::Bound;
+        let after = cursor.map(parse_page_cursor).transpose()?;
+        let state = self.state.read();
+        let start = match &after {
+            Some(position) => Bound::Excluded(position.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut page = ServicePage::default();
+        for (name, id) in state.ordered.range((start, Bound::Unbounded)) {
+            if filter.name.as_ref().is_some_and(|n| n != name) {
+                if filter.name.as_ref().is_some_and(|n| n < name) {
+                    break;
+                }
+                continue;
+            }
+            let Some(instance) = state.instances.get(id) else {
+                continue;
+            };
+            let view = self.view(instance, state.expired.contains(id));
+            if filter.matches(&view) {
+                if page.instances.len() == limit {
+                    let last = page.instances.last().map(|i| page_cursor(&i.name, &i.id));
+                    page.next = last;
+                    break;
+                }
+                page.instances.push(view);
+            }
+        }
+        Ok(page)
     }
 
     async fn service(&self, name: &str) -> Result<ServiceInstances> {

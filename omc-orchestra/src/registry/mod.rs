@@ -63,6 +63,18 @@ pub trait Registry: Send + Sync + 'static {
     /// Every instance that passes `filter`, ordered by name then id.
     async fn list(&self, filter: &ServiceFilter) -> Result<Vec<ServiceInstance>>;
 
+    /// One page of [`Registry::list`]: up to `limit` instances that pass `filter`, after
+    /// the position `cursor` (from an earlier page's [`ServicePage::next`]), read from an
+    /// index in (name, id) order rather than from every instance. A cursor is a position,
+    /// not an offset, so it stays valid while instances come and go: an instance is on a
+    /// later page if it sorts after the cursor and is still there when that page is read.
+    async fn list_page(
+        &self,
+        filter: &ServiceFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ServicePage>;
+
     /// The instances of the service `name`, ordered by id, read from the service's own
     /// index (its cost does not grow with other services' instances), with the service's
     /// change index: a number that grows with every announced change to one of its

@@ -374,6 +374,42 @@ impl ServiceInstance {
     }
 }
 
+/// One page of a listing (see [`Registry::list_page`](super::Registry::list_page)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServicePage {
+    /// The instances, ordered by name then id.
+    pub instances: Vec<ServiceInstance>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<String>,
+}
+
+/// A listing position: the (name, id) of the last instance read, as an opaque cursor.
+pub fn page_cursor(name: &str, id: &str) -> String {
+    let mut cursor = String::with_capacity((name.len() + id.len() + 1) * 2);
+    for byte in name.bytes().chain([0]).chain(id.bytes()) {
+        cursor.push_str(&format!("{byte:02x}"));
+    }
+    cursor
+}
+
+/// The (name, id) a cursor from [`page_cursor`] holds; an error naming `cursor` when it
+/// is not one.
+pub fn parse_page_cursor(cursor: &str) -> crate::Result<(String, String)> {
+    let bad = || crate::Error::invalid("cursor", "is not a cursor this registry gave");
+    if cursor.len() % 2 != 0 || cursor.len() > 2_048 {
+        return Err(bad());
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<std::result::Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let split = bytes.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let name = String::from_utf8(bytes[..split].to_vec()).map_err(|_| bad())?;
+    let id = String::from_utf8(bytes[split + 1..].to_vec()).map_err(|_| bad())?;
+    Ok((name, id))
+}
+
 /// The instances of one service and its change index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceInstances {

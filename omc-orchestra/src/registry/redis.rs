@@ -11,6 +11,7 @@
 //! | `{prefix}:reg:{registry}:changes` | stream | the watch stream, capped at [`CHANGES_MAXLEN`] |
 //! | `{prefix}:reg:{registry}:svc:{name}` | set | the ids of one service's instances, so discovery reads that service alone |
 //! | `{prefix}:reg:{registry}:svc:~indexed` | string | set once every instance stored before the service sets is indexed |
+//! | `{prefix}:reg:{registry}:all` | zset | every instance as `name \0 id`, score 0: the listing index, read in pages by `ZRANGEBYLEX` |
 //! | `{prefix}:reg:{registry}:ver` | hash | service name → its change index, bumped with every change announced |
 //!
 //! Every change is one Lua script that also appends to the change stream, so a watcher on
@@ -18,8 +19,9 @@
 //! once removes (and announces) each instance exactly once.
 
 use super::{
-    ChangeKind, HealthStatus, Registration, Registry, RegistryChange, RegistryOptions,
-    ServiceFilter, ServiceInstance, ServiceInstances, WATCH_CAPACITY,
+    page_cursor, parse_page_cursor, ChangeKind, HealthStatus, Registration, Registry,
+    RegistryChange, RegistryOptions, ServiceFilter, ServiceInstance, ServiceInstances, ServicePage,
+    WATCH_CAPACITY,
 };
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
@@ -36,13 +38,20 @@ use tokio::sync::broadcast;
 pub const CHANGES_MAXLEN: usize = 10_000;
 /// Most instances one stale-cleanup pass handles.
 const REAP_BATCH: usize = 10_000;
+/// Most listing members one page script reads.
+const PAGE_CHUNK: usize = 500;
+/// Most page scripts one page runs, so a filter that matches little cannot make one call
+/// read the whole registry; the page then ends early with a cursor to go on.
+const PAGE_CHUNKS: usize = 20;
 
 const PRELUDE: &str = r#"
 local INST, STATE, DEADLINE, ADDR, CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local SVC, VER = KEYS[6], KEYS[7]
+local SVC, VER, ALL = KEYS[6], KEYS[7], KEYS[8]
 local NOW, MAXLEN = tonumber(ARGV[1]), ARGV[2]
 -- The service name of an address `name|host|port`.
 local function service_of(addr) return string.match(addr, "^([^|]*)") end
+-- An instance's member of the listing index: `name \0 id`, so it sorts by name, then id.
+local function listed(addr, id) return service_of(addr) .. "\0" .. id end
 local function parse(st)
   local regat, hb, check, expired, ttl, addr =
     string.match(st, "^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$")
@@ -71,6 +80,7 @@ local function remove(id)
   redis.call('HDEL', STATE, id)
   redis.call('ZREM', DEADLINE, id)
   redis.call('SREM', SVC .. service_of(s.addr), id)
+  redis.call('ZREM', ALL, listed(s.addr, id))
   if redis.call('HGET', ADDR, s.addr) == id then redis.call('HDEL', ADDR, s.addr) end
   return json, st, s
 end
@@ -106,12 +116,14 @@ if prevst then
     redis.call('HDEL', ADDR, p.addr)
   end
   redis.call('SREM', SVC .. service_of(p.addr), id)
+  redis.call('ZREM', ALL, listed(p.addr, id))
   -- Moved to another service: it left the one it was in.
   if service_of(p.addr) ~= service_of(addr) then
     emit('deregistered', redis.call('HGET', INST, id), prevst, prev)
   end
 end
 redis.call('SADD', SVC .. service_of(addr), id)
+redis.call('ZADD', ALL, 0, listed(addr, id))
 local st = fmt({regat = regat, hb = NOW, check = 'passing', expired = '0', ttl = ttl, addr = addr})
 redis.call('HSET', INST, id, json)
 redis.call('HSET', STATE, id, st)
@@ -195,18 +207,35 @@ end
 return out
 "#;
 
+/// Up to ARGV[5] listing members between the bounds ARGV[3] and ARGV[4]
+/// (`ZRANGEBYLEX`), each with its instance's JSON and state (empty when gone).
+const PAGE: &str = r#"
+local out = {}
+local members = redis.call('ZRANGEBYLEX', ALL, ARGV[3], ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+for _, member in ipairs(members) do
+  local id = string.match(member, "%z(.*)$")
+  out[#out + 1] = member
+  out[#out + 1] = redis.call('HGET', INST, id) or ''
+  out[#out + 1] = redis.call('HGET', STATE, id) or ''
+end
+return out
+"#;
+
 /// Index every instance under its service once: what a version without the service
 /// sets stored is found by discovery after an upgrade.
 const INDEX_SERVICES: &str = r#"
 if redis.call('SET', SVC .. '~indexed', '1', 'NX') == false then return 0 end
 local states = redis.call('HGETALL', STATE)
 for i = 1, #states, 2 do
-  redis.call('SADD', SVC .. service_of(parse(states[i + 1]).addr), states[i])
+  local addr = parse(states[i + 1]).addr
+  redis.call('SADD', SVC .. service_of(addr), states[i])
+  redis.call('ZADD', ALL, 0, listed(addr, states[i]))
 end
 return #states / 2
 "#;
 
 struct Scripts {
+    page: Script,
     service: Script,
     register: Script,
     heartbeat: Script,
@@ -219,6 +248,7 @@ impl Scripts {
     fn new() -> Self {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
+            page: with_prelude(PAGE),
             service: with_prelude(SERVICE),
             register: with_prelude(REGISTER),
             heartbeat: with_prelude(HEARTBEAT),
@@ -292,7 +322,7 @@ type Outcome = Option<(String, String, String, String)>;
 /// prefix.
 pub struct RedisRegistry {
     store: RedisStore,
-    keys: [String; 7],
+    keys: [String; 8],
     scripts: Scripts,
     clock: SharedClock,
     options: RegistryOptions,
@@ -324,7 +354,7 @@ impl RedisRegistry {
         options: RegistryOptions,
     ) -> Result<Self> {
         let keys = [
-            "inst", "state", "deadline", "addr", "changes", "svc:", "ver",
+            "inst", "state", "deadline", "addr", "changes", "svc:", "ver", "all",
         ]
         .map(|name| store.key("reg", "registry", name));
         let changes = broadcast::channel(WATCH_CAPACITY).0;
@@ -358,6 +388,12 @@ impl RedisRegistry {
     }
 
     async fn run(&self, script: &Script, args: &[&str]) -> Result<redis::Value> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.run_bytes(script, &args).await
+    }
+
+    /// [`RedisRegistry::run`] with arguments that need not be UTF-8 (listing bounds).
+    async fn run_bytes(&self, script: &Script, args: &[&[u8]]) -> Result<redis::Value> {
         let now = self.clock.now_ms().to_string();
         let maxlen = CHANGES_MAXLEN.to_string();
         self.store
@@ -470,6 +506,67 @@ impl Registry for RedisRegistry {
             (Some(json), Some(state)) => rebuild(&json, &state, self.clock.now()),
             _ => Err(Error::not_found("service", id)),
         }
+    }
+
+    async fn list_page(
+        &self,
+        filter: &ServiceFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ServicePage> {
+        let member = |name: &str, id: &str| [name.as_bytes(), b"\0", id.as_bytes()].concat();
+        let mut start = match cursor.map(parse_page_cursor).transpose()? {
+            Some((name, id)) => [b"(".as_slice(), &member(&name, &id)].concat(),
+            None => match &filter.name {
+                Some(name) => [b"[".as_slice(), name.as_bytes(), b"\0"].concat(),
+                None => b"-".to_vec(),
+            },
+        };
+        // One service's members all sort before `name \x01`.
+        let end = match &filter.name {
+            Some(name) => [b"(".as_slice(), name.as_bytes(), b"\x01"].concat(),
+            None => b"+".to_vec(),
+        };
+        let chunk = (limit + 1).clamp(1, PAGE_CHUNK);
+        let now = self.clock.now();
+        let mut page = ServicePage::default();
+        for _ in 0..PAGE_CHUNKS {
+            let count = chunk.to_string();
+            let value = self
+                .run_bytes(&self.scripts.page, &[&start, &end, count.as_bytes()])
+                .await?;
+            let rows: Vec<(Vec<u8>, String, String)> = redis::from_redis_value(value)?;
+            let read = rows.len();
+            for (listed, json, state) in rows {
+                start = [b"(".as_slice(), &listed].concat();
+                if json.is_empty() || state.is_empty() {
+                    continue;
+                }
+                let instance = rebuild(&json, &state, now)?;
+                if !filter.matches(&instance) {
+                    continue;
+                }
+                if page.instances.len() == limit {
+                    page.next = page.instances.last().map(|i| page_cursor(&i.name, &i.id));
+                    return Ok(page);
+                }
+                page.instances.push(instance);
+            }
+            if read < chunk {
+                return Ok(page);
+            }
+        }
+        // Read as much as one page may: the rest is for the next one, from here.
+        let position = &start[1..];
+        let split = position
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(position.len());
+        page.next = Some(page_cursor(
+            &String::from_utf8_lossy(&position[..split]),
+            &String::from_utf8_lossy(position.get(split + 1..).unwrap_or_default()),
+        ));
+        Ok(page)
     }
 
     async fn service(&self, name: &str) -> Result<ServiceInstances> {

@@ -506,6 +506,94 @@ pub async fn service_index_follows_its_own_changes(make: &MakeRegistry) {
     );
 }
 
+/// Listing in pages: every instance once, in (name, id) order, with the cursor staying
+/// valid while instances come and go; filters apply within pages; a bad cursor is an
+/// error naming `cursor`.
+pub async fn listing_pages_stay_valid_while_instances_come_and_go(make: &MakeRegistry) {
+    let (registry, _clock) = fresh(make).await;
+    let mut ids = Vec::new();
+    for (name, count) in [
+        ("billing-service", 7),
+        ("inventory-service", 9),
+        ("pricing-service", 8),
+    ] {
+        for port in 0..count {
+            let mut r = registration(name, 5000 + port, 1);
+            if port % 2 == 0 {
+                r.tags = vec!["even".into()];
+            }
+            ids.push(registry.register(r).await.unwrap().id);
+        }
+    }
+    let all = registry.list(&ServiceFilter::default()).await.unwrap();
+    let first = registry
+        .list_page(&ServiceFilter::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(first.instances, all[..10].to_vec());
+    let cursor = first.next.clone().expect("more pages");
+    // One instance sorting before the cursor comes, one after it goes.
+    registry
+        .register(registration("aaa-service", 5000, 1))
+        .await
+        .unwrap();
+    let gone = all[15].id.clone();
+    registry.deregister(&gone).await.unwrap();
+    let mut seen: Vec<String> = first.instances.iter().map(|i| i.id.clone()).collect();
+    let mut next = Some(cursor);
+    let mut pages = 1;
+    while let Some(cursor) = next {
+        let page = registry
+            .list_page(&ServiceFilter::default(), 10, Some(&cursor))
+            .await
+            .unwrap();
+        seen.extend(page.instances.iter().map(|i| i.id.clone()));
+        next = page.next;
+        pages += 1;
+        assert!(pages < 10, "pages never end");
+    }
+    let expected: Vec<String> = all
+        .iter()
+        .map(|i| i.id.clone())
+        .filter(|id| *id != gone)
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "every instance once, in order, the one gone left out"
+    );
+
+    // Filters apply within pages, across services and within one.
+    let even = ServiceFilter {
+        tag: Some("even".into()),
+        ..ServiceFilter::default()
+    };
+    let mut tagged = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = registry.list_page(&even, 3, next.as_deref()).await.unwrap();
+        assert!(page.instances.len() <= 3);
+        tagged.extend(page.instances);
+        match page.next {
+            Some(cursor) => next = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(tagged, registry.list(&even).await.unwrap());
+    let one = ServiceFilter::by_name("inventory-service");
+    let page = registry.list_page(&one, 100, None).await.unwrap();
+    assert_eq!(page.instances, registry.list(&one).await.unwrap());
+    assert_eq!(page.instances.len(), 8, "nine, less the one gone");
+    assert_eq!(page.next, None);
+
+    match registry
+        .list_page(&ServiceFilter::default(), 10, Some("not-a-cursor"))
+        .await
+    {
+        Err(Error::Invalid { field, .. }) => assert_eq!(field, "cursor"),
+        other => panic!("a bad cursor gave {other:?}"),
+    }
+}
+
 /// Every check of the registry contract, in turn.
 pub async fn run_all(make: MakeRegistry) {
     register_then_discover(&make).await;
@@ -519,4 +607,5 @@ pub async fn run_all(make: MakeRegistry) {
     weighted_spread(&make).await;
     panic_threshold_serves_all(&make).await;
     service_index_follows_its_own_changes(&make).await;
+    listing_pages_stay_valid_while_instances_come_and_go(&make).await;
 }
