@@ -224,7 +224,7 @@ async fn discover(
     State(state): State<RegistryState>,
     Path(service_name): Path<String>,
     ApiQuery(query): ApiQuery<DiscoveryQuery>,
-) -> ApiResult<([(&'static str, String); 1], Json<Discovered>)> {
+) -> ApiResult<([(&'static str, axum::http::HeaderValue); 1], Json<Discovered>)> {
     if service_name.is_empty()
         || service_name.len() > 253
         || !service_name
@@ -253,7 +253,8 @@ async fn discover(
         }
         None => state.discovery.discover(&service_name).await?,
     };
-    Ok(([(INDEX_HEADER, found.index.to_string())], Json(found)))
+    let index = axum::http::HeaderValue::from(found.index);
+    Ok(([(INDEX_HEADER, index)], Json(found)))
 }
 
 /// Record a heartbeat.

@@ -52,7 +52,7 @@ impl State {
 pub struct MemoryRegistry {
     state: RwLock<State>,
     /// Service name → its change index, bumped as each change is announced.
-    indexes: parking_lot::Mutex<HashMap<String, u64>>,
+    indexes: RwLock<HashMap<String, u64>>,
     changes: broadcast::Sender<RegistryChange>,
     clock: SharedClock,
     options: RegistryOptions,
@@ -71,7 +71,7 @@ impl MemoryRegistry {
     pub fn new(clock: SharedClock, options: RegistryOptions) -> Self {
         Self {
             state: RwLock::new(State::default()),
-            indexes: parking_lot::Mutex::default(),
+            indexes: RwLock::default(),
             changes: broadcast::channel(WATCH_CAPACITY).0,
             clock,
             options,
@@ -92,7 +92,7 @@ impl MemoryRegistry {
         };
         *self
             .indexes
-            .lock()
+            .write()
             .entry(instance.name.clone())
             .or_default() += 1;
         // No watcher is not an error.
@@ -279,7 +279,8 @@ impl Registry for MemoryRegistry {
     }
 
     async fn service(&self, name: &str) -> Result<ServiceInstances> {
-        let index = self.indexes.lock().get(name).copied().unwrap_or(0);
+        // A read lock: discovery on every core reads at once.
+        let index = self.indexes.read().get(name).copied().unwrap_or(0);
         let state = self.state.read();
         let instances = state.by_service.get(name).map_or_else(Vec::new, |ids| {
             ids.iter()
