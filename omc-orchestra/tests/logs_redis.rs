@@ -104,3 +104,77 @@ async fn a_retention_longer_than_the_calendar_keeps_everything() {
     );
     store.delete_prefix().await.unwrap();
 }
+
+/// Records written before the search indexes existed are still found by a search that
+/// names a service or a level, after newer ones found through the indexes, in order.
+#[tokio::test]
+async fn records_written_before_the_indexes_are_still_found() {
+    let store = store().await;
+    let sink = RedisLogSink::new(store.clone(), clock::system())
+        .await
+        .unwrap();
+    let at = |s: i64| chrono::Utc::now() - chrono::Duration::seconds(60 - s);
+    let record = |s: i64, level: LogLevel, service: &str| {
+        LogRecord::new(at(s), level, service, format!("at {s}"))
+    };
+    sink.write(vec![
+        record(1, LogLevel::Error, "pricing-service"),
+        record(2, LogLevel::Info, "pricing-service"),
+        record(3, LogLevel::Error, "inventory-service"),
+    ])
+    .await
+    .unwrap();
+    // What an earlier version left: the stream alone.
+    let mut conn = store.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:log:*by:*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 4, "the index streams exist: {keys:?}");
+    let indexed_from = store.key("log", "logs", "indexed-from");
+    for key in keys.iter().chain([&indexed_from]) {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    sink.write(vec![
+        record(4, LogLevel::Error, "pricing-service"),
+        record(5, LogLevel::Warn, "inventory-service"),
+    ])
+    .await
+    .unwrap();
+    let messages = |query: LogQuery| {
+        let sink = &sink;
+        async move {
+            let found = sink.search(&query).await.unwrap();
+            found.into_iter().map(|r| r.message).collect::<Vec<_>>()
+        }
+    };
+    let pricing = LogQuery {
+        service: Some("pricing-service".into()),
+        ..LogQuery::default()
+    };
+    assert_eq!(messages(pricing).await, ["at 4", "at 2", "at 1"]);
+    let errors = LogQuery {
+        level: Some(LogLevel::Error),
+        ..LogQuery::default()
+    };
+    assert_eq!(messages(errors).await, ["at 4", "at 3", "at 1"]);
+    let warnings = LogQuery {
+        level: Some(LogLevel::Warn),
+        limit: Some(2),
+        ..LogQuery::default()
+    };
+    let page = sink.search_page(&warnings).await.unwrap();
+    let first: Vec<String> = page.records.iter().map(|r| r.message.clone()).collect();
+    assert_eq!(first, ["at 5", "at 4"]);
+    let rest = LogQuery {
+        cursor: page.next_cursor,
+        ..warnings
+    };
+    assert_eq!(messages(rest).await, ["at 3", "at 1"]);
+    store.delete_prefix().await.unwrap();
+}

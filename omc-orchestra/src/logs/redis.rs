@@ -5,6 +5,8 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:log:{logs}:stream` | stream | one entry per record, field `r` = the record's JSON; capped at `maxLen` entries (`MAXLEN ~`) and, with a retention, trimmed by age (`MINID ~`) |
+//! | `{prefix}:log:{logs}:by:svc:{service}`, `…:by:lvl:{level}`, `…:by:cat:{category}` | stream | the ids of that service's, level's or category's records (same ids, no fields), trimmed with the stream, so a search that names one reads only its records |
+//! | `{prefix}:log:{logs}:indexed-from` | string | the first id written with the indexes: a search reads older records from the stream |
 //! | `{prefix}:log:{logs}:sent:{batch}` | string | a batch's newest entry id, so a resend writes nothing twice; expires after a minute |
 //!
 //! Entry ids are chosen so that an entry's id time is never earlier than its record's
@@ -21,7 +23,9 @@
 use super::query::SCAN_BUDGET;
 use super::stats::{StatsBuilder, DEFAULT_TOP};
 use super::tail::{Tailed, TAIL_CAPACITY};
-use super::{validate_batch, LogPage, LogQuery, LogRecord, LogSink, LogStats, LogTail, StatsQuery};
+use super::{
+    validate_batch, LogLevel, LogPage, LogQuery, LogRecord, LogSink, LogStats, LogTail, StatsQuery,
+};
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
 use crate::{Error, Result};
@@ -37,15 +41,20 @@ pub const STREAM_MAXLEN: usize = 1_000_000;
 /// Entries fetched per `XREVRANGE` page.
 const PAGE: usize = 1_000;
 
-/// `KEYS`: the stream, the batch's key. The newest entry id is kept under the batch's key
-/// for a while, so a resend of the batch (after a timeout that left its outcome unknown)
-/// writes nothing twice and answers the same.
+/// `KEYS`: the stream, the batch's key, the index base (`…:by:`), the key of the first
+/// indexed id. `ARGV`: max length, age cutoff, then per record its timestamp, JSON and
+/// the names of its index streams, comma-separated (see [`index_names`]). Each record
+/// also goes, under the same id and with no fields of its own, to those index streams,
+/// trimmed as the stream is. The newest entry id is kept under the batch's key for a while, so a
+/// resend of the batch (after a timeout that left its outcome unknown) writes nothing
+/// twice and answers the same.
 const WRITE: &str = r#"
-local KEY, SENT, MAXLEN, CUTOFF = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local KEY, SENT, BY, FROM = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local MAXLEN, CUTOFF = ARGV[1], ARGV[2]
 local prior = redis.call('GET', SENT)
 if prior then return prior end
-local last, newest = nil, ''
-for i = 3, #ARGV, 2 do
+local last, newest, touched = nil, '', {}
+for i = 3, #ARGV, 3 do
   local ts = tonumber(ARGV[i])
   local id = nil
   if last == nil or ts >= last then
@@ -55,10 +64,22 @@ for i = 3, #ARGV, 2 do
   if id == nil then
     id = redis.call('XADD', KEY, 'MAXLEN', '~', MAXLEN, '*', 'r', ARGV[i + 1])
   end
+  for index in string.gmatch(ARGV[i + 2], '[^,]+') do
+    redis.call('XADD', BY .. index, id, 'i', '')
+    touched[index] = true
+  end
   last = tonumber(string.match(id, '^(%d+)'))
   newest = id
 end
+if newest ~= '' then redis.call('SET', FROM, newest, 'NX') end
 if CUTOFF ~= '' then redis.call('XTRIM', KEY, 'MINID', '~', CUTOFF) end
+-- The indexes keep no entry older than the stream's oldest.
+local oldest = redis.call('XRANGE', KEY, '-', '+', 'COUNT', 1)[1]
+if oldest then
+  for index in pairs(touched) do
+    redis.call('XTRIM', BY .. index, 'MINID', '~', oldest[1])
+  end
+end
 redis.call('SET', SENT, newest, 'PX', RESEND_WINDOW_MS)
 return newest
 "#;
@@ -67,6 +88,11 @@ return newest
 pub struct RedisLogSink {
     store: RedisStore,
     key: String,
+    /// `…:by:`: the index streams are this plus `svc:{service}`, `lvl:{level}` or
+    /// `cat:{category}`.
+    by: String,
+    /// Holds the first id written with the indexes: older records are in the stream alone.
+    indexed_from: String,
     /// Where a batch keeps its answer: this and the batch's own key.
     batch_base: String,
     write: Script,
@@ -112,6 +138,8 @@ impl RedisLogSink {
     ) -> Result<Self> {
         let key = store.key("log", "logs", "stream");
         let batch_base = store.key("log", "logs", "sent:");
+        let by = store.key("log", "logs", "by:");
+        let indexed_from = store.key("log", "logs", "indexed-from");
         let live = broadcast::channel(TAIL_CAPACITY).0;
         let last = store.stream_tail(&key).await?;
         let newest = Arc::new(parking_lot::Mutex::new(position(&last)));
@@ -137,6 +165,8 @@ impl RedisLogSink {
         Ok(Self {
             store,
             key,
+            by,
+            indexed_from,
             batch_base,
             write: Script::new(&WRITE.replace(
                 "RESEND_WINDOW_MS",
@@ -201,6 +231,118 @@ impl RedisLogSink {
     }
 }
 
+/// The index streams a record goes to: its service's, its category's, and for a warning
+/// or an error, `lvl:warn` (warnings and errors: a search for `warn` and above) and for an
+/// error `lvl:error`. Lower levels have none: a search for `info` and above keeps nearly
+/// every record anyway.
+fn index_names(record: &LogRecord) -> String {
+    let mut names = format!("cat:{}", record.category.as_str());
+    if indexable(&record.service) {
+        names.push_str(",svc:");
+        names.push_str(&record.service);
+    }
+    if record.level.at_least(LogLevel::Warn) {
+        names.push_str(",lvl:warn");
+    }
+    if record.level.at_least(LogLevel::Error) {
+        names.push_str(",lvl:error");
+    }
+    names
+}
+
+/// Whether a service has an index stream: names that fit in the list of index names
+/// (no comma) and in a key of reasonable length.
+fn indexable(service: &str) -> bool {
+    !service.contains(',') && service.len() <= 200
+}
+
+/// Where a walk through an index stopped.
+enum Stop {
+    /// Before its end, at this id (the visitor had enough, or the budget ran out).
+    Early(String),
+    /// At its lower bound.
+    End,
+}
+
+impl RedisLogSink {
+    /// The index stream that narrows `query` most: its service, else its level, else its
+    /// category; `None` when it names none of them.
+    fn index_for(&self, query: &LogQuery) -> Option<String> {
+        let name = match (&query.service, query.level, query.category) {
+            (Some(service), _, _) if indexable(service) => format!("svc:{service}"),
+            (None, Some(level @ (LogLevel::Warn | LogLevel::Error)), _) => {
+                format!("lvl:{}", level.as_str())
+            }
+            (None, _, Some(category)) => format!("cat:{}", category.as_str()),
+            _ => return None,
+        };
+        Some(format!("{}{name}", self.by))
+    }
+
+    /// Walk the index stream `index` newest first from `start` down to `end` (inclusive),
+    /// reading the records it points at page by page, handing each to `visit` as
+    /// [`RedisLogSink::scan`] does.
+    async fn scan_index(
+        &self,
+        index: &str,
+        mut start: String,
+        end: &str,
+        visit: &mut impl FnMut(&str, LogRecord) -> bool,
+    ) -> Result<Stop> {
+        let mut seen = 0;
+        loop {
+            let count = PAGE.min(SCAN_BUDGET - seen);
+            let ids: StreamRangeReply = self
+                .store
+                .retry(|mut conn| {
+                    let mut cmd = redis::cmd("XREVRANGE");
+                    cmd.arg(index).arg(&start).arg(end).arg("COUNT").arg(count);
+                    async move { cmd.query_async(&mut conn).await }
+                })
+                .await?;
+            let fetched = ids.ids.len();
+            if fetched == 0 {
+                return Ok(Stop::End);
+            }
+            // The records themselves, one `XRANGE id id` each, in one round trip.
+            let records: Vec<StreamRangeReply> = self
+                .store
+                .retry(|mut conn| {
+                    let mut pipe = redis::pipe();
+                    for entry in &ids.ids {
+                        pipe.cmd("XRANGE")
+                            .arg(&self.key)
+                            .arg(&entry.id)
+                            .arg(&entry.id);
+                    }
+                    async move { pipe.query_async(&mut conn).await }
+                })
+                .await?;
+            for (entry, found) in ids.ids.iter().zip(records) {
+                seen += 1;
+                start = format!("({}", entry.id);
+                // Gone from the stream (trimmed since): nothing to show.
+                let Some(stored) = found.ids.into_iter().next() else {
+                    continue;
+                };
+                let record = stored
+                    .get::<String>("r")
+                    .and_then(|json| serde_json::from_str::<LogRecord>(&json).ok());
+                let go_on = match record {
+                    Some(record) => visit(&entry.id, record),
+                    None => true,
+                };
+                if !go_on || seen == SCAN_BUDGET {
+                    return Ok(Stop::Early(entry.id.clone()));
+                }
+            }
+            if fetched < count {
+                return Ok(Stop::End);
+            }
+        }
+    }
+}
+
 /// The lowest id bound of a scan for records at or after `since`.
 fn lower_bound(query: &LogQuery) -> String {
     query
@@ -215,10 +357,11 @@ impl LogSink for RedisLogSink {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut args = Vec::with_capacity(batch.len() * 2);
+        let mut args = Vec::with_capacity(batch.len() * 3);
         for record in &batch {
             args.push(record.timestamp.timestamp_millis().max(0).to_string());
             args.push(serde_json::to_string(record)?);
+            args.push(index_names(record));
         }
         let cutoff = self.retention.map_or(String::new(), |age| {
             let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
@@ -236,7 +379,12 @@ impl LogSink for RedisLogSink {
         let mut all = Vec::with_capacity(2 + args.len());
         all.extend([max_len, cutoff]);
         all.extend(args);
-        let keys = [self.key.as_str(), batch_key.as_str()];
+        let keys = [
+            self.key.as_str(),
+            batch_key.as_str(),
+            self.by.as_str(),
+            self.indexed_from.as_str(),
+        ];
         let newest = self.store.eval_batch(&self.write, &keys, &all).await?;
         let newest: String = redis::from_redis_value(newest)?;
         let mut known = self.newest.lock();
@@ -257,14 +405,53 @@ impl LogSink for RedisLogSink {
             }
         };
         let mut page = LogPage::default();
-        let stopped = self
-            .scan(start, &lower_bound(query), SCAN_BUDGET, |_, record| {
-                if query.matches(&record) {
-                    page.records.push(record);
-                }
-                page.records.len() < limit
+        let lower = lower_bound(query);
+        let mut visit = |_: &str, record: LogRecord| {
+            if query.matches(&record) {
+                page.records.push(record);
+            }
+            page.records.len() < limit
+        };
+        let Some(index) = self.index_for(query) else {
+            let stopped = self.scan(start, &lower, SCAN_BUDGET, &mut visit).await?;
+            page.next_cursor = stopped;
+            return Ok(page);
+        };
+        // Records since the indexes began are found through the most selective one;
+        // older ones, by walking the stream as before.
+        let from: Option<String> = self
+            .store
+            .retry(|mut conn| {
+                let get = redis::cmd("GET").arg(&self.indexed_from).to_owned();
+                async move { get.query_async(&mut conn).await }
             })
             .await?;
+        let Some(from) = from else {
+            let stopped = self.scan(start, &lower, SCAN_BUDGET, &mut visit).await?;
+            page.next_cursor = stopped;
+            return Ok(page);
+        };
+        let indexed_part = if position(&from) > position(lower.as_str()) || lower == "-" {
+            from.clone()
+        } else {
+            lower.clone()
+        };
+        let in_index = start == "+" || position(start.trim_start_matches('(')) >= position(&from);
+        let mut start = start;
+        if in_index {
+            match self
+                .scan_index(&index, start.clone(), &indexed_part, &mut visit)
+                .await?
+            {
+                Stop::Early(at) => {
+                    page.next_cursor = Some(at);
+                    return Ok(page);
+                }
+                Stop::End if indexed_part != from => return Ok(page),
+                Stop::End => start = format!("({from}"),
+            }
+        }
+        let stopped = self.scan(start, &lower, SCAN_BUDGET, &mut visit).await?;
         page.next_cursor = stopped;
         Ok(page)
     }
