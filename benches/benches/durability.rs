@@ -11,7 +11,6 @@
 
 // Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
 use benches as _;
-use futures::StreamExt;
 use omc_orchestra::durability::Durability;
 use omc_orchestra::events::NewEvent;
 use omc_orchestra::jobs::NewJob;
@@ -20,7 +19,7 @@ use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::Backends;
 use std::future::Future;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ITEMS: u64 = 10_000;
 const IN_FLIGHT: usize = 100;
@@ -31,14 +30,7 @@ where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = omc_orchestra::Result<()>>,
 {
-    let started = Instant::now();
-    let mut calls = futures::stream::iter(0..ITEMS)
-        .map(call)
-        .buffer_unordered(IN_FLIGHT);
-    while let Some(done) = calls.next().await {
-        done?;
-    }
-    Ok(ITEMS as f64 / started.elapsed().as_secs_f64())
+    benches::rate(ITEMS, IN_FLIGHT, call).await
 }
 
 /// Servers for `level`: the primary, and a replica where the level needs one.

@@ -16,7 +16,6 @@
 
 // Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
 use benches as _;
-use futures::StreamExt;
 use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, EventBus, NewEvent, RedisEventBus};
 use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue};
@@ -26,7 +25,6 @@ use omc_orchestra::RedisStore;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 const ITEMS: u64 = 20_000;
 const IN_FLIGHT: usize = 200;
@@ -37,14 +35,7 @@ where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = omc_orchestra::Result<()>>,
 {
-    let started = Instant::now();
-    let mut calls = futures::stream::iter(0..ITEMS)
-        .map(call)
-        .buffer_unordered(IN_FLIGHT);
-    while let Some(done) = calls.next().await {
-        done?;
-    }
-    Ok(ITEMS as f64 / started.elapsed().as_secs_f64())
+    benches::rate(ITEMS, IN_FLIGHT, call).await
 }
 
 /// Enqueues per second into `queues` (round robin), and publishes per second.

@@ -348,3 +348,20 @@ fn terminate(child: &mut Child, dir: &std::path::Path) {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `items` calls of `call`, `in_flight` at a time: calls per second, or the first error.
+pub async fn rate<F, Fut>(items: u64, in_flight: usize, call: F) -> omc_orchestra::Result<f64>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = omc_orchestra::Result<()>>,
+{
+    use futures::StreamExt;
+    let started = std::time::Instant::now();
+    let mut calls = futures::stream::iter(0..items)
+        .map(call)
+        .buffer_unordered(in_flight);
+    while let Some(done) = calls.next().await {
+        done?;
+    }
+    Ok(items as f64 / started.elapsed().as_secs_f64())
+}

@@ -16,7 +16,7 @@
 use futures::StreamExt;
 use omc_orchestra::durability::Durability;
 use omc_orchestra::events::{ConsumerOptions, EventQuery, NewEvent};
-use omc_orchestra::jobs::{JobFilter, JobState, NewJob};
+use omc_orchestra::jobs::NewJob;
 use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord};
 use omc_orchestra::registry::RegistryOptions;
 use omc_orchestra::testkit::redis::RedisProcess;
@@ -164,20 +164,7 @@ async fn a_crash_mid_enqueue_loses_no_more_than_the_level_promises() {
             }
         })
         .await;
-        let mut jobs = Vec::new();
-        loop {
-            let filter = JobFilter {
-                state: Some(JobState::Waiting),
-                limit: Some(1_000),
-                offset: jobs.len(),
-                ..JobFilter::default()
-            };
-            let page = stores.jobs.list(&filter).await.unwrap();
-            if page.is_empty() {
-                break;
-            }
-            jobs.extend(page);
-        }
+        let jobs = omc_orchestra::testkit::jobs::waiting_jobs(stores.jobs.as_ref()).await;
         let found = count(jobs.iter().map(|job| job.data["n"].as_u64().unwrap()));
         run.judge("jobs", setting, &found, loss);
     }

@@ -9,7 +9,7 @@
 
 use omc_orchestra::durability::Durability;
 use omc_orchestra::events::{EventQuery, NewEvent};
-use omc_orchestra::jobs::{JobFilter, JobState, NewJob};
+use omc_orchestra::jobs::NewJob;
 use omc_orchestra::registry::RegistryOptions;
 use omc_orchestra::testkit::topology::{RedisCluster, SentinelGroup};
 use omc_orchestra::Backends;
@@ -113,20 +113,7 @@ async fn load(stores: &Backends, fail_over: impl FnOnce() + Send + 'static) -> A
 
 /// Every acknowledged job and event is stored once.
 async fn nothing_lost_nor_twice(stores: &Backends, tally: &Tally, topology: &str) {
-    let mut jobs = Vec::new();
-    loop {
-        let filter = JobFilter {
-            state: Some(JobState::Waiting),
-            limit: Some(1_000),
-            offset: jobs.len(),
-            ..JobFilter::default()
-        };
-        let page = stores.jobs.list(&filter).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        jobs.extend(page);
-    }
+    let jobs = omc_orchestra::testkit::jobs::waiting_jobs(stores.jobs.as_ref()).await;
     let query = EventQuery {
         limit: Some(EventQuery::MAX_LIMIT),
         ..EventQuery::default()

@@ -23,6 +23,24 @@ pub type MakeQueue =
 /// The lease the checks take.
 pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
+/// Every waiting job of `queue`, page by page (for tests that count what was kept).
+pub async fn waiting_jobs(queue: &dyn JobQueue) -> Vec<crate::jobs::Job> {
+    let mut jobs = Vec::new();
+    loop {
+        let filter = crate::jobs::JobFilter {
+            state: Some(crate::jobs::JobState::Waiting),
+            limit: Some(1_000),
+            offset: jobs.len(),
+            ..crate::jobs::JobFilter::default()
+        };
+        let page = queue.list(&filter).await.expect("the waiting jobs list");
+        if page.is_empty() {
+            return jobs;
+        }
+        jobs.extend(page);
+    }
+}
+
 /// A clock on a round minute, so cron ticks fall where the checks expect them.
 pub fn round_clock() -> ManualClock {
     ManualClock::new(
