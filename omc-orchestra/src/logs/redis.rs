@@ -287,11 +287,16 @@ impl RedisLogSink {
         index: &str,
         mut start: String,
         end: &str,
+        want: usize,
         visit: &mut impl FnMut(&str, LogRecord) -> bool,
     ) -> Result<Stop> {
         let mut seen = 0;
+        // Read about what the page still wants, doubling while the other filters reject
+        // records: a page of 50 does not fetch a thousand records to show 50.
+        let mut wanted = want.clamp(16, PAGE);
         loop {
-            let count = PAGE.min(SCAN_BUDGET - seen);
+            let count = wanted.min(PAGE).min(SCAN_BUDGET - seen);
+            wanted = wanted.saturating_mul(2);
             let ids: StreamRangeReply = self
                 .store
                 .retry(|mut conn| {
@@ -440,7 +445,7 @@ impl LogSink for RedisLogSink {
         let mut start = start;
         if in_index {
             match self
-                .scan_index(&index, start.clone(), &indexed_part, &mut visit)
+                .scan_index(&index, start.clone(), &indexed_part, limit, &mut visit)
                 .await?
             {
                 Stop::Early(at) => {
