@@ -224,7 +224,10 @@ async fn discover(
     State(state): State<RegistryState>,
     Path(service_name): Path<String>,
     ApiQuery(query): ApiQuery<DiscoveryQuery>,
-) -> ApiResult<([(&'static str, axum::http::HeaderValue); 1], Json<Discovered>)> {
+) -> ApiResult<(
+    [(&'static str, axum::http::HeaderValue); 1],
+    Json<Discovered>,
+)> {
     if service_name.is_empty()
         || service_name.len() > 253
         || !service_name
