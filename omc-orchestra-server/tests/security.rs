@@ -732,7 +732,7 @@ async fn passwords_never_reach_the_output_or_the_answers() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server (apt-get install redis-server)");
+        .expect("redis-server (`scripts/test` installs it)");
     let _redis = PasswordRedis(child);
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

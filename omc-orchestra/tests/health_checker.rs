@@ -221,7 +221,7 @@ async fn dependencies_are_probed_and_an_unreachable_database_alerts() {
     assert_eq!(
         status("postgres").0,
         HealthStatus::Passing,
-        "{:?}",
+        "{:?} (needs PostgreSQL on 127.0.0.1:5432; `scripts/test` sets one up)",
         status("postgres")
     );
     assert_eq!(

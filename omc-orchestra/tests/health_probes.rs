@@ -90,7 +90,12 @@ async fn real_postgres_passes_and_a_wrong_port_is_critical() {
     let good = PostgresProbe::new(POSTGRES, Duration::from_secs(5))
         .check()
         .await;
-    assert_eq!(good.status, HealthStatus::Passing, "{}", good.reason);
+    assert_eq!(
+        good.status,
+        HealthStatus::Passing,
+        "{} (needs PostgreSQL on 127.0.0.1:5432; `scripts/test` sets one up)",
+        good.reason
+    );
     let wrong = format!(
         "postgres://postgres@127.0.0.1:{}/postgres",
         refused_port().await

@@ -16,7 +16,7 @@ fn openssl(dir: &Path, args: &[&str]) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .expect("openssl (apt-get install openssl)");
+        .expect("openssl (`scripts/test` installs it)");
     assert!(status.success(), "openssl {args:?}");
 }
 

@@ -15,13 +15,14 @@ pub struct ChromeDriver {
 }
 
 impl ChromeDriver {
-    /// Start chromedriver on a free port; panics with how to install it when it is missing.
+    /// Start chromedriver on a free port; panics naming `scripts/test`, which installs it,
+    /// when it is missing.
     pub fn start() -> Self {
         for binary in ["/usr/bin/chromedriver", "/usr/bin/chromium"] {
             assert!(
                 std::path::Path::new(binary).exists(),
-                "{binary} is missing: the browser tests need Debian's Chromium and its driver \
-                 (`apt-get install chromium chromium-driver`)"
+                "{binary} is missing: the browser tests need Debian's Chromium and its driver; \
+                 `scripts/test` installs them (or `apt-get install chromium chromium-driver`)"
             );
         }
         let port = TcpListener::bind("127.0.0.1:0")

@@ -17,7 +17,7 @@ async fn health_and_metrics(app: &App, kind: ServerKind) -> (Value, String) {
 
 #[tokio::test]
 async fn aof_on_a_redis_without_its_file_does_not_start() {
-    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let redis = RedisProcess::start(false).expect("redis-server (`scripts/test` installs it)");
     let config = Config {
         redis_url: Some(redis.url()),
         durability: Durability::Aof,
@@ -36,7 +36,7 @@ async fn aof_on_a_redis_without_its_file_does_not_start() {
 
 #[tokio::test]
 async fn every_port_shows_the_level_in_force() {
-    let redis = RedisProcess::start(true).expect("redis-server (apt-get install redis-server)");
+    let redis = RedisProcess::start(true).expect("redis-server (`scripts/test` installs it)");
     let config = Config {
         redis_url: Some(redis.url()),
         durability: Durability::Aof,

@@ -110,7 +110,7 @@ async fn failing_health_endpoint_goes_critical_alerts_and_resolves() {
     );
     assert_eq!(
         health["health"]["results"][0]["status"], "passing",
-        "{health}"
+        "{health} (needs PostgreSQL on 127.0.0.1:5432; `scripts/test` sets one up)"
     );
 
     code.store(500, Ordering::SeqCst);

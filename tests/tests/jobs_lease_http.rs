@@ -224,7 +224,7 @@ async fn a_node_worker_with_fetch_alone_runs_jobs() {
         .env("JOB_SCHEDULER_URL", &jobs.base)
         .kill_on_drop(true)
         .spawn()
-        .expect("node (Node.js 18 or newer) must be installed for this test");
+        .expect("node (Node.js 18 or newer; `scripts/test` installs it)");
     let mut ids = Vec::new();
     for n in 0..5 {
         let job = json!({"type": "price-calculation", "data": {"stationId": format!("STN00{n}")}});

@@ -41,7 +41,7 @@ async fn readiness(app: &App, want: StatusCode) -> Vec<(StatusCode, Value)> {
 /// Every server on a Redis of the test's own (with an append-only file when `aof`),
 /// once every port says it is ready.
 async fn ready_on_redis(aof: bool) -> (RedisProcess, App) {
-    let redis = RedisProcess::start(aof).expect("redis-server (apt-get install redis-server)");
+    let redis = RedisProcess::start(aof).expect("redis-server (`scripts/test` installs it)");
     let config = Config {
         redis_url: Some(redis.url()),
         ..Config::ephemeral()
@@ -128,7 +128,7 @@ async fn in_memory_servers_are_always_ready() {
 
 #[tokio::test]
 async fn a_stalled_redis_gets_answers_at_the_deadline_and_then_service_again() {
-    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let redis = RedisProcess::start(false).expect("redis-server (`scripts/test` installs it)");
     let config = Config {
         redis_url: Some(redis.url()),
         connections: ConnectionLimits {
@@ -215,7 +215,7 @@ async fn enqueues_through_a_pause(
 
 #[tokio::test]
 async fn enqueues_through_a_paused_redis_answer_and_are_stored_once() {
-    let redis = RedisProcess::start(false).expect("redis-server (apt-get install redis-server)");
+    let redis = RedisProcess::start(false).expect("redis-server (`scripts/test` installs it)");
     let config = Config {
         redis_url: Some(redis.url()),
         ..Config::ephemeral()

@@ -2,7 +2,7 @@
 //!
 //! [`url`] answers `ORCHESTRA_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). When no
 //! Redis answers there it starts `redis-server` on a free port, and when that binary is
-//! missing it panics with a message saying how to get one: no Redis test is skipped.
+//! missing it panics naming `scripts/test`, which installs it: no Redis test is skipped.
 //! [`store`] gives each test its own key prefix; tests delete only their own prefix.
 
 use crate::RedisStore;
@@ -29,8 +29,8 @@ pub async fn url() -> String {
         let process = RedisProcess::start(false).unwrap_or_else(|err| {
             panic!(
                 "no Redis answers at {wanted} and `redis-server` could not be started ({err}). \
-                 Start one (`apt-get install redis-server && redis-server --daemonize yes`) \
-                 or point ORCHESTRA_TEST_REDIS_URL at one."
+                 `scripts/test` installs it; or start one (`apt-get install redis-server && \
+                 redis-server --daemonize yes`) or point ORCHESTRA_TEST_REDIS_URL at one."
             )
         });
         let url = process.url();

@@ -112,7 +112,7 @@ impl RedisCluster {
                     .collect(),
                 )
                 .unwrap_or_else(|err| {
-                    panic!("cannot start a cluster node (apt-get install redis-server): {err}")
+                    panic!("cannot start a cluster node: {err} (`scripts/test` installs it)")
                 })
             })
             .collect();
@@ -128,7 +128,7 @@ impl RedisCluster {
         create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
         create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(str::to_owned));
         if let Err(err) = redis_cli(&create) {
-            panic!("redis-cli --cluster create failed: {err}");
+            panic!("redis-cli --cluster create failed: {err} (`scripts/test` installs it)");
         }
         let cluster = Self {
             nodes,
@@ -467,7 +467,7 @@ impl SentinelProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot start a Sentinel: {err}"));
+            .unwrap_or_else(|err| panic!("cannot start a Sentinel: {err} (see `scripts/test`)"));
         wait_until("a Sentinel listens", Duration::from_secs(5), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
