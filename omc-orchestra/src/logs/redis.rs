@@ -65,7 +65,8 @@ for i = 3, #ARGV, 3 do
     id = redis.call('XADD', KEY, 'MAXLEN', '~', MAXLEN, '*', 'r', ARGV[i + 1])
   end
   for index in string.gmatch(ARGV[i + 2], '[^,]+') do
-    redis.call('XADD', BY .. index, id, 'i', '')
+    -- An index ahead of the stream (the stream deleted by hand) must not refuse records.
+    redis.pcall('XADD', BY .. index, id, 'i', '')
     touched[index] = true
   end
   last = tonumber(string.match(id, '^(%d+)'))
