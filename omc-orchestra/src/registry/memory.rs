@@ -250,9 +250,11 @@ impl Registry for MemoryRegistry {
         use std::ops::Bound;
         let after = cursor.map(parse_page_cursor).transpose()?;
         let state = self.state.read();
-        let start = match &after {
-            Some(position) => Bound::Excluded(position.clone()),
-            None => Bound::Unbounded,
+        let start = match (&after, &filter.name) {
+            (Some(position), _) => Bound::Excluded(position.clone()),
+            // One service's instances start at its name.
+            (None, Some(name)) => Bound::Included((name.clone(), String::new())),
+            (None, None) => Bound::Unbounded,
         };
         let mut page = ServicePage::default();
         for (name, id) in state.ordered.range((start, Bound::Unbounded)) {
