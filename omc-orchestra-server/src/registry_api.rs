@@ -180,8 +180,10 @@ async fn get_service(
 pub const MAX_DISCOVERY_WAIT: Duration = Duration::from_secs(300);
 /// How long a blocking discovery query waits when it gives an `index` and no `wait`.
 const DEFAULT_DISCOVERY_WAIT: Duration = Duration::from_secs(30);
-/// The header that carries a service's change index.
-const INDEX_HEADER: &str = "x-orchestra-index";
+/// The header that carries a service's change index (a constant: no name is parsed per
+/// answer on this hot path).
+const INDEX_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-orchestra-index");
 
 /// A blocking discovery query's parameters.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
@@ -225,7 +227,7 @@ async fn discover(
     Path(service_name): Path<String>,
     ApiQuery(query): ApiQuery<DiscoveryQuery>,
 ) -> ApiResult<(
-    [(&'static str, axum::http::HeaderValue); 1],
+    [(axum::http::HeaderName, axum::http::HeaderValue); 1],
     Json<Discovered>,
 )> {
     if service_name.is_empty()

@@ -24,6 +24,9 @@ struct State {
     by_service: HashMap<String, std::collections::BTreeSet<String>>,
     /// (name, id) of every instance, in listing order, for pages.
     ordered: std::collections::BTreeSet<(String, String)>,
+    /// Service name → its change index, bumped as each change is announced; under the
+    /// same lock as the instances, so discovery takes one read lock.
+    indexes: HashMap<String, u64>,
 }
 
 impl State {
@@ -51,8 +54,6 @@ impl State {
 /// A registry held in this process's memory.
 pub struct MemoryRegistry {
     state: RwLock<State>,
-    /// Service name → its change index, bumped as each change is announced.
-    indexes: RwLock<HashMap<String, u64>>,
     changes: broadcast::Sender<RegistryChange>,
     clock: SharedClock,
     options: RegistryOptions,
@@ -71,7 +72,6 @@ impl MemoryRegistry {
     pub fn new(clock: SharedClock, options: RegistryOptions) -> Self {
         Self {
             state: RwLock::new(State::default()),
-            indexes: RwLock::default(),
             changes: broadcast::channel(WATCH_CAPACITY).0,
             clock,
             options,
@@ -91,8 +91,9 @@ impl MemoryRegistry {
             at: self.clock.now(),
         };
         *self
-            .indexes
+            .state
             .write()
+            .indexes
             .entry(instance.name.clone())
             .or_default() += 1;
         // No watcher is not an error.
@@ -281,9 +282,8 @@ impl Registry for MemoryRegistry {
     }
 
     async fn service(&self, name: &str) -> Result<ServiceInstances> {
-        // A read lock: discovery on every core reads at once.
-        let index = self.indexes.read().get(name).copied().unwrap_or(0);
         let state = self.state.read();
+        let index = state.indexes.get(name).copied().unwrap_or(0);
         let instances = state.by_service.get(name).map_or_else(Vec::new, |ids| {
             ids.iter()
                 .filter_map(|id| state.instances.get(id))
