@@ -17,21 +17,11 @@ use omc_orchestra::jobs::NewJob;
 use omc_orchestra::registry::RegistryOptions;
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::Backends;
-use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
 const ITEMS: u64 = 10_000;
 const IN_FLIGHT: usize = 100;
-
-/// `ITEMS` calls of `call`, `IN_FLIGHT` at a time: calls per second.
-async fn rate<F, Fut>(call: F) -> Result<f64, omc_orchestra::Error>
-where
-    F: Fn(u64) -> Fut,
-    Fut: Future<Output = omc_orchestra::Result<()>>,
-{
-    benches::rate(ITEMS, IN_FLIGHT, call).await
-}
 
 /// Servers for `level`: the primary, and a replica where the level needs one.
 fn servers(level: Durability) -> std::io::Result<(RedisProcess, Option<RedisProcess>)> {
@@ -73,7 +63,7 @@ async fn measure(level: Durability) -> Result<(f64, f64), Box<dyn std::error::Er
     }
     let stores =
         Backends::redis_durable(&primary.url(), "bench", RegistryOptions::default(), level).await?;
-    let jobs = rate(|n| {
+    let jobs = benches::rate(ITEMS, IN_FLIGHT, |n| {
         let queue = stores.jobs.clone();
         async move {
             let job = NewJob::new("price-calculation", serde_json::json!({ "station": n }));
@@ -81,7 +71,7 @@ async fn measure(level: Durability) -> Result<(f64, f64), Box<dyn std::error::Er
         }
     })
     .await?;
-    let events = rate(|n| {
+    let events = benches::rate(ITEMS, IN_FLIGHT, |n| {
         let bus = stores.events.clone();
         async move {
             let data = serde_json::json!({ "station": n });

@@ -22,21 +22,11 @@ use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::testkit::topology::{RedisCluster, SentinelGroup};
 use omc_orchestra::RedisStore;
-use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 const ITEMS: u64 = 20_000;
 const IN_FLIGHT: usize = 200;
-
-/// `ITEMS` calls of `call`, `IN_FLIGHT` at a time: calls per second.
-async fn rate<F, Fut>(call: F) -> Result<f64, omc_orchestra::Error>
-where
-    F: Fn(u64) -> Fut,
-    Fut: Future<Output = omc_orchestra::Result<()>>,
-{
-    benches::rate(ITEMS, IN_FLIGHT, call).await
-}
 
 /// Enqueues per second into `queues` (round robin), and publishes per second.
 async fn measure(url: &str, queues: &[String]) -> Result<[f64; 3], omc_orchestra::Error> {
@@ -57,11 +47,14 @@ async fn measure(url: &str, queues: &[String]) -> Result<[f64; 3], omc_orchestra
         let job = NewJob::new("price-calculation", serde_json::json!({ "station": n }));
         queue.enqueue(job).await.map(drop)
     };
-    let one_queue = rate(|n| enqueue(one.clone(), n)).await?;
-    let three_queues = rate(|n| enqueue(spread[n as usize % spread.len()].clone(), n)).await?;
+    let one_queue = benches::rate(ITEMS, IN_FLIGHT, |n| enqueue(one.clone(), n)).await?;
+    let three_queues = benches::rate(ITEMS, IN_FLIGHT, |n| {
+        enqueue(spread[n as usize % spread.len()].clone(), n)
+    })
+    .await?;
     let bus: Arc<dyn EventBus> =
         Arc::new(RedisEventBus::new(store.clone(), clock::system(), BusOptions::default()).await?);
-    let events = rate(|n| {
+    let events = benches::rate(ITEMS, IN_FLIGHT, |n| {
         let bus = bus.clone();
         async move {
             let event = NewEvent::new("PRICE_UPDATED", "pricing", serde_json::json!({ "n": n }));
