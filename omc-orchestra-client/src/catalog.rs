@@ -1,11 +1,13 @@
 //! Discovery answered from a local copy of each service a process asks for, kept current
 //! by blocking queries (`?index=N&wait=30s`, as Consul's agents do): after the first call
 //! for a service, a call costs no request, and a change reaches the copy within one
-//! round trip.
+//! round trip. A process sees its own registrations and deregistrations at once: the
+//! first call after one fetches the service again instead of waiting for the copy.
 
 use crate::{Discovery, OrchestraClient, Result};
 use omc_orchestra::registry::{ServiceInstance, SmoothWeighted};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,6 +29,8 @@ pub(crate) struct Catalog {
 struct Copy {
     current: RwLock<Discovery>,
     balancer: SmoothWeighted,
+    /// The client's registry write count when `current` was last fetched on demand.
+    writes_seen: AtomicU64,
 }
 
 impl Catalog {
@@ -43,6 +47,16 @@ impl Catalog {
     /// instances; the first call for a service fetches it and starts following it.
     pub(crate) async fn pick(&self, service: &str) -> Result<Option<ServiceInstance>> {
         let copy = self.copy(service).await?;
+        let writes = self.client.registry_writes();
+        if copy.writes_seen.load(Ordering::Acquire) < writes {
+            // This process changed the registry since: its own write must show now.
+            let fresh = self
+                .client
+                .discover_after(service, 0, Duration::ZERO)
+                .await?;
+            copy.writes_seen.fetch_max(writes, Ordering::AcqRel);
+            *copy.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
         let current = copy.current.read().unwrap_or_else(|e| e.into_inner());
         Ok(copy
             .balancer
@@ -54,6 +68,7 @@ impl Catalog {
         if let Some(copy) = self.copies().get(service) {
             return Ok(copy.clone());
         }
+        let writes = self.client.registry_writes();
         let first = self
             .client
             .discover_after(service, 0, Duration::ZERO)
@@ -61,6 +76,7 @@ impl Catalog {
         let copy = Arc::new(Copy {
             current: RwLock::new(first),
             balancer: SmoothWeighted::new(),
+            writes_seen: AtomicU64::new(writes),
         });
         let mut copies = self.copies();
         // Another call may have made it meanwhile: keep the one that is followed.

@@ -6,6 +6,7 @@ use crate::{ClientError, Discovery, Result};
 use omc_orchestra::registry::{Registration, ServiceFilter, ServiceInstance};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct OrchestraClient {
     logging: Arc<str>,
     subject: Arc<str>,
     credentials: Option<Arc<Credentials>>,
+    /// Registrations and deregistrations made through this client and its clones, so a
+    /// local discovery copy can tell it is older than this process's own last write.
+    registry_writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for OrchestraClient {
@@ -53,6 +57,7 @@ impl OrchestraClient {
             logging: Arc::from(DEFAULT_LOGGING_URL),
             subject: Arc::from(DEFAULT_SUBJECT),
             credentials: None,
+            registry_writes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -161,7 +166,9 @@ impl OrchestraClient {
             .acting_for(&registration.name)
             .request(Method::POST, &["registry", "register"])?
             .json(registration);
-        self.send(request).await
+        let registered = self.send(request).await;
+        self.registry_writes.fetch_add(1, Ordering::Release);
+        registered
     }
 
     /// Record a heartbeat for instance `id`: `PUT /registry/heartbeat/{id}`. An unknown id
@@ -175,7 +182,14 @@ impl OrchestraClient {
     /// [`ClientError::Http`] with status 404.
     pub async fn deregister(&self, id: &str) -> Result<()> {
         let request = self.request(Method::DELETE, &["registry", "services", id])?;
-        self.execute(request).await.map(drop)
+        let removed = self.execute(request).await.map(drop);
+        self.registry_writes.fetch_add(1, Ordering::Release);
+        removed
+    }
+
+    /// How many registrations and deregistrations this client and its clones have sent.
+    pub(crate) fn registry_writes(&self) -> u64 {
+        self.registry_writes.load(Ordering::Acquire)
     }
 
     /// One instance by id: `GET /registry/services/{id}`; `None` when the registry does not
