@@ -42,6 +42,8 @@ pub struct App {
     pools: Vec<WorkerPool>,
     backends: Backends,
     gateway: Option<Arc<Gateway>>,
+    /// Trace export, when `OTEL_EXPORTER_OTLP_ENDPOINT` asked for it.
+    telemetry: Option<omc_orchestra::telemetry::Telemetry>,
 }
 
 impl std::fmt::Debug for App {
@@ -96,6 +98,7 @@ impl App {
             pools: Vec::new(),
             backends: backends.clone(),
             gateway: None,
+            telemetry: omc_orchestra::telemetry::install_from_env("orchestra")?,
         };
         let mut listeners = Vec::with_capacity(kinds.len());
         for &kind in kinds {
@@ -365,6 +368,10 @@ impl App {
         }
         for task in self.tasks {
             task.abort();
+        }
+        // The spans of the last requests and job runs go out before the process ends.
+        if let Some(telemetry) = self.telemetry {
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         }
     }
 }

@@ -61,13 +61,12 @@ async fn dispatch(
         .job
         .timeout_ms
         .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-    let response = client
-        .post(&url)
-        .timeout(timeout)
-        .json(&ctx.job)
-        .send()
-        .await
-        .map_err(|e| failed(&url, e))?;
+    let mut request = client.post(&url).timeout(timeout).json(&ctx.job);
+    // The service continues the job's trace (the run's span when export is on).
+    if let Some(trace) = omc_orchestra::telemetry::current_header() {
+        request = request.header("traceparent", trace);
+    }
+    let response = request.send().await.map_err(|e| failed(&url, e))?;
     let status = response.status();
     let body = response.text().await.map_err(|e| failed(&url, e))?;
     if status.is_success() {

@@ -85,6 +85,7 @@ pub mod logs;
 pub mod per_thread;
 pub mod redact;
 pub mod registry;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "redis")]

@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use omc_orchestra::telemetry::{self, TraceParent};
 use omc_orchestra::Backends;
 use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -63,6 +64,7 @@ pub fn with_stack(router: Router, config: StackConfig) -> Router {
             deadline,
         ))
         .layer(middleware::from_fn_with_state(config.guard, access::authorize))
+        .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(cors)
@@ -170,5 +172,40 @@ async fn record_metrics(State(metrics): State<HttpMetrics>, req: Request, next: 
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    response
+}
+
+/// The caller's trace carried through the request: with export on, a server span that
+/// continues the caller's `traceparent`; either way the trace is current while the handler
+/// runs, so the events it publishes and the jobs it enqueues carry it on. Unmatched paths
+/// get none: on the gateway's port they are proxied, and the proxy makes its own span.
+async fn trace_context(req: Request, next: Next) -> Response {
+    let Some(route) = req.extensions().get::<MatchedPath>().cloned() else {
+        return next.run(req).await;
+    };
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let method = req.method().clone();
+    let span = telemetry::start(
+        format!("{method} {}", route.as_str()),
+        telemetry::SpanKind::Server,
+        incoming.as_ref(),
+        None,
+    );
+    let context = span.as_ref().map(|s| s.context().clone()).or(incoming);
+    let response = telemetry::within(context, next.run(req)).await;
+    if let Some(mut span) = span {
+        let status = response.status().as_u16();
+        span.set_str("http.request.method", method.as_str());
+        span.set_str("http.route", route.as_str());
+        span.set_i64("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.fail(format!("answered {status}"));
+        }
+        span.end();
+    }
     response
 }

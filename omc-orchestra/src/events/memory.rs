@@ -112,6 +112,7 @@ fn stamp(id: String, time: DateTime<Utc>, event: NewEvent) -> Event {
         tags: event.tags,
         target: event.target,
         correlation_id: event.correlation_id,
+        traceparent: event.traceparent,
     }
 }
 
@@ -204,6 +205,7 @@ impl State {
 impl EventBus for MemoryEventBus {
     async fn publish(&self, event: NewEvent) -> Result<Event> {
         event.validate()?;
+        let event = event.in_current_trace();
         let inner = &self.inner;
         let time = inner.clock.now();
         let event = {

@@ -301,6 +301,7 @@ pub async fn replay_to_group(
             target: Some(group.to_owned()),
             correlation_id: original.correlation_id,
             idempotency_key: None,
+            traceparent: original.traceparent,
         };
         copies.push(bus.publish(copy).await?);
     }

@@ -75,12 +75,25 @@ pub struct NewEvent {
     /// replicas see the same change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` of the work that published it; the publishing request's trace
+    /// when not given, so deliveries continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl NewEvent {
+    /// This event carrying the running task's trace (see [`crate::telemetry::current`])
+    /// when it names none itself.
+    pub fn in_current_trace(mut self) -> Self {
+        if self.traceparent.is_none() {
+            self.traceparent = crate::telemetry::current_header();
+        }
+        self
+    }
+
     /// A normal-priority event of `event_type` from `source` with `data`.
     pub fn new(
         event_type: impl Into<String>,
@@ -95,6 +108,7 @@ impl NewEvent {
             tags: Vec::new(),
             target: None,
             correlation_id: None,
+            traceparent: None,
             idempotency_key: None,
         }
     }
@@ -143,6 +157,7 @@ impl NewEvent {
         if self.correlation_id.as_ref().is_some_and(|c| c.len() > 253) {
             return Err(Error::invalid("correlationId", "at most 253 bytes"));
         }
+        crate::telemetry::TraceParent::check(self.traceparent.as_deref())?;
         if self
             .idempotency_key
             .as_ref()
@@ -178,6 +193,9 @@ pub struct Event {
     pub target: Option<String>,
     /// Correlation id.
     pub correlation_id: Option<String>,
+    /// The trace it belongs to (W3C `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A history query; every field that is set must match.

@@ -289,7 +289,8 @@ impl EventBus for RedisEventBus {
             target,
             correlation_id,
             idempotency_key,
-        } = event;
+            traceparent,
+        } = event.in_current_trace();
         let mut stamped = Event {
             id: String::new(),
             event_type,
@@ -300,6 +301,7 @@ impl EventBus for RedisEventBus {
             tags,
             target,
             correlation_id,
+            traceparent,
         };
         let json = serde_json::to_string(&stamped)?;
         let outgoing = Outgoing {

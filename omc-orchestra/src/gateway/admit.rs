@@ -84,6 +84,9 @@ pub(super) struct RequestContext<'a> {
     pub(super) request_id: HeaderValue,
     /// What the gateway did, filled in step by step.
     pub(super) info: ProxyInfo,
+    /// The exported span of an admitted request, when trace export is on: its id is the
+    /// parent the upstream sees.
+    pub(super) span: Option<crate::telemetry::Span>,
 }
 
 impl RequestContext<'_> {
@@ -153,6 +156,7 @@ impl Gateway {
                 client: Some(client),
                 ..ProxyInfo::default()
             },
+            span: None,
         }
     }
 

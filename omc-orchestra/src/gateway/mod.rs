@@ -25,10 +25,10 @@ mod ratelimit;
 mod retry;
 pub(crate) mod rewrite;
 mod routes;
-mod trace;
 mod upgrade;
 mod view;
 
+pub use crate::telemetry::{next_traceparent, TraceParent};
 pub use access_log::AccessLog;
 pub use auth::{ApiKey, AuthConfig, AuthFailure, Authenticator, Identity, API_KEY_HEADER};
 pub use breaker::{BreakerConfig, BreakerPhase, BreakerState, Breakers};
@@ -50,7 +50,6 @@ pub use ratelimit::{
 };
 pub use retry::RetryBudget;
 pub use routes::{RouteMatch, RouteSpec, RouteTable, UNKNOWN_SERVICE};
-pub use trace::{next_traceparent, TraceParent};
 pub use view::ServiceView;
 
 use bytes::Bytes;

@@ -18,10 +18,10 @@ use super::ratelimit::{RateLimitStore, RateLimiter};
 use super::retry::RetryBudget;
 use super::rewrite::Rewrite;
 use super::routes::{RouteMatch, RouteTable};
-use super::trace::{next_traceparent, TraceParent};
 use super::view::ServiceView;
 use super::GatewayBody;
 use crate::registry::Registry;
+use crate::telemetry::{next_traceparent, TraceParent};
 use crate::{Result, SharedClock};
 use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
@@ -248,9 +248,15 @@ impl Gateway {
         let facts = Facts::of(&parts.headers);
         let head = (&parts.method, &uri, &parts.headers);
         let mut cx = self.context(head, &facts, client_ip, started);
+        let incoming = facts.traceparent.and_then(|v| v.to_str().ok());
+        cx.span = span_for(&cx, incoming);
         let answer = match self.admit(&mut cx, &parts, &facts).await {
             Ok(admitted) => {
-                let trace = next_traceparent(facts.traceparent.and_then(|v| v.to_str().ok()));
+                // With export on, the upstream's parent is the gateway's own span.
+                let trace = match &cx.span {
+                    Some(span) => span.context().clone(),
+                    None => next_traceparent(incoming),
+                };
                 self.cache_or_forward(&mut cx, parts, body, admitted, trace)
                     .await
             }
@@ -321,6 +327,7 @@ impl Gateway {
             path,
             request_id,
             mut info,
+            span,
             ..
         } = cx;
         if info.route.is_empty() {
@@ -329,6 +336,9 @@ impl Gateway {
         let status = answer.status().as_u16();
         let bytes = answer.length();
         info.elapsed = started.elapsed();
+        if let Some(span) = span {
+            finish_span(span, &method, status, &info);
+        }
         let latency_ms = info.elapsed.as_secs_f64() * 1000.0;
         let id = request_id.to_str().unwrap_or("-");
         // DEBUG, not INFO: at a server's default level a line per request is a formatted
@@ -420,4 +430,52 @@ impl Gateway {
             .insert(X_CACHE, HeaderValue::from_static("MISS"));
         response.into()
     }
+}
+
+/// The exported span of a request, begun when it came and named once its route is known;
+/// `None` with export off.
+fn span_for(cx: &RequestContext<'_>, incoming: Option<&str>) -> Option<crate::telemetry::Span> {
+    if !crate::telemetry::enabled() {
+        return None;
+    }
+    let parent = incoming.and_then(TraceParent::parse);
+    let began = std::time::SystemTime::now().checked_sub(cx.started.elapsed());
+    crate::telemetry::start(
+        cx.method.to_string(),
+        crate::telemetry::SpanKind::Server,
+        parent.as_ref(),
+        began,
+    )
+}
+
+/// What the gateway did, as the span's attributes (OpenTelemetry's HTTP names where one
+/// exists), and the span ended.
+fn finish_span(mut span: crate::telemetry::Span, method: &Method, status: u16, info: &ProxyInfo) {
+    span.rename(format!("{method} {}", info.route));
+    span.set_str("http.request.method", method.as_str());
+    span.set_i64("http.response.status_code", i64::from(status));
+    span.set_str("http.route", &*info.route);
+    span.set_str("orchestra.service", &*info.service);
+    if let Some(instance) = &info.instance {
+        span.set_str("orchestra.instance", &**instance);
+    }
+    span.set_i64("orchestra.attempts", i64::from(info.attempts));
+    span.set_i64(
+        "orchestra.retries",
+        i64::from(info.attempts.saturating_sub(1)),
+    );
+    if let Some(cache) = info.cache {
+        span.set_str("orchestra.cache", cache);
+    }
+    span.set_bool("orchestra.rate_limit_degraded", info.rate_limit_degraded);
+    if status == 429 {
+        span.set_str("orchestra.rate_limit", "limited");
+    }
+    if let Some(client) = info.client {
+        span.set_str("client.address", client.to_string());
+    }
+    if status >= 500 {
+        span.fail(format!("answered {status}"));
+    }
+    span.end();
 }

@@ -9,7 +9,7 @@ use super::names::{
     X_USER_ROLES,
 };
 use super::proxy::IpText;
-use super::trace::TraceParent;
+use crate::telemetry::TraceParent;
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use http::HeaderMap;
 use std::net::IpAddr;

@@ -152,6 +152,10 @@ pub struct NewJob {
     /// A caller-chosen id; enqueueing an id that exists returns the existing job.
     #[serde(default)]
     pub id: Option<String>,
+    /// The W3C `traceparent` of the work that enqueued it; the enqueuing request's trace
+    /// when not given, so its runs continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn valid_token(s: &str, max: usize) -> bool {
@@ -162,6 +166,15 @@ fn valid_token(s: &str, max: usize) -> bool {
 }
 
 impl NewJob {
+    /// This job carrying the running task's trace (see [`crate::telemetry::current`]) when
+    /// it names none itself.
+    pub fn in_current_trace(mut self) -> Self {
+        if self.traceparent.is_none() {
+            self.traceparent = crate::telemetry::current_header();
+        }
+        self
+    }
+
     /// A normal-priority job of `job_type` with `data`.
     pub fn new(job_type: impl Into<String>, data: serde_json::Value) -> Self {
         Self {
@@ -174,6 +187,7 @@ impl NewJob {
             backoff: None,
             unique_key: None,
             timeout_ms: None,
+            traceparent: None,
             id: None,
         }
     }
@@ -222,7 +236,7 @@ impl NewJob {
                 "must be 1-200 letters, digits, `-`, `_`, `.`, `:` or `@`",
             ));
         }
-        Ok(())
+        crate::telemetry::TraceParent::check(self.traceparent.as_deref())
     }
 
     /// When the job may first run, given the current time.
@@ -277,6 +291,9 @@ pub struct Job {
     pub error: Option<String>,
     /// Whether cancellation was asked for while it ran.
     pub cancel_requested: bool,
+    /// The trace it belongs to (W3C `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A job held by a worker. Complete or fail it with the `token`, before `expires_at`.

@@ -104,6 +104,7 @@ fn renewal(job: &Job, until: i64) -> LeaseRenewal {
 impl JobQueue for MemoryJobQueue {
     async fn enqueue(&self, new: NewJob) -> Result<Job> {
         new.validate()?;
+        let new = new.in_current_trace();
         let id = new.id.clone();
         Ok(self.state.lock().insert(new, id, self.clock.now()))
     }

@@ -227,6 +227,7 @@ impl State {
             backoff: new.backoff.unwrap_or_default(),
             unique_key: new.unique_key,
             timeout_ms: new.timeout_ms,
+            traceparent: new.traceparent,
             created_at: now,
             run_at,
             started_at: None,

@@ -31,6 +31,7 @@ fn fresh_job(new: &NewJob, id: String, now: DateTime<Utc>) -> Job {
         backoff: new.backoff.unwrap_or_default(),
         unique_key: new.unique_key.clone(),
         timeout_ms: new.timeout_ms,
+        traceparent: new.traceparent.clone(),
         created_at: now,
         run_at,
         started_at: None,

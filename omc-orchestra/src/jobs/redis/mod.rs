@@ -276,6 +276,8 @@ impl Inner {
 impl JobQueue for RedisJobQueue {
     async fn enqueue(&self, new: NewJob) -> Result<Job> {
         new.validate()?;
+        // Before the batcher's task takes it: the trace is this task's.
+        let new = new.in_current_trace();
         let sender = self.batcher.get_or_init(|| {
             let (sender, pending) = mpsc::unbounded_channel();
             tokio::spawn(enqueue_in_batches(self.inner.clone(), pending));

@@ -7,7 +7,7 @@
 //! | field | holds |
 //! | --- | --- |
 //! | `id`, `type` | id and type |
-//! | `j` | data, priority, unique key, timeout and creation time (JSON, see `Spec`) |
+//! | `j` | data, priority, unique key, timeout, creation time and trace (JSON, see `Spec`) |
 //! | `rp` | the retry policy: `{max attempts} {fixed or exponential} {delay ms} {jitter}` |
 //! | `sc` | the wait score: the priority rank, then the sequence in 13 digits |
 //! | `uk` | the unique key, when there is one |
@@ -52,6 +52,9 @@ struct Spec<D> {
     o: Option<u64>,
     /// When it was enqueued (ms).
     c: i64,
+    /// The trace it belongs to (`traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<String>,
 }
 
 /// The six enqueue arguments of a job after its id: unique key or '', type, priority
@@ -67,6 +70,7 @@ pub(super) fn job_args(job: &NewJob, now_ms: i64, backend_time: bool) -> Result<
         u: job.unique_key.clone(),
         o: job.timeout_ms,
         c: now_ms,
+        t: job.traceparent.clone(),
     };
     let kind = match backoff.kind {
         BackoffKind::Fixed => "fixed",
@@ -130,6 +134,7 @@ fn job_from_parts<'a>(
         backoff,
         unique_key: spec.u,
         timeout_ms: spec.o,
+        traceparent: spec.t,
         created_at: DateTime::from_timestamp_millis(spec.c).ok_or_else(|| malformed("j"))?,
         run_at: at("ra").ok_or_else(|| malformed("ra"))?,
         started_at: at("st"),

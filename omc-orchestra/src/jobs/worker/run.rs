@@ -4,6 +4,7 @@
 
 use super::{HandlerResult, JobContext, JobHandler, Shared};
 use crate::jobs::{Completion, FetchRequest, JobLease, JobQueue, JobState};
+use crate::telemetry::TraceParent;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -125,6 +126,41 @@ pub fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
     format!("handler panicked: {message}")
 }
 
+/// The span of a job run, a child of the trace the job was enqueued in (when export is
+/// on), and the trace context the handler runs in (the span's, else the job's own).
+fn run_span(job: &crate::jobs::Job) -> (Option<crate::telemetry::Span>, Option<TraceParent>) {
+    let parent = job.traceparent.as_deref().and_then(TraceParent::parse);
+    if !crate::telemetry::enabled() {
+        return (None, parent);
+    }
+    let mut span = crate::telemetry::start(
+        format!("job {}", job.job_type),
+        crate::telemetry::SpanKind::Consumer,
+        parent.as_ref(),
+        None,
+    );
+    if let Some(span) = &mut span {
+        span.set_str("orchestra.job.id", job.id.clone());
+        span.set_str("orchestra.job.type", job.job_type.clone());
+        span.set_i64("orchestra.job.attempt", i64::from(job.attempts));
+    }
+    let trace = span.as_ref().map(|s| s.context().clone()).or(parent);
+    (span, trace)
+}
+
+/// End a job run's span with how the run ended (`None`: the pool stopped it).
+fn end_run_span(mut span: crate::telemetry::Span, outcome: Option<&HandlerResult>) {
+    match outcome {
+        Some(Ok(_)) => span.set_str("orchestra.job.outcome", "completed"),
+        Some(Err(error)) => {
+            span.set_str("orchestra.job.outcome", "failed");
+            span.fail(error.clone());
+        }
+        None => span.set_str("orchestra.job.outcome", "released"),
+    }
+    span.end();
+}
+
 async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Option<JobLease> {
     let JobLease { job, token, .. } = lease;
     let id = job.id.clone();
@@ -138,6 +174,7 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
     let kept = shared.events.as_ref().map(|_| job.clone());
     let (cancel_tx, cancel_rx) = watch::channel(job.cancel_requested);
     let timeout = job.timeout_ms;
+    let (mut span, trace) = run_span(&job);
     let ctx = JobContext {
         job,
         token: token.clone(),
@@ -150,7 +187,8 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
             ctx.job.job_type
         ))),
         Some(handler) => {
-            let run = run_handler(handler, ctx);
+            // The handler's own events, jobs and calls continue the job's trace.
+            let run = crate::telemetry::within(trace, run_handler(handler, ctx));
             let timed = async {
                 match timeout {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
@@ -181,6 +219,9 @@ async fn run_one(shared: &Arc<Shared>, lease: JobLease, fetch_next: bool) -> Opt
             }
         }
     };
+    if let Some(span) = span.take() {
+        end_run_span(span, outcome.as_ref());
+    }
     let queue = &shared.queue;
     match outcome {
         None => {

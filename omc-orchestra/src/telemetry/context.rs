@@ -48,6 +48,18 @@ impl TraceParent {
         })
     }
 
+    /// Accept `value` when it is absent or a valid `traceparent`; else the error names the
+    /// field `traceparent`.
+    pub fn check(value: Option<&str>) -> crate::Result<()> {
+        match value {
+            Some(text) if Self::parse(text).is_none() => Err(crate::Error::invalid(
+                "traceparent",
+                "must be a W3C traceparent: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The header value.
     pub fn header(&self) -> String {
         let mut text = Vec::with_capacity(55);
