@@ -1,6 +1,7 @@
 //! The logging server's API on 3014: ingest, search, stats and a live tail over
 //! server-sent events.
 
+mod otlp;
 mod params;
 
 pub use params::IncomingLog;
@@ -18,6 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
@@ -63,7 +65,7 @@ pub struct Accepted {
         title = "omc-orchestra logging",
         description = "Centralized logging: ingest, search, stats and live tail."
     ),
-    paths(ingest, search, stats, stream, crate::status::health),
+    paths(ingest, ingest_otlp, search, stats, stream, crate::status::health),
     components(schemas(
         IncomingLog,
         LogRecord,
@@ -85,6 +87,7 @@ pub fn router(state: LogsState) -> Router {
     Router::new()
         .route("/logs", get(search).post(ingest))
         .route("/logs/stats", get(stats))
+        .route("/v1/logs", axum::routing::post(ingest_otlp))
         .route("/logs/stream", get(stream))
         .route(
             "/health",
@@ -106,6 +109,35 @@ async fn ingest(
     let accepted = records.len();
     state.ingest.submit(records).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))
+}
+
+/// Store an OTLP/HTTP logs batch (`application/x-protobuf` or `application/json`,
+/// optionally gzipped); answers an empty `ExportLogsServiceResponse` in the same encoding
+/// once the records are stored, as `POST /logs` answers.
+#[utoipa::path(post, path = "/v1/logs",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf",
+                 description = "an OTLP ExportLogsServiceRequest (also application/json)"),
+    responses((status = 200, description = "stored"), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+async fn ingest_otlp(
+    State(state): State<LogsState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::response::Response> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let encoding = otlp::Encoding::of(header(axum::http::header::CONTENT_TYPE))?;
+    let body = otlp::decoded_body(
+        &body,
+        header(axum::http::header::CONTENT_ENCODING),
+        BODY_LIMIT,
+    )?;
+    let records = otlp::parse(&body, encoding, state.clock.now())?;
+    if !records.is_empty() {
+        state.ingest.submit(records).await?;
+    }
+    let (content_type, answer) = encoding.success();
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], answer).into_response())
 }
 
 /// Search, newest first, a page at a time.

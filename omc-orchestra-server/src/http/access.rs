@@ -45,7 +45,7 @@ pub fn required(method: &Method, route: &str) -> Access {
         {
             Needs(Scope::JobsWrite)
         }
-        "/logs" if *method == Method::POST => Needs(Scope::LogsWrite),
+        "/logs" | "/v1/logs" if *method == Method::POST => Needs(Scope::LogsWrite),
         gateway if gateway.starts_with("/gateway/") => Needs(Scope::Admin),
         _ if read => Needs(Scope::Read),
         // Operator actions such as `POST /jobs/retry-failed`, and anything not listed.
@@ -202,6 +202,7 @@ mod tests {
                 Access::Needs(Scope::Admin),
             ),
             (Method::POST, "/logs", Access::Needs(Scope::LogsWrite)),
+            (Method::POST, "/v1/logs", Access::Needs(Scope::LogsWrite)),
             (Method::GET, "/logs/stream", Access::Needs(Scope::Read)),
             (Method::GET, "/ws", Access::Needs(Scope::Read)),
             (
