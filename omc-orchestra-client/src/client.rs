@@ -286,6 +286,11 @@ impl OrchestraClient {
             .pop_if_empty()
             .extend(segments);
         let mut request = self.http.request(method, url);
+        // A call made while a job runs (or inside `telemetry::within`) continues its trace:
+        // the events and jobs it makes carry it on.
+        if let Some(trace) = omc_orchestra::telemetry::current_header() {
+            request = request.header("traceparent", trace);
+        }
         if let Some(credentials) = &self.credentials {
             request = request.bearer_auth(credentials.token(&self.subject)?);
         }

@@ -248,7 +248,17 @@ impl Worker {
             };
             // Its own task, so a panic ends the task, not this worker; aborted with this
             // future, so a job given up at the end of the drain stops running too.
-            let mut handler = AbortOnDrop(tokio::spawn(run(job_lease.job)));
+            let trace = job_lease
+                .job
+                .traceparent
+                .as_deref()
+                .and_then(omc_orchestra::telemetry::TraceParent::parse);
+            // The handler's own calls (events, jobs) continue the job's trace.
+            let job = job_lease.job;
+            let mut handler = AbortOnDrop(tokio::spawn(omc_orchestra::telemetry::within(
+                trace,
+                run(job),
+            )));
             let mut extend = tokio::time::interval(held.lease / 3);
             extend.tick().await;
             let outcome = loop {
