@@ -175,10 +175,7 @@ fn main() {
         let mut all: Vec<f64> = loads[which].iter().map(|l| l.rps).collect();
         median(&mut all)
     };
-    let requests_on: f64 = loads[1]
-        .iter()
-        .map(|l| l.rps * round_seconds as f64)
-        .sum();
+    let requests_on: f64 = loads[1].iter().map(|l| l.rps * round_seconds as f64).sum();
     println!(
         "orchestra up, proxying a {} byte JSON answer, {connections} connections; {rounds} rounds of {round_seconds} s, taking turns (medians)",
         body.len()

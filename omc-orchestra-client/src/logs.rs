@@ -59,6 +59,7 @@ impl Logger {
         if let Value::Object(map) = fields {
             record.fields = map;
         }
+        in_current_trace(&mut record);
         self.client.write_logs(&[record]).await
     }
 
@@ -211,6 +212,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for OrchestraLayer {
         }
         record.request_id = take("request_id");
         record.trace_id = take("trace_id");
+        if record.trace_id.is_none() {
+            in_current_trace(&mut record);
+        }
         fields
             .0
             .insert("target".into(), Value::String(meta.target().to_owned()));
@@ -337,5 +341,14 @@ impl Shipper {
             }
         }
         batch.clear();
+    }
+}
+
+/// Give `record` the running job's trace (see [`omc_orchestra::telemetry::current`]), so
+/// `GET /logs?traceId=` finds what a handler logged.
+fn in_current_trace(record: &mut LogRecord) {
+    if let Some(trace) = omc_orchestra::telemetry::current() {
+        record.trace_id = Some(trace.trace_id);
+        record.span_id = Some(trace.parent_id);
     }
 }

@@ -1,5 +1,6 @@
 //! The SDK carries trace context: a job's trace is current while its handler runs in the
-//! SDK's worker, so the jobs and events the handler makes through the SDK carry it on.
+//! SDK's worker, so the jobs, events and log records the handler makes through the SDK
+//! carry it on.
 
 use omc_orchestra::testkit::eventually;
 use omc_orchestra_client::{json, JobState, NewJob, Orchestra, OrchestraClient};
@@ -7,7 +8,7 @@ use omc_orchestra_server::app::{App, Config, ServerKind};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handlers_jobs_and_events_continue_its_jobs_trace() {
+async fn a_handlers_jobs_events_and_logs_continue_its_jobs_trace() {
     let app = App::start(Config::ephemeral(), &ServerKind::ALL)
         .await
         .unwrap();
@@ -32,6 +33,7 @@ async fn a_handlers_jobs_and_events_continue_its_jobs_trace() {
         .handle("uppf-processing", move |_job| {
             let orc = made.clone();
             async move {
+                orc.log().info("claim 7 processed", json!({})).await?;
                 let event = orc
                     .emit("UPPF_CLAIM_PROCESSED", json!({"claim": 7}))
                     .await?;
@@ -50,6 +52,18 @@ async fn a_handlers_jobs_and_events_continue_its_jobs_trace() {
     let result = done.result.unwrap();
     assert_eq!(result["event"], trace, "{result}");
     assert_eq!(result["report"], trace, "{result}");
+
+    // What the handler logged is found by the trace.
+    let page: serde_json::Value = reqwest::get(format!(
+        "{}/logs?traceId=4bf92f3577b34da6a3ce929d0e0e4736",
+        app.url(ServerKind::Logging)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(page.to_string().contains("claim 7 processed"), "{page}");
 
     // Outside a job's run, nothing is made up.
     let plain = orc.enqueue("report-generation", json!({})).await.unwrap();
