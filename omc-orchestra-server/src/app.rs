@@ -100,6 +100,8 @@ impl App {
             gateway: None,
             telemetry: omc_orchestra::telemetry::install_from_env("orchestra")?,
         };
+        app.tasks
+            .push(crate::narrate::spawn(backends.events.as_ref()));
         let mut listeners = Vec::with_capacity(kinds.len());
         for &kind in kinds {
             let addr = SocketAddr::new(config.bind, config.port(kind));

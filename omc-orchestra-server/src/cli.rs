@@ -515,27 +515,10 @@ pub async fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let backend = match &config.redis_url {
-        Some(url) => format!(
-            "redis ({}, prefix {}, durability {})",
-            redact(url),
-            config.redis_prefix,
-            config.durability
-        ),
-        None => "in-memory (nothing kept across a restart)".to_owned(),
-    };
     println!(
-        "orchestra {} ({backend} backends)",
-        env!("CARGO_PKG_VERSION")
+        "{}",
+        crate::narrate::banner(&app, &config, cli.options.config.as_deref())
     );
-    for (kind, addr) in app.addrs() {
-        let host = if addr.ip().is_unspecified() {
-            "localhost".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
-        println!("  {:<9} http://{host}:{}", kind.name(), addr.port());
-    }
     tracing::info!(
         servers = kinds.len(),
         "serving; Ctrl-C or SIGTERM stops, SIGHUP reloads the gateway"

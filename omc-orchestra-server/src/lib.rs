@@ -28,6 +28,7 @@ pub mod jobs_api;
 pub mod jobs_dispatch;
 pub mod jobs_lease;
 pub mod logs_api;
+pub mod narrate;
 pub mod registry_api;
 pub mod status;
 pub mod system_gauges;

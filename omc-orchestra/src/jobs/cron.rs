@@ -245,7 +245,17 @@ impl Scheduler {
                     .fire_schedule(&schedule.id, tick, schedule.job.clone())
                     .await
                 {
-                    Ok(Some(job)) => fired.push(job),
+                    Ok(Some(job)) => {
+                        tracing::info!(
+                            target: "orchestra::schedules",
+                            schedule = %schedule.id,
+                            job = %job.id,
+                            job_type = %job.job_type,
+                            tick = %tick.to_rfc3339(),
+                            "schedule fired"
+                        );
+                        fired.push(job);
+                    }
                     Ok(None) | Err(Error::NotFound { .. }) => {}
                     Err(err) => return Err(err),
                 }

@@ -49,16 +49,28 @@ pub(super) async fn dispatch(shared: Arc<Shared>) {
         };
         if leases.len() == free && target < shared.max {
             // The queue is deeper than what runs: grow.
-            shared
-                .target
-                .store((target * 2).min(shared.max), Ordering::Release);
+            let grown = (target * 2).min(shared.max);
+            shared.target.store(grown, Ordering::Release);
+            tracing::info!(
+                target: "orchestra::jobs",
+                worker = %shared.worker_id,
+                from = target,
+                to = grown,
+                "worker pool grows: the queue is deeper than what runs"
+            );
             idle_polls = 0;
         } else if leases.is_empty() {
             idle_polls += 1;
             if idle_polls >= 10 && target > shared.min {
-                shared
-                    .target
-                    .store((target / 2).max(shared.min), Ordering::Release);
+                let shrunk = (target / 2).max(shared.min);
+                shared.target.store(shrunk, Ordering::Release);
+                tracing::info!(
+                    target: "orchestra::jobs",
+                    worker = %shared.worker_id,
+                    from = target,
+                    to = shrunk,
+                    "worker pool shrinks: idle"
+                );
                 idle_polls = 0;
             }
         }
