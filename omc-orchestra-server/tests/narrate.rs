@@ -1,5 +1,5 @@
 //! The server says what happens: `orchestra up` (the real binary) prints what runs where at
-//! start, then one line per registration, deregistration, health change, expiry and
+//! start, then one line per registration, deregistration, health change, alert, expiry and
 //! schedule firing, without a line per request at the default level.
 
 use omc_orchestra::testkit::redis::free_port;
@@ -85,7 +85,7 @@ async fn the_server_narrates_what_happens_and_not_each_request() {
         .args(["--gateway-port", &ports[1].to_string()])
         .args(["--jobs-port", &ports[2].to_string()])
         .args(["--logging-port", &ports[3].to_string()])
-        .args(["--grace", "6"])
+        .args(["--grace", "6", "--health-interval", "1"])
         .env("NO_COLOR", "1")
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
@@ -142,6 +142,11 @@ async fn the_server_narrates_what_happens_and_not_each_request() {
     let lapsed_id = lapsed["id"].as_str().unwrap().to_owned();
     let line = up
         .line_with(&["service health changed", &lapsed_id, "critical"])
+        .await;
+    assert!(line.contains("WARN"), "{line}");
+    // Nothing answers its health endpoint either: its alert fires.
+    let line = up
+        .line_with(&["alert firing", "ServiceUnavailable", &lapsed_id])
         .await;
     assert!(line.contains("WARN"), "{line}");
     up.line_with(&["service expired", &lapsed_id]).await;
