@@ -4,7 +4,7 @@
 
 use omc_orchestra::jobs::{FetchRequest, JobQueue, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::jobs::{cron_fires_once_per_tick, round_clock, run_all, MakeQueue};
-use omc_orchestra::testkit::redis::{store, url};
+use omc_orchestra::testkit::redis::{queues_on, store, url};
 use omc_orchestra::RedisStore;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -34,19 +34,7 @@ async fn redis_job_queue_keeps_the_contract() {
 async fn three_schedulers_on_one_redis_fire_once_per_tick() {
     let clock = round_clock();
     let first = store().await;
-    let mut queues: Vec<Arc<dyn JobQueue>> = Vec::new();
-    for _ in 0..3 {
-        let own = RedisStore::connect(&url().await, first.prefix())
-            .await
-            .unwrap();
-        let queue = RedisJobQueue::new(
-            own,
-            "default",
-            Arc::new(clock.clone()),
-            QueueOptions::default(),
-        );
-        queues.push(Arc::new(queue.unwrap()));
-    }
+    let queues = queues_on(&url().await, first.prefix(), &clock, 3).await;
     cron_fires_once_per_tick(&queues, &clock).await;
     first.delete_prefix().await.unwrap();
 }

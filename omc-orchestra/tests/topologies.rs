@@ -10,7 +10,7 @@ use omc_orchestra::gateway::{
 use omc_orchestra::jobs::{JobQueue, QueueOptions, RedisJobQueue};
 use omc_orchestra::logs::{LogSink, RedisLogSink};
 use omc_orchestra::registry::{RedisRegistry, Registry};
-use omc_orchestra::testkit::redis::store_at;
+use omc_orchestra::testkit::redis::{queues_on, store_at};
 use omc_orchestra::testkit::topology::{RedisCluster, SentinelGroup};
 use omc_orchestra::testkit::{cache, events, jobs, logs, ratelimit, registry};
 use omc_orchestra::{RedisStore, Topology};
@@ -115,17 +115,7 @@ async fn every_contract(url: &str) {
     // Three schedulers on three connections fire each cron tick once.
     let clock = jobs::round_clock();
     let first = made.store(url).await;
-    let mut queues: Vec<Arc<dyn JobQueue>> = Vec::new();
-    for _ in 0..3 {
-        let own = RedisStore::connect(url, first.prefix()).await.unwrap();
-        let queue = RedisJobQueue::new(
-            own,
-            "default",
-            Arc::new(clock.clone()),
-            QueueOptions::default(),
-        );
-        queues.push(Arc::new(queue.unwrap()));
-    }
+    let queues = queues_on(url, first.prefix(), &clock, 3).await;
     jobs::cron_fires_once_per_tick(&queues, &clock).await;
 
     made.clean().await;

@@ -71,6 +71,31 @@ pub async fn store_at(url: &str) -> RedisStore {
         })
 }
 
+/// `n` job queues on `n` connections of their own to the Redis at `url`, under `prefix`, on
+/// `clock`: what `n` replicas of a server see, for the once-only checks (cron ticks).
+pub async fn queues_on(
+    url: &str,
+    prefix: &str,
+    clock: &crate::ManualClock,
+    n: usize,
+) -> Vec<std::sync::Arc<dyn crate::jobs::JobQueue>> {
+    let mut queues: Vec<std::sync::Arc<dyn crate::jobs::JobQueue>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let own = RedisStore::connect(url, prefix)
+            .await
+            .expect("a connection of its own");
+        let queue = crate::jobs::RedisJobQueue::new(
+            own,
+            "default",
+            std::sync::Arc::new(clock.clone()),
+            crate::jobs::QueueOptions::default(),
+        )
+        .expect("a queue");
+        queues.push(std::sync::Arc::new(queue));
+    }
+    queues
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
