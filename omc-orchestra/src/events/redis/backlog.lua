@@ -1,5 +1,5 @@
 -- How far the consumer groups of a priority stream are behind, and the backlog cap:
--- functions put in front of the publish script and of the scripts of `redis_backlog.rs`,
+-- functions put in front of the publish script and of the scripts of `backlog.rs`,
 -- so the cap counts what it drops exactly as the stats count what is left.
 
 -- Whether stream id `a` comes before stream id `b` (`{ms}-{seq}`; ms fits a Lua number).

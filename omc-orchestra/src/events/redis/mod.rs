@@ -6,28 +6,27 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:ev:{events}:hist` | stream | history: every event, trimmed exactly to `history_len` and `history_age` |
-//! | `{prefix}:ev:{events}:q:{priority}` | stream | one per priority, read by the consumer groups (one group per service): trimmed to what some group has not read or acknowledged (`MINID ~`), or `MAXLEN ~ backlog` while it has no group, and never past `MAXLEN ~ backlog_cap` (`redis_backlog.rs`) |
+//! | `{prefix}:ev:{events}:q:{priority}` | stream | one per priority, read by the consumer groups (one group per service): trimmed to what some group has not read or acknowledged (`MINID ~`), or `MAXLEN ~ backlog` while it has no group, and never past `MAXLEN ~ backlog_cap` (`backlog.rs`) |
 //! | `{prefix}:ev:{events}:dead` | list | dead letters, newest first, trimmed to `dead_letters` |
 //! | `{prefix}:ev:{events}:stats` | hash | `{counter}\|{type}` → count, at most [`MAX_STAT_TYPES`] types; `trimmed-unread` → events the backlog cap dropped before some group read them, `trimmed-unread-told` → how many of those were logged |
 //! | `{prefix}:ev:{events}:once:{key}` | string | the event id published under an idempotency key, for [`IDEMPOTENCY_WINDOW`] |
 //! | `{prefix}:ev:{events}:sent:{batch}` | string | a publish batch's answer, so a resend publishes nothing twice; expires after a minute |
-//! | `{prefix}:ev:{events}:clock:{group}` | hash | per consumer of the group, its clock's offsets from Redis time and since when (`redis_take.lua`) |
-//! | `{prefix}:ev:{events}:live` | pub/sub channel | each publish call's new events, for the live subscribers of every bus (`redis_live.rs`) |
+//! | `{prefix}:ev:{events}:clock:{group}` | hash | per consumer of the group, its clock's offsets from Redis time and since when (`consumer/take.lua`) |
+//! | `{prefix}:ev:{events}:live` | pub/sub channel | each publish call's new events, for the live subscribers of every bus (`live.rs`) |
 //!
 //! An event's id is its stream id in history and in its priority stream alike:
 //! `{ms}-{seq}` with `ms` the publisher's clock (never behind the newest entry).
 //! Entries carry the event JSON only (`e`): consumers decode it anyway, and the delivery
-//! script decodes the few entries it reads itself. It still reads entries written with the
-//! earlier fields `m` (type, target, source, tags) and `e`, or `e`, `t`, `s`, `r` and `g`.
+//! script decodes the few entries it reads itself.
 //!
-//! Publishing (`redis_publish.rs`): the publishes that queue up while earlier ones are in
+//! Publishing (`publish.rs`): the publishes that queue up while earlier ones are in
 //! flight go to Redis in one script call (group commit), on a connection of their own.
 //!
-//! Delivery (`redis_fetch.rs`, script `redis_take.lua`): the script takes over events
+//! Delivery (`consumer/fetch.rs`, script `consumer/take.lua`): the script takes over events
 //! whose visibility timeout ran out (`XPENDING`, `XCLAIM`; parking those delivered too
 //! often in the dead list), then the first new entry of the most urgent stream that has
 //! one; a plain `XREADGROUP` reads the rest of the batch from that stream, and a small
-//! script, riding along with the next acknowledgement, counts it (`redis_read.rs`). A
+//! script, riding along with the next acknowledgement, counts it (`consumer/read.rs`). A
 //! consumer whose last look found no expired deliveries left looks again only once the
 //! clock moved on a little (see `CLAIM_EVERY_MS`); in between, a batch consumer reads on
 //! its stream with plain reads alone, taking the first new entry of each more urgent
@@ -36,17 +35,12 @@
 //! Redis gave them, and each consumer logs its clock's offset from Redis time whenever it
 //! changes (reading without the script only while it knows the logged offset holds), so
 //! the clock time of any delivery is known.
-//! Idle consumers wait for news without a herd (`redis_wait.rs`).
+//! Idle consumers wait for news without a herd (`wait.rs`).
 
-#[path = "redis_backlog.rs"]
 mod backlog;
-#[path = "redis_consumer.rs"]
 mod consumer;
-#[path = "redis_live.rs"]
 mod live;
-#[path = "redis_publish.rs"]
 mod publish;
-#[path = "redis_wait.rs"]
 mod wait;
 
 use super::{

@@ -1,7 +1,7 @@
-//! One fetch of a Redis consumer. The delivery script (`redis_take.lua`) takes over expired
+//! One fetch of a Redis consumer. The delivery script (`take.lua`) takes over expired
 //! deliveries and the first new entry of the most urgent stream that has one; the rest of
 //! the batch comes from that stream by a plain `XREADGROUP` (converting entries into Lua
-//! and back out cost Redis several times what the read itself does; see `redis_read.rs`).
+//! and back out cost Redis several times what the read itself does; see `read.rs`).
 //!
 //! A batch consumer that keeps reading one stream skips the script while nothing else is
 //! due: in one round trip it reads its batch from that stream with a plain `XREADGROUP`,
@@ -10,7 +10,7 @@
 //! runs (a full run) whenever the look for expired deliveries is due, the consumer's
 //! estimate of its clock offset is stale or has moved, or the stream ran dry twice running
 //! (the first time, a patient consumer waits for news and reads on that stream again); so
-//! every delivery is covered by the offset log (`redis_take.lua`).
+//! every delivery is covered by the offset log (`take.lua`).
 
 use super::RedisConsumer;
 use crate::events::redis::{decode_event, lines};
@@ -20,7 +20,7 @@ use redis::Value;
 use std::time::{Duration, Instant};
 
 /// The delivery script.
-pub(super) const TAKE: &str = include_str!("redis_take.lua");
+pub(super) const TAKE: &str = include_str!("take.lua");
 
 /// After a look for deliveries whose visibility timeout ran out found none left, how long
 /// (on the bus clock) a consumer waits before it looks again: scanning the pending list

@@ -1,4 +1,4 @@
--- The first step of a fetch of a consumer of the Redis event bus (see `redis_fetch.rs`):
+-- The first step of a fetch of a consumer of the Redis event bus (see `fetch.rs`):
 -- notes how the bus clock stands to Redis time, takes over deliveries whose visibility
 -- timeout ran out (when asked to look), and takes the first new entry of the most urgent
 -- stream that has one; the consumer reads the rest of that stream's batch with a plain
@@ -10,7 +10,7 @@
 -- new pair whenever the offset moved by more than the tolerance: a delivery its
 -- owner took at Redis time S was made at clock time S plus the owner's offset in effect at
 -- S. The script answers the Redis time it checked at and the offset in effect; a consumer
--- reads without it (plain reads, see `redis_fetch.rs`) only while its own estimate of its
+-- reads without it (plain reads, see `fetch.rs`) only while its own estimate of its
 -- offset, from that answer and its monotonic clock, stays within half the tolerance of
 -- the logged one and the answer is recent. So every delivery is covered.
 --
@@ -86,32 +86,25 @@ local function flush()
 end
 -- An entry's fields: `e` (the event JSON), read here for the type, target, source and
 -- tags (the script reads few entries: the first new one of a fetch and expired ones).
--- Entries of earlier layouts carry `m` (type, target, source, then the tags, one per
--- line) before `e`, or `e`, `t`, `s`, `r` and `g`.
 local function text(v)
   if type(v) == 'string' then return v end
   return ''
 end
 local function fields(flat)
-  if flat[1] == 'm' then
-    local t, r, s, g = string.match(flat[2], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n?(.*)$')
-    return {e = flat[4], t = t or '', r = r or '', s = s or '', g = g or ''}
+  local body = ''
+  for i = 1, #flat, 2 do
+    if flat[i] == 'e' then body = flat[i + 1] end
   end
-  if flat[1] == 'e' and #flat == 2 then
-    local ok, ev = pcall(cjson.decode, flat[2])
-    if not ok or type(ev) ~= 'table' then
-      return {e = flat[2], t = '', r = '', s = '', g = ''}
-    end
-    local tags = {}
-    if type(ev.tags) == 'table' then
-      for _, tag in ipairs(ev.tags) do tags[#tags + 1] = text(tag) end
-    end
-    return {e = flat[2], t = text(ev.type), r = text(ev.target), s = text(ev.source),
-      g = table.concat(tags, '\n')}
+  local ok, ev = pcall(cjson.decode, body)
+  if not ok or type(ev) ~= 'table' then
+    return {e = body, t = '', r = '', s = '', g = ''}
   end
-  local f = {}
-  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
-  return f
+  local tags = {}
+  if type(ev.tags) == 'table' then
+    for _, tag in ipairs(ev.tags) do tags[#tags + 1] = text(tag) end
+  end
+  return {e = body, t = text(ev.type), r = text(ev.target), s = text(ev.source),
+    g = table.concat(tags, '\n')}
 end
 local function listed(list, value)
   return list == '' or string.find('\n' .. list .. '\n', '\n' .. value .. '\n', 1, true) ~= nil

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 /// stats, the four priority streams, the batch's key, then the idempotency key of each
 /// event that has one, in order. Answers a line per event: its id, or `={id}` when its
 /// key had been used already (one string: far cheaper to parse than an array). The new
-/// events go to the live channel as one message (see `redis_live.rs`). The answer is kept
+/// events go to the live channel as one message (see `live.rs`). The answer is kept
 /// under the batch's key for a while, so a resend of the batch (after a timeout that left
 /// its outcome unknown) publishes nothing twice and answers the same.
 ///
@@ -69,7 +69,7 @@ for i = 1, n do
 end
 redis.call('XTRIM', HIST, 'MAXLEN', hlen)
 redis.call('XTRIM', HIST, 'MINID', oldest)
--- The hard bound only: trimming to what the groups need is `redis_backlog.rs`'s job.
+-- The hard bound only: trimming to what the groups need is `backlog.rs`'s job.
 for q in pairs(touched) do cap_stream(q, backlog, STATS) end
 for t, c in pairs(counts) do
   local field = 'published|' .. t

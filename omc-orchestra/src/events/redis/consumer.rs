@@ -1,5 +1,5 @@
-//! A member of a consumer group on the Redis bus: fetching (`redis_fetch.rs`, with plain
-//! reads in `redis_read.rs`), waiting for news, acknowledging.
+//! A member of a consumer group on the Redis bus: fetching (`fetch.rs`, with plain
+//! reads in `read.rs`), waiting for news, acknowledging.
 
 use super::wait::GroupWait;
 use super::{decode_event, from_ms, Keys};
@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "redis_fetch.rs"]
 mod fetch;
-#[path = "redis_read.rs"]
 mod read;
 
 /// How long a fetch must have left to wait for news to count as patient (see
@@ -59,7 +57,7 @@ pub(super) struct RedisConsumer {
     dead: String,
     stats: String,
     /// The group's log of its consumers' clock offsets from Redis time (see
-    /// `redis_take.lua`).
+    /// `take.lua`).
     offsets: String,
     clock: SharedClock,
     bus: BusOptions,
@@ -178,7 +176,7 @@ impl RedisConsumer {
     ///
     /// While waiting, this consumer either watches for news on behalf of the group's idle
     /// consumers in this process (and keeps that role through the fetch the news leads
-    /// to), or waits its turn to watch; see `redis_wait.rs`.
+    /// to), or waits its turn to watch; see `wait.rs`.
     async fn fill(&mut self, count: usize, wait: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut watching: Option<super::wait::Watching> = None;
@@ -282,7 +280,7 @@ impl EventConsumer for RedisConsumer {
                 _ => by_stream.iter_mut().for_each(|ids| ids.push(id)),
             }
         }
-        // What the last reads left unsettled rides along (see `redis_read.rs`).
+        // What the last reads left unsettled rides along (see `read.rs`).
         let (settle, scripted) = self.settle_commands();
         let group = &self.options.group;
         let answers: Vec<Value> = self

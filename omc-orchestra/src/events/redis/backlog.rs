@@ -7,7 +7,7 @@
 //! publish itself: inspecting the groups on every publish would cost the hot path more
 //! than the trim saves. A stream without groups keeps about `backlog` entries. The
 //! publish script keeps only a cheap `MAXLEN ~ backlog_cap` as the hard bound, and counts
-//! what that drops unread (`redis_backlog.lua`); maintenance reports the count at WARN
+//! what that drops unread (`backlog.lua`); maintenance reports the count at WARN
 //! once, whichever bus runs it first.
 
 use super::Keys;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The Lua functions the publish script and the scripts below share.
-pub(super) const FUNCTIONS: &str = include_str!("redis_backlog.lua");
+pub(super) const FUNCTIONS: &str = include_str!("backlog.lua");
 
 /// Field of the stats hash counting the events the cap dropped unread.
 pub(super) const TRIMMED_UNREAD: &str = "trimmed-unread";
