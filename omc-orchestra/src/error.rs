@@ -1,4 +1,4 @@
-//! The library's one error type.
+//! The library's one error type, and the one JSON shape every error answer has.
 
 /// Everything that can go wrong in `omc-orchestra`, by what a caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -82,3 +82,43 @@ impl From<redis::RedisError> for Error {
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The JSON body of every error answer, whichever server or path makes it (the servers'
+/// handlers, the gateway's own answers, its HTTP/1 fast path): `{"error", "message",
+/// "details"}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (`validation_failed`, `not_found`, …).
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Specifics, e.g. `{"field": "port", "reason": "..."}` for a validation failure.
+    pub details: Vec<serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// A body with `code` and `message` and no details.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: code.into(),
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// `validation_failed` naming `field` (in the message and in `details`).
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self {
+            error: "validation_failed".to_owned(),
+            message: format!("{field}: {reason}"),
+            details: vec![serde_json::json!({ "field": field, "reason": reason })],
+        }
+    }
+
+    /// The body as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

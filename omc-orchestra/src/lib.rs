@@ -95,6 +95,6 @@ pub use backend::Backends;
 #[cfg(feature = "redis")]
 pub use backend::RedisStore;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorBody, Result};
 #[cfg(feature = "redis")]
 pub use topology::{RedisConnection, Topology};

@@ -5,18 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use omc_orchestra::access::Denied;
 use omc_orchestra::Error;
-use serde::Serialize;
 
-/// The JSON body of every error answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable, machine-readable code (`validation_failed`, `not_found`, …).
-    pub error: String,
-    /// What went wrong, for people.
-    pub message: String,
-    /// Specifics, e.g. `{"field": "port", "reason": "..."}` for a validation failure.
-    pub details: Vec<serde_json::Value>,
-}
+pub use omc_orchestra::ErrorBody;
 
 /// An error answer: status plus [`ErrorBody`].
 #[derive(Debug, Clone)]
@@ -32,24 +22,16 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
-                error: code.to_owned(),
-                message: message.into(),
-                details: Vec::new(),
-            },
+            body: ErrorBody::new(code, message),
         }
     }
 
     /// 400 `validation_failed` naming `field`.
     pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        let reason = reason.into();
-        let mut error = Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("{field}: {reason}"),
-        );
-        error.body.details = vec![serde_json::json!({ "field": field, "reason": reason })];
-        error
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            body: ErrorBody::invalid(field, reason),
+        }
     }
 
     /// 404 for a path nothing serves.

@@ -6,18 +6,18 @@ use super::h1::SetHeader;
 use super::names::{rate, X_RATELIMIT_STATUS};
 use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
+use crate::ErrorBody;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 
-/// A JSON error in the servers' shape: `{"error", "message", "details"}`.
+/// A JSON error in the servers' shape ([`ErrorBody`]).
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<GatewayBody> {
-    let body = serde_json::json!({"error": code, "message": message, "details": []});
-    json(status, &body)
+    json(status, ErrorBody::new(code, message).to_json())
 }
 
-/// An answer of `status` with `body` as JSON.
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
-    let mut res = Response::new(full_body(body.to_string()));
+/// An answer of `status` with the JSON text `body`.
+fn json(status: StatusCode, body: String) -> Response<GatewayBody> {
+    let mut res = Response::new(full_body(body));
     *res.status_mut() = status;
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -29,12 +29,10 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<GatewayBody> {
 /// A 400 for a request whose `field` is wrong: `{"error": "validation_failed", ...}`
 /// with the field and the reason in `details`, as the servers answer bad input.
 pub(super) fn invalid(field: &str, reason: &str) -> Response<GatewayBody> {
-    let body = serde_json::json!({
-        "error": "validation_failed",
-        "message": format!("{field}: {reason}"),
-        "details": [{"field": field, "reason": reason}],
-    });
-    json(StatusCode::BAD_REQUEST, &body)
+    json(
+        StatusCode::BAD_REQUEST,
+        ErrorBody::invalid(field, reason).to_json(),
+    )
 }
 
 pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<GatewayBody> {

@@ -2,10 +2,10 @@
 
 use super::{put_header, put_length, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
 use crate::gateway::http1;
-use crate::gateway::{full_body, GatewayBody};
+use crate::gateway::GatewayBody;
 use futures::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::cell::RefCell;
@@ -13,15 +13,13 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 
+/// The 500 a request gets when answering it failed inside the gateway.
 pub(super) fn internal_error() -> Response<GatewayBody> {
-    let body = r#"{"error":"internal","message":"internal error","details":[]}"#;
-    let mut response = Response::new(full_body(body));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    crate::gateway::answers::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
 }
 
 /// Where an answer goes: the client's socket, the bytes not yet written, and the
