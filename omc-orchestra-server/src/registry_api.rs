@@ -230,17 +230,7 @@ async fn discover(
     [(axum::http::HeaderName, axum::http::HeaderValue); 1],
     Json<Discovered>,
 )> {
-    if service_name.is_empty()
-        || service_name.len() > 253
-        || !service_name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(ApiError::invalid(
-            "serviceName",
-            "must contain only lowercase letters, digits and `-`",
-        ));
-    }
+    omc_orchestra::registry::check_name("serviceName", &service_name)?;
     let wait = match &query.wait {
         Some(text) => parse_wait(text)
             .ok_or_else(|| ApiError::invalid("wait", "must be like `30s`, `500ms` or `5m`"))?,

@@ -180,7 +180,10 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_name(field: &str, value: &str) -> Result<()> {
+/// Check a service name (also a dependency's), reporting a bad one under `field`: 1 to
+/// [`MAX_NAME`] lowercase letters, digits and `-`, the rule DNS labels and the gateway's
+/// routes by name share.
+pub fn check_name(field: &str, value: &str) -> Result<()> {
     check_text(field, value, MAX_NAME)?;
     if !value
         .bytes()
