@@ -5,7 +5,7 @@
   const state = {
     config: { jobsUrl: null, gatewayUrl: null, loggingUrl: null, authRequired: false },
     token: localStorage.getItem("orchestra.token") || "",
-    services: [], latency: {}, alerts: new Map(), logs: [],
+    services: [], latency: {}, alerts: new Map(), logs: [], logKeys: new Set(), logsLoaded: false,
     series: { cpu: [], mem: [], disk: [], net: [] }, gateway: null, socket: null, retry: 0, reconnect: null,
   };
   const HOUR_POINTS = 360;
@@ -111,7 +111,7 @@
         <td><span class="badge ${esc(s.status)}">${esc(s.status)}</span></td>
         <td>${esc(s.name)}</td><td>${esc(s.version)}</td><td>${esc(s.host)}:${esc(s.port)}</td>
         <td>${(s.tags || []).map(esc).join(", ")}</td>
-        <td title="${esc(s.lastHeartbeat)}">${ago(s.lastHeartbeat)}</td>
+        <td class="heartbeat" title="${esc(s.lastHeartbeat)}">${ago(s.lastHeartbeat)}</td>
         <td>${state.latency[s.id] !== undefined ? Number(state.latency[s.id]).toFixed(1) + " ms" : "–"}</td>
       </tr>`).join("");
     $("services-empty").hidden = state.services.length > 0;
@@ -121,7 +121,8 @@
   }
   function renderSummary(d) {
     const s = (d && d.services) || {};
-    $("summary").textContent = `${text(s.total ?? 0)} services · ${text(s.healthy ?? 0)} healthy · ${text(s.unhealthy ?? 0)} unhealthy`;
+    const names = new Set(state.services.map((i) => i.name)).size;
+    $("summary").textContent = `${names} services · ${text(s.total ?? 0)} instances · ${text(s.healthy ?? 0)} healthy · ${text(s.unhealthy ?? 0)} unhealthy`;
     for (const a of (d && d.recentAlerts) || []) addAlert(a, true);
   }
 
@@ -166,6 +167,10 @@
   function percent(v) { return v === undefined || v === null || isNaN(v) ? undefined : Number(v); }
   function addMetric(m) {
     if (!m || !m.cpu) return;
+    // The history loaded at start and the live feed overlap: plot each sample once.
+    const sampled = new Date(m.at).getTime();
+    if (state.lastSample !== undefined && !(sampled > state.lastSample)) return;
+    state.lastSample = sampled;
     push("cpu", percent(m.cpu.totalPercent), "%");
     push("mem", percent(m.memoryPercent), "%");
     const disks = (m.disks || []).map((d) => 100 - d.freePercent);
@@ -217,23 +222,74 @@
     }
     return total;
   }
+  // The proxied requests only (`orchestra_gateway_*`), not the gateway's admin calls such
+  // as this page's own polling: per route and service, a rate, a 5xx rate and p50/p99
+  // from the latency histogram's buckets between two scrapes.
+  function gatewaySeries(body) {
+    const series = new Map();
+    const entry = (labels) => {
+      const route = (labels.match(/route="([^"]*)"/) || [])[1] || "";
+      const service = (labels.match(/service="([^"]*)"/) || [])[1] || "";
+      const key = route + "\u0000" + service;
+      if (!series.has(key)) series.set(key, { route, service, req: 0, err: 0, buckets: new Map() });
+      return series.get(key);
+    };
+    for (const line of body.split("\n")) {
+      const value = Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+      const labels = line.slice(line.indexOf("{"), line.lastIndexOf(" "));
+      if (line.startsWith("orchestra_gateway_requests_total{")) {
+        const e = entry(labels);
+        e.req += value;
+        if (/status="5/.test(labels)) e.err += value;
+      } else if (line.startsWith("orchestra_gateway_request_duration_seconds_bucket{")) {
+        const le = (labels.match(/le="([^"]*)"/) || [])[1];
+        const e = entry(labels);
+        e.buckets.set(le, (e.buckets.get(le) || 0) + value);
+      }
+    }
+    return series;
+  }
+  function quantile(now, prev, q) {
+    const bounds = [...now.buckets.keys()].sort((x, y) => (x === "+Inf" ? 1 : y === "+Inf" ? -1 : Number(x) - Number(y)));
+    const count = (le) => (now.buckets.get(le) || 0) - ((prev && prev.buckets.get(le)) || 0);
+    const total = bounds.length ? count(bounds[bounds.length - 1]) : 0;
+    if (total <= 0) return undefined;
+    const bound = bounds.find((le) => count(le) >= q * total);
+    return bound === undefined || bound === "+Inf" ? undefined : Number(bound) * 1000;
+  }
+  const ms = (v) => (v === undefined ? "–" : "≤ " + (v < 1 ? v.toFixed(1) : Math.round(v)) + " ms");
   async function loadGateway() {
     if (!state.config.gatewayUrl) return;
     let body;
     try { body = await api(state.config.gatewayUrl + "/metrics"); } catch (e) { return; }
-    const now = { t: Date.now(),
-      req: promSum(body, "orchestra_http_requests_total{"),
-      err: promSum(body, "orchestra_http_requests_total{", (l) => /status="5/.test(l)),
-      sum: promSum(body, "orchestra_http_request_duration_seconds_sum{"),
-      cnt: promSum(body, "orchestra_http_request_duration_seconds_count{") };
+    const now = { t: Date.now(), series: gatewaySeries(body) };
     const prev = state.gateway;
     state.gateway = now;
+    loadBreakers();
     if (!prev) return;
     const dt = (now.t - prev.t) / 1000;
-    $("gw-rps").textContent = ((now.req - prev.req) / dt).toFixed(1);
-    $("gw-err").textContent = ((now.err - prev.err) / dt).toFixed(2);
-    const n = now.cnt - prev.cnt;
-    $("gw-lat").textContent = n > 0 ? (((now.sum - prev.sum) / n) * 1000).toFixed(2) + " ms" : "–";
+    let req = 0, err = 0;
+    const all = { buckets: new Map() }, before = { buckets: new Map() };
+    const rows = [];
+    for (const [key, e] of now.series) {
+      const p = prev.series.get(key);
+      const r = (e.req - (p ? p.req : 0)) / dt, x = (e.err - (p ? p.err : 0)) / dt;
+      req += r; err += x;
+      for (const [le, v] of e.buckets) all.buckets.set(le, (all.buckets.get(le) || 0) + v);
+      if (p) for (const [le, v] of p.buckets) before.buckets.set(le, (before.buckets.get(le) || 0) + v);
+      rows.push(`<tr data-route="${esc(e.route)}" data-service="${esc(e.service)}"><td>${esc(e.route)}</td><td>${esc(e.service)}</td>
+        <td class="rps">${r.toFixed(1)}</td><td>${x.toFixed(2)}</td><td>${ms(quantile(e, p, 0.5))}</td><td>${ms(quantile(e, p, 0.99))}</td></tr>`);
+    }
+    $("gw-rps").textContent = req.toFixed(1);
+    $("gw-err").textContent = err.toFixed(2);
+    $("gw-lat").textContent = `${ms(quantile(all, before, 0.5))} / ${ms(quantile(all, before, 0.99))}`;
+    $("gw-routes").tBodies[0].innerHTML = rows.join("");
+  }
+  async function loadBreakers() {
+    let list;
+    try { list = await api(state.config.gatewayUrl + "/gateway/breakers"); } catch (e) { return; }
+    $("gw-breakers").innerHTML = (list || []).map((b) =>
+      `<li><span class="badge ${b.state === "closed" ? "passing" : "critical"}">${esc(b.state)}</span> ${esc(b.service)} ${esc(b.instance)}</li>`).join("") || '<li class="muted">none yet</li>';
   }
 
   // ---- jobs -------------------------------------------------------------------------
@@ -250,9 +306,24 @@
       $("job-unattended").innerHTML = unattended.map((u) => `<b>${esc(u.type)}</b>: ${esc(u.waiting)} waiting, no worker`).join("<br>");
       const failed = await api(state.config.jobsUrl + "/jobs?state=failed&limit=10").catch(() => []);
       const list = Array.isArray(failed) ? failed : failed.jobs || failed.items || [];
-      $("job-failures").innerHTML = list.map((j) => `<li><b>${esc(j.type)}</b> ${esc(j.id)} <span class="error">${esc(j.error)}</span></li>`).join("") || '<li class="muted">none</li>';
+      $("job-failures").innerHTML = list.map((j) => `<li data-job="${esc(j.id)}"><b>${esc(j.type)}</b>
+        <a href="#" class="job-open" data-job="${esc(j.id)}">${esc(j.id)}</a> <span class="error">${esc(j.error)}</span>
+        <button type="button" class="job-retry" data-job="${esc(j.id)}">Retry</button></li>`).join("") || '<li class="muted">none</li>';
     } catch (e) { /* jobs server unreachable */ }
   }
+  $("job-failures").onclick = async (e) => {
+    const id = e.target.dataset && e.target.dataset.job;
+    if (!id || !state.config.jobsUrl) return;
+    e.preventDefault();
+    if (e.target.classList.contains("job-retry")) {
+      await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}/retry`, { method: "POST" }).catch(() => {});
+      loadJobs();
+    } else if (e.target.classList.contains("job-open")) {
+      const job = await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}`).catch(() => null);
+      $("job-detail").hidden = !job;
+      if (job) $("job-detail").textContent = JSON.stringify(job, null, 2);
+    }
+  };
   $("retry-failed").onclick = async () => {
     if (!state.config.jobsUrl) return;
     await api(state.config.jobsUrl + "/jobs/retry-failed", { method: "POST" }).catch(() => {});
@@ -260,14 +331,21 @@
   };
 
   // ---- logs -------------------------------------------------------------------------
+  // The first page of records and the live feed overlap: a record is shown once.
+  const logKey = (r) => [r.timestamp, r.level, r.service, r.message, r.requestId].map(text).join("\u0000");
   function addLog(r) {
     if (!r || !r.message) return;
+    const key = logKey(r);
+    if (state.logKeys.has(key)) return;
+    state.logKeys.add(key);
     state.logs.push(r);
-    if (state.logs.length > 500) state.logs.shift();
+    if (state.logs.length > 500) state.logKeys.delete(logKey(state.logs.shift()));
+    state.logs.sort((a, b) => text(a.timestamp).localeCompare(text(b.timestamp)));
     renderLogs();
   }
   async function loadLogs() {
-    if (!state.config.loggingUrl || state.logs.length) return;
+    if (!state.config.loggingUrl || state.logsLoaded) return;
+    state.logsLoaded = true;
     try {
       const body = await api(state.config.loggingUrl + "/logs?limit=50");
       const records = Array.isArray(body) ? body : body.records || [];
@@ -279,7 +357,7 @@
     const order = ["error", "warn", "info", "http", "verbose", "debug"];
     const shown = state.logs.filter((r) => (!level || order.indexOf(r.level) <= order.indexOf(level)) && (!service || text(r.service).includes(service)));
     $("logs").innerHTML = shown.slice(-200).map((r) =>
-      `<span class="lvl-${esc(r.level)}">${esc(text(r.timestamp).slice(11, 23))} ${esc(text(r.level).padEnd(7))} ${esc(r.service)}  ${esc(r.message)}</span>`).join("\n");
+      `<span class="lvl-${esc(r.level)}">${esc(text(r.timestamp).slice(0, 23).replace("T", " "))} ${esc(text(r.level).padEnd(7))} ${esc(r.service)}  ${esc(r.message)}</span>`).join("\n");
     $("logs").scrollTop = $("logs").scrollHeight;
   }
 
@@ -307,15 +385,21 @@
   $("log-service").oninput = renderLogs;
   function refreshAll() { loadServices().then(loadResponseTimes); loadAlerts(); loadSystem(); loadJobs(); loadGateway(); loadLogs(); }
 
-  const sibling = (port) => (port ? `${location.protocol}//${location.hostname}:${port}` : null);
+  // The other servers' data comes through this server (`/dashboard/api/{server}`), so the
+  // page needs only this port.
+  const sibling = (port, server) => (port ? `/dashboard/api/${server}` : null);
   fetch("/dashboard/config.json").then((r) => r.json()).then((config) => {
     state.config = { ...state.config, authRequired: config.authRequired,
-      jobsUrl: sibling(config.jobsPort), gatewayUrl: sibling(config.gatewayPort), loggingUrl: sibling(config.loggingPort) };
+      jobsUrl: sibling(config.jobsPort, "jobs"), gatewayUrl: sibling(config.gatewayPort, "gateway"),
+      loggingUrl: sibling(config.loggingPort, "logging") };
     if (state.config.authRequired && !state.token) { askForToken(); return; }
     refreshAll();
     connect();
   }).catch(connect);
-  setInterval(() => { loadGateway(); if (state.socket && state.socket.readyState === WebSocket.OPEN) renderServices(); else loadServices(); }, 5000);
+  // Heartbeats send no event: the list is read again so their ages reset, and the ages
+  // tick in between.
+  setInterval(() => { loadGateway(); loadServices(); }, 5000);
+  setInterval(renderServices, 1000);
   setInterval(loadJobs, 10000);
   setInterval(loadResponseTimes, 10000);
 })();

@@ -165,7 +165,10 @@ impl App {
                         status,
                         checker: health.checker.clone(),
                     })
-                    .merge(dashboard::router(dashboard.clone()))
+                    .merge(dashboard::router(
+                        dashboard.clone(),
+                        dashboard::Siblings::new(config.bind, dashboard.clone()),
+                    ))
                     .merge(events_api::router(EventsState {
                         bus: backends.events.clone(),
                     }))

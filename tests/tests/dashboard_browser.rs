@@ -272,3 +272,288 @@ async fn service_row(browser: &fantoccini::Client, service: &str) -> String {
     )
     .await
 }
+
+/// A service answering `POST /run` 200: what a job route dispatches to.
+async fn job_runner() -> u16 {
+    let app = axum::Router::new().route(
+        "/run",
+        axum::routing::post(|| async { axum::Json(json!({"backedUp": true})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// The text of the element `css` once it shows.
+async fn text_of(browser: &Client, what: &str, css: &str) -> String {
+    eventually(what, Duration::from_secs(30), || {
+        let (browser, css) = (browser.clone(), css.to_owned());
+        async move {
+            browser
+                .find(Locator::Css(&css))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+    })
+    .await
+}
+
+/// Seconds in a heartbeat age the page shows (`"7 s ago"`); minutes and hours as many.
+fn age_seconds(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next()? {
+        "s" => Some(n),
+        "min" => Some(n * 60),
+        "h" => Some(n * 3600),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_figures_are_true_and_come_through_one_port() {
+    let mut config = Config::ephemeral();
+    config.job_routes.insert(
+        "database-backup".into(),
+        omc_orchestra_server::jobs_dispatch::JobRoute {
+            service: "backup-service".into(),
+            path: "/run".into(),
+        },
+    );
+    let app = App::start(config, &ServerKind::ALL).await.unwrap();
+    let base = app.url(ServerKind::Registry);
+    let (gateway, jobs, logs) = (
+        app.url(ServerKind::Gateway),
+        app.url(ServerKind::Jobs),
+        app.url(ServerKind::Logging),
+    );
+    let http = reqwest::Client::new();
+    let register = |name: &'static str, port: u16| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let answer = http
+                .post(format!("{base}/registry/register"))
+                .json(&json!({"name": name, "host": "127.0.0.1", "port": port}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 201);
+            answer.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let pricing = FakeService::start().await;
+    register("pricing-service", pricing.port).await;
+
+    // A steady stream of proxied requests, about 20 a second.
+    let stream = {
+        let (http, gateway) = (http.clone(), gateway.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = http
+                    .get(format!("{gateway}/api/pricing-service/health"))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let driver = ChromeDriver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/dashboard")).await.unwrap();
+
+    // The gateway panel counts the proxied requests, per route and service.
+    let rate = eventually(
+        "the proxied rate on the page",
+        Duration::from_secs(40),
+        || {
+            let browser = browser.clone();
+            async move {
+                let text = browser
+                    .find(Locator::Id("gw-rps"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let rate: f64 = text.parse().ok()?;
+                (rate >= 5.0).then_some(rate)
+            }
+        },
+    )
+    .await;
+    assert!(
+        rate < 40.0,
+        "about 20 proxied requests a second, shown {rate}"
+    );
+    let row = text_of(
+        &browser,
+        "the route's row",
+        "#gw-routes tr[data-service='pricing-service'] td.rps",
+    )
+    .await;
+    assert!(row.parse::<f64>().unwrap_or(0.0) >= 5.0, "{row}");
+
+    // A log line posted once shows once, with its date.
+    let message = format!("tank 9 calibrated {}", uuid::Uuid::new_v4().simple());
+    let answer = http
+        .post(format!("{logs}/logs"))
+        .json(&json!({"level": "info", "service": "inventory-service", "message": message}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    eventually("the log line on the page", Duration::from_secs(30), || {
+        let (browser, message) = (browser.clone(), message.clone());
+        async move {
+            let text = browser
+                .find(Locator::Id("logs"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(&message).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shown_logs = browser
+        .find(Locator::Id("logs"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown_logs.matches(&message).count(), 1, "{shown_logs}");
+    let line = shown_logs.lines().find(|l| l.contains(&message)).unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(line.starts_with(&today), "a full timestamp: {line}");
+
+    // A heartbeat age grows, and resets after a heartbeat.
+    let inventory = FakeService::start().await;
+    let id = register("inventory-service", inventory.port).await;
+    let cell = format!("tr[data-id='{id}'] td.heartbeat");
+    eventually("an age of 7 s or more", Duration::from_secs(30), || {
+        let (browser, cell) = (browser.clone(), cell.clone());
+        async move {
+            let text = browser
+                .find(Locator::Css(&cell))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (age_seconds(&text)? >= 7).then_some(())
+        }
+    })
+    .await;
+    let beat = http
+        .put(format!("{base}/registry/heartbeat/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(beat.status().is_success());
+    eventually("the age reset", Duration::from_secs(15), || {
+        let (browser, cell) = (browser.clone(), cell.clone());
+        async move {
+            let text = browser
+                .find(Locator::Css(&cell))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (age_seconds(&text)? < 7).then_some(())
+        }
+    })
+    .await;
+    let summary = browser
+        .find(Locator::Id("summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(summary.starts_with("2 services"), "{summary}");
+
+    // A job fails (nothing runs its service yet); it can be opened and retried from the page.
+    let job: serde_json::Value = http
+        .post(format!("{jobs}/jobs"))
+        .json(&json!({"type": "database-backup", "maxAttempts": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let open = format!("#job-failures a.job-open[data-job='{job_id}']");
+    text_of(&browser, "the failed job on the page", &open).await;
+    browser
+        .find(Locator::Css(&open))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let detail = text_of(&browser, "the job's detail", "#job-detail").await;
+    assert!(
+        detail.contains(&job_id) && detail.contains("database-backup"),
+        "{detail}"
+    );
+    register("backup-service", job_runner().await).await;
+    browser
+        .find(Locator::Css(&format!(
+            "#job-failures button.job-retry[data-job='{job_id}']"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the retried job done", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{jobs}/jobs/{job_id}"));
+        async move {
+            let job: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            (job["state"] == "completed").then_some(())
+        }
+    })
+    .await;
+
+    // Everything the page loaded came from the registry's port.
+    let loaded = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map((e) => e.name);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let loaded: Vec<String> = serde_json::from_value(loaded).unwrap();
+    assert!(
+        loaded.iter().any(|u| u.contains("/dashboard/api/jobs/")),
+        "{loaded:?}"
+    );
+    for url in &loaded {
+        assert!(
+            url.starts_with(&base),
+            "the page called another port: {url}"
+        );
+    }
+
+    let png = browser.screenshot().await.unwrap();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-truth.png");
+    std::fs::write(&out, &png).unwrap();
+
+    stream.abort();
+    browser.close().await.unwrap();
+    app.shutdown().await;
+}
