@@ -149,6 +149,13 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Put every failed job back to waiting with fresh attempts; returns how many.
     async fn retry_failed(&self) -> Result<u64>;
 
+    /// Put one failed job back to waiting with fresh attempts, as [`retry_failed`] does
+    /// for all of them, so an operator can retry the one job they looked at. A job that
+    /// is not failed is a [`Error::Conflict`](crate::Error::Conflict).
+    ///
+    /// [`retry_failed`]: JobQueue::retry_failed
+    async fn retry(&self, id: &str) -> Result<Job>;
+
     #[cfg(feature = "cron")]
     /// Store a cron schedule (insert or replace; its last fired tick is kept).
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()>;

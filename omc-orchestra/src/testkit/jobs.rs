@@ -422,6 +422,43 @@ pub async fn trimming(make: &MakeQueue) {
     assert_eq!((stats.completed, stats.failed), (0, 0));
 }
 
+/// One failed job goes back to waiting with fresh attempts; a job that is not failed
+/// is a conflict and an unknown id is not found.
+pub async fn retry_one_failed_job(make: &MakeQueue) {
+    let (queue, _) = fresh(make).await;
+    let mut new = job("uppf-claim", JobPriority::Normal);
+    new.max_attempts = Some(1);
+    let id = queue.enqueue(new).await.unwrap().id;
+    let other = queue
+        .enqueue(job("uppf-claim", JobPriority::Low))
+        .await
+        .unwrap()
+        .id;
+    assert!(matches!(
+        queue.retry(&other).await,
+        Err(crate::Error::Conflict(_))
+    ));
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(lease.job.id, id);
+    queue
+        .fail(&id, &lease.token, "claim portal down")
+        .await
+        .unwrap();
+    assert_eq!(queue.get(&id).await.unwrap().state, JobState::Failed);
+    let retried = queue.retry(&id).await.unwrap();
+    assert_eq!((retried.state, retried.attempts), (JobState::Waiting, 0));
+    assert_eq!(queue.stats().await.unwrap().failed, 0);
+    let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (lease.job.id.as_str(), lease.job.attempts),
+        (id.as_str(), 1)
+    );
+    assert!(matches!(
+        queue.retry("no-such-job").await,
+        Err(crate::Error::NotFound { .. })
+    ));
+}
+
 /// Every check of the job queue contract, in turn.
 pub async fn run_all(make: MakeQueue) {
     priority_order(&make).await;
@@ -432,6 +469,7 @@ pub async fn run_all(make: MakeQueue) {
     lease_expiry_reruns_once(&make).await;
     complete_many_in_one_go(&make).await;
     failed_then_retry_failed(&make).await;
+    retry_one_failed_job(&make).await;
     unique_key_dedup(&make).await;
     trimming(&make).await;
     keep_no_completed(&make).await;

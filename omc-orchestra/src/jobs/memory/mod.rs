@@ -271,6 +271,33 @@ impl JobQueue for MemoryJobQueue {
         Ok(failed.len() as u64)
     }
 
+    async fn retry(&self, id: &str) -> Result<Job> {
+        let mut state = self.state.lock();
+        let (seq, finished) = match state.jobs.get(id) {
+            None => return Err(Error::not_found("job", id)),
+            Some(e) if e.job.state != JobState::Failed => {
+                return Err(Error::Conflict(format!(
+                    "job `{id}` is {}, not failed",
+                    e.job.state.as_str()
+                )))
+            }
+            Some(e) => (e.seq, e.job.finished_at),
+        };
+        if let Some(finished) = finished {
+            state.failed.remove(&(ms(finished), seq, id.to_owned()));
+        }
+        if let Some(e) = state.jobs.get_mut(id) {
+            e.job.attempts = 0;
+            e.job.finished_at = None;
+        }
+        state.make_ready(id);
+        state
+            .jobs
+            .get(id)
+            .map(|e| e.job.clone())
+            .ok_or_else(|| Error::not_found("job", id))
+    }
+
     #[cfg(feature = "cron")]
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;

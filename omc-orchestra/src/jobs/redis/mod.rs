@@ -472,6 +472,18 @@ impl JobQueue for RedisJobQueue {
         }
     }
 
+    async fn retry(&self, id: &str) -> Result<Job> {
+        parse::first_job(
+            self.inner
+                .held_op(&self.inner.scripts.retry, id, vec![id.into()])
+                .await?,
+        )
+        .map_err(|err| match err {
+            Error::Conflict(_) => Error::Conflict(format!("job `{id}` is not failed")),
+            other => other,
+        })
+    }
+
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
         let mut stored = schedule.clone();

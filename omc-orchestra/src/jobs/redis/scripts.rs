@@ -18,6 +18,7 @@ pub(super) struct Scripts {
     pub(super) cancel: Script,
     pub(super) maintain: Script,
     pub(super) retry_failed: Script,
+    pub(super) retry: Script,
     pub(super) fire: Script,
     pub(super) stats: Script,
     pub(super) list: Script,
@@ -40,6 +41,7 @@ impl Scripts {
             cancel: s(CANCEL),
             maintain: s(MAINTAIN),
             retry_failed: s(RETRY_FAILED),
+            retry: s(RETRY),
             fire: s(FIRE),
             stats: s(STATS),
             list: s(LIST),
@@ -589,6 +591,20 @@ for _, id in ipairs(ids) do
   end
 end
 return #ids
+"#;
+
+/// ARGV[8] the id of one failed job, back to waiting with fresh attempts.
+pub(super) const RETRY: &str = r#"
+local id = ARGV[8]
+local k = jk(id)
+local state = redis.call('HGET', k, 'state')
+if not state then return {'missing'} end
+if state ~= 'failed' then return {'not_failed'} end
+redis.call('ZREM', FAILED, id)
+redis.call('HSET', k, 'att', 0)
+redis.call('HDEL', k, 'fi')
+ready(id)
+return {'ok', redis.call('HGETALL', k)}
 "#;
 
 /// ARGV[8] schedule id, [9] tick ms, [10] job id, [11..16] the job.
