@@ -42,6 +42,7 @@ pub struct JobsState {
         list_jobs,
         get_job,
         cancel_job,
+        retry_job,
         stats,
         retry_failed,
         add_schedule,
@@ -92,6 +93,7 @@ pub fn router(state: JobsState) -> Router {
         .route("/jobs/stats", get(stats))
         .route("/jobs/retry-failed", post(retry_failed))
         .route("/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
         .route("/schedules", post(add_schedule).get(list_schedules))
         .route("/schedules/{id}", delete(remove_schedule))
         .route(
@@ -168,6 +170,17 @@ async fn cancel_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(state.queue.cancel(&id).await?))
+}
+
+/// Put one failed job back to waiting with fresh attempts.
+#[utoipa::path(post, path = "/jobs/{id}/retry", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn retry_job(State(state): State<JobsState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+    let job = state.queue.retry(&id).await?;
+    // The job waits again: a waiting lease request may take it now.
+    state.leases.queued();
+    Ok(Json(job))
 }
 
 /// The queue's figures and the job types nothing runs.

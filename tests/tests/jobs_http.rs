@@ -310,3 +310,49 @@ async fn the_jobs_api_works_on_redis_backends() {
     app.shutdown().await;
     store.delete_prefix().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_failed_job_is_retried_by_id_and_any_other_is_refused() {
+    let app = App::start(Config::ephemeral(), &[ServerKind::Jobs])
+        .await
+        .unwrap();
+    let jobs = app.url(ServerKind::Jobs);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{jobs}{path}")).json(&body).send();
+    let job: Value = post("/jobs", json!({"type": "uppf-claim", "maxAttempts": 1}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let waiting = post(&format!("/jobs/{id}/retry"), json!({})).await.unwrap();
+    assert_eq!(waiting.status(), 409, "a waiting job is not failed");
+    let leased: Value = post(
+        "/jobs/lease",
+        json!({"worker": "w", "types": ["uppf-claim"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = leased["jobs"][0]["token"].as_str().unwrap().to_owned();
+    let failed = post(
+        &format!("/jobs/{id}/fail"),
+        json!({"token": token, "error": "claim portal down"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.status(), 200);
+    let retried = post(&format!("/jobs/{id}/retry"), json!({})).await.unwrap();
+    assert_eq!(retried.status(), 200);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(
+        (retried["state"].as_str(), retried["attempts"].as_u64()),
+        (Some("waiting"), Some(0))
+    );
+    let missing = post("/jobs/no-such-job/retry", json!({})).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    app.shutdown().await;
+}
