@@ -6,6 +6,7 @@
     config: { jobsUrl: null, gatewayUrl: null, loggingUrl: null, authRequired: false },
     token: localStorage.getItem("orchestra.token") || "",
     services: [], latency: {}, alerts: new Map(), logs: [], logKeys: new Set(), logsLoaded: false,
+    events: [], eventIds: new Set(),
     series: { cpu: [], mem: [], disk: [], net: [] }, gateway: null, socket: null, retry: 0, reconnect: null,
   };
   const HOUR_POINTS = 360;
@@ -72,6 +73,7 @@
       case "alert": addAlert(data); break;
       case "metric": addMetric(pick(data, "data") || data); break;
       case "log": addLog(pick(data, "data") || data); break;
+      case "event": addEvent(data); break;
       case "job":
         if (!jobsTimer) jobsTimer = setTimeout(() => { jobsTimer = null; loadJobs(); }, 1000);
         break;
@@ -106,19 +108,39 @@
     const needle = $("svc-filter").value.trim().toLowerCase();
     const shown = state.services.filter((s) => !needle ||
       [s.name, s.host, s.version, s.type, ...(s.tags || [])].join(" ").toLowerCase().includes(needle));
-    $("services").tBodies[0].innerHTML = shown.map((s) => `
+    // Grouped by service name: a line per service, then its instances.
+    const groups = new Map();
+    for (const s of shown) { if (!groups.has(s.name)) groups.set(s.name, []); groups.get(s.name).push(s); }
+    $("services").tBodies[0].innerHTML = [...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, list]) => {
+      const up = list.filter((s) => s.status !== "critical").length;
+      return `<tr class="group" data-group="${esc(name)}"><td colspan="7"><b>${esc(name)}</b> · ${list.length} instance${list.length === 1 ? "" : "s"} · ${up} healthy</td></tr>` +
+        list.map(instanceRow).join("");
+    }).join("");
+    $("services-empty").hidden = state.services.length > 0;
+    const healthy = state.services.filter((s) => s.status !== "critical").length;
+    $("svc-counts").innerHTML = `<span class="badge passing">${healthy} healthy</span>
+      <span class="badge critical">${state.services.length - healthy} unhealthy</span>`;
+  }
+  function instanceRow(s) {
+    return `
       <tr data-service="${esc(s.name)}" data-id="${esc(s.id)}" data-status="${esc(s.status)}">
         <td><span class="badge ${esc(s.status)}">${esc(s.status)}</span></td>
         <td>${esc(s.name)}</td><td>${esc(s.version)}</td><td>${esc(s.host)}:${esc(s.port)}</td>
         <td>${(s.tags || []).map(esc).join(", ")}</td>
         <td class="heartbeat" title="${esc(s.lastHeartbeat)}">${ago(s.lastHeartbeat)}</td>
         <td>${state.latency[s.id] !== undefined ? Number(state.latency[s.id]).toFixed(1) + " ms" : "–"}</td>
-      </tr>`).join("");
-    $("services-empty").hidden = state.services.length > 0;
-    const healthy = state.services.filter((s) => s.status !== "critical").length;
-    $("svc-counts").innerHTML = `<span class="badge passing">${healthy} healthy</span>
-      <span class="badge critical">${state.services.length - healthy} unhealthy</span>`;
+      </tr>`;
   }
+  // An instance's health detail (status, since, probe results) and what it depends on.
+  $("services").onclick = async (e) => {
+    const row = e.target.closest("tr[data-id]");
+    if (!row) return;
+    const id = row.dataset.id;
+    const instance = state.services.find((s) => s.id === id) || {};
+    const health = await api(`/registry/services/${encodeURIComponent(id)}/health`).catch(() => null);
+    $("svc-detail").hidden = false;
+    $("svc-detail").textContent = JSON.stringify({ id, dependencies: instance.dependencies || [], health }, null, 2);
+  };
   function renderSummary(d) {
     const s = (d && d.services) || {};
     const names = new Set(state.services.map((i) => i.name)).size;
@@ -289,7 +311,8 @@
     let list;
     try { list = await api(state.config.gatewayUrl + "/gateway/breakers"); } catch (e) { return; }
     $("gw-breakers").innerHTML = (list || []).map((b) =>
-      `<li><span class="badge ${b.state === "closed" ? "passing" : "critical"}">${esc(b.state)}</span> ${esc(b.service)} ${esc(b.instance)}</li>`).join("") || '<li class="muted">none yet</li>';
+      `<li data-breaker="${esc(b.instance)}"><span class="badge ${b.phase === "closed" ? "passing" : "critical"}">${esc(b.phase)}</span> ${esc(b.service)} ${esc(b.instance)}
+        <span class="muted">${esc(b.windowFailures)}/${esc(b.windowRequests)} failed</span></li>`).join("") || '<li class="muted">none yet</li>';
   }
 
   // ---- jobs -------------------------------------------------------------------------
@@ -304,11 +327,21 @@
       const unattended = stats.unattended || [];
       $("job-unattended").hidden = unattended.length === 0;
       $("job-unattended").innerHTML = unattended.map((u) => `<b>${esc(u.type)}</b>: ${esc(u.waiting)} waiting, no worker`).join("<br>");
-      const failed = await api(state.config.jobsUrl + "/jobs?state=failed&limit=10").catch(() => []);
-      const list = Array.isArray(failed) ? failed : failed.jobs || failed.items || [];
+      const wanted = $("job-state").value;
+      const found = await api(`${state.config.jobsUrl}/jobs?state=${encodeURIComponent(wanted)}&limit=20`).catch(() => []);
+      const list = Array.isArray(found) ? found : found.jobs || found.items || [];
+      const action = (j) => wanted === "failed"
+        ? `<button type="button" class="job-retry" data-job="${esc(j.id)}">Retry</button>`
+        : wanted === "completed" ? "" : `<button type="button" class="job-cancel" data-job="${esc(j.id)}">Cancel</button>`;
       $("job-failures").innerHTML = list.map((j) => `<li data-job="${esc(j.id)}"><b>${esc(j.type)}</b>
-        <a href="#" class="job-open" data-job="${esc(j.id)}">${esc(j.id)}</a> <span class="error">${esc(j.error)}</span>
-        <button type="button" class="job-retry" data-job="${esc(j.id)}">Retry</button></li>`).join("") || '<li class="muted">none</li>';
+        <a href="#" class="job-open" data-job="${esc(j.id)}">${esc(j.id)}</a> <span class="muted">${esc(j.attempts)}/${esc(j.maxAttempts)}</span>
+        <span class="error">${esc(j.error)}</span> ${action(j)}</li>`).join("") || '<li class="muted">none</li>';
+      const schedules = await api(state.config.jobsUrl + "/schedules").catch(() => []);
+      $("job-schedules").innerHTML = (schedules || []).map((s) => `<li data-schedule="${esc(s.id)}"><b>${esc(s.id)}</b>
+        <code>${esc(s.cron)}</code> ${esc(s.job && s.job.type)} <span class="muted">${s.paused ? "paused" : "next " + esc(text(s.nextRunAt).slice(0, 19).replace("T", " "))}</span></li>`).join("") || '<li class="muted">none</li>';
+      const workers = await api(state.config.jobsUrl + "/jobs/workers").catch(() => []);
+      $("job-workers").innerHTML = (workers || []).map((w) => `<li><b>${esc(w.worker)}</b> ${(w.types || []).map(esc).join(", ")}
+        <span class="muted">${esc(w.inFlight)} in flight · seen ${esc(w.lastSeenSecs)} s ago</span></li>`).join("") || '<li class="muted">none seen in the last minute</li>';
     } catch (e) { /* jobs server unreachable */ }
   }
   $("job-failures").onclick = async (e) => {
@@ -318,17 +351,45 @@
     if (e.target.classList.contains("job-retry")) {
       await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}/retry`, { method: "POST" }).catch(() => {});
       loadJobs();
+    } else if (e.target.classList.contains("job-cancel")) {
+      await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => {});
+      loadJobs();
     } else if (e.target.classList.contains("job-open")) {
       const job = await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}`).catch(() => null);
       $("job-detail").hidden = !job;
       if (job) $("job-detail").textContent = JSON.stringify(job, null, 2);
     }
   };
+  $("job-state").onchange = loadJobs;
   $("retry-failed").onclick = async () => {
     if (!state.config.jobsUrl) return;
     await api(state.config.jobsUrl + "/jobs/retry-failed", { method: "POST" }).catch(() => {});
     loadJobs();
   };
+
+  // ---- events -----------------------------------------------------------------------
+  function addEvent(e) {
+    if (!e || !e.id || state.eventIds.has(e.id)) return;
+    state.eventIds.add(e.id);
+    state.events.push(e);
+    if (state.events.length > 200) state.eventIds.delete(state.events.shift().id);
+    renderEvents();
+  }
+  function renderEvents() {
+    const type = $("ev-type").value.trim().toUpperCase();
+    const shown = state.events.filter((e) => !type || text(e.type).includes(type)).slice(-50).reverse();
+    $("events").innerHTML = shown.map((e) => `<li data-event="${esc(e.id)}" data-type="${esc(e.type)}">
+      <span class="muted">${esc(text(e.time).slice(0, 19).replace("T", " "))}</span> <b>${esc(e.type)}</b> ${esc(e.source)}
+      <span class="muted">${esc(e.priority)}</span></li>`).join("") || '<li class="muted">none yet</li>';
+  }
+  async function loadEvents() {
+    const history = await api("/events?limit=50").catch(() => []);
+    (Array.isArray(history) ? history : []).slice().sort((a, b) => text(a.time).localeCompare(text(b.time))).forEach(addEvent);
+    const dead = await api("/events/dead-letters?limit=20").catch(() => []);
+    $("dead-letters").innerHTML = (Array.isArray(dead) ? dead : []).map((d) => `<li><b>${esc(d.event ? d.event.type : d.eventId)}</b>
+      ${esc(d.group)} <span class="muted">${esc(d.deliveries)} deliveries · ${esc(d.reason)}</span></li>`).join("") || '<li class="muted">none</li>';
+  }
+  $("ev-type").oninput = renderEvents;
 
   // ---- logs -------------------------------------------------------------------------
   // The first page of records and the live feed overlap: a record is shown once.
@@ -383,7 +444,7 @@
   $("svc-filter").oninput = renderServices;
   $("log-level").onchange = renderLogs;
   $("log-service").oninput = renderLogs;
-  function refreshAll() { loadServices().then(loadResponseTimes); loadAlerts(); loadSystem(); loadJobs(); loadGateway(); loadLogs(); }
+  function refreshAll() { loadServices().then(loadResponseTimes); loadAlerts(); loadSystem(); loadJobs(); loadGateway(); loadLogs(); loadEvents(); }
 
   // The other servers' data comes through this server (`/dashboard/api/{server}`), so the
   // page needs only this port.

@@ -67,6 +67,7 @@ pub struct JobsState {
         crate::jobs_lease::ExtendRequest,
         crate::jobs_lease::Renewed,
         crate::jobs_lease::WorkerSeen,
+        ListedSchedule,
         JobPriority,
         JobState,
         Backoff,
@@ -254,9 +255,29 @@ async fn add_schedule(
 }
 
 /// Every schedule.
-#[utoipa::path(get, path = "/schedules", responses((status = 200, body = [Schedule])))]
-async fn list_schedules(State(state): State<JobsState>) -> ApiResult<Json<Vec<Schedule>>> {
-    Ok(Json(state.scheduler.list().await?))
+#[utoipa::path(get, path = "/schedules", responses((status = 200, body = [ListedSchedule])))]
+async fn list_schedules(State(state): State<JobsState>) -> ApiResult<Json<Vec<ListedSchedule>>> {
+    let scheduler = &state.scheduler;
+    let listed = scheduler
+        .list()
+        .await?
+        .into_iter()
+        .map(|schedule| ListedSchedule {
+            next_run_at: scheduler.next_run(&schedule),
+            schedule,
+        });
+    Ok(Json(listed.collect()))
+}
+
+/// A schedule as `GET /schedules` lists it: the stored schedule and when it fires next.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSchedule {
+    /// The schedule.
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    /// Its next tick after now; none while paused.
+    pub next_run_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Remove a schedule.

@@ -485,6 +485,114 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         .unwrap();
     assert!(summary.starts_with("2 services"), "{summary}");
 
+    // Services are grouped by name; an instance opens to its health and dependencies.
+    let group = text_of(
+        &browser,
+        "the pricing-service group",
+        "tr.group[data-group='pricing-service']",
+    )
+    .await;
+    assert!(group.contains("1 instance"), "{group}");
+    browser
+        .find(Locator::Css("tr[data-service='pricing-service'][data-id]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let detail = text_of(&browser, "the instance's detail", "#svc-detail").await;
+    assert!(
+        detail.contains("dependencies") && detail.contains("health"),
+        "{detail}"
+    );
+
+    // Events stream in, and the type filter narrows them.
+    let answer = http
+        .post(format!("{base}/events"))
+        .json(
+            &json!({"type": "PRICE_UPDATED", "source": "pricing-service",
+                      "data": {"stationId": "STN001", "newPrice": 7.45}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    text_of(
+        &browser,
+        "the event in the feed",
+        "#events li[data-type='PRICE_UPDATED']",
+    )
+    .await;
+    browser
+        .find(Locator::Id("ev-type"))
+        .await
+        .unwrap()
+        .send_keys("INVENTORY")
+        .await
+        .unwrap();
+    eventually("the filter hiding it", Duration::from_secs(10), || {
+        let browser = browser.clone();
+        async move {
+            let found = browser
+                .find_all(Locator::Css("#events li[data-type='PRICE_UPDATED']"))
+                .await
+                .ok()?;
+            found.is_empty().then_some(())
+        }
+    })
+    .await;
+
+    // A schedule shows its next fire time; a waiting job can be cancelled from the page.
+    let answer = http
+        .post(format!("{jobs}/schedules"))
+        .json(&json!({"id": "nightly-report", "cron": "0 0 2 * * *",
+                      "job": {"type": "report-generation"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let schedule = text_of(
+        &browser,
+        "the schedule",
+        "#job-schedules li[data-schedule='nightly-report']",
+    )
+    .await;
+    assert!(schedule.contains("next 20"), "{schedule}");
+    let waiting: serde_json::Value = http
+        .post(format!("{jobs}/jobs"))
+        .json(&json!({"type": "uppf-processing"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting_id = waiting["id"].as_str().unwrap().to_owned();
+    let state = browser.find(Locator::Id("job-state")).await.unwrap();
+    state.select_by_value("waiting").await.unwrap();
+    let cancel = format!("#job-failures button.job-cancel[data-job='{waiting_id}']");
+    text_of(
+        &browser,
+        "the waiting job",
+        &format!("#job-failures li[data-job='{waiting_id}']"),
+    )
+    .await;
+    browser
+        .find(Locator::Css(&cancel))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the job cancelled", Duration::from_secs(15), || {
+        let (http, url) = (http.clone(), format!("{jobs}/jobs/{waiting_id}"));
+        async move {
+            let job: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            (job["state"] != "waiting").then_some(())
+        }
+    })
+    .await;
+
     // A job fails (nothing runs its service yet); it can be opened and retried from the page.
     let job: serde_json::Value = http
         .post(format!("{jobs}/jobs"))
@@ -496,6 +604,9 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         .await
         .unwrap();
     let job_id = job["id"].as_str().unwrap().to_owned();
+    state.select_by_value("failed").await.unwrap();
+    let open = format!("#job-failures li[data-job='{job_id}'] button.job-retry");
+    text_of(&browser, "the failed job's retry button", &open).await;
     let open = format!("#job-failures a.job-open[data-job='{job_id}']");
     text_of(&browser, "the failed job on the page", &open).await;
     browser
@@ -549,6 +660,18 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         );
     }
 
+    let breaker = text_of(
+        &browser,
+        "the upstream's breaker",
+        "#gw-breakers li[data-breaker]",
+    )
+    .await;
+    assert!(breaker.contains("closed"), "{breaker}");
+
+    browser
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .unwrap();
     let png = browser.screenshot().await.unwrap();
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-truth.png");
     std::fs::write(&out, &png).unwrap();

@@ -207,6 +207,15 @@ impl Scheduler {
         Ok(schedule)
     }
 
+    /// When `schedule` fires next, by this scheduler's clock; `None` while it is paused or
+    /// when its expression has no later tick.
+    pub fn next_run(&self, schedule: &Schedule) -> Option<DateTime<Utc>> {
+        if schedule.paused {
+            return None;
+        }
+        schedule.next_after(self.clock.now())
+    }
+
     /// Remove a schedule.
     pub async fn remove(&self, id: &str) -> Result<Schedule> {
         self.queue.delete_schedule(id).await
