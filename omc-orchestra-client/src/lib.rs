@@ -67,5 +67,8 @@ pub use omc_orchestra::events::{Event, EventPriority, NewEvent};
 pub use omc_orchestra::jobs::{Backoff, BackoffKind, Job, JobPriority, JobState, NewJob};
 pub use omc_orchestra::logs::{LogCategory, LogLevel, LogRecord};
 pub use omc_orchestra::registry::{HealthStatus, Registration, ServiceFilter, ServiceInstance};
+/// Trace context (and, with the `otlp` feature, span export): run work inside
+/// `telemetry::within(Some(trace), work)` and the SDK's calls carry the trace on.
+pub use omc_orchestra::telemetry;
 /// JSON values for event data, job data and log fields, so `json!` needs no other crate.
 pub use serde_json::{self, json, Value};

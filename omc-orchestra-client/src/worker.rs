@@ -248,12 +248,28 @@ impl Worker {
             };
             // Its own task, so a panic ends the task, not this worker; aborted with this
             // future, so a job given up at the end of the drain stops running too.
-            let trace = job_lease
+            let parent = job_lease
                 .job
                 .traceparent
                 .as_deref()
                 .and_then(omc_orchestra::telemetry::TraceParent::parse);
-            // The handler's own calls (events, jobs) continue the job's trace.
+            // A span for the run when export is on (feature `otlp`); the handler's own
+            // calls (events, jobs, logs) continue the run's trace either way.
+            let mut span = omc_orchestra::telemetry::enabled()
+                .then(|| {
+                    omc_orchestra::telemetry::start(
+                        format!("job {}", job_lease.job.job_type),
+                        omc_orchestra::telemetry::SpanKind::Consumer,
+                        parent.as_ref(),
+                        None,
+                    )
+                })
+                .flatten();
+            if let Some(span) = &mut span {
+                span.set_str("orchestra.job.id", job_lease.job.id.clone());
+                span.set_str("orchestra.job.type", job_lease.job.job_type.clone());
+            }
+            let trace = span.as_ref().map(|s| s.context().clone()).or(parent);
             let job = job_lease.job;
             let mut handler = AbortOnDrop(tokio::spawn(omc_orchestra::telemetry::within(
                 trace,
@@ -281,6 +297,20 @@ impl Worker {
                     },
                 }
             };
+            if let Some(mut span) = span {
+                match &outcome {
+                    Outcome::Done(_) => span.set_str("orchestra.job.outcome", "completed"),
+                    Outcome::Failed(error) => {
+                        span.set_str("orchestra.job.outcome", "failed");
+                        span.fail(error.clone());
+                    }
+                    Outcome::Cancelled => {
+                        span.set_str("orchestra.job.outcome", "cancelled");
+                        span.fail("cancelled");
+                    }
+                }
+                span.end();
+            }
             held.finish(outcome).await;
         }
     }

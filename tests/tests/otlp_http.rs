@@ -243,6 +243,71 @@ async fn one_trace_runs_from_the_caller_through_the_gateway_a_service_and_a_job(
     .await;
     assert_eq!(dispatched, format!("00-{trace_id}-{}-01", run.span_id));
 
+    // A job the SDK's worker runs gets its span in the same trace, and what its handler
+    // enqueues continues that span.
+    let client = omc_orchestra_client::OrchestraClient::new(app.url(ServerKind::Registry))
+        .with_jobs_url(app.url(ServerKind::Jobs));
+    let orc = omc_orchestra_client::Orchestra::with_client("inventory-service", client);
+    let sync = orc
+        .client()
+        .enqueue(omc_orchestra_client::NewJob {
+            traceparent: Some(format!("00-{trace_id}-{caller_span}-01")),
+            ..omc_orchestra_client::NewJob::new("inventory-sync", json!({}))
+        })
+        .await
+        .unwrap();
+    let made = orc.clone();
+    let worker = orc
+        .worker()
+        .handle("inventory-sync", move |_job| {
+            let orc = made.clone();
+            async move {
+                let follow = orc.enqueue("report-generation", json!({})).await?;
+                Ok(json!({"follow": follow.traceparent}))
+            }
+        })
+        .spawn();
+    let sdk_run = eventually("the SDK worker's span", wait, find("job inventory-sync")).await;
+    assert_eq!(sdk_run.trace_id, trace_id);
+    assert_eq!(sdk_run.parent_span_id, caller_span);
+    let done = eventually("the sync done", wait, || {
+        let orc = orc.clone();
+        let id = sync.id.clone();
+        async move {
+            let job = orc.client().job(&id).await.ok()?;
+            (job.state == omc_orchestra_client::JobState::Completed).then_some(job)
+        }
+    })
+    .await;
+    // The follow-up was enqueued inside the jobs server's span of the SDK's call, a child
+    // of the run's span.
+    let follow = done.result.unwrap()["follow"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let parent = follow
+        .strip_prefix(&format!("00-{trace_id}-"))
+        .and_then(|rest| rest.strip_suffix("-01"))
+        .unwrap_or_else(|| panic!("the run's trace: {follow}"))
+        .to_owned();
+    let enqueued = eventually("the enqueue's span", wait, || {
+        let (spans, parent) = (spans.clone(), parent.clone());
+        async move {
+            let found = spans
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.span_id == parent)
+                .cloned();
+            found
+        }
+    })
+    .await;
+    assert_eq!(enqueued.name, "POST /jobs");
+    assert_eq!(enqueued.parent_span_id, sdk_run.span_id);
+    orc.shutdown().await.unwrap();
+    drop(worker);
+
     app.shutdown().await;
     tokio::task::spawn_blocking(move || export.shutdown())
         .await
