@@ -1,14 +1,16 @@
 //! The alert engine: evaluates [`AlertRule`]s over observed series, publishes firing and
 //! resolved alerts as `SYSTEM_ALERT` events, dedupes while firing and keeps a history.
 
+use super::inhibit::{inhibitor, ServiceDependencies, INHIBITED_BY};
 use super::{AlertRule, Severity};
 use crate::events::{types, EventBus, EventPriority, NewEvent};
 use crate::SharedClock;
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// Labels of a series (`service`, `instance`, `mount`, …).
 pub type Labels = BTreeMap<String, String>;
@@ -108,6 +110,8 @@ pub struct AlertEngine {
     source: String,
     keep: usize,
     inner: Mutex<Inner>,
+    dependencies: RwLock<Arc<ServiceDependencies>>,
+    subscribers: Mutex<Vec<mpsc::Sender<AlertNotice>>>,
 }
 
 impl std::fmt::Debug for AlertEngine {
@@ -150,6 +154,51 @@ impl AlertEngine {
                 series: HashMap::new(),
                 history: VecDeque::new(),
             }),
+            dependencies: RwLock::new(Arc::default()),
+            subscribers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The clock the engine dates its alerts with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Record each registered service's declared dependencies (the health checker does,
+    /// every round), so [`AlertEngine::active`] and the receivers can tell which
+    /// `ServiceUnavailable` alerts a dependency's alert inhibits.
+    pub fn set_service_dependencies(&self, dependencies: ServiceDependencies) {
+        let mut current = self.dependencies.write();
+        if **current != dependencies {
+            *current = Arc::new(dependencies);
+        }
+    }
+
+    /// Each registered service's declared dependencies, as last recorded.
+    pub fn service_dependencies(&self) -> Arc<ServiceDependencies> {
+        self.dependencies.read().clone()
+    }
+
+    /// A stream of every notice from now on, for the receivers. The engine never waits
+    /// for a subscriber: past `capacity` unread notices, new ones are dropped (logged).
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<AlertNotice> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.subscribers.lock().push(tx);
+        rx
+    }
+
+    fn hand_out(&self, notices: &[AlertNotice]) {
+        if notices.is_empty() {
+            return;
+        }
+        let mut subscribers = self.subscribers.lock();
+        subscribers.retain(|tx| !tx.is_closed());
+        for tx in subscribers.iter() {
+            for notice in notices {
+                if tx.try_send(notice.clone()).is_err() {
+                    tracing::warn!(rule = %notice.rule, "alert receivers behind; notice dropped");
+                }
+            }
         }
     }
 
@@ -190,6 +239,7 @@ impl AlertEngine {
             self.remember(&mut inner, &notices);
             notices
         };
+        self.hand_out(&notices);
         self.publish(&notices).await;
         notices
     }
@@ -214,6 +264,7 @@ impl AlertEngine {
             self.remember(&mut inner, &notices);
             notices
         };
+        self.hand_out(&notices);
         self.publish(&notices).await;
         notices
     }
@@ -248,7 +299,8 @@ impl AlertEngine {
         }
     }
 
-    /// Alerts pending or firing now, by rule then labels.
+    /// Alerts pending or firing now, by rule then labels; a firing `ServiceUnavailable`
+    /// alert that a dependency's firing alert inhibits carries an `inhibited_by` label.
     pub fn active(&self) -> Vec<ActiveAlert> {
         let inner = self.inner.lock();
         let mut all: Vec<ActiveAlert> = inner
@@ -273,6 +325,24 @@ impl AlertEngine {
             })
             .collect();
         all.sort_by(|a, b| (&a.rule, &a.labels).cmp(&(&b.rule, &b.labels)));
+        let dependencies = self.service_dependencies();
+        let inhibitors: Vec<Option<String>> = all
+            .iter()
+            .map(|alert| {
+                let firing = all
+                    .iter()
+                    .filter(|a| a.state == AlertState::Firing)
+                    .map(|a| (a.rule.as_str(), &a.labels));
+                (alert.state == AlertState::Firing)
+                    .then(|| inhibitor(&alert.rule, &alert.labels, firing, &dependencies))
+                    .flatten()
+            })
+            .collect();
+        for (alert, by) in all.iter_mut().zip(inhibitors) {
+            if let Some(by) = by {
+                alert.labels.insert(INHIBITED_BY.to_owned(), by);
+            }
+        }
         all
     }
 

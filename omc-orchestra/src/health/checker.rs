@@ -2,6 +2,7 @@
 //! interval, applies rise/fall thresholds and tells the registry when a verdict changes.
 
 use super::options::parse_duration;
+use super::ServiceDependencies;
 use super::{dependency_probe, AlertEngine, HealthProbe, HttpProbe, Labels, ProbeResult};
 use super::{CheckerOptions, DependencyHealth, InstanceHealthView, TcpProbe, Tracker};
 use crate::redact::redact;
@@ -178,12 +179,17 @@ impl HealthChecker {
         });
         let mut jobs = Vec::new();
         let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+        let mut declared = ServiceDependencies::new();
         for instance in instances {
             for dep in &instance.dependencies {
                 if let Some(address) = self.dependency_address(dep) {
                     wanted.insert(dep.clone(), address);
                 }
             }
+            declared
+                .entry(instance.name.clone())
+                .or_default()
+                .extend(instance.dependencies.iter().cloned());
             if instance.metadata.get("healthCheck").map(String::as_str) == Some("none") {
                 continue;
             }
@@ -217,6 +223,9 @@ impl HealthChecker {
                 timeout: self.timeout_of(&instance),
                 subject: Subject::Instance(Box::new(instance)),
             });
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.set_service_dependencies(declared);
         }
         state.dependencies.retain(|name, slot| {
             let kept = wanted.contains_key(name);

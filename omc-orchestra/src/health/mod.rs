@@ -9,6 +9,7 @@
 
 mod alerts;
 mod checker;
+mod inhibit;
 mod options;
 mod probes;
 mod rules;
@@ -19,6 +20,7 @@ pub use alerts::{
     ActiveAlert, AlertEngine, AlertNotice, AlertState, Labels, DEFAULT_ALERT_HISTORY,
 };
 pub use checker::HealthChecker;
+pub use inhibit::{inhibitor, ServiceDependencies, INHIBITED_BY, SERVICE_UNAVAILABLE};
 pub use options::{CheckerOptions, DependencyHealth, InstanceHealthView};
 #[cfg(feature = "postgres")]
 pub use probes::PostgresProbe;
