@@ -6,12 +6,15 @@
 //!   verdict changes.
 //! - [`SystemMonitor`]: CPU, memory, disks, network and load as a bounded time series.
 //! - [`AlertEngine`]: Prometheus-style rules with `for`, hysteresis, dedupe and history.
+//! - [`AlertReceivers`]: firing and resolved alerts to Alertmanager and webhooks, with
+//!   dependency-aware inhibition ([`inhibitor`]).
 
 mod alerts;
 mod checker;
 mod inhibit;
 mod options;
 mod probes;
+pub mod receivers;
 mod rules;
 mod system;
 mod tracker;
@@ -27,6 +30,7 @@ pub use probes::PostgresProbe;
 #[cfg(feature = "redis")]
 pub use probes::RedisProbe;
 pub use probes::{dependency_probe, FnProbe, HttpProbe, TcpProbe};
+pub use receivers::{AlertReceivers, ReceiverOptions, RetryPolicy, WebhookReceiver};
 pub use rules::{builtin_rules, AlertRule, Comparison, Severity, MAX_RULE_SECONDS};
 pub use system::{
     CpuSample, DiskSample, NetworkSample, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
