@@ -116,6 +116,12 @@ impl App {
             app.addrs.push((kind, listener.local_addr()?));
             listeners.push((kind, listener));
         }
+        let mut config = config;
+        if config.alert_receivers.external_url.is_empty() {
+            if let Some(addr) = app.addr(ServerKind::Registry) {
+                config.alert_receivers.external_url = format!("http://{addr}");
+            }
+        }
         let dashboard = DashboardConfig {
             jobs_port: app.addr(ServerKind::Jobs).map(|a| a.port()),
             gateway_port: app.addr(ServerKind::Gateway).map(|a| a.port()),

@@ -183,6 +183,17 @@ pub struct Options {
     /// Seconds between health checks of each instance (metadata `healthInterval` wins).
     #[arg(long, global = true, env = "HEALTH_INTERVAL")]
     pub health_interval: Option<u64>,
+    /// Alertmanager to send firing and resolved alerts to, e.g. `http://alertmanager:9093`
+    /// (repeatable; the variable takes a comma-separated list). Alerts go to its v2 API
+    /// as Prometheus sends them.
+    #[arg(
+        long = "alertmanager-url",
+        global = true,
+        env = "ALERTMANAGER_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub alertmanager_urls: Vec<String>,
     /// Log filter (error, warn, info, debug, trace or a tracing directive).
     #[arg(long, global = true, env = "LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -214,6 +225,20 @@ pub struct FileOptions {
     health_dependencies: Option<std::collections::BTreeMap<String, String>>,
     system_sample_every: Option<u64>,
     alert_rules: Option<Vec<omc_orchestra::health::AlertRule>>,
+    /// Alertmanagers alerts go to (`--alertmanager-url` wins).
+    alertmanager_urls: Option<Vec<String>>,
+    /// Webhooks alerts go to: `[[alert_receivers]]` with `url`, optional `name` and
+    /// `headers = { Authorization = "Bearer …" }`.
+    alert_receivers: Option<Vec<omc_orchestra::health::WebhookReceiver>>,
+    /// Seconds between sends of a firing alert to Alertmanager (60).
+    alert_resend_every: Option<u64>,
+    /// Seconds a new alert waits before it is first sent (10).
+    alert_group_wait: Option<u64>,
+    /// Seconds between repeats of a still-firing alert to the webhooks (14400).
+    alert_repeat_every: Option<u64>,
+    /// This orchestra's URL in alerts (`externalURL`, `generatorURL`); the registry
+    /// server's address by default.
+    alert_external_url: Option<String>,
     gateway: Option<GatewayConfig>,
     /// Job types the jobs server runs by POSTing them to a registered service, e.g.
     /// `[job_routes.report-generation]` with `service = "report-service"` and
@@ -245,6 +270,14 @@ impl std::fmt::Debug for Options {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| MASK))
             .field("service_public_key", &self.service_public_key)
             .field("cors_origins", &self.cors_origins)
+            .field(
+                "alertmanager_urls",
+                &self
+                    .alertmanager_urls
+                    .iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -350,6 +383,25 @@ impl Options {
             config.alert_rules.retain(|r| r.name != rule.name);
             config.alert_rules.push(rule);
         }
+        let receivers = &mut config.alert_receivers;
+        receivers.alertmanagers = if self.alertmanager_urls.is_empty() {
+            file.alertmanager_urls.unwrap_or_default()
+        } else {
+            self.alertmanager_urls.clone()
+        };
+        receivers.alertmanagers.retain(|url| !url.trim().is_empty());
+        receivers.webhooks = file.alert_receivers.unwrap_or_default();
+        for (seconds, field) in [
+            (file.alert_resend_every, &mut receivers.resend_every),
+            (file.alert_group_wait, &mut receivers.group_wait),
+            (file.alert_repeat_every, &mut receivers.repeat_every),
+        ] {
+            if let Some(seconds) = seconds {
+                *field = Duration::from_secs(seconds);
+            }
+        }
+        receivers.external_url = file.alert_external_url.unwrap_or_default();
+        receivers.validate().map_err(|err| err.to_string())?;
         config.panic_threshold = self.panic_threshold.or(file.panic_threshold);
         config.gateway = file.gateway.unwrap_or_default();
         // `<NAME>_SERVICE_URL` variables win over the file's static services.
@@ -581,6 +633,52 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use omc_orchestra::durability::Durability;
+
+    #[test]
+    fn alert_receivers_come_from_flags_and_the_toml_file_and_hide_secrets() {
+        let path = std::env::temp_dir().join(format!("orchestra-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            r#"
+alertmanager_urls = ["http://file-am:9093"]
+alert_resend_every = 30
+alert_group_wait = 2
+
+[[alert_receivers]]
+url = "http://hooks.example/orchestra"
+headers = { Authorization = "Bearer hook-s3cret" }
+"#,
+        )
+        .unwrap();
+        let file = path.to_str().unwrap_or_default();
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            cli.options.to_config(&cli.command)
+        };
+        let config = parse(&["orchestra", "--config", file, "registry"]).unwrap();
+        let receivers = &config.alert_receivers;
+        assert_eq!(receivers.alertmanagers, ["http://file-am:9093"]);
+        assert_eq!(receivers.resend_every, Duration::from_secs(30));
+        assert_eq!(receivers.group_wait, Duration::from_secs(2));
+        assert_eq!(receivers.webhooks.len(), 1);
+        assert!(!format!("{config:?}").contains("hook-s3cret"));
+        let flags = [
+            "orchestra",
+            "--config",
+            file,
+            "--alertmanager-url",
+            "http://a:9093",
+            "--alertmanager-url",
+            "http://u:pw@b:9093",
+            "registry",
+        ];
+        let config = parse(&flags).unwrap();
+        assert_eq!(config.alert_receivers.alertmanagers.len(), 2, "flags win");
+        assert!(!format!("{config:?}").contains(":pw@"));
+        let err = parse(&["orchestra", "--alertmanager-url", "nonsense", "registry"]);
+        assert!(err.is_err_and(|e| e.contains("alertmanager_urls")));
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn health_settings_and_alert_rules_come_from_the_toml_file() {

@@ -6,7 +6,7 @@ use crate::ws::WsConfig;
 use omc_orchestra::access::TokenVerifier;
 use omc_orchestra::durability::Durability;
 use omc_orchestra::gateway::GatewayConfig;
-use omc_orchestra::health::{builtin_rules, AlertRule};
+use omc_orchestra::health::{builtin_rules, AlertRule, ReceiverOptions};
 use omc_orchestra::redact::redact;
 use omc_orchestra::registry::RegistryOptions;
 use std::collections::BTreeMap;
@@ -167,6 +167,9 @@ pub struct Config {
     pub alert_eval_every: Duration,
     /// Alert rules (the built-in ones unless configured).
     pub alert_rules: Vec<AlertRule>,
+    /// Where firing and resolved alerts are sent (Alertmanagers, webhooks) and how often;
+    /// nowhere by default. An empty `external_url` means the registry server's own URL.
+    pub alert_receivers: ReceiverOptions,
     /// Where the logging server also writes JSON-lines files with rotation and archives
     /// (`LOG_DIR`); no files when absent.
     pub log_dir: Option<PathBuf>,
@@ -206,6 +209,7 @@ impl std::fmt::Debug for Config {
                 "elasticsearch_url",
                 &self.elasticsearch_url.as_deref().map(redact),
             )
+            .field("alert_receivers", &self.alert_receivers)
             .field("gateway", &self.gateway)
             .field("connections", &self.connections)
             .finish_non_exhaustive()
@@ -236,6 +240,7 @@ impl Default for Config {
             system_sample_every: Duration::from_secs(60),
             alert_eval_every: Duration::from_secs(5),
             alert_rules: builtin_rules(),
+            alert_receivers: ReceiverOptions::default(),
             log_dir: std::env::var_os("LOG_DIR")
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),

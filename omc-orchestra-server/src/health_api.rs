@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use omc_orchestra::health::{
-    ActiveAlert, AlertEngine, AlertNotice, AlertRule, CheckerOptions, DependencyHealth,
-    HealthChecker, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
+    ActiveAlert, AlertEngine, AlertNotice, AlertReceivers, AlertRule, CheckerOptions,
+    DependencyHealth, HealthChecker, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
 };
 use omc_orchestra::registry::{HealthStatus, ServiceFilter};
 use omc_orchestra::Backends;
@@ -92,6 +92,12 @@ impl HealthState {
                     probe_gauges.update(&checker.instances());
                 }
             }));
+        }
+        // The options were checked when the configuration was read; a failure here is
+        // logged rather than stopping the health engines.
+        match AlertReceivers::spawn(alerts.clone(), config.alert_receivers.clone()) {
+            Ok(receivers) => tasks.extend(receivers),
+            Err(err) => tracing::warn!(error = %err, "alerts go to no receiver"),
         }
         let engine = alerts.clone();
         let every = config.alert_eval_every;

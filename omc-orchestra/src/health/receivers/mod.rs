@@ -17,7 +17,7 @@ pub use payload::{alertmanager_body, webhook_bodies, OutgoingAlert};
 
 use super::inhibit::{inhibitor, ServiceDependencies};
 use super::{AlertEngine, AlertNotice, AlertState, Labels, Severity};
-use crate::redact::MASK;
+use crate::redact::{redact, MASK};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use delivery::{Endpoint, Sender};
@@ -48,15 +48,15 @@ impl std::fmt::Debug for WebhookReceiver {
         let headers: BTreeMap<&str, &str> =
             self.headers.keys().map(|k| (k.as_str(), MASK)).collect();
         f.debug_struct("WebhookReceiver")
-            .field("url", &crate::redact::redact(&self.url))
+            .field("url", &redact(&self.url))
             .field("name", &self.name)
             .field("headers", &headers)
             .finish()
     }
 }
 
-/// Where alerts go and how often.
-#[derive(Debug, Clone)]
+/// Where alerts go and how often. Its `Debug` masks passwords and header values.
+#[derive(Clone)]
 pub struct ReceiverOptions {
     /// Alertmanager base URLs (`http://alertmanager:9093`); alerts go to `/api/v2/alerts`.
     pub alertmanagers: Vec<String>,
@@ -94,6 +94,40 @@ impl Default for ReceiverOptions {
             queue: 256,
             external_url: String::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for ReceiverOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let managers: Vec<String> = self.alertmanagers.iter().map(|u| redact(u)).collect();
+        f.debug_struct("ReceiverOptions")
+            .field("alertmanagers", &managers)
+            .field("webhooks", &self.webhooks)
+            .field("resend_every", &self.resend_every)
+            .field("group_wait", &self.group_wait)
+            .field("repeat_every", &self.repeat_every)
+            .field("external_url", &redact(&self.external_url))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiverOptions {
+    /// Check every URL, header name and header value; the error names the field and
+    /// never holds a password or a header's value.
+    pub fn validate(&self) -> Result<()> {
+        for url in &self.alertmanagers {
+            alertmanager_endpoint(url)?;
+        }
+        for hook in &self.webhooks {
+            webhook_endpoint(hook)?;
+        }
+        if self.resend_every.is_zero() {
+            return Err(Error::invalid(
+                "alert_resend_every",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -259,7 +293,7 @@ fn parse_url(field: &str, url: &str) -> Result<reqwest::Url> {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(parsed),
         _ => Err(Error::invalid(
             field,
-            format!("`{}` is not an http(s) URL", crate::redact::redact(url)),
+            format!("`{}` is not an http(s) URL", redact(url)),
         )),
     }
 }
