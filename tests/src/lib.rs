@@ -125,3 +125,81 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     let response = reqwest::get(url).await.expect("the server answers");
     response.json().await.expect("a JSON body")
 }
+
+/// An Alertmanager of the test's own (Debian's `prometheus-alertmanager`) on a free port,
+/// with its own configuration and storage in a temporary directory, clustering off;
+/// killed when dropped.
+#[derive(Debug)]
+pub struct Alertmanager {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Alertmanager {
+    /// The binary the Debian package installs.
+    pub const BINARY: &'static str = "/usr/bin/prometheus-alertmanager";
+
+    /// Start one whose only receiver drops everything; panics naming `scripts/test`, which
+    /// installs it, when the binary is missing.
+    pub fn start() -> Self {
+        assert!(
+            std::path::Path::new(Self::BINARY).exists(),
+            "{} is missing: the Alertmanager tests need Debian's prometheus-alertmanager; \
+             `scripts/test` installs it (or `apt-get install prometheus-alertmanager`)",
+            Self::BINARY
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("orchestra-alertmanager-{port}"));
+        std::fs::create_dir_all(dir.join("data")).expect("a temporary directory");
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: drop\n  group_wait: 1s\n  group_interval: 1s\n\
+             receivers:\n  - name: drop\n",
+        )
+        .expect("the configuration is written");
+        let mut child = Command::new(Self::BINARY)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("alertmanager starts");
+        for _ in 0..400 {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if ready {
+                return Self { child, port, dir };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("alertmanager did not listen on port {port}");
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its alerts now (`GET /api/v2/alerts`: the active, inhibited and silenced ones; a
+    /// resolved alert is no longer listed).
+    pub async fn alerts(&self) -> Vec<serde_json::Value> {
+        let answer = get_json(&format!("{}/api/v2/alerts", self.url())).await;
+        answer.as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
