@@ -25,10 +25,7 @@ impl ChromeDriver {
                  `scripts/test` installs them (or `apt-get install chromium chromium-driver`)"
             );
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         let mut child = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -104,13 +101,7 @@ impl FakeService {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let port = serve(app).await;
         Self { port, status }
     }
 
@@ -118,6 +109,26 @@ impl FakeService {
     pub fn set_health(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
     }
+}
+
+/// Serve `router` on a free loopback port, in the background; the port.
+pub async fn serve(router: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    port
+}
+
+/// A loopback port free now (so nothing listens there until someone binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// `GET url` and its JSON body; panics when the server does not answer JSON.
@@ -149,10 +160,7 @@ impl Alertmanager {
              `scripts/test` installs it (or `apt-get install prometheus-alertmanager`)",
             Self::BINARY
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("orchestra-alertmanager-{port}"));
         std::fs::create_dir_all(dir.join("data")).expect("a temporary directory");
         let config = dir.join("alertmanager.yml");

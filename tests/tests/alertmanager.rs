@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tests::{get_json, Alertmanager, FakeService};
+use tests::{free_port, get_json, serve, Alertmanager, FakeService};
 use tokio::sync::Mutex;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -71,14 +71,6 @@ fn find<'a>(alerts: &'a [Value], wanted: &[(&str, &str)]) -> Option<&'a Value> {
     alerts
         .iter()
         .find(|a| wanted.iter().all(|(k, v)| a["labels"][*k] == *v))
-}
-
-/// A port where nothing listens.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[tokio::test]
@@ -166,13 +158,7 @@ async fn webhook(failures: usize) -> (String, Arc<Mutex<Hook>>) {
             ),
         )
         .with_state(hook.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = serve(app).await;
     (format!("http://127.0.0.1:{port}/hook"), hook)
 }
 
@@ -242,7 +228,7 @@ async fn only_the_database_alert_reaches_receivers_when_a_dependents_database_is
         webhooks: vec![to_webhook(url)],
         ..ReceiverOptions::default()
     };
-    let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let postgres = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
     let app = orchestra(receivers, Some(postgres)).await;
     // Down because its database is: it declared `postgres`.
     let inventory = FakeService::start().await;
