@@ -152,12 +152,20 @@
   function addAlert(event, quiet) {
     const a = (event && event.data && typeof event.data === "object" ? event.data : event) || {};
     if (!a.rule && !a.name) return;
-    const labels = a.labels || {};
+    // `inhibited_by` comes and goes on the same alert, so it is no part of its key.
+    const { inhibited_by: inhibitedBy, ...labels } = a.labels || {};
     const key = text(a.rule || a.name) + "|" + JSON.stringify(labels);
     const known = state.alerts.get(key);
     const at = a.at || (event && event.time);
+    // An active alert from GET /alerts (no `at`) says only whether it is inhibited now.
+    if (known && !at) {
+      known.inhibitedBy = inhibitedBy;
+      if (!quiet) renderAlerts();
+      return;
+    }
     if (known && text(known.at) > text(at)) return;
-    state.alerts.set(key, { ...a, at, since: a.firingSince || a.since || at });
+    const inhibited = inhibitedBy || (known && known.inhibitedBy);
+    state.alerts.set(key, { ...a, labels, at, inhibitedBy: inhibited, since: a.firingSince || a.since || at });
     if (!quiet) renderAlerts();
   }
   function renderAlerts() {
@@ -169,10 +177,11 @@
       const labels = a.labels || {};
       const subject = labels.service || labels.dependency || labels.host || labels.jobType || "";
       const when = st === "resolved" ? `resolved ${ago(a.at)}` : `since ${ago(a.since)}`;
+      const inhibited = st !== "resolved" && a.inhibitedBy ? ` <span class="muted">inhibited by ${esc(a.inhibitedBy)}, not sent</span>` : "";
       return `<li data-alert-state="${esc(st)}" data-alert-rule="${esc(a.rule || a.name)}" data-alert-subject="${esc(subject)}">
         <span class="badge ${esc(st)}">${esc(st)}</span>
         <span class="badge ${a.severity === "critical" ? "critical" : "warning"}">${esc(a.severity || "warning")}</span>
-        <b>${esc(subject)}</b> ${esc(a.summary || a.rule || a.name)} <span class="muted">${when}</span></li>`;
+        <b>${esc(subject)}</b> ${esc(a.summary || a.rule || a.name)} <span class="muted">${when}</span>${inhibited}</li>`;
     }).join("");
     $("alerts-empty").hidden = items.length > 0;
   }
