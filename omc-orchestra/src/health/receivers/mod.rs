@@ -10,126 +10,23 @@
 //! ([`inhibitor`](super::inhibit::inhibitor)); an inhibited alert reaches no receiver.
 
 mod delivery;
+mod options;
 mod payload;
 
 pub use delivery::RetryPolicy;
+pub use options::{ReceiverOptions, WebhookReceiver};
 pub use payload::{alertmanager_body, webhook_bodies, OutgoingAlert};
 
-use super::inhibit::{inhibitor, ServiceDependencies};
+use super::inhibit::{inhibitor, ServiceDependencies, INHIBITED_BY};
 use super::{AlertEngine, AlertNotice, AlertState, Labels, Severity};
-use crate::redact::{redact, MASK};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
-use delivery::{Endpoint, Sender};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use delivery::Sender;
+use options::{alertmanager_endpoint, webhook_endpoint};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-
-/// A webhook that receives alerts (`[[alert_receivers]]` in the server's TOML file).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookReceiver {
-    /// The URL POSTed to.
-    pub url: String,
-    /// The receiver's name in the body (`receiver`); `webhook` when absent.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Headers sent with each request (`Authorization`, …); never logged or shown.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-// Hand-written so that a printed configuration never shows a header's secret.
-impl std::fmt::Debug for WebhookReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: BTreeMap<&str, &str> =
-            self.headers.keys().map(|k| (k.as_str(), MASK)).collect();
-        f.debug_struct("WebhookReceiver")
-            .field("url", &redact(&self.url))
-            .field("name", &self.name)
-            .field("headers", &headers)
-            .finish()
-    }
-}
-
-/// Where alerts go and how often. Its `Debug` masks passwords and header values.
-#[derive(Clone)]
-pub struct ReceiverOptions {
-    /// Alertmanager base URLs (`http://alertmanager:9093`); alerts go to `/api/v2/alerts`.
-    pub alertmanagers: Vec<String>,
-    /// Webhooks.
-    pub webhooks: Vec<WebhookReceiver>,
-    /// How often a firing alert is sent to Alertmanager again (60 s, as Prometheus).
-    pub resend_every: Duration,
-    /// How long a new alert waits before it is first sent (10 s).
-    pub group_wait: Duration,
-    /// How often a webhook hears again of an alert still firing (4 h, as Alertmanager).
-    pub repeat_every: Duration,
-    /// How often what is due is looked at (1 s).
-    pub tick: Duration,
-    /// Retries of a failed delivery.
-    pub retry: RetryPolicy,
-    /// Deadline of one request (10 s).
-    pub timeout: Duration,
-    /// Bodies waiting per receiver before new ones are dropped (256).
-    pub queue: usize,
-    /// This orchestra's URL, for `externalURL` and `generatorURL` (`{url}/alerts`).
-    pub external_url: String,
-}
-
-impl Default for ReceiverOptions {
-    fn default() -> Self {
-        Self {
-            alertmanagers: Vec::new(),
-            webhooks: Vec::new(),
-            resend_every: Duration::from_secs(60),
-            group_wait: Duration::from_secs(10),
-            repeat_every: Duration::from_secs(4 * 3600),
-            tick: Duration::from_secs(1),
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(10),
-            queue: 256,
-            external_url: String::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for ReceiverOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let managers: Vec<String> = self.alertmanagers.iter().map(|u| redact(u)).collect();
-        f.debug_struct("ReceiverOptions")
-            .field("alertmanagers", &managers)
-            .field("webhooks", &self.webhooks)
-            .field("resend_every", &self.resend_every)
-            .field("group_wait", &self.group_wait)
-            .field("repeat_every", &self.repeat_every)
-            .field("external_url", &redact(&self.external_url))
-            .finish_non_exhaustive()
-    }
-}
-
-impl ReceiverOptions {
-    /// Check every URL, header name and header value; the error names the field and
-    /// never holds a password or a header's value.
-    pub fn validate(&self) -> Result<()> {
-        for url in &self.alertmanagers {
-            alertmanager_endpoint(url)?;
-        }
-        for hook in &self.webhooks {
-            webhook_endpoint(hook)?;
-        }
-        if self.resend_every.is_zero() {
-            return Err(Error::invalid(
-                "alert_resend_every",
-                "must be at least 1 second",
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// One alert the receivers know of.
 #[derive(Debug, Clone)]
@@ -205,6 +102,17 @@ impl Dispatch {
         }
     }
 
+    /// Resolve, as of `now`, every alert the view holds as firing that is not among the
+    /// engine's `firing` alerts (rule and own labels): a resolve notice dropped from a
+    /// full queue must not leave an alert firing at the receivers for ever.
+    pub fn reconcile(&mut self, firing: &BTreeSet<(String, Labels)>, now: DateTime<Utc>) {
+        for (key, tracked) in self.alerts.iter_mut() {
+            if tracked.resolved_at.is_none() && !firing.contains(key) {
+                tracked.resolved_at = Some(now);
+            }
+        }
+    }
+
     /// What is due at `now`, marked as sent; resolved alerts leave the view.
     pub fn due(&mut self, now: DateTime<Utc>, dependencies: &ServiceDependencies) -> Due {
         let firing: Vec<(String, Labels)> = self
@@ -274,53 +182,17 @@ fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
-/// The endpoint of an Alertmanager base URL (its v2 alerts path added unless given).
-fn alertmanager_endpoint(base: &str) -> Result<Endpoint> {
-    let trimmed = base.trim().trim_end_matches('/');
-    let full = if trimmed.ends_with("/api/v2/alerts") {
-        trimmed.to_owned()
-    } else {
-        format!("{trimmed}/api/v2/alerts")
-    };
-    Ok(Endpoint {
-        url: parse_url("alertmanager_urls", &full)?,
-        headers: HeaderMap::new(),
-    })
-}
-
-fn parse_url(field: &str, url: &str) -> Result<reqwest::Url> {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(parsed),
-        _ => Err(Error::invalid(
-            field,
-            format!("`{}` is not an http(s) URL", redact(url)),
-        )),
-    }
-}
-
-fn webhook_endpoint(hook: &WebhookReceiver) -> Result<Endpoint> {
-    let mut headers = HeaderMap::new();
-    for (name, value) in &hook.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            Error::invalid(
-                "alert_receivers.headers",
-                format!("`{name}` is not a header name"),
-            )
-        })?;
-        // The value is left out of the message: it is most likely a secret.
-        let mut value = HeaderValue::from_str(value).map_err(|_| {
-            Error::invalid(
-                "alert_receivers.headers",
-                format!("the value of `{name}` is not a header value"),
-            )
-        })?;
-        value.set_sensitive(true);
-        headers.insert(name, value);
-    }
-    Ok(Endpoint {
-        url: parse_url("alert_receivers.url", &hook.url)?,
-        headers,
-    })
+/// The engine's firing alerts by rule and own labels (without `inhibited_by`).
+fn firing_now(engine: &AlertEngine) -> BTreeSet<(String, Labels)> {
+    engine
+        .active()
+        .into_iter()
+        .filter(|alert| alert.state == AlertState::Firing)
+        .map(|mut alert| {
+            alert.labels.remove(INHIBITED_BY);
+            (alert.rule, alert.labels)
+        })
+        .collect()
 }
 
 /// Sends an [`AlertEngine`]'s alerts to Alertmanagers and webhooks; see the module docs.
@@ -388,7 +260,9 @@ impl AlertReceivers {
                         None => break,
                     },
                     _ = ticker.tick() => {
-                        let due = dispatch.due(engine.clock().now(), &engine.service_dependencies());
+                        let now = engine.clock().now();
+                        dispatch.reconcile(&firing_now(&engine), now);
+                        let due = dispatch.due(now, &engine.service_dependencies());
                         if !due.alertmanager.is_empty() {
                             let body = alertmanager_body(&due.alertmanager, &generator);
                             for manager in &managers {

@@ -1,6 +1,8 @@
+use super::options::{alertmanager_endpoint, webhook_endpoint};
 use super::*;
 use crate::health::inhibit::SERVICE_UNAVAILABLE;
 use chrono::TimeZone;
+use std::collections::BTreeMap;
 
 fn t(seconds: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + seconds, 0)
@@ -177,4 +179,23 @@ fn an_alertmanager_url_gets_the_v2_path_once() {
         assert_eq!(url.as_deref().ok(), Some("http://am:9093/api/v2/alerts"));
     }
     assert!(alertmanager_endpoint("not a url").is_err());
+}
+
+#[test]
+fn an_alert_the_engine_no_longer_fires_resolves_even_without_its_notice() {
+    let mut dispatch = dispatch();
+    let none = ServiceDependencies::new();
+    let firing = notice(SERVICE_UNAVAILABLE, PRICING, AlertState::Firing, 0);
+    let key = (firing.rule.clone(), firing.labels.clone());
+    dispatch.absorb(firing);
+    dispatch.reconcile(&BTreeSet::from([key]), t(10));
+    assert_eq!(dispatch.due(t(10), &none).alertmanager.len(), 1);
+    // The resolve notice was lost; the engine's list no longer has the alert.
+    dispatch.reconcile(&BTreeSet::new(), t(20));
+    let due = dispatch.due(t(20), &none);
+    assert!(due
+        .alertmanager
+        .iter()
+        .all(|a| a.resolved && a.ends_at == t(20)));
+    assert_eq!((due.alertmanager.len(), due.webhooks.len()), (1, 1));
 }
