@@ -26,7 +26,8 @@ async fn orchestra(receivers: ReceiverOptions, postgres: Option<String>) -> App 
         health_interval: Duration::from_millis(150),
         alert_receivers: ReceiverOptions {
             resend_every: Duration::from_secs(1),
-            group_wait: Duration::from_millis(500),
+            // Long enough for a database failing a round after its dependents, under load.
+            group_wait: Duration::from_millis(1500),
             tick: Duration::from_millis(100),
             retry: RetryPolicy {
                 attempts: 5,
