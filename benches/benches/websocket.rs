@@ -109,7 +109,11 @@ fn main() {
             let ready = Arc::new(AtomicUsize::new(0));
             let mut tasks = Vec::with_capacity(clients);
             for _ in 0..clients {
-                tasks.push(tokio::spawn(client(url.clone(), tally.clone(), ready.clone())));
+                tasks.push(tokio::spawn(client(
+                    url.clone(),
+                    tally.clone(),
+                    ready.clone(),
+                )));
                 // Connect in waves: the listen backlog is finite.
                 if tasks.len() % 500 == 0 {
                     tokio::time::sleep(Duration::from_millis(50)).await;

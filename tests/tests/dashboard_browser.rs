@@ -107,13 +107,12 @@ async fn enter_token(browser: &Client, token: &str) {
     let input = browser.find(Locator::Id("token")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys(token).await.unwrap();
-    browser
-        .find(Locator::Css("#login-form button[type='submit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        browser,
+        "the token form's button",
+        "#login-form button[type='submit']",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,6 +299,18 @@ async fn text_of(browser: &Client, what: &str, css: &str) -> String {
         }
     })
     .await
+}
+
+/// Click the element `css` once it shows; found again if the page redrew it meanwhile.
+async fn click(browser: &Client, what: &str, css: &str) {
+    eventually(what, Duration::from_secs(30), || {
+        let (browser, css) = (browser.clone(), css.to_owned());
+        async move {
+            let element = browser.find(Locator::Css(&css)).await.ok()?;
+            element.click().await.ok()
+        }
+    })
+    .await;
 }
 
 /// Seconds in a heartbeat age the page shows (`"7 s ago"`); minutes and hours as many.
@@ -493,13 +504,12 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
     )
     .await;
     assert!(group.contains("1 instance"), "{group}");
-    browser
-        .find(Locator::Css("tr[data-service='pricing-service'][data-id]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        "the instance's row",
+        "tr[data-service='pricing-service'][data-id]",
+    )
+    .await;
     let detail = text_of(&browser, "the instance's detail", "#svc-detail").await;
     assert!(
         detail.contains("dependencies") && detail.contains("health"),
@@ -577,13 +587,7 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         &format!("#job-failures li[data-job='{waiting_id}']"),
     )
     .await;
-    browser
-        .find(Locator::Css(&cancel))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "the waiting job's cancel button", &cancel).await;
     eventually("the job cancelled", Duration::from_secs(15), || {
         let (http, url) = (http.clone(), format!("{jobs}/jobs/{waiting_id}"));
         async move {
@@ -609,28 +613,19 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
     text_of(&browser, "the failed job's retry button", &open).await;
     let open = format!("#job-failures a.job-open[data-job='{job_id}']");
     text_of(&browser, "the failed job on the page", &open).await;
-    browser
-        .find(Locator::Css(&open))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "the failed job's link", &open).await;
     let detail = text_of(&browser, "the job's detail", "#job-detail").await;
     assert!(
         detail.contains(&job_id) && detail.contains("database-backup"),
         "{detail}"
     );
     register("backup-service", job_runner().await).await;
-    browser
-        .find(Locator::Css(&format!(
-            "#job-failures button.job-retry[data-job='{job_id}']"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &browser,
+        "the failed job's retry button",
+        &format!("#job-failures button.job-retry[data-job='{job_id}']"),
+    )
+    .await;
     eventually("the retried job done", Duration::from_secs(30), || {
         let (http, url) = (http.clone(), format!("{jobs}/jobs/{job_id}"));
         async move {
