@@ -338,6 +338,9 @@
       const unattended = stats.unattended || [];
       $("job-unattended").hidden = unattended.length === 0;
       $("job-unattended").innerHTML = unattended.map((u) => `<b>${esc(u.type)}</b>: ${esc(u.waiting)} waiting, no worker`).join("<br>");
+      const types = await api(state.config.jobsUrl + "/jobs/types").catch(() => []);
+      $("job-types").tBodies[0].innerHTML = (types || []).map((t) => `<tr data-type="${esc(t.type)}"><td>${esc(t.type)}</td>
+        <td>${esc(t.waiting)}</td><td>${esc(t.delayed)}</td><td>${esc(t.active)}</td><td class="failed">${esc(t.failed)}</td></tr>`).join("");
       const wanted = $("job-state").value;
       const found = await api(`${state.config.jobsUrl}/jobs?state=${encodeURIComponent(wanted)}&limit=20`).catch(() => []);
       const list = Array.isArray(found) ? found : found.jobs || found.items || [];

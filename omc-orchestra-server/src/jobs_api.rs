@@ -8,8 +8,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use omc_orchestra::events::{EventBus, NewEvent};
 use omc_orchestra::jobs::{
-    waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue, JobState,
-    JobStats, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType, Window,
+    count_by_type, waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue,
+    JobState, JobStats, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType,
+    Window,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct JobsState {
         cancel_job,
         retry_job,
         stats,
+        types,
         retry_failed,
         add_schedule,
         list_schedules,
@@ -68,6 +70,7 @@ pub struct JobsState {
         crate::jobs_lease::Renewed,
         crate::jobs_lease::WorkerSeen,
         ListedSchedule,
+        TypeCounts,
         JobPriority,
         JobState,
         Backoff,
@@ -92,6 +95,7 @@ pub fn router(state: JobsState) -> Router {
     Router::new()
         .route("/jobs", post(enqueue).get(list_jobs))
         .route("/jobs/stats", get(stats))
+        .route("/jobs/types", get(types))
         .route("/jobs/retry-failed", post(retry_failed))
         .route("/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/jobs/{id}/retry", post(retry_job))
@@ -224,6 +228,53 @@ async fn unattended(state: &JobsState) -> ApiResult<Vec<UnattendedType>> {
     }
     let waiting = waiting_by_type(state.queue.as_ref()).await?;
     Ok(attendance.unattended(waiting))
+}
+
+/// One job type's counts by state.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCounts {
+    /// The job type.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Waiting to run.
+    pub waiting: u64,
+    /// Delayed (a run-at or a backoff ahead).
+    pub delayed: u64,
+    /// Running now.
+    pub active: u64,
+    /// Failed for good.
+    pub failed: u64,
+}
+
+/// Jobs by type and state (waiting, delayed, active, failed), each state counted over at
+/// most its first 10,000 jobs so that a deep queue costs a bounded read.
+#[utoipa::path(get, path = "/jobs/types", responses((status = 200, body = [TypeCounts])))]
+async fn types(State(state): State<JobsState>) -> ApiResult<Json<Vec<TypeCounts>>> {
+    let queue = state.queue.as_ref();
+    let mut by_type: std::collections::BTreeMap<String, TypeCounts> = Default::default();
+    for job_state in [
+        JobState::Waiting,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Failed,
+    ] {
+        for (job_type, count) in count_by_type(queue, job_state).await? {
+            let counts = by_type
+                .entry(job_type.clone())
+                .or_insert_with(|| TypeCounts {
+                    job_type,
+                    ..TypeCounts::default()
+                });
+            match job_state {
+                JobState::Waiting => counts.waiting = count,
+                JobState::Delayed => counts.delayed = count,
+                JobState::Active => counts.active = count,
+                _ => counts.failed = count,
+            }
+        }
+    }
+    Ok(Json(by_type.into_values().collect()))
 }
 
 /// How many failed jobs went back to waiting.

@@ -609,6 +609,25 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         .unwrap();
     let job_id = job["id"].as_str().unwrap().to_owned();
     state.select_by_value("failed").await.unwrap();
+    eventually(
+        "the failed count of its type",
+        Duration::from_secs(30),
+        || {
+            let browser = browser.clone();
+            async move {
+                let css = "#job-types tr[data-type='database-backup'] td.failed";
+                let text = browser
+                    .find(Locator::Css(css))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (text == "1").then_some(())
+            }
+        },
+    )
+    .await;
     let open = format!("#job-failures li[data-job='{job_id}'] button.job-retry");
     text_of(&browser, "the failed job's retry button", &open).await;
     let open = format!("#job-failures a.job-open[data-job='{job_id}']");

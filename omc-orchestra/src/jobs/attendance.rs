@@ -63,12 +63,18 @@ impl Attendance {
 
 /// Waiting jobs per type, counted over the first [`MOST_COUNTED`] in the order they run.
 pub async fn waiting_by_type(queue: &dyn JobQueue) -> Result<BTreeMap<String, u64>> {
+    count_by_type(queue, JobState::Waiting).await
+}
+
+/// Jobs in `state` per type, counted over the first [`MOST_COUNTED`] of them: a bounded
+/// read however deep the queue is.
+pub async fn count_by_type(queue: &dyn JobQueue, state: JobState) -> Result<BTreeMap<String, u64>> {
     const PAGE: usize = 1_000;
     let mut counts = BTreeMap::new();
     let mut offset = 0;
     while offset < MOST_COUNTED {
         let filter = JobFilter {
-            state: Some(JobState::Waiting),
+            state: Some(state),
             offset,
             limit: Some(PAGE),
             ..JobFilter::default()

@@ -31,7 +31,7 @@ pub mod worker;
 pub use self::cron::{NewSchedule, Schedule, Scheduler, SchedulerOptions};
 #[cfg(feature = "redis")]
 pub use self::redis::RedisJobQueue;
-pub use attendance::{waiting_by_type, Attendance, UnattendedType, MOST_COUNTED};
+pub use attendance::{count_by_type, waiting_by_type, Attendance, UnattendedType, MOST_COUNTED};
 pub use backoff::{Backoff, BackoffKind, MAX_BACKOFF_MS};
 pub use memory::MemoryJobQueue;
 pub use model::{
