@@ -46,6 +46,7 @@ mod client;
 mod discovery;
 mod error;
 mod logs;
+mod operate;
 mod orchestra;
 mod registered;
 mod work;
@@ -58,14 +59,18 @@ pub use client::{
 pub use discovery::Discovery;
 pub use error::{ClientError, Result};
 pub use logs::{LayerOptions, Logger, OrchestraLayer, ShipperStats};
+pub use operate::LogStream;
 pub use orchestra::Orchestra;
 pub use registered::{RegisterOptions, Registered};
 pub use work::EventBuilder;
 pub use worker::{JobResult, Worker};
 
+pub use omc_orchestra::events::EventQuery;
 pub use omc_orchestra::events::{Event, EventPriority, NewEvent};
-pub use omc_orchestra::jobs::{Backoff, BackoffKind, Job, JobPriority, JobState, NewJob};
-pub use omc_orchestra::logs::{LogCategory, LogLevel, LogRecord};
+pub use omc_orchestra::jobs::{
+    Backoff, BackoffKind, Job, JobFilter, JobPriority, JobState, NewJob,
+};
+pub use omc_orchestra::logs::{LogCategory, LogLevel, LogPage, LogRecord};
 pub use omc_orchestra::registry::{HealthStatus, Registration, ServiceFilter, ServiceInstance};
 /// Trace context (and, with the `otlp` feature, span export): run work inside
 /// `telemetry::within(Some(trace), work)` and the SDK's calls carry the trace on.
