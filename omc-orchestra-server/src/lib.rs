@@ -29,6 +29,7 @@ pub mod jobs_dispatch;
 pub mod jobs_lease;
 pub mod logs_api;
 pub mod narrate;
+pub mod ops;
 pub mod registry_api;
 pub mod status;
 pub mod system_gauges;

@@ -1,6 +1,7 @@
 //! The `orchestra` binary.
+// The command line's future holds every command's; its layout needs more than the default depth.
+#![recursion_limit = "256"]
 
-use clap::Parser;
 use omc_orchestra_server::cli::{run, Cli};
 
 /// mimalloc: the proxy and the ingest paths allocate small buffers on every request, on
@@ -10,6 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let code = run(Cli::parse()).await;
+    let code = run(Cli::parse_args()).await;
     std::process::exit(code);
 }
