@@ -39,6 +39,11 @@ impl OrchestraClient {
         self.get_json(Server::Jobs, &["jobs", "stats"], &[]).await
     }
 
+    /// Jobs by type and state: waiting, delayed, active and failed (`GET /jobs/types`).
+    pub async fn job_types(&self) -> Result<Value> {
+        self.get_json(Server::Jobs, &["jobs", "types"], &[]).await
+    }
+
     /// Put one failed job back to waiting with fresh attempts (`POST /jobs/{id}/retry`).
     pub async fn retry_job(&self, id: &str) -> Result<Job> {
         let request = self.request_to(Server::Jobs, Method::POST, &["jobs", id, "retry"])?;

@@ -291,6 +291,16 @@ async fn failed_jobs_are_listed_retried_and_cancelled() {
             .any(|l| l.starts_with("waiting") && l.ends_with(" 2")),
         "{table}"
     );
+    let types = run(&urls, &["jobs", "types", "--json"]).await.json();
+    let total: u64 = types
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["waiting"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 2, "{types}");
+    let table = run(&urls, &["jobs", "types"]).await.ok();
+    assert!(table.starts_with("TYPE"), "{table}");
     let workers = run(&urls, &["jobs", "workers", "--json"]).await.json();
     assert_eq!(workers[0]["worker"], "w", "{workers}");
     let table = run(&urls, &["jobs", "workers"]).await.ok();
@@ -334,8 +344,16 @@ async fn schedules_are_added_listed_and_removed() {
         row.contains("0 2 * * *") && row.contains("report-generation") && row.contains("never"),
         "{row}"
     );
+    // The next run, at 02:00 (UTC) of some day.
+    assert!(row.contains(" 02:00:00"), "{row}");
     let listed = run(&urls, &["schedules", "ls", "--json"]).await.json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(
+        listed[0]["nextRunAt"]
+            .as_str()
+            .is_some_and(|at| at.contains("T02:00:00")),
+        "{listed}"
+    );
     let bad = run(&urls, &["schedules", "add", "every tuesday", "--type", "x"]).await;
     assert_eq!(bad.code, 1);
     assert!(

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 /// How many failed jobs one page of `retry-failed --type` reads.
 const RETRY_PAGE: usize = 500;
 
-/// `orchestra jobs [ls|show ID|retry ID|retry-failed|cancel ID|stats|workers]`.
+/// `orchestra jobs [ls|show ID|retry ID|retry-failed|cancel ID|stats|types|workers]`.
 #[derive(Debug, Subcommand)]
 pub enum JobsAction {
     /// List jobs, by state and type.
@@ -27,6 +27,8 @@ pub enum JobsAction {
     Cancel(IdArgs),
     /// Counts by state, throughput, failure rate, and job types nothing runs.
     Stats(PlainArgs),
+    /// Counts by job type: waiting, delayed, active and failed.
+    Types(PlainArgs),
     /// The workers seen in the last minute.
     Workers(PlainArgs),
 }
@@ -68,6 +70,7 @@ pub async fn run(action: JobsAction) -> Outcome {
         JobsAction::Cancel(args) => one(args, Verb::Cancel).await,
         JobsAction::RetryFailed(args) => retry_failed(args).await,
         JobsAction::Stats(args) => stats(args).await,
+        JobsAction::Types(args) => types(args).await,
         JobsAction::Workers(args) => workers(args).await,
     }
 }
@@ -225,6 +228,31 @@ async fn stats(args: PlainArgs) -> Outcome {
         .await
         .map_err(|err| op.fail(Server::Jobs, err))?;
     op.out.show(&stats, stats_table);
+    Ok(())
+}
+
+async fn types(args: PlainArgs) -> Outcome {
+    let op = Operator::new(&args.client)?;
+    let types = op
+        .client
+        .job_types()
+        .await
+        .map_err(|err| op.fail(Server::Jobs, err))?;
+    op.out.show(&types, |types| {
+        let mut table = Table::new(
+            &["TYPE", "WAITING", "DELAYED", "ACTIVE", "FAILED"],
+            "no jobs waiting, delayed, running or failed",
+        );
+        for counts in types.as_array().into_iter().flatten() {
+            table.row(
+                ["type", "waiting", "delayed", "active", "failed"]
+                    .iter()
+                    .map(|field| cell(&counts[*field]))
+                    .collect(),
+            );
+        }
+        table
+    });
     Ok(())
 }
 

@@ -91,7 +91,15 @@ pub async fn run(action: SchedulesAction) -> Outcome {
 /// One row per schedule.
 fn schedule_table(schedules: &Value) -> Table {
     let mut table = Table::new(
-        &["ID", "CRON", "TIMEZONE", "JOB TYPE", "PAUSED", "LAST FIRED"],
+        &[
+            "ID",
+            "CRON",
+            "TIMEZONE",
+            "JOB TYPE",
+            "PAUSED",
+            "NEXT RUN",
+            "LAST FIRED",
+        ],
         "no schedules",
     );
     for schedule in schedules.as_array().into_iter().flatten() {
@@ -102,6 +110,11 @@ fn schedule_table(schedules: &Value) -> Table {
             cell(&schedule["timezone"]),
             cell(&schedule["job"]["type"]),
             cell(&schedule["paused"]),
+            // `2026-12-06T02:00:00Z` read as `2026-12-06 02:00:00`; none while paused.
+            match schedule["nextRunAt"].as_str() {
+                Some(at) => at.get(..19).unwrap_or(at).replace('T', " "),
+                None => "-".into(),
+            },
             if fired.is_empty() {
                 "never".into()
             } else {
