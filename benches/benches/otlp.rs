@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo bench -p benches --bench otlp`. Needs `wrk` and `nginx`. Settings:
 //! `BENCH_ROUNDS` (default 6, a multiple of three), `BENCH_ROUND_SECONDS` (default 3),
-//! `BENCH_CONNECTIONS` (default 64).
+//! `BENCH_CONNECTIONS` (default 64), `BENCH_SAMPLE_RATIO` (the exporting process samples
+//! this share of traces, `parentbased_traceidratio`; default all).
 
 use benches::{free_port, orchestra_binary, wrk_with, Load, Nginx, Orchestra};
 use bytes::Bytes;
@@ -108,16 +109,17 @@ fn main() {
         &[("BENCH_SERVICE_URL", upstream_url.as_str())],
     )
     .expect("orchestra up starts");
-    let on = Orchestra::up(
-        &binary,
-        &toml,
-        &[
-            ("BENCH_SERVICE_URL", upstream_url.as_str()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
-            ("OTEL_SERVICE_NAME", "orchestra-bench"),
-        ],
-    )
-    .expect("orchestra up with export starts");
+    let ratio_setting = std::env::var("BENCH_SAMPLE_RATIO").ok();
+    let mut on_env = vec![
+        ("BENCH_SERVICE_URL", upstream_url.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+        ("OTEL_SERVICE_NAME", "orchestra-bench"),
+    ];
+    if let Some(ratio) = &ratio_setting {
+        on_env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+        on_env.push(("OTEL_TRACES_SAMPLER_ARG", ratio.as_str()));
+    }
+    let on = Orchestra::up(&binary, &toml, &on_env).expect("orchestra up with export starts");
 
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -177,8 +179,9 @@ fn main() {
     };
     let requests_on: f64 = loads[1].iter().map(|l| l.rps * round_seconds as f64).sum();
     println!(
-        "orchestra up, proxying a {} byte JSON answer, {connections} connections; {rounds} rounds of {round_seconds} s, taking turns (medians)",
-        body.len()
+        "orchestra up, proxying a {} byte JSON answer, {connections} connections; {rounds} rounds of {round_seconds} s, taking turns (medians); export samples {}",
+        body.len(),
+        ratio_setting.as_deref().unwrap_or("every trace")
     );
     println!(
         "  req/s: export off {:.0}, export on {:.0}, nginx {:.0}",

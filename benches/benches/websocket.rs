@@ -8,8 +8,9 @@
 //! and prints, over them, the p50 and p99 of the time until the last client got the
 //! event, that time per client, and this process's RSS (server and clients) per client.
 //!
-//! Run: `ulimit -n 30000; cargo bench -p benches --bench websocket` (10,000 clients need
-//! 20,000 descriptors: both ends live here). `BENCH_CLIENTS=100,1000` picks the sizes.
+//! Run: `cargo bench -p benches --bench websocket`. 10,000 clients need 20,000 descriptors
+//! (both ends live here): raise `ulimit -n` past that, or pick sizes with
+//! `BENCH_CLIENTS=100,1000,9000`.
 
 use futures::{SinkExt, StreamExt};
 use omc_orchestra::events::NewEvent;
