@@ -39,7 +39,7 @@ use benches::{
 use omc_orchestra::gateway::{GatewayConfig, Limits};
 use omc_orchestra::registry::{Registration, MAX_TTL_SECONDS};
 use omc_orchestra_server::app::{App, Config, ServerKind};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -121,16 +121,7 @@ fn main() {
     )
     .expect("orchestra up starts");
 
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 3600;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": "bench", "exp": exp, "roles": ["reader"]}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("a token");
+    let token = benches::reader_token(secret);
     let auth = format!("Authorization: Bearer {token}");
 
     let ours_url = format!(

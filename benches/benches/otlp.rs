@@ -23,7 +23,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -121,16 +120,7 @@ fn main() {
     }
     let on = Orchestra::up(&binary, &toml, &on_env).expect("orchestra up with export starts");
 
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 3600;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": "bench", "exp": exp, "roles": ["reader"]}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("a token");
+    let token = benches::reader_token(secret);
     let auth = format!("Authorization: Bearer {token}");
     let path = "/api/bench-service/body.json";
     let urls = [off.url(path), on.url(path), peer.url(path)];

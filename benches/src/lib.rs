@@ -365,3 +365,18 @@ where
     }
     Ok(items as f64 / started.elapsed().as_secs_f64())
 }
+
+/// An end-user token for the gateway's JWT authentication, signed with `secret`, valid
+/// for an hour: what the gateway benches send on every request.
+pub fn reader_token(secret: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "bench", "exp": exp, "roles": ["reader"]}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a token")
+}

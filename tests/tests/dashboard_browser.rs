@@ -253,23 +253,7 @@ async fn dashboard_works_with_auth_on() {
 /// The text of `service`'s row once it shows on the page.
 async fn service_row(browser: &fantoccini::Client, service: &str) -> String {
     let css = format!("tr[data-service='{service}']");
-    eventually(
-        "the service row on the page",
-        Duration::from_secs(30),
-        || {
-            let (browser, css) = (browser.clone(), css.clone());
-            async move {
-                browser
-                    .find(Locator::Css(&css))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()
-            }
-        },
-    )
-    .await
+    text_of(browser, "the service row on the page", &css).await
 }
 
 /// A service answering `POST /run` 200: what a job route dispatches to.
