@@ -566,7 +566,37 @@ fn master_lost(err: &redis::RedisError) -> bool {
         )
 }
 
-async fn on_master<T>(
+/// Whether a reply carries an answer that says this server is no longer the master. The
+/// driver hands server errors back as values (a pipeline's, and a command's alike) and
+/// turns them into errors only when the caller reads them, so they are looked for here.
+fn says_master_lost(value: &Value) -> bool {
+    match value {
+        Value::ServerError(err) => matches!(
+            err.kind(),
+            Some(redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown)
+        ),
+        _ => false,
+    }
+}
+
+/// What a reply says about the master: one value, or each value of a pipeline's reply.
+trait Reply {
+    fn master_lost(&self) -> bool;
+}
+
+impl Reply for Value {
+    fn master_lost(&self) -> bool {
+        says_master_lost(self)
+    }
+}
+
+impl Reply for Vec<Value> {
+    fn master_lost(&self) -> bool {
+        self.iter().any(says_master_lost)
+    }
+}
+
+async fn on_master<T: Reply>(
     target: &SentinelTarget,
     send: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
@@ -578,11 +608,13 @@ async fn on_master<T>(
     })?;
     let mut connection = master.connection.clone();
     let answer = send(&mut connection).await;
-    if let Err(err) = &answer {
-        if master_lost(err) {
-            if let Err(resolve) = target.resolve(Some(master.generation)).await {
-                tracing::debug!(error = %resolve, "redis sentinel: master not found yet");
-            }
+    let lost = match &answer {
+        Ok(reply) => reply.master_lost(),
+        Err(err) => master_lost(err),
+    };
+    if lost {
+        if let Err(resolve) = target.resolve(Some(master.generation)).await {
+            tracing::debug!(error = %resolve, "redis sentinel: master not found yet");
         }
     }
     answer
