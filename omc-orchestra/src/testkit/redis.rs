@@ -168,11 +168,11 @@ impl RedisProcess {
             extra,
             child: std::sync::Mutex::new(None),
         };
-        process.launch()?;
+        process.launch(&[])?;
         Ok(process)
     }
 
-    fn launch(&self) -> std::io::Result<()> {
+    fn launch(&self, more: &[String]) -> std::io::Result<()> {
         let child = Command::new("redis-server")
             .arg("--port")
             .arg(self.port.to_string())
@@ -187,6 +187,7 @@ impl RedisProcess {
             .arg("--appendfsync")
             .arg(self.fsync)
             .args(&self.extra)
+            .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -271,7 +272,13 @@ impl RedisProcess {
 
     /// Start a killed server again on the same port and folder.
     pub fn start_again(&self) -> std::io::Result<()> {
-        self.launch()
+        self.launch(&[])
+    }
+
+    /// [`RedisProcess::start_again`] with options added to the ones it started with (the
+    /// later of two equal options wins).
+    pub fn start_again_with(&self, more: &[String]) -> std::io::Result<()> {
+        self.launch(more)
     }
 }
 

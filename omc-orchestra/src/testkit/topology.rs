@@ -213,9 +213,24 @@ impl RedisCluster {
     /// Start every killed node again: each rejoins as the replica of the node that took
     /// over; returns once every master has a replica in sync again.
     pub fn restart_killed(&self) {
-        for node in self.nodes.iter().filter(|n| n.is_killed()) {
-            node.start_again()
+        // An empty node may not take over before it has synced, for the reason given at
+        // `SentinelGroup::restart_killed`.
+        let no_failover = ["--cluster-replica-no-failover".to_owned(), "yes".to_owned()];
+        let restarted: Vec<&RedisProcess> = self.nodes.iter().filter(|n| n.is_killed()).collect();
+        for node in &restarted {
+            node.start_again_with(&no_failover)
                 .unwrap_or_else(|err| panic!("cannot start a cluster node again: {err}"));
+        }
+        for node in restarted {
+            wait_until(
+                "the restarted node is a replica in sync",
+                Duration::from_secs(30),
+                || in_sync(node.port()),
+            );
+            ask(
+                node.port(),
+                &["CONFIG", "SET", "cluster-replica-no-failover", "no"],
+            );
         }
         wait_until(
             "every master has a replica in sync",
@@ -270,6 +285,16 @@ fn has_replica(port: u16) -> bool {
     let info = ask(port, &["INFO", "replication"]);
     info.lines()
         .any(|line| line.starts_with("slave0:") && line.contains("state=online"))
+}
+
+/// Whether the replica on `port` has loaded its master's data and follows it.
+fn in_sync(port: u16) -> bool {
+    let info = ask(port, &["INFO", "replication"]);
+    info.lines()
+        .any(|line| line.trim() == "master_link_status:up")
+        && info
+            .lines()
+            .any(|line| line.trim() == "master_sync_in_progress:0")
 }
 
 /// Whether the node on `port` serves `slot`, by its own line of `CLUSTER NODES`.
@@ -410,13 +435,33 @@ impl SentinelGroup {
 }
 
 impl SentinelGroup {
-    /// Start the killed server again: the Sentinels make it a replica of the new master;
-    /// returns once the master has a replica in sync again.
+    /// Start the killed server again as a replica of the new master, as an operator
+    /// brings back a server that keeps nothing on disk; returns once it is in sync.
+    ///
+    /// It comes back empty, so until it has synced it may not be promoted
+    /// (`replica-priority 0`): a Sentinel that wrongly sees the master down (a stall on
+    /// a loaded machine is enough with a one-second `down-after-milliseconds`) would
+    /// otherwise promote it and every replica would copy its empty data set, the hazard
+    /// Redis's replication guide warns of for masters without persistence.
     pub fn restart_killed(&self) {
+        let master = self.master_port();
         for node in [&self.master, &self.replica] {
             if node.is_killed() {
-                node.start_again()
+                let more = [
+                    "--replicaof".to_owned(),
+                    "127.0.0.1".to_owned(),
+                    master.to_string(),
+                    "--replica-priority".to_owned(),
+                    "0".to_owned(),
+                ];
+                node.start_again_with(&more)
                     .unwrap_or_else(|err| panic!("cannot start redis-server again: {err}"));
+                wait_until(
+                    "the restarted server is a replica in sync",
+                    Duration::from_secs(30),
+                    || in_sync(node.port()),
+                );
+                ask(node.port(), &["CONFIG", "SET", "replica-priority", "100"]);
             }
         }
         wait_until(
