@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use omc_orchestra::health::{
-    ActiveAlert, AlertEngine, AlertNotice, AlertReceivers, AlertRule, CheckerOptions,
-    DependencyHealth, HealthChecker, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
+    summarize, ActiveAlert, AlertEngine, AlertNotice, AlertReceivers, AlertRule, CheckerOptions,
+    DependencyHealth, HealthChecker, HealthSummary, ServiceCounts, SummarySources, SystemMonitor,
+    SystemSample, DEFAULT_SYSTEM_HISTORY,
 };
-use omc_orchestra::registry::{HealthStatus, ServiceFilter};
 use omc_orchestra::Backends;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -99,15 +99,7 @@ impl HealthState {
             Ok(receivers) => tasks.extend(receivers),
             Err(err) => tracing::warn!(error = %err, "alerts go to no receiver"),
         }
-        let engine = alerts.clone();
-        let every = config.alert_eval_every;
-        tasks.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                engine.evaluate().await;
-            }
-        }));
+        tasks.push(alerts.clone().spawn(config.alert_eval_every));
         let state = Self {
             checker,
             monitor,
@@ -124,7 +116,7 @@ impl HealthState {
     paths(system_metrics, dashboard, dependencies, alerts),
     components(schemas(
         SystemMetrics,
-        Dashboard,
+        HealthSummary,
         AlertsAnswer,
         ServiceCounts,
         DependencyHealth
@@ -173,98 +165,22 @@ async fn system_metrics(
     })
 }
 
-/// Instances by effective status.
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceCounts {
-    /// All registered instances.
-    pub total: usize,
-    /// Passing.
-    pub passing: usize,
-    /// Warning (degraded, still served).
-    pub warning: usize,
-    /// Critical (not served).
-    pub critical: usize,
-}
-
-/// The numbers behind the system dashboard.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Dashboard {
-    /// Instances by status.
-    pub services: ServiceCounts,
-    /// Distinct service names.
-    pub service_names: usize,
-    /// The newest host sample.
-    pub system: Option<SystemSample>,
-    /// Alerts firing now.
-    pub alerts_firing: usize,
-    /// Dependencies and what their probes found.
-    pub dependencies: Vec<DependencyHealth>,
-    /// Mean health-probe response time over all instances, in milliseconds.
-    pub mean_probe_latency_ms: f64,
-    /// Share of recent health probes that failed, over all instances.
-    pub probe_error_rate: f64,
-}
-
 /// Dashboard figures.
 #[utoipa::path(get, path = "/system/dashboard",
-    responses((status = 200, body = Dashboard), (status = 503, body = ErrorBody)))]
-async fn dashboard(State(state): State<HealthState>) -> ApiResult<Json<Dashboard>> {
+    responses((status = 200, body = HealthSummary), (status = 503, body = ErrorBody)))]
+async fn dashboard(State(state): State<HealthState>) -> ApiResult<Json<HealthSummary>> {
     Ok(Json(state.dashboard().await?))
 }
 
 impl HealthState {
-    /// The dashboard figures (also what the WebSocket's `get_system_dashboard` answers).
-    pub async fn dashboard(&self) -> omc_orchestra::Result<Dashboard> {
-        let state = self;
-        let all = state
-            .backends
-            .registry
-            .list(&ServiceFilter::default())
-            .await?;
-        let mut services = ServiceCounts {
-            total: all.len(),
-            ..ServiceCounts::default()
+    /// The dashboard figures (also what the WebSocket's `get_system_dashboard` counts).
+    pub async fn dashboard(&self) -> omc_orchestra::Result<HealthSummary> {
+        let sources = SummarySources {
+            checker: Some(&self.checker),
+            monitor: Some(&self.monitor),
+            alerts: Some(&self.alerts),
         };
-        let (mut latency, mut errors, mut probed) = (0.0, 0.0, 0usize);
-        for instance in &all {
-            match instance.status {
-                HealthStatus::Passing => services.passing += 1,
-                HealthStatus::Warning => services.warning += 1,
-                HealthStatus::Critical => services.critical += 1,
-            }
-            if let Some(view) = state.checker.instance(&instance.id) {
-                if !view.results.is_empty() {
-                    latency += view.mean_latency_ms;
-                    errors += view.error_rate;
-                    probed += 1;
-                }
-            }
-        }
-        let mut names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
-        names.dedup();
-        let mean = |sum: f64| {
-            if probed == 0 {
-                0.0
-            } else {
-                sum / probed as f64
-            }
-        };
-        Ok(Dashboard {
-            services,
-            service_names: names.len(),
-            system: state.monitor.latest(),
-            alerts_firing: state
-                .alerts
-                .active()
-                .iter()
-                .filter(|a| a.state == omc_orchestra::health::AlertState::Firing)
-                .count(),
-            dependencies: state.checker.dependencies(),
-            mean_probe_latency_ms: mean(latency),
-            probe_error_rate: mean(errors),
-        })
+        summarize(self.backends.registry.as_ref(), sources).await
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::ws::WsState;
 use omc_orchestra::events::{types, EventQuery};
-use omc_orchestra::registry::{HealthStatus, ServiceFilter};
+use omc_orchestra::health::{summarize, SummarySources};
 use serde_json::{json, Value};
 
 /// Requests served so far: (all, 4xx, 5xx), from the server's own metrics.
@@ -34,8 +34,8 @@ fn request_counts(state: &WsState) -> (u64, u64, u64) {
 /// Service counts from the registry, recent alerts, event counts, and request and error
 /// rates of this server since it started.
 pub async fn system_dashboard(state: &WsState) -> omc_orchestra::Result<Value> {
-    let services = state.registry.list(&ServiceFilter::default()).await?;
-    let count = |status: HealthStatus| services.iter().filter(|s| s.status == status).count();
+    let summary = summarize(state.registry.as_ref(), SummarySources::default()).await?;
+    let services = summary.services;
     let alerts = state
         .bus
         .history(&EventQuery {
@@ -49,10 +49,11 @@ pub async fn system_dashboard(state: &WsState) -> omc_orchestra::Result<Value> {
     let uptime = state.started.elapsed().as_secs_f64().max(1.0);
     Ok(json!({
         "services": {
-            "total": services.len(),
-            "healthy": count(HealthStatus::Passing),
-            "warning": count(HealthStatus::Warning),
-            "unhealthy": count(HealthStatus::Critical),
+            "total": services.total,
+            "healthy": services.passing,
+            "warning": services.warning,
+            "unhealthy": services.critical,
+            "names": summary.service_names,
         },
         "recentAlerts": alerts,
         "events": stats.total,

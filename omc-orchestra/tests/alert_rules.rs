@@ -251,3 +251,24 @@ async fn huge_for_and_repeat_durations_are_named_and_skipped() {
     assert!(repeated.iter().all(|n| n.repeat), "{repeated:?}");
     assert_eq!(repeated.len(), 1);
 }
+
+/// The engine's own timer fires an alert whose `for` passed after the last observation:
+/// nothing but `spawn` evaluates here.
+#[tokio::test]
+async fn the_spawned_loop_fires_an_alert_between_observations() {
+    let (engine, clock) = engine(cpu_rule());
+    let engine = Arc::new(engine);
+    let mut notices = engine.subscribe(8);
+    assert!(engine.observe("cpu", Labels::new(), 95.0).await.is_empty());
+    clock.advance(Duration::from_secs(61));
+    let task = engine.clone().spawn(Duration::from_millis(10));
+    // A hang guard, not a speed check: the first tick comes at once.
+    let notice = tokio::time::timeout(Duration::from_secs(30), notices.recv())
+        .await
+        .expect("the loop evaluated")
+        .expect("a notice");
+    task.abort();
+    assert_eq!(notice.state, AlertState::Firing);
+    assert_eq!(notice.rule, "HighCpu");
+    assert_eq!(engine.active()[0].state, AlertState::Firing);
+}

@@ -8,7 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use omc_orchestra::events::{types, EventBus, EventQuery, MemoryEventBus};
 use omc_orchestra::health::{
-    builtin_rules, AlertEngine, AlertState, CheckerOptions, HealthChecker,
+    builtin_rules, summarize, AlertEngine, AlertState, CheckerOptions, HealthChecker,
+    SummarySources,
 };
 use omc_orchestra::registry::{
     Discovery, HealthStatus, MemoryRegistry, RedisRegistry, Registration, Registry, RegistryOptions,
@@ -367,4 +368,65 @@ async fn huge_interval_and_timeout_metadata_do_not_stop_the_rounds() {
         assert_eq!(checker.instance(id).unwrap().checks_total, 1);
     }
     assert_eq!(checker.instance(&normal.id).unwrap().checks_total, 4);
+}
+
+/// The dashboard's first figures: instances by status, services counted by name however
+/// the listing orders them, firing alerts and the probes' mean figures.
+#[tokio::test]
+async fn the_summary_counts_instances_services_alerts_and_probes() {
+    let clock = ManualClock::starting_now();
+    let shared: SharedClock = Arc::new(clock.clone());
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(
+        shared.clone(),
+        RegistryOptions::default(),
+    ));
+    let (up, _) = tiny_service().await;
+    let (down, code) = tiny_service().await;
+    code.store(500, Ordering::SeqCst);
+    // Names registered out of order, so a count of neighbours in the listing would be off.
+    for (name, port) in [("pricing", up), ("inventory", down), ("pricing", down)] {
+        registry.register(registration(name, port)).await.unwrap();
+    }
+    let alerts = Arc::new(AlertEngine::new(builtin_rules(), shared.clone()));
+    let checker = Arc::new(
+        HealthChecker::new(registry.clone(), shared.clone(), CheckerOptions::default())
+            .with_alerts(alerts.clone()),
+    );
+    for _ in 0..3 {
+        checker.run_due().await.unwrap();
+        clock.advance(Duration::from_secs(10));
+    }
+    alerts.evaluate().await;
+    let summary = summarize(
+        registry.as_ref(),
+        SummarySources {
+            checker: Some(&checker),
+            alerts: Some(&alerts),
+            monitor: None,
+        },
+    )
+    .await
+    .unwrap();
+    let listed = registry.list(&Default::default()).await.unwrap();
+    let critical = listed
+        .iter()
+        .filter(|i| i.status == HealthStatus::Critical)
+        .count();
+    assert_eq!(summary.services.total, listed.len());
+    assert_eq!(summary.services.critical, critical);
+    assert!(
+        critical >= 1,
+        "the failing instances went critical: {listed:?}"
+    );
+    assert_eq!(summary.services.passing, listed.len() - critical);
+    assert_eq!(summary.service_names, 2);
+    assert!(summary.alerts_firing >= 1, "{:?}", alerts.active());
+    assert!(summary.probe_error_rate > 0.0 && summary.probe_error_rate < 1.0);
+    assert!(summary.system.is_none());
+
+    let bare = summarize(registry.as_ref(), SummarySources::default())
+        .await
+        .unwrap();
+    assert_eq!(bare.services, summary.services);
+    assert_eq!((bare.alerts_firing, bare.probe_error_rate), (0, 0.0));
 }

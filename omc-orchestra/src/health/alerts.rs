@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Labels of a series (`service`, `instance`, `mount`, …).
@@ -244,8 +245,22 @@ impl AlertEngine {
         notices
     }
 
+    /// Evaluate every `every` until the returned task is aborted, so an alert whose `for`
+    /// passes between two observations fires on time and repeats come due.
+    pub fn spawn(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            // A late round is not made up for: one evaluation covers any time passed.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                self.evaluate().await;
+            }
+        })
+    }
+
     /// Evaluate every series again with its last value (a pending alert whose `for` has
-    /// passed fires; a repeat comes due); call this on a timer.
+    /// passed fires; a repeat comes due); [`AlertEngine::spawn`] calls it on a timer.
     pub async fn evaluate(&self) -> Vec<AlertNotice> {
         let now = self.clock.now();
         let notices = {

@@ -6,6 +6,7 @@
 //!   verdict changes.
 //! - [`SystemMonitor`]: CPU, memory, disks, network and load as a bounded time series.
 //! - [`AlertEngine`]: Prometheus-style rules with `for`, hysteresis, dedupe and history.
+//! - [`summarize`]: the figures a dashboard shows first, for every API that shows them.
 //! - [`AlertReceivers`]: firing and resolved alerts to Alertmanager and webhooks, with
 //!   dependency-aware inhibition ([`inhibitor`]).
 
@@ -16,6 +17,7 @@ mod options;
 mod probes;
 pub mod receivers;
 mod rules;
+mod summary;
 mod system;
 mod tracker;
 
@@ -32,6 +34,7 @@ pub use probes::RedisProbe;
 pub use probes::{dependency_probe, FnProbe, HttpProbe, TcpProbe};
 pub use receivers::{AlertReceivers, ReceiverOptions, RetryPolicy, WebhookReceiver};
 pub use rules::{builtin_rules, AlertRule, Comparison, Severity, MAX_RULE_SECONDS};
+pub use summary::{summarize, HealthSummary, ServiceCounts, SummarySources};
 pub use system::{
     CpuSample, DiskSample, NetworkSample, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
 };
