@@ -16,7 +16,7 @@ use omc_orchestra::gateway::{
     RedisCacheStore, RedisRateLimits,
 };
 use omc_orchestra::per_thread::PerThread;
-use omc_orchestra::{Backends, RedisStore};
+use omc_orchestra::Backends;
 use parking_lot::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -295,10 +295,7 @@ pub async fn start(
 ) -> omc_orchestra::Result<Started> {
     // End-user auth has its own keys: `JWT_SECRET` signs control-plane tokens only.
     let gateway_config = config.gateway.clone();
-    let redis = match &config.redis_url {
-        Some(url) => Some(RedisStore::connect(url, &config.redis_prefix).await?),
-        None => None,
-    };
+    let redis = backends.redis_store().await?;
     let rate_store: Arc<dyn RateLimitStore> = match &redis {
         Some(store) if gateway_config.rate_limit.redis => {
             Arc::new(RedisRateLimits::new(store.clone(), backends.clock.clone()))

@@ -51,15 +51,12 @@ impl HealthState {
         };
         let mut checker = HealthChecker::new(backends.registry.clone(), clock.clone(), options)
             .with_alerts(alerts.clone());
-        if let Some(url) = &config.redis_url {
-            match omc_orchestra::RedisStore::connect(url, &config.redis_prefix).await {
-                Ok(store) => {
-                    checker = checker.with_redis_lock(store, uuid::Uuid::new_v4().to_string());
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "health checks not shared between replicas")
-                }
+        match backends.redis_store().await {
+            Ok(Some(store)) => {
+                checker = checker.with_redis_lock(store, uuid::Uuid::new_v4().to_string());
             }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "health checks not shared between replicas"),
         }
         let checker = Arc::new(checker);
         let monitor = Arc::new(

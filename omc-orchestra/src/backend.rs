@@ -31,6 +31,9 @@ pub struct Backends {
     /// What [`Backends::ready`] asks.
     #[cfg(feature = "redis")]
     epoch: Option<Arc<redis_store::Epoch>>,
+    /// The store the Redis backends share, for [`Backends::redis_store`].
+    #[cfg(feature = "redis")]
+    redis: Option<RedisStore>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -59,6 +62,8 @@ impl Backends {
             durability: DurabilityReport::memory(),
             #[cfg(feature = "redis")]
             epoch: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -127,8 +132,31 @@ impl Backends {
             kind: "redis",
             durability,
             epoch: Some(epoch),
+            redis: Some(store),
             ..memory
         })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Backends {
+    /// A store on a connection of its own to the Redis these backends use (same topology,
+    /// prefix and durability), for engines that keep state beside them: the gateway's
+    /// shared rate limits, the health checker's round lock. `None` for memory backends.
+    /// Opening it here keeps one place that knows how to reach Redis.
+    pub async fn redis_store(&self) -> Result<Option<RedisStore>> {
+        match &self.redis {
+            Some(store) => Ok(Some(store.with_own_connection().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// These backends with `store` as the Redis [`Backends::redis_store`] opens from, the
+    /// stores left as they are: memory stores on a test clock whose gateways still share
+    /// rate limits and cache through Redis.
+    pub fn with_redis_store(mut self, store: RedisStore) -> Self {
+        self.redis = Some(store);
+        self
     }
 }
 

@@ -104,7 +104,11 @@ async fn two_gateways_sharing_redis_let_exactly_ten_through() {
     let up = upstream("shared").await;
     let prefix = format!("gwtest-{}", uuid::Uuid::new_v4().simple());
     let url = omc_orchestra::testkit::redis::url().await;
-    let backends = Backends::memory_with(Arc::new(clock.clone()), RegistryOptions::default());
+    let store = omc_orchestra::RedisStore::connect(&url, &prefix)
+        .await
+        .unwrap();
+    let backends = Backends::memory_with(Arc::new(clock.clone()), RegistryOptions::default())
+        .with_redis_store(store);
     let mut gateway = limited(10);
     gateway.routes.push(RouteConfig {
         prefix: "/stock".into(),
