@@ -17,7 +17,7 @@
 // Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
 use benches as _;
 use futures::future::join_all;
-use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue, WorkerPool};
+use omc_orchestra::jobs::{JobStore, NewJob, QueueOptions, RedisJobQueue, WorkerPool};
 use omc_orchestra::{clock, RedisStore};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -43,7 +43,7 @@ async fn ours(url: &str) -> Result<Figures, Box<dyn std::error::Error>> {
         keep_completed: 0,
         ..QueueOptions::default()
     };
-    let queue: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(
+    let queue: Arc<dyn JobStore> = Arc::new(RedisJobQueue::new(
         store.clone(),
         "bench",
         clock::system(),

@@ -24,7 +24,7 @@ use benches as _;
 use futures::StreamExt;
 use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
-use omc_orchestra::jobs::{FetchRequest, JobQueue, NewJob, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{FetchRequest, JobStore, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord, LogSink, RedisLogSink};
 use omc_orchestra::registry::{RedisRegistry, Registration, Registry, RegistryOptions};
 use omc_orchestra::testkit::redis::RedisProcess;
@@ -166,7 +166,7 @@ async fn registry_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'st
 }
 
 async fn jobs_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'static str, Cost)>> {
-    let queue: Arc<dyn JobQueue> = Arc::new(RedisJobQueue::new(
+    let queue: Arc<dyn JobStore> = Arc::new(RedisJobQueue::new(
         store.clone(),
         "default",
         clock::system(),

@@ -18,7 +18,7 @@
 use benches as _;
 use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, EventBus, NewEvent, RedisEventBus};
-use omc_orchestra::jobs::{JobQueue, NewJob, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{JobStore, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::testkit::topology::{RedisCluster, SentinelGroup};
 use omc_orchestra::RedisStore;
@@ -31,7 +31,7 @@ const IN_FLIGHT: usize = 200;
 /// Enqueues per second into `queues` (round robin), and publishes per second.
 async fn measure(url: &str, queues: &[String]) -> Result<[f64; 3], omc_orchestra::Error> {
     let store = RedisStore::connect(url, "bench").await?;
-    let make = |name: &str| -> omc_orchestra::Result<Arc<dyn JobQueue>> {
+    let make = |name: &str| -> omc_orchestra::Result<Arc<dyn JobStore>> {
         let queue = RedisJobQueue::new(
             store.clone(),
             name,
@@ -41,9 +41,9 @@ async fn measure(url: &str, queues: &[String]) -> Result<[f64; 3], omc_orchestra
         Ok(Arc::new(queue?))
     };
     let one = make(&queues[0])?;
-    let spread: Vec<Arc<dyn JobQueue>> =
+    let spread: Vec<Arc<dyn JobStore>> =
         queues.iter().map(|q| make(q)).collect::<Result<_, _>>()?;
-    let enqueue = |queue: Arc<dyn JobQueue>, n: u64| async move {
+    let enqueue = |queue: Arc<dyn JobStore>, n: u64| async move {
         let job = NewJob::new("price-calculation", serde_json::json!({ "station": n }));
         queue.enqueue(job).await.map(drop)
     };

@@ -19,7 +19,7 @@ use axum::Router;
 use omc_orchestra::durability::Durability;
 use omc_orchestra::events::announce_registry;
 use omc_orchestra::gateway::Gateway;
-use omc_orchestra::jobs::{JobQueue, Scheduler, SchedulerOptions, WorkerPool};
+use omc_orchestra::jobs::{JobStore, Scheduler, SchedulerOptions, WorkerPool};
 use omc_orchestra::logs::elastic::{ElasticForwarder, ElasticOptions};
 use omc_orchestra::logs::{
     FileSink, FileSinkOptions, IngestOptions, LogExport, LogIngest, LogQuery,
@@ -389,7 +389,7 @@ impl App {
 
 /// Promote due jobs, recover expired leases and trim, every few seconds, so the queue's
 /// state stays current even when no worker polls.
-fn spawn_maintenance(queue: Arc<dyn JobQueue>) -> JoinHandle<()> {
+fn spawn_maintenance(queue: Arc<dyn JobStore>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {

@@ -8,8 +8,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use omc_orchestra::events::{EventBus, NewEvent};
 use omc_orchestra::jobs::{
-    count_by_type, waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobQueue,
-    JobState, JobStats, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType,
+    count_by_type, waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobState,
+    JobStats, JobStore, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType,
     Window,
 };
 use serde::Serialize;
@@ -20,7 +20,7 @@ use utoipa::OpenApi;
 #[derive(Clone)]
 pub struct JobsState {
     /// The queue.
-    pub queue: Arc<dyn JobQueue>,
+    pub queue: Arc<dyn JobStore>,
     /// Cron schedules over the same store.
     pub scheduler: Scheduler,
     /// Facts for `GET /health`.

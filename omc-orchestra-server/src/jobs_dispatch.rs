@@ -3,7 +3,7 @@
 //! completes it with the response body, anything else fails it with status and body.
 
 use omc_orchestra::events::EventBus;
-use omc_orchestra::jobs::{JobContext, JobQueue, WorkerPool};
+use omc_orchestra::jobs::{JobContext, JobStore, WorkerPool};
 use omc_orchestra::redact::redact;
 use omc_orchestra::registry::Discovery;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Start a worker pool that dispatches the routed job types over HTTP, publishing job
 /// events on `events`.
 pub fn start(
-    queue: Arc<dyn JobQueue>,
+    queue: Arc<dyn JobStore>,
     discovery: Arc<Discovery>,
     events: Arc<dyn EventBus>,
     routes: &BTreeMap<String, JobRoute>,

@@ -5,7 +5,7 @@ use crate::durability::DurabilityReport;
 #[cfg(feature = "redis")]
 use crate::durability::{Durability, DEFAULT_CONFIRM_TIMEOUT};
 use crate::events::{EventBus, MemoryEventBus};
-use crate::jobs::{JobQueue, MemoryJobQueue};
+use crate::jobs::{JobStore, MemoryJobQueue};
 use crate::logs::{LogSink, MemoryLogSink};
 use crate::registry::{MemoryRegistry, Registry, RegistryOptions};
 use crate::Result;
@@ -19,7 +19,7 @@ pub struct Backends {
     /// Event bus.
     pub events: Arc<dyn EventBus>,
     /// Job queue.
-    pub jobs: Arc<dyn JobQueue>,
+    pub jobs: Arc<dyn JobStore>,
     /// Log store.
     pub logs: Arc<dyn LogSink>,
     /// The clock every store uses.

@@ -1,6 +1,6 @@
 //! The job queue contract against the in-memory backend.
 
-use omc_orchestra::jobs::{JobQueue, MemoryJobQueue};
+use omc_orchestra::jobs::{JobStore, MemoryJobQueue};
 use omc_orchestra::testkit::jobs::{cron_fires_once_per_tick, round_clock, run_all, MakeQueue};
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 async fn memory_job_queue_keeps_the_contract() {
     let make: MakeQueue = Arc::new(|clock, options| {
         Box::pin(async move {
-            Arc::new(MemoryJobQueue::with_options(Arc::new(clock), options)) as Arc<dyn JobQueue>
+            Arc::new(MemoryJobQueue::with_options(Arc::new(clock), options)) as Arc<dyn JobStore>
         })
     });
     run_all(make).await;
@@ -17,6 +17,6 @@ async fn memory_job_queue_keeps_the_contract() {
 #[tokio::test]
 async fn three_schedulers_on_one_memory_queue_fire_once_per_tick() {
     let clock = round_clock();
-    let queue: Arc<dyn JobQueue> = Arc::new(MemoryJobQueue::new(Arc::new(clock.clone())));
+    let queue: Arc<dyn JobStore> = Arc::new(MemoryJobQueue::new(Arc::new(clock.clone())));
     cron_fires_once_per_tick(&[queue.clone(), queue.clone(), queue], &clock).await;
 }

@@ -2,7 +2,9 @@
 //! to one Redis firing each cron tick once, jobs stored in Redis that cannot be read, and
 //! waiting jobs stored by a version without the per-type wait sets.
 
-use omc_orchestra::jobs::{FetchRequest, JobQueue, NewJob, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{
+    FetchRequest, JobAdmin, JobQueue, JobStore, NewJob, QueueOptions, RedisJobQueue,
+};
 use omc_orchestra::testkit::jobs::{cron_fires_once_per_tick, round_clock, run_all, MakeQueue};
 use omc_orchestra::testkit::redis::{queues_on, store, url};
 use omc_orchestra::RedisStore;
@@ -20,7 +22,7 @@ async fn redis_job_queue_keeps_the_contract() {
             let store = store().await;
             seen.lock().unwrap().push(store.clone());
             Arc::new(RedisJobQueue::new(store, "default", Arc::new(clock), options).unwrap())
-                as Arc<dyn JobQueue>
+                as Arc<dyn JobStore>
         })
     });
     run_all(make).await;

@@ -1,7 +1,7 @@
 //! The worker pool over the in-memory queue, on the wall clock (workers run real tasks).
 
 use omc_orchestra::jobs::{
-    Backoff, BackoffKind, JobQueue, JobState, MemoryJobQueue, NewJob, WorkerPool,
+    Backoff, BackoffKind, JobState, JobStore, MemoryJobQueue, NewJob, WorkerPool,
 };
 use omc_orchestra::testkit::eventually;
 use omc_orchestra::{clock, events::EventBus, events::MemoryEventBus};
@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn queue() -> Arc<dyn JobQueue> {
+fn queue() -> Arc<dyn JobStore> {
     Arc::new(MemoryJobQueue::new(clock::system()))
 }
 
-async fn all_completed(queue: &Arc<dyn JobQueue>, n: u64) {
+async fn all_completed(queue: &Arc<dyn JobStore>, n: u64) {
     eventually("every job completed", Duration::from_secs(20), || async {
         (queue.stats().await.unwrap().completed == n).then_some(())
     })

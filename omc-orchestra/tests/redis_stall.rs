@@ -4,7 +4,9 @@
 //! goes on, and nothing is stored twice.
 
 use omc_orchestra::events::{BusOptions, EventBus, EventQuery, NewEvent, RedisEventBus};
-use omc_orchestra::jobs::{JobFilter, JobQueue, JobState, NewJob, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{
+    JobAdmin, JobFilter, JobQueue, JobState, NewJob, QueueOptions, RedisJobQueue,
+};
 use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord, LogSink, RedisLogSink};
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::{clock, RedisStore};

@@ -7,7 +7,7 @@ use omc_orchestra::events::{EventBus, RedisEventBus};
 use omc_orchestra::gateway::{
     CacheConfig, CacheStore, RateLimitStore, RedisCacheStore, RedisRateLimits,
 };
-use omc_orchestra::jobs::{JobQueue, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{JobQueue, JobStore, QueueOptions, RedisJobQueue};
 use omc_orchestra::logs::{LogSink, RedisLogSink};
 use omc_orchestra::registry::{RedisRegistry, Registry};
 use omc_orchestra::testkit::redis::{queues_on, store_at};
@@ -73,7 +73,7 @@ async fn every_contract(url: &str) {
         Box::pin(async move {
             let store = m.store(&u).await;
             Arc::new(RedisJobQueue::new(store, "default", Arc::new(clock), options).unwrap())
-                as Arc<dyn JobQueue>
+                as Arc<dyn JobStore>
         })
     }))
     .await;

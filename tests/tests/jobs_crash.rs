@@ -4,7 +4,7 @@
 //! worker, and the stopped worker's late completions are refused.
 
 use omc_orchestra::clock;
-use omc_orchestra::jobs::{JobQueue, JobState, NewJob, QueueOptions, RedisJobQueue};
+use omc_orchestra::jobs::{JobAdmin, JobQueue, JobState, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::testkit::eventually;
 use omc_orchestra::testkit::redis::{store, url};
 use std::collections::HashMap;

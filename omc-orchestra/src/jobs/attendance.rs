@@ -1,7 +1,7 @@
 //! Which job types nothing runs: types with waiting jobs that no worker takes, so a queue
 //! that only grows says so instead of waiting in silence.
 
-use super::{JobFilter, JobQueue, JobState};
+use super::{JobAdmin, JobFilter, JobState};
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,13 +62,13 @@ impl Attendance {
 }
 
 /// Waiting jobs per type, counted over the first [`MOST_COUNTED`] in the order they run.
-pub async fn waiting_by_type(queue: &dyn JobQueue) -> Result<BTreeMap<String, u64>> {
+pub async fn waiting_by_type(queue: &dyn JobAdmin) -> Result<BTreeMap<String, u64>> {
     count_by_type(queue, JobState::Waiting).await
 }
 
 /// Jobs in `state` per type, counted over the first [`MOST_COUNTED`] of them: a bounded
 /// read however deep the queue is.
-pub async fn count_by_type(queue: &dyn JobQueue, state: JobState) -> Result<BTreeMap<String, u64>> {
+pub async fn count_by_type(queue: &dyn JobAdmin, state: JobState) -> Result<BTreeMap<String, u64>> {
     const PAGE: usize = 1_000;
     let mut counts = BTreeMap::new();
     let mut offset = 0;
@@ -95,7 +95,7 @@ pub async fn count_by_type(queue: &dyn JobQueue, state: JobState) -> Result<BTre
 mod tests {
     use super::*;
     use crate::clock;
-    use crate::jobs::{MemoryJobQueue, NewJob};
+    use crate::jobs::{JobQueue, MemoryJobQueue, NewJob};
     use serde_json::json;
 
     #[tokio::test]

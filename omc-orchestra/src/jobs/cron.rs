@@ -3,7 +3,7 @@
 //! any number of schedulers on one store fire each tick once; ticks missed while no
 //! scheduler ran are caught up within a window.
 
-use super::{Job, JobQueue, NewJob};
+use super::{Job, NewJob, ScheduleStore};
 use crate::clock::SharedClock;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -145,7 +145,7 @@ impl Default for SchedulerOptions {
 /// Turns due cron ticks into jobs. Run one per replica: they agree through the store.
 #[derive(Clone)]
 pub struct Scheduler {
-    queue: Arc<dyn JobQueue>,
+    queue: Arc<dyn ScheduleStore>,
     clock: SharedClock,
     options: SchedulerOptions,
 }
@@ -160,7 +160,11 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     /// A scheduler over `queue`, whose schedules live in the same store.
-    pub fn new(queue: Arc<dyn JobQueue>, clock: SharedClock, options: SchedulerOptions) -> Self {
+    pub fn new(
+        queue: Arc<dyn ScheduleStore>,
+        clock: SharedClock,
+        options: SchedulerOptions,
+    ) -> Self {
         Self {
             queue,
             clock,

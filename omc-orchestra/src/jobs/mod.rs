@@ -14,6 +14,13 @@
 //!   fire each tick once and catch up ticks missed while down, within a window;
 //! - every time in the Redis scripts comes from the injected clock, so delays, backoff
 //!   and lease expiry are tested on Redis without sleeping.
+//!
+//! The contract comes in capabilities, as apalis and object_store split theirs:
+//! [`JobQueue`] is what producers and workers need (enqueue, lease, complete, fail…, and
+//! two batch paths with defaults a backend may beat), [`JobAdmin`] adds listing and
+//! administration, [`ScheduleStore`] the cron schedules, and [`JobStore`] is all of them,
+//! what the servers run on. Both backends have every capability and keep one contract
+//! (`testkit::jobs`).
 
 mod attendance;
 mod backoff;
@@ -47,7 +54,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-/// The job queue contract; both backends keep it (see `testkit::jobs`).
+/// The queue operations every backend has: what producers and a [`WorkerPool`] need.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     /// Validate and enqueue a job. A pending job with the same `uniqueKey`, or any job
@@ -139,7 +146,12 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Promote due delayed jobs, recover expired leases and trim finished jobs.
     async fn maintain(&self) -> Result<Maintenance>;
+}
 
+/// Listing and administration, for dashboards, operators and the CLI: a capability a
+/// queue adds to the [`JobQueue`] operations that producers and workers need.
+#[async_trait]
+pub trait JobAdmin: JobQueue {
     /// Jobs by state and type, paged (newest finished first, else queue order).
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
@@ -153,22 +165,24 @@ pub trait JobQueue: Send + Sync + 'static {
     /// for all of them, so an operator can retry the one job they looked at. A job that
     /// is not failed is a [`Error::Conflict`](crate::Error::Conflict).
     ///
-    /// [`retry_failed`]: JobQueue::retry_failed
+    /// [`retry_failed`]: JobAdmin::retry_failed
     async fn retry(&self, id: &str) -> Result<Job>;
+}
 
-    #[cfg(feature = "cron")]
+/// Cron schedules kept beside the queue, so a tick is recorded and its job enqueued in
+/// one step: the capability the [`Scheduler`] needs.
+#[cfg(feature = "cron")]
+#[async_trait]
+pub trait ScheduleStore: JobQueue {
     /// Store a cron schedule (insert or replace; its last fired tick is kept).
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()>;
 
-    #[cfg(feature = "cron")]
     /// Every stored schedule, by id.
     async fn schedules(&self) -> Result<Vec<Schedule>>;
 
-    #[cfg(feature = "cron")]
     /// Remove a schedule; answers it as it was.
     async fn delete_schedule(&self, id: &str) -> Result<Schedule>;
 
-    #[cfg(feature = "cron")]
     /// Fire schedule `id` for `tick`: when the tick is later than the schedule's last
     /// fired one, record it and enqueue `job` with the id `{id}@{tick ms}`, atomically.
     /// Any number of schedulers may call this for the same tick; one enqueues.
@@ -179,6 +193,20 @@ pub trait JobQueue: Send + Sync + 'static {
         job: NewJob,
     ) -> Result<Option<Job>>;
 }
+
+/// A queue with every capability, what the servers run on ([`crate::Backends::jobs`]):
+/// both backends are one. A queue of another kind may implement [`JobQueue`] alone and
+/// still run a [`WorkerPool`].
+#[cfg(feature = "cron")]
+pub trait JobStore: JobAdmin + ScheduleStore {}
+#[cfg(feature = "cron")]
+impl<T: JobAdmin + ScheduleStore + ?Sized> JobStore for T {}
+
+/// A queue with every capability, what the servers run on ([`crate::Backends::jobs`]).
+#[cfg(not(feature = "cron"))]
+pub trait JobStore: JobAdmin {}
+#[cfg(not(feature = "cron"))]
+impl<T: JobAdmin + ?Sized> JobStore for T {}
 
 /// A successful run to record: which job, under which lease, with what result.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! The cron scheduler's contract over any job queue backend, on a [`ManualClock`].
 
 use super::jobs::{round_clock, MakeQueue};
-use crate::jobs::{JobFilter, JobQueue, NewJob, NewSchedule, Scheduler, SchedulerOptions};
+use crate::jobs::{JobFilter, JobStore, NewJob, NewSchedule, Scheduler, SchedulerOptions};
 use crate::{Clock, Error, ManualClock};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -25,7 +25,7 @@ fn every_ten_seconds() -> NewSchedule {
 
 /// Several schedulers over one store (`queues`: a handle each, on `clock`) fire each
 /// tick exactly once, with the job id `{schedule}@{tick ms}`.
-pub async fn cron_fires_once_per_tick(queues: &[Arc<dyn JobQueue>], clock: &ManualClock) {
+pub async fn cron_fires_once_per_tick(queues: &[Arc<dyn JobStore>], clock: &ManualClock) {
     let schedulers: Vec<Scheduler> = queues
         .iter()
         .map(|q| {

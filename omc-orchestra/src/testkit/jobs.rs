@@ -7,7 +7,7 @@ pub use super::jobs_ops::{
     payloads_round_trip,
 };
 use crate::jobs::{
-    Backoff, BackoffKind, FetchRequest, JobPriority, JobQueue, JobState, NewJob, QueueOptions,
+    Backoff, BackoffKind, FetchRequest, JobPriority, JobState, JobStore, NewJob, QueueOptions,
 };
 use crate::{Clock, Error, ManualClock};
 use chrono::{TimeZone, Utc};
@@ -18,13 +18,13 @@ use std::time::Duration;
 
 /// Builds a fresh, empty queue on `clock` with `options`.
 pub type MakeQueue =
-    Arc<dyn Fn(ManualClock, QueueOptions) -> BoxFuture<'static, Arc<dyn JobQueue>> + Send + Sync>;
+    Arc<dyn Fn(ManualClock, QueueOptions) -> BoxFuture<'static, Arc<dyn JobStore>> + Send + Sync>;
 
 /// The lease the checks take.
 pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
 /// Every waiting job of `queue`, page by page (for tests that count what was kept).
-pub async fn waiting_jobs(queue: &dyn JobQueue) -> Vec<crate::jobs::Job> {
+pub async fn waiting_jobs(queue: &dyn JobStore) -> Vec<crate::jobs::Job> {
     let mut jobs = Vec::new();
     loop {
         let filter = crate::jobs::JobFilter {
@@ -50,7 +50,7 @@ pub fn round_clock() -> ManualClock {
     )
 }
 
-pub(crate) async fn fresh(make: &MakeQueue) -> (Arc<dyn JobQueue>, ManualClock) {
+pub(crate) async fn fresh(make: &MakeQueue) -> (Arc<dyn JobStore>, ManualClock) {
     let clock = round_clock();
     (make(clock.clone(), QueueOptions::default()).await, clock)
 }
@@ -61,7 +61,7 @@ pub(crate) fn job(job_type: &str, priority: JobPriority) -> NewJob {
     job
 }
 
-pub(crate) async fn next_id(queue: &dyn JobQueue) -> Option<String> {
+pub(crate) async fn next_id(queue: &dyn JobStore) -> Option<String> {
     queue.fetch("w", LEASE).await.unwrap().map(|l| l.job.id)
 }
 

@@ -78,8 +78,8 @@ pub async fn queues_on(
     prefix: &str,
     clock: &crate::ManualClock,
     n: usize,
-) -> Vec<std::sync::Arc<dyn crate::jobs::JobQueue>> {
-    let mut queues: Vec<std::sync::Arc<dyn crate::jobs::JobQueue>> = Vec::with_capacity(n);
+) -> Vec<std::sync::Arc<dyn crate::jobs::JobStore>> {
+    let mut queues: Vec<std::sync::Arc<dyn crate::jobs::JobStore>> = Vec::with_capacity(n);
     for _ in 0..n {
         let own = RedisStore::connect(url, prefix)
             .await

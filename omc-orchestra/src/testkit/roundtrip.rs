@@ -2,7 +2,7 @@
 //! conformance suites grow from these.
 
 use crate::events::{EventBus, EventQuery, NewEvent};
-use crate::jobs::{JobPriority, JobQueue, JobState, NewJob};
+use crate::jobs::{JobPriority, JobState, JobStore, NewJob};
 use crate::logs::{LogLevel, LogQuery, LogRecord, LogSink};
 use chrono::Utc;
 use serde_json::json;
@@ -34,7 +34,7 @@ pub async fn events_publish_then_history(bus: &dyn EventBus) {
 }
 
 /// Jobs come out by priority, complete with a result, and fail into retries.
-pub async fn jobs_enqueue_fetch_complete(queue: &dyn JobQueue) {
+pub async fn jobs_enqueue_fetch_complete(queue: &dyn JobStore) {
     let mut low = NewJob::new("report-generation", json!({}));
     low.priority = JobPriority::Low;
     let low = queue.enqueue(low).await.unwrap();

@@ -4,9 +4,9 @@ mod state;
 
 use super::stats::{fill_windows, Bucket};
 #[cfg(feature = "cron")]
-use super::{tick_job_id, Schedule};
+use super::{tick_job_id, Schedule, ScheduleStore};
 use super::{
-    FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats, LeaseRenewal,
+    FetchRequest, Job, JobAdmin, JobFilter, JobLease, JobQueue, JobState, JobStats, LeaseRenewal,
     Maintenance, NewJob, QueueOptions,
 };
 use crate::clock::SharedClock;
@@ -202,7 +202,10 @@ impl JobQueue for MemoryJobQueue {
         result.trimmed = state.trim(now, &self.options);
         Ok(result)
     }
+}
 
+#[async_trait]
+impl JobAdmin for MemoryJobQueue {
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let state = self.state.lock();
         let mut ids: Vec<&String> = Vec::new();
@@ -297,8 +300,11 @@ impl JobQueue for MemoryJobQueue {
             .map(|e| e.job.clone())
             .ok_or_else(|| Error::not_found("job", id))
     }
+}
 
-    #[cfg(feature = "cron")]
+#[cfg(feature = "cron")]
+#[async_trait]
+impl ScheduleStore for MemoryJobQueue {
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
         let mut stored = schedule.clone();
@@ -310,7 +316,6 @@ impl JobQueue for MemoryJobQueue {
         Ok(())
     }
 
-    #[cfg(feature = "cron")]
     async fn schedules(&self) -> Result<Vec<Schedule>> {
         let state = self.state.lock();
         Ok(state
@@ -323,7 +328,6 @@ impl JobQueue for MemoryJobQueue {
             .collect())
     }
 
-    #[cfg(feature = "cron")]
     async fn delete_schedule(&self, id: &str) -> Result<Schedule> {
         let mut state = self.state.lock();
         let mut schedule = state
@@ -334,7 +338,6 @@ impl JobQueue for MemoryJobQueue {
         Ok(schedule)
     }
 
-    #[cfg(feature = "cron")]
     async fn fire_schedule(
         &self,
         id: &str,

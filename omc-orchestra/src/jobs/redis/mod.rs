@@ -44,8 +44,8 @@ mod scripts;
 mod spec;
 
 use super::{
-    tick_job_id, Completion, FetchRequest, Job, JobFilter, JobLease, JobQueue, JobState, JobStats,
-    LeaseRenewal, Maintenance, NewJob, QueueOptions, Schedule,
+    tick_job_id, Completion, FetchRequest, Job, JobAdmin, JobFilter, JobLease, JobQueue, JobState,
+    JobStats, LeaseRenewal, Maintenance, NewJob, QueueOptions, Schedule, ScheduleStore,
 };
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
@@ -439,7 +439,10 @@ impl JobQueue for RedisJobQueue {
             trimmed,
         })
     }
+}
 
+#[async_trait]
+impl JobAdmin for RedisJobQueue {
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let args = vec![
             filter.state.map(|s| s.as_str()).unwrap_or("").to_owned(),
@@ -483,7 +486,10 @@ impl JobQueue for RedisJobQueue {
             other => other,
         })
     }
+}
 
+#[async_trait]
+impl ScheduleStore for RedisJobQueue {
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
         schedule.validate()?;
         let mut stored = schedule.clone();
