@@ -2,6 +2,10 @@
 //! routes of your own. Here an upstream registers in the (in-memory) registry, and the
 //! gateway routes `/api/pricing-service/...` to it with a per-second limit.
 //!
+//! axum serves this example's port, which is simplest. The `orchestra` gateway serves its
+//! port faster, with a thread per core running the library's own HTTP/1.1 lane: wrap the
+//! gateway in a `gateway::h1::LaneService` and serve it with `gateway::h1::serve_threads`.
+//!
 //! Run: `cargo run -p examples --example custom_gateway`
 
 use axum::body::Body;

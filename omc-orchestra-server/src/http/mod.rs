@@ -5,7 +5,6 @@ pub mod error;
 pub mod extract;
 pub mod layers;
 pub mod metrics;
-pub mod oldest;
 pub mod origins;
 pub mod serve;
 

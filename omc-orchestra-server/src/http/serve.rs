@@ -7,12 +7,12 @@
 //! accepts without bound; a client sending one header line a second held a connection for
 //! as long as it liked.
 
-use super::oldest::Oldest;
 use crate::config::ConnectionLimits;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use omc_orchestra::gateway::h1::Oldest;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;

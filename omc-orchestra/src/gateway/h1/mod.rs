@@ -12,19 +12,26 @@
 //! connections in the task that awaits the answer, and the answer's body reads its
 //! socket itself. A proxied request thus costs one task, a few reads and writes, and
 //! no channel or cross-thread wake-up.
+//!
+//! [`serve_threads`] serves a port with a thread per core, each running [`serve_lane`]
+//! for the connections it is handed, under a cap of open connections ([`Oldest`]).
 
 mod body;
 mod client;
 mod deadline;
+mod oldest;
 mod respond;
 mod rewind;
 mod server;
+mod threads;
 mod wire;
 
 pub(crate) use client::{exchange, exchange_streamed, hold_whole, put_head, whole, Conn, Whole};
 pub(crate) use deadline::Deadline;
+pub use oldest::{Oldest, Place};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
+pub use threads::serve_threads;
 pub(crate) use wire::{append_lines, SetHeader};
 pub use wire::{Answer, WireHeaders};
 
