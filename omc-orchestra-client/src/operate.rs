@@ -152,6 +152,31 @@ impl OrchestraClient {
             .await
     }
 
+    /// The gateway's Prometheus text, read through the registry, which forwards
+    /// `/dashboard/api/gateway/…` to a gateway running beside it
+    /// (`GET /dashboard/api/gateway/metrics`).
+    pub async fn gateway_metrics(&self) -> Result<String> {
+        let request = self.request_to(
+            Server::Registry,
+            Method::GET,
+            &["dashboard", "api", "gateway", "metrics"],
+        )?;
+        let body = self.execute(request).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The gateway's circuit breakers, read through the registry as
+    /// [`gateway_metrics`](Self::gateway_metrics) is
+    /// (`GET /dashboard/api/gateway/gateway/breakers`).
+    pub async fn gateway_breakers(&self) -> Result<Value> {
+        self.get_json(
+            Server::Registry,
+            &["dashboard", "api", "gateway", "gateway", "breakers"],
+            &[],
+        )
+        .await
+    }
+
     async fn get_json(
         &self,
         server: Server,

@@ -540,7 +540,7 @@ async fn alerts_and_the_status_screen_show_what_runs() {
     post(
         format!("{}/registry/register", urls.registry),
         json!({"name": "inventory-service", "version": "2.0.0", "host": "localhost",
-               "port": 3007, "type": "api", "healthEndpoint": "/health"}),
+               "port": free_port(), "type": "api", "healthEndpoint": "/health"}),
     )
     .await;
     failed_job(&urls, "uppf-claim").await;
@@ -554,19 +554,87 @@ async fn alerts_and_the_status_screen_show_what_runs() {
         "{table}"
     );
 
+    // The registry itself is an upstream that answers; inventory-service (on a port where
+    // nothing listens) is one that does not: 5xx.
+    let registry_port = urls
+        .registry
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    post(
+        format!("{}/registry/register", urls.registry),
+        json!({"name": "registry-mirror", "version": "1.0.0", "host": "127.0.0.1",
+               "port": registry_port, "type": "api", "healthEndpoint": "/health"}),
+    )
+    .await;
+    let gateway = app.url(ServerKind::Gateway);
+    let proxied = |service: &'static str| {
+        let url = format!("{gateway}/api/{service}/health");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    for _ in 0..3 {
+        assert_eq!(proxied("registry-mirror").await, 200);
+    }
+    assert!(proxied("inventory-service").await >= 500);
+
     let screen = run(&urls, &["status"]).await.ok();
     for shown in [
-        "1 instances of 1 services",
+        "2 instances of 2 services",
         "1 failed",
         "error rate",
         "alerts",
+        "proxied req/s",
+        "4 proxied since start",
+        "breakers: ",
     ] {
         assert!(screen.contains(shown), "{shown} in {screen}");
     }
-    let status = run(&urls, &["status", "--json"]).await.json();
-    assert_eq!(status["dashboard"]["services"]["total"], 1, "{status}");
+    // Requests go on through the gateway while the status command samples it.
+    let mut status = Box::pin(run(&urls, &["status", "--json", "--sample", "1s"]));
+    let status = loop {
+        tokio::select! {
+            ran = &mut status => break ran.json(),
+            _ = proxied("registry-mirror") => {}
+        }
+    };
+    assert_eq!(status["dashboard"]["services"]["total"], 2, "{status}");
     assert_eq!(status["jobs"]["failed"], 1, "{status}");
     assert!(status["logs"]["errorRate"].is_number(), "{status}");
+    let figures = &status["gateway"];
+    assert!(
+        figures["requestsPerSecond"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
+    assert!(figures["p50Ms"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(figures["requestsTotal"].as_u64().unwrap() > 4, "{status}");
+    assert_eq!(figures["errorsTotal"], 1, "{status}");
+    assert!(figures["errorsPerSecond"].is_number(), "{status}");
+    assert!(figures["openBreakers"].is_array(), "{status}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_without_a_gateway_beside_the_registry_says_so_and_succeeds() {
+    let kinds = [ServerKind::Registry, ServerKind::Jobs, ServerKind::Logging];
+    let app = App::start(Config::ephemeral(), &kinds).await.unwrap();
+    let urls = Urls {
+        registry: app.url(ServerKind::Registry),
+        jobs: app.url(ServerKind::Jobs),
+        logging: app.url(ServerKind::Logging),
+    };
+    let screen = run(&urls, &["status"]).await.ok();
+    let line = screen
+        .lines()
+        .find(|l| l.starts_with("gateway"))
+        .expect(&screen);
+    assert!(
+        line.ends_with("not running beside the registry"),
+        "{screen}"
+    );
+    let status = run(&urls, &["status", "--json"]).await.json();
+    assert_eq!(status["gateway"], Value::Null, "{status}");
     app.shutdown().await;
 }
 
@@ -607,6 +675,12 @@ async fn a_server_that_is_down_is_one_line_on_stderr_and_exit_status_1() {
     assert_eq!(status.code, 1);
     assert_eq!(status.stderr.lines().count(), 1, "{}", status.stderr);
     assert!(status.stdout.contains("unreachable"), "{}", status.stdout);
+    let gateway = status.stdout.lines().find(|l| l.starts_with("gateway"));
+    assert!(
+        gateway.is_some_and(|l| l.ends_with("unreachable")),
+        "{}",
+        status.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod events;
+mod gateway;
 pub mod jobs;
 pub mod logs;
 mod output;
