@@ -2,13 +2,16 @@
 //! group in table and `--json` form, the one-line failure of a server that is down, and
 //! each command's help holding its own options only.
 
+use futures::{SinkExt, StreamExt};
 use omc_orchestra::testkit::eventually;
 use omc_orchestra::testkit::redis::free_port;
 use omc_orchestra_server::app::{App, Config, ServerKind};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Message;
 
 /// What one run of the binary printed and how it ended.
 struct Ran {
@@ -369,20 +372,75 @@ async fn schedules_are_added_listed_and_removed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_published_followed_and_replayed() {
     let (app, urls) = servers().await;
-    let tail = orchestra(&urls)
-        .args([
-            "events",
-            "tail",
-            "--type",
-            "PRICE_UPDATED",
-            "--count",
-            "1",
-            "--json",
-        ])
+    let mut tail = orchestra(&urls)
+        .args(["events", "tail", "--type", "STOCK_LOW", "--json"])
         .spawn()
         .unwrap();
-    // The tail starts from the newest event; give it time to ask once.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let event = |event_type: &'static str| {
+        let url = format!("{}/events", urls.registry);
+        async move {
+            let event = post(
+                url,
+                json!({"type": event_type, "source": "depot-7", "data": {}}),
+            )
+            .await;
+            event["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // Events published before the tail has subscribed pass it by: publish a pair of
+    // another type and its type until one of its type arrives.
+    let mut rounds = 0;
+    loop {
+        event("PRICE_ALERT").await;
+        event("STOCK_LOW").await;
+        match tokio::time::timeout(Duration::from_millis(250), lines.next_line()).await {
+            Ok(line) => {
+                let line: Value = serde_json::from_str(&line.unwrap().unwrap()).unwrap();
+                assert_eq!(line["type"], "STOCK_LOW", "{line}");
+                break;
+            }
+            Err(_) => {
+                rounds += 1;
+                assert!(rounds < 120, "the tail printed nothing");
+            }
+        }
+    }
+    // The tail follows the registry's live feed: besides this probe, a WebSocket is open.
+    let feed = urls.registry.replacen("http://", "ws://", 1) + "/ws";
+    let (mut probe, _) = tokio_tungstenite::connect_async(feed).await.unwrap();
+    let ask = json!({"event": "get_system_dashboard"}).to_string();
+    probe.send(Message::Text(ask.into())).await.unwrap();
+    let connections = loop {
+        let frame = probe.next().await.unwrap().unwrap();
+        let frame: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if frame["event"] == "system_dashboard" {
+            break frame["data"]["connections"].as_u64().unwrap();
+        }
+    };
+    assert_eq!(connections, 2, "the probe and the tail");
+    // Subscribed now: of a pair published in order, only the second, its type, arrives
+    // (after any of the earlier rounds still on their way).
+    event("PRICE_ALERT").await;
+    let last = event("STOCK_LOW").await;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the tail prints the event")
+            .unwrap()
+            .expect("the tail is still running");
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (&line["type"], &line["source"]),
+            (&json!("STOCK_LOW"), &json!("depot-7")),
+            "{line}"
+        );
+        if line["id"] == last.as_str() {
+            break;
+        }
+    }
+    tail.kill().await.unwrap();
+
     let published = run(
         &urls,
         &[
@@ -397,16 +455,7 @@ async fn events_are_published_followed_and_replayed() {
     .await
     .json();
     assert_eq!(published["source"], "orchestra-cli");
-    let followed = tokio::time::timeout(Duration::from_secs(20), tail.wait_with_output())
-        .await
-        .expect("the tail prints the event and stops")
-        .unwrap();
-    assert!(followed.status.success());
-    let line: Value = serde_json::from_slice(&followed.stdout).unwrap();
-    assert_eq!(
-        (line["id"].clone(), line["data"]["stationId"].clone()),
-        (published["id"].clone(), json!("STN001"))
-    );
+    assert_eq!(published["data"]["stationId"], "STN001");
 
     let table = run(
         &urls,

@@ -1,21 +1,27 @@
-//! `orchestra events …`: follow, publish and replay events on the registry server.
+//! `orchestra events …`: follow (over the registry's WebSocket), publish and replay events
+//! on the registry server.
 
 use super::span::parse_since;
-use super::{cell, record_table, ClientArgs, Failure, Operator, Outcome, Server, Table};
+use super::{
+    cell, feed_failure, record_table, ClientArgs, Failure, Operator, Outcome, Server, Table,
+};
 use clap::{Args, Subcommand};
-use omc_orchestra_client::{EventQuery, NewEvent};
+use futures::{SinkExt, StreamExt};
+use omc_orchestra_client::NewEvent;
 use serde_json::{json, Value};
-use std::time::Duration;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
+use tokio_tungstenite::tungstenite::Message;
 
 /// How many events one page of a replay asks for.
 const PAGE: usize = 1_000;
-/// How often `tail` asks for new events.
-const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// `orchestra events [tail --type T|publish TYPE --data JSON|replay --since 10m]`.
 #[derive(Debug, Subcommand)]
 pub enum EventsAction {
-    /// Print events as they are published, until Ctrl-C.
+    /// Print events as they are published (the registry's live WebSocket feed), until
+    /// Ctrl-C.
     Tail(TailArgs),
     /// Publish one event.
     Publish(PublishArgs),
@@ -156,42 +162,80 @@ async fn replay(args: ReplayArgs) -> Outcome {
     Ok(())
 }
 
+/// The registry's WebSocket (`ws://host:port/ws`) for its URL.
+fn feed_url(registry: &str) -> Result<String, Failure> {
+    let (scheme, rest) = registry
+        .split_once("://")
+        .ok_or_else(|| Failure(format!("`{registry}` is not a URL")))?;
+    let scheme = match scheme {
+        "http" => "ws",
+        "https" => "wss",
+        other => return Err(Failure(format!("`{other}` URLs are not served: use http"))),
+    };
+    Ok(format!("{scheme}://{rest}/ws"))
+}
+
+/// Follow the registry's live feed: subscribe to the `events` channel (of one type with
+/// `--type`) and print each event as it comes, until Ctrl-C or `--count`.
 async fn tail(args: TailArgs) -> Outcome {
     let op = Operator::new(&args.client)?;
-    let newest = op
-        .client
-        .events(&EventQuery {
-            limit: Some(1),
-            ..EventQuery::default()
-        })
+    let registry = op.registry_url().to_owned();
+    let failed = |err| feed_failure(&registry, err);
+    let mut request = feed_url(&registry)?.into_client_request().map_err(failed)?;
+    if let Some(token) = op.token() {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Failure("ORCHESTRA_TOKEN is not a header value".into()))?;
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    let (mut socket, _) = connect_async(request).await.map_err(failed)?;
+    let types: Vec<&String> = args.event_type.iter().collect();
+    let subscribe = json!({"event": "subscribe", "data": {"channels": ["events"], "types": types}});
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
         .await
-        .map_err(|err| op.fail(Server::Registry, err))?;
-    let mut from_id = newest.last().map(|event| event.id.clone());
-    let since = chrono::Utc::now().to_rfc3339();
+        .map_err(failed)?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut shown = 0u64;
-    loop {
-        if args.count.is_some_and(|count| shown >= count) {
-            return Ok(());
-        }
-        let page = op
-            .client
-            .replay_events(&page_request(from_id.as_deref(), &since, &args.event_type))
-            .await
-            .map_err(|err| op.fail(Server::Registry, err))?;
-        for event in page["events"].as_array().into_iter().flatten() {
-            if args.count.is_some_and(|count| shown >= count) {
-                return Ok(());
+    while args.count.is_none_or(|count| shown < count) {
+        let message = tokio::select! {
+            _ = &mut ctrl_c => break,
+            message = socket.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(Failure(format!(
+                    "the registry at {registry} closed the live feed"
+                )))
             }
-            if op.out.json {
-                op.out.json_line(event);
-            } else {
-                op.out.line(&event_row(event).join("  "));
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(failed(err)),
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+        match frame["event"].as_str() {
+            Some("event") => {
+                let event = &frame["data"];
+                if op.out.json {
+                    op.out.json_line(event);
+                } else {
+                    op.out.line(&event_row(event).join("  "));
+                }
+                shown += 1;
             }
-            shown += 1;
-        }
-        match page["nextFromId"].as_str() {
-            Some(next) => from_id = Some(next.to_owned()),
-            None => tokio::time::sleep(POLL_EVERY).await,
+            Some("lagged") => eprintln!(
+                "warning: {} events were missed: this terminal fell behind the feed",
+                cell(&frame["data"]["missed"])
+            ),
+            Some("error") => {
+                return Err(Failure(format!(
+                    "the registry at {registry} refused the subscription: {}",
+                    cell(&frame["data"]["message"])
+                )))
+            }
+            _ => {}
         }
     }
+    let _ = socket.close(None).await;
+    Ok(())
 }

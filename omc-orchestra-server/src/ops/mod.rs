@@ -103,6 +103,9 @@ pub(crate) struct Operator {
     /// How to print.
     pub(crate) out: Output,
     urls: [String; 3],
+    /// The token sent with every call, for the calls the SDK does not make (the live
+    /// feed's WebSocket).
+    token: Option<String>,
 }
 
 impl Operator {
@@ -124,8 +127,10 @@ impl Operator {
             .with_logging_url(urls[2].clone())
             .with_service_name("operator");
         let set = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        let mut sent = None;
         if let Some(token) = set(&args.token) {
-            client = client.with_token(token);
+            client = client.with_token(token.clone());
+            sent = Some(token);
         } else if let Some(secret) = set(&args.jwt_secret) {
             let token = TokenIssuer::from_secret(secret.as_bytes())
                 .and_then(|issuer| {
@@ -136,13 +141,25 @@ impl Operator {
                     )
                 })
                 .map_err(|err| Failure(format!("JWT_SECRET: {err}")))?;
-            client = client.with_token(token);
+            client = client.with_token(token.clone());
+            sent = Some(token);
         }
         Ok(Self {
             client,
             out: Output::detect(args.json),
             urls,
+            token: sent,
         })
+    }
+
+    /// The registry's URL, as the operator gave it.
+    pub(crate) fn registry_url(&self) -> &str {
+        &self.urls[0]
+    }
+
+    /// The token every call carries, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// Turn a failed call to `server` into the one line an operator reads.
@@ -165,6 +182,28 @@ impl Operator {
             other => format!("{name} at {url}: {other}"),
         })
     }
+}
+
+/// The one line for a live feed (WebSocket) that failed on the registry at `url`.
+pub(crate) fn feed_failure(url: &str, err: tokio_tungstenite::tungstenite::Error) -> Failure {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    Failure(match err {
+        WsError::Io(err) => format!("cannot reach the registry at {url}: {}", root_cause(&err)),
+        WsError::Http(answer) => {
+            let body: serde_json::Value = answer
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice(body).ok())
+                .unwrap_or_default();
+            format!(
+                "the registry at {url} answered {} {}: {}",
+                answer.status().as_u16(),
+                output::cell(&body["error"]),
+                output::cell(&body["message"]),
+            )
+        }
+        other => format!("the live feed of the registry at {url}: {other}"),
+    })
 }
 
 /// The innermost reason of a transport error, e.g. `connection refused`, without the
