@@ -372,6 +372,12 @@
       const job = await api(`${state.config.jobsUrl}/jobs/${encodeURIComponent(id)}`).catch(() => null);
       $("job-detail").hidden = !job;
       if (job) $("job-detail").textContent = JSON.stringify(job, null, 2);
+      // Each failed attempt, oldest first: when, on which worker, with what error.
+      const attempts = (job && job.failedAttempts) || [];
+      $("job-attempts").hidden = attempts.length === 0;
+      $("job-attempts").innerHTML = attempts.map((a) => `<li data-attempt="${esc(a.attempt)}"><b>attempt ${esc(a.attempt)}</b>
+        <span class="muted">${esc(text(a.failedAt).slice(0, 19).replace("T", " "))}${a.worker ? " on " + esc(a.worker) : ""}</span>
+        <span class="error">${esc(a.error)}</span></li>`).join("");
     }
   };
   $("job-state").onchange = loadJobs;

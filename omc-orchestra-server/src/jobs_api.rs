@@ -8,9 +8,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use omc_orchestra::events::{EventBus, NewEvent};
 use omc_orchestra::jobs::{
-    count_by_type, waiting_by_type, Backoff, BackoffKind, Job, JobFilter, JobPriority, JobState,
-    JobStats, JobStore, NewJob, NewSchedule, PriorityCounts, Schedule, Scheduler, UnattendedType,
-    Window,
+    count_by_type, waiting_by_type, Backoff, BackoffKind, FailedAttempt, Job, JobFilter,
+    JobPriority, JobState, JobStats, JobStore, NewJob, NewSchedule, PriorityCounts, Schedule,
+    Scheduler, UnattendedType, Window,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -61,6 +61,7 @@ pub struct JobsState {
     components(schemas(
         NewJob,
         Job,
+        FailedAttempt,
         crate::jobs_lease::LeaseRequest,
         crate::jobs_lease::Leased,
         crate::jobs_lease::CompleteRequest,

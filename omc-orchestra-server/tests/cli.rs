@@ -233,6 +233,24 @@ async fn failed_jobs_are_listed_retried_and_cancelled() {
     assert_eq!(listed[0]["id"], id.as_str());
     let shown = run(&urls, &["jobs", "show", &id, "--json"]).await.json();
     assert_eq!(shown["error"], "claim portal down");
+    let attempts = shown["failedAttempts"].as_array().expect("failedAttempts");
+    assert_eq!(attempts.len(), 1, "{shown}");
+    assert_eq!(
+        (
+            &attempts[0]["attempt"],
+            &attempts[0]["error"],
+            &attempts[0]["worker"]
+        ),
+        (&json!(1), &json!("claim portal down"), &json!("w")),
+        "{shown}"
+    );
+    assert!(attempts[0]["failedAt"].is_string(), "{shown}");
+    let record = run(&urls, &["jobs", "show", &id]).await.ok();
+    let row = record
+        .lines()
+        .find(|l| l.starts_with("attempt 1 "))
+        .expect(&record);
+    assert!(row.ends_with(" on w: claim portal down"), "{record}");
 
     let retried = run(&urls, &["jobs", "retry", &id, "--json"]).await.json();
     assert_eq!(

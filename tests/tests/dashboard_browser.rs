@@ -622,6 +622,13 @@ async fn dashboard_figures_are_true_and_come_through_one_port() {
         detail.contains(&job_id) && detail.contains("database-backup"),
         "{detail}"
     );
+    let attempt = text_of(
+        &browser,
+        "the job's failed attempt",
+        "#job-attempts li[data-attempt='1']",
+    )
+    .await;
+    assert!(attempt.starts_with("attempt 1"), "{attempt}");
     register("backup-service", job_runner().await).await;
     click(
         &browser,

@@ -253,6 +253,12 @@ async fn jobs_mapped_to_a_registered_service_run_over_http() {
         .await
         .unwrap();
     assert!(doc["paths"]["/jobs/{id}"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["Job"]["properties"]["failedAttempts"].is_object()
+            && schemas["FailedAttempt"]["properties"]["failedAt"].is_object(),
+        "{schemas}"
+    );
     app.shutdown().await;
 }
 

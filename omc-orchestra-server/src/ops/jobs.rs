@@ -17,7 +17,7 @@ const RETRY_PAGE: usize = 500;
 pub enum JobsAction {
     /// List jobs, by state and type.
     Ls(ListArgs),
-    /// One job in full: data, attempts, error, result.
+    /// One job in full: data, attempts, error, result, and each failed attempt.
     Show(IdArgs),
     /// Put one failed job back to waiting with fresh attempts.
     Retry(IdArgs),
@@ -140,11 +140,38 @@ async fn one(args: IdArgs, verb: Verb) -> Outcome {
         Verb::Cancel => op.client.cancel_job(&args.id).await,
     }
     .map_err(|err| op.fail(Server::Jobs, err))?;
-    op.out.show(
-        &serde_json::to_value(&job).unwrap_or_default(),
-        record_table,
-    );
+    op.out
+        .show(&serde_json::to_value(&job).unwrap_or_default(), job_record);
     Ok(())
+}
+
+/// One job as `FIELD VALUE` rows, its failed attempts one row each, oldest first.
+fn job_record(job: &Value) -> Table {
+    let mut fields = job.clone();
+    let attempts = fields
+        .as_object_mut()
+        .and_then(|fields| fields.remove("failedAttempts"));
+    let mut table = record_table(&fields);
+    for attempt in attempts
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let worker = match attempt["worker"].as_str() {
+            Some(worker) => format!(" on {worker}"),
+            None => String::new(),
+        };
+        table.row(vec![
+            format!("attempt {}", cell(&attempt["attempt"])),
+            format!(
+                "failed {}{worker}: {}",
+                cell(&attempt["failedAt"]),
+                cell(&attempt["error"])
+            ),
+        ]);
+    }
+    table
 }
 
 async fn retry_failed(args: RetryFailedArgs) -> Outcome {

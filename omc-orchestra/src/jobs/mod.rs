@@ -42,8 +42,8 @@ pub use attendance::{count_by_type, waiting_by_type, Attendance, UnattendedType,
 pub use backoff::{Backoff, BackoffKind, MAX_BACKOFF_MS};
 pub use memory::MemoryJobQueue;
 pub use model::{
-    FetchRequest, Job, JobFilter, JobLease, JobPriority, JobState, LeaseRenewal, Maintenance,
-    NewJob, QueueOptions,
+    FailedAttempt, FetchRequest, Job, JobFilter, JobLease, JobPriority, JobState, LeaseRenewal,
+    Maintenance, NewJob, QueueOptions, FAILED_ATTEMPTS_KEPT,
 };
 pub use stats::{JobStats, PriorityCounts, Window};
 pub use worker::{JobContext, WorkerPool, WorkerPoolBuilder};

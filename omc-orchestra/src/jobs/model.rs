@@ -289,11 +289,44 @@ pub struct Job {
     pub result: Option<serde_json::Value>,
     /// The last failure.
     pub error: Option<String>,
+    /// Its failed attempts, oldest first: the last [`FAILED_ATTEMPTS_KEPT`]. Written only
+    /// when an attempt fails.
+    #[serde(default)]
+    pub failed_attempts: Vec<FailedAttempt>,
     /// Whether cancellation was asked for while it ran.
     pub cancel_requested: bool,
     /// The trace it belongs to (W3C `traceparent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+}
+
+/// How many failed attempts a job keeps, the newest (as BullMQ's `stackTraceLimit`): a
+/// job retried without end stays small.
+pub const FAILED_ATTEMPTS_KEPT: usize = 10;
+
+/// One failed attempt of a job, as [`Job::failed_attempts`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FailedAttempt {
+    /// Which attempt it was: 1 for the first (counted afresh after a retry from failed).
+    pub attempt: u32,
+    /// What it failed with.
+    pub error: String,
+    /// When it failed.
+    pub failed_at: DateTime<Utc>,
+    /// The worker that ran it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+impl FailedAttempt {
+    /// Add `attempt` to `attempts`, dropping the oldest past [`FAILED_ATTEMPTS_KEPT`].
+    pub fn record(attempts: &mut Vec<FailedAttempt>, attempt: FailedAttempt) {
+        attempts.push(attempt);
+        let excess = attempts.len().saturating_sub(FAILED_ATTEMPTS_KEPT);
+        attempts.drain(..excess);
+    }
 }
 
 /// A job held by a worker. Complete or fail it with the `token`, before `expires_at`.

@@ -3,8 +3,8 @@
 
 pub use super::cron::{cron_catch_up_pause_remove, cron_fires_once_per_tick};
 pub use super::jobs_ops::{
-    cancel_and_progress, complete_many_in_one_go, keep_no_completed, list_and_stats,
-    payloads_round_trip,
+    cancel_and_progress, complete_many_in_one_go, failed_attempts_in_order, keep_no_completed,
+    list_and_stats, payloads_round_trip,
 };
 use crate::jobs::{
     Backoff, BackoffKind, FetchRequest, JobPriority, JobState, JobStore, NewJob, QueueOptions,
@@ -470,6 +470,7 @@ pub async fn run_all(make: MakeQueue) {
     complete_many_in_one_go(&make).await;
     failed_then_retry_failed(&make).await;
     retry_one_failed_job(&make).await;
+    failed_attempts_in_order(&make).await;
     unique_key_dedup(&make).await;
     trimming(&make).await;
     keep_no_completed(&make).await;

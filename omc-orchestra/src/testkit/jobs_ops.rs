@@ -1,12 +1,13 @@
 //! More of the job queue contract: batch completion, cancellation and progress, listing
-//! and stats, keeping no completed jobs, payloads that come back unchanged.
+//! and stats, keeping no completed jobs, payloads that come back unchanged, the failed
+//! attempts kept.
 
 use super::jobs::{fresh, job, next_id, round_clock, MakeQueue, LEASE};
 use crate::jobs::{
     Backoff, BackoffKind, Completion, FetchRequest, JobFilter, JobPriority, JobState, NewJob,
-    QueueOptions,
+    QueueOptions, FAILED_ATTEMPTS_KEPT,
 };
-use crate::Error;
+use crate::{Clock, Error};
 use serde_json::json;
 use std::time::Duration;
 
@@ -247,4 +248,85 @@ pub async fn payloads_round_trip(make: &MakeQueue) {
         (data, Some(progress), Some(error.to_owned()))
     );
     assert_eq!(again.job.attempts, 2);
+}
+
+/// Each failed attempt is kept with its number, error, time and worker, oldest first; a
+/// retry from failed keeps them; only the newest [`FAILED_ATTEMPTS_KEPT`] stay.
+pub async fn failed_attempts_in_order(make: &MakeQueue) {
+    let (queue, clock) = fresh(make).await;
+    let no_wait = Backoff {
+        kind: BackoffKind::Fixed,
+        delay_ms: 0,
+        jitter: 0.0,
+    };
+    let mut new = job("stock-reconciliation", JobPriority::Normal);
+    new.max_attempts = Some(2);
+    new.backoff = Some(no_wait);
+    let id = queue.enqueue(new).await.unwrap().id;
+    assert!(queue.get(&id).await.unwrap().failed_attempts.is_empty());
+    let mut expected = Vec::new();
+    for (attempt, worker, error) in [
+        (1, "w1", "depot ledger locked"),
+        (2, "w2", "tank gauge timeout"),
+    ] {
+        let lease = queue.fetch(worker, LEASE).await.unwrap().unwrap();
+        assert_eq!(lease.job.id, id);
+        clock.advance(Duration::from_secs(5));
+        queue.fail(&id, &lease.token, error).await.unwrap();
+        expected.push((
+            attempt,
+            error.to_owned(),
+            clock.now(),
+            Some(worker.to_owned()),
+        ));
+    }
+    let seen = |job: &crate::jobs::Job| -> Vec<_> {
+        job.failed_attempts
+            .iter()
+            .map(|a| (a.attempt, a.error.clone(), a.failed_at, a.worker.clone()))
+            .collect()
+    };
+    let failed = queue.get(&id).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(seen(&failed), expected);
+    assert_eq!(failed.error.as_deref(), Some("tank gauge timeout"));
+    let listed = queue
+        .list(&JobFilter {
+            state: Some(JobState::Failed),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen(&listed[0]), expected);
+    queue.retry(&id).await.unwrap();
+    assert_eq!(seen(&queue.get(&id).await.unwrap()), expected);
+    let lease = queue.fetch("w3", LEASE).await.unwrap().unwrap();
+    queue
+        .complete(&id, &lease.token, json!(null))
+        .await
+        .unwrap();
+    assert_eq!(seen(&queue.get(&id).await.unwrap()), expected);
+
+    let mut new = job("stock-reconciliation", JobPriority::Normal);
+    let tries = FAILED_ATTEMPTS_KEPT as u32 + 2;
+    new.max_attempts = Some(tries);
+    new.backoff = Some(no_wait);
+    let id = queue.enqueue(new).await.unwrap().id;
+    for attempt in 1..=tries {
+        let lease = queue.fetch("w", LEASE).await.unwrap().unwrap();
+        queue
+            .fail(&id, &lease.token, &format!("failure {attempt}"))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<(u32, String)> = queue
+        .get(&id)
+        .await
+        .unwrap()
+        .failed_attempts
+        .into_iter()
+        .map(|a| (a.attempt, a.error))
+        .collect();
+    let newest: Vec<(u32, String)> = (3..=tries).map(|a| (a, format!("failure {a}"))).collect();
+    assert_eq!(kept, newest);
 }

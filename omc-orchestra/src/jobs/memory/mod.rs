@@ -6,8 +6,8 @@ use super::stats::{fill_windows, Bucket};
 #[cfg(feature = "cron")]
 use super::{tick_job_id, Schedule, ScheduleStore};
 use super::{
-    FetchRequest, Job, JobAdmin, JobFilter, JobLease, JobQueue, JobState, JobStats, LeaseRenewal,
-    Maintenance, NewJob, QueueOptions,
+    FailedAttempt, FetchRequest, Job, JobAdmin, JobFilter, JobLease, JobQueue, JobState, JobStats,
+    LeaseRenewal, Maintenance, NewJob, QueueOptions,
 };
 use crate::clock::SharedClock;
 use crate::{Error, Result};
@@ -375,6 +375,13 @@ impl MemoryJobQueue {
         let mut state = self.state.lock();
         let e = state.held(id, token)?;
         e.job.error = Some(error.to_owned());
+        let failed = FailedAttempt {
+            attempt: e.job.attempts,
+            error: error.to_owned(),
+            failed_at: now,
+            worker: e.job.worker.clone(),
+        };
+        FailedAttempt::record(&mut e.job.failed_attempts, failed);
         let run = (ms(now) - e.job.started_at.map(ms).unwrap_or(ms(now))).max(0) as u64;
         let out_of_attempts = for_good || e.job.attempts >= e.job.max_attempts;
         let delay = e.job.backoff.delay_ms(e.job.attempts, random);

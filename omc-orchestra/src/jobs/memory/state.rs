@@ -236,6 +236,7 @@ impl State {
             progress: None,
             result: None,
             error: None,
+            failed_attempts: Vec::new(),
             cancel_requested: false,
         };
         if job.state == JobState::Delayed {

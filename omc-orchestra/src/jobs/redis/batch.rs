@@ -40,6 +40,7 @@ fn fresh_job(new: &NewJob, id: String, now: DateTime<Utc>) -> Job {
         progress: None,
         result: None,
         error: None,
+        failed_attempts: Vec::new(),
         cancel_requested: false,
     }
 }

@@ -46,6 +46,7 @@ mod spec;
 use super::{
     tick_job_id, Completion, FetchRequest, Job, JobAdmin, JobFilter, JobLease, JobQueue, JobState,
     JobStats, LeaseRenewal, Maintenance, NewJob, QueueOptions, Schedule, ScheduleStore,
+    FAILED_ATTEMPTS_KEPT,
 };
 use crate::backend::RedisStore;
 use crate::clock::SharedClock;
@@ -238,7 +239,14 @@ impl Inner {
             let error = format!("cannot read the stored job: {why}");
             tracing::warn!(job = %id, %error, "failing an unreadable job");
             let token = format!("{}{id}", taking.token_base);
-            let args = vec![id.clone(), token, error, "0".into(), "1".into()];
+            let args = vec![
+                id.clone(),
+                token,
+                error,
+                "0".into(),
+                "1".into(),
+                FAILED_ATTEMPTS_KEPT.to_string(),
+            ];
             if let Err(err) = self.held_op(&self.scripts.fail, &id, args).await {
                 tracing::warn!(job = %id, error = %err, "could not fail an unreadable job");
             }
@@ -262,6 +270,7 @@ impl Inner {
             error.into(),
             random.to_string(),
             if for_good { "1" } else { "" }.into(),
+            FAILED_ATTEMPTS_KEPT.to_string(),
         ];
         parse::first_job(self.held_op(&self.scripts.fail, id, args).await?)
     }

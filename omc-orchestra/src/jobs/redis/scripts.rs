@@ -64,7 +64,7 @@ local JB, MB = ARGV[2], ARGV[3]
 local KEEPC, AGEC, KEEPF, AGEF = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local MAXBACKOFF = 86400000
 -- What a fetch reads of each job; the rest of a leased job the caller knows already.
-local TAKEN = {'type', 'j', 'rp', 'att', 'ra', 'pg', 'er', 'cx'}
+local TAKEN = {'type', 'j', 'rp', 'att', 'ra', 'pg', 'er', 'cx', 'fa'}
 local function jk(id) return JB .. id end
 local function fmt(n) return string.format("%d", n) end
 -- One command over a long list of arguments, in chunks Lua can unpack.
@@ -276,8 +276,8 @@ local function take(max, worker, tokbase, leasems, first_type)
     redis.call('HSET', k, 'att', att, 'state', 'active', 'st', NOWS, 'wk', worker,
       'tok', tokbase .. id)
     row[4] = att
-    row[9] = id
-    for i = 1, 8 do
+    row[#TAKEN + 1] = id
+    for i = 1, #TAKEN do
       if not row[i] then row[i] = '' end
     end
     out[n] = row
@@ -498,15 +498,23 @@ return {table.concat(statuses, ' '), next}
 "#;
 
 /// ARGV[8] id, [9] token, [10] error, [11] random in [0, 1), [12] `1` to fail for good
-/// whatever attempts are left.
+/// whatever attempts are left, [13] how many failed attempts a job keeps. The attempt
+/// joins the job's `fa` list (oldest first, the newest [13] kept).
 pub(super) const FAIL: &str = r#"
 local id = ARGV[8]
 local k, status = held(id, ARGV[9])
 if not k then return {status} end
-local h = redis.call('HMGET', k, 'st', 'att')
+local h = redis.call('HMGET', k, 'st', 'att', 'wk', 'fa')
 local max, kind, base, jitter = policy(k)
 redis.call('ZREM', ACTIVE, id)
-redis.call('HSET', k, 'er', ARGV[10])
+local fa = {}
+if h[4] and h[4] ~= '' then
+  local ok, kept = pcall(cjson.decode, h[4])
+  if ok and type(kept) == 'table' then fa = kept end
+end
+fa[#fa + 1] = {a = tonumber(h[2]) or 0, e = ARGV[10], t = NOW, w = h[3] or ''}
+while #fa > tonumber(ARGV[13]) do table.remove(fa, 1) end
+redis.call('HSET', k, 'er', ARGV[10], 'fa', cjson.encode(fa))
 bucket('f', 1)
 bucket('r', NOW - tonumber(h[1]))
 flush()

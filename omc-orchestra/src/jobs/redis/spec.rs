@@ -14,8 +14,11 @@
 //! | `state`, `att`, `ra` | state, attempts so far, run-at (ms) |
 //! | `st`, `wk`, `tok` | start (ms), worker and lease token of the current attempt |
 //! | `fi`, `rs`, `er`, `pg`, `cx` | finish (ms), result and progress (JSON), last error, `1` once cancelled |
+//! | `fa` | the failed attempts, oldest first: a JSON array of `{"a": attempt, "e": error, "t": ms, "w": worker or ""}`, written only by `FAIL` |
 
-use super::super::{Backoff, BackoffKind, Job, JobLease, JobPriority, JobState, NewJob};
+use super::super::{
+    Backoff, BackoffKind, FailedAttempt, Job, JobLease, JobPriority, JobState, NewJob,
+};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use redis::Value;
@@ -109,6 +112,36 @@ fn policy(rp: &str) -> Option<(u32, Backoff)> {
     ))
 }
 
+/// One entry of the `fa` field.
+#[derive(Debug, Deserialize)]
+struct StoredAttempt {
+    a: u32,
+    e: String,
+    t: i64,
+    #[serde(default)]
+    w: String,
+}
+
+/// The failed attempts of an `fa` field; none when absent or unreadable (a job's history
+/// is no reason to fail reading the job).
+fn failed_attempts(text: Option<&String>) -> Vec<FailedAttempt> {
+    // Lua's cjson writes an empty list as `{}`.
+    let stored: Vec<StoredAttempt> = text
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    stored
+        .into_iter()
+        .filter_map(|s| {
+            Some(FailedAttempt {
+                attempt: s.a,
+                error: s.e,
+                failed_at: DateTime::from_timestamp_millis(s.t)?,
+                worker: (!s.w.is_empty()).then_some(s.w),
+            })
+        })
+        .collect()
+}
+
 /// A job from its id, type, `j` field and the other fields (looked up by name).
 fn job_from_parts<'a>(
     id: String,
@@ -143,6 +176,7 @@ fn job_from_parts<'a>(
         progress: json(look("pg")),
         result: json(look("rs")),
         error: get("er").cloned(),
+        failed_attempts: failed_attempts(get("fa")),
         cancel_requested: get("cx").is_some_and(|c| c == "1"),
     })
 }
@@ -166,7 +200,7 @@ pub(super) fn job_from(value: Value) -> Result<Job> {
 
 /// The fields of a job a fetch answers, in this order (the scripts' `TAKEN`), then the
 /// id.
-const TAKEN: [&str; 8] = ["type", "j", "rp", "att", "ra", "pg", "er", "cx"];
+const TAKEN: [&str; 9] = ["type", "j", "rp", "att", "ra", "pg", "er", "cx", "fa"];
 
 /// What a fetch asked for: with its answer, the whole leases.
 #[derive(Debug)]
