@@ -23,7 +23,7 @@ const STYLE: &str = include_str!("../assets/dashboard.css");
 /// What the page needs to know about the other servers.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DashboardConfig {
+pub(crate) struct DashboardConfig {
     /// Port of the jobs server, when it runs beside this one.
     pub jobs_port: Option<u16>,
     /// Port of the gateway, when it runs beside this one.
@@ -36,7 +36,7 @@ pub struct DashboardConfig {
 
 /// Whether `path` belongs to the page itself (served without a token: it holds no data);
 /// the page's data routes (`/dashboard/api/…`) are not.
-pub fn is_page(path: &str) -> bool {
+pub(crate) fn is_page(path: &str) -> bool {
     path == "/"
         || path == "/dashboard"
         || (path.starts_with("/dashboard/") && !path.starts_with("/dashboard/api/"))
@@ -44,7 +44,7 @@ pub fn is_page(path: &str) -> bool {
 
 /// Where the sibling servers answer, for the page's forwarded calls.
 #[derive(Debug, Clone)]
-pub struct Siblings {
+pub(crate) struct Siblings {
     http: reqwest::Client,
     host: String,
     config: DashboardConfig,
@@ -53,7 +53,7 @@ pub struct Siblings {
 impl Siblings {
     /// The siblings of `config` on `host` (this server's bind address; loopback when it
     /// binds every address).
-    pub fn new(host: IpAddr, config: DashboardConfig) -> Self {
+    pub(crate) fn new(host: IpAddr, config: DashboardConfig) -> Self {
         let host = match host {
             IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
             IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
@@ -79,7 +79,7 @@ impl Siblings {
 }
 
 /// The page's routes, its data forwarded to `siblings`.
-pub fn router(config: DashboardConfig, siblings: Siblings) -> Router {
+pub(crate) fn router(config: DashboardConfig, siblings: Siblings) -> Router {
     let forwarding = Router::new()
         .route("/dashboard/api/{server}/{*rest}", any(forward))
         .with_state(siblings);

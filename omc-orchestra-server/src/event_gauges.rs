@@ -12,15 +12,15 @@ use tokio::task::JoinHandle;
 
 /// How often the figures are read from the bus: often enough for a dashboard, and one
 /// cheap read of the store per replica.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// The alert engine's metric for a group's lag, with a `group` label.
-pub const LAG_METRIC: &str = "event_group_lag";
+pub(crate) const LAG_METRIC: &str = "event_group_lag";
 
 /// Lag and pending per group as gauges, and the events the backlog cap dropped unread as
 /// a counter.
 #[derive(Clone, Debug)]
-pub struct EventGauges {
+pub(crate) struct EventGauges {
     lag: IntGaugeVec,
     pending: IntGaugeVec,
     trimmed_unread: IntCounter,
@@ -28,7 +28,7 @@ pub struct EventGauges {
 
 impl EventGauges {
     /// Register the figures into `registry`.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
         let lag = IntGaugeVec::new(
             Opts::new(
                 "event_group_lag",
@@ -59,7 +59,7 @@ impl EventGauges {
 
     /// Replace every group's series with those of `stats`; bring the counter up to the
     /// store's count (which every replica reads alike).
-    pub fn update(&self, stats: &EventStats) {
+    pub(crate) fn update(&self, stats: &EventStats) {
         self.lag.reset();
         self.pending.reset();
         for group in &stats.groups {
@@ -81,7 +81,7 @@ impl EventGauges {
 /// Every [`REFRESH_EVERY`], read the bus's stats into `gauges` (when registered) and each
 /// group's lag into `alerts`; a group no longer listed is observed at 0, so an alert on
 /// it resolves.
-pub fn spawn(
+pub(crate) fn spawn(
     bus: Arc<dyn EventBus>,
     gauges: Option<EventGauges>,
     alerts: Arc<AlertEngine>,

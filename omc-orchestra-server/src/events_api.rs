@@ -18,11 +18,11 @@ use std::sync::Arc;
 use utoipa::OpenApi;
 
 /// Most events one `POST /events` may carry.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// What the event handlers share.
 #[derive(Clone)]
-pub struct EventsState {
+pub(crate) struct EventsState {
     /// The bus.
     pub bus: Arc<dyn EventBus>,
 }
@@ -45,10 +45,10 @@ pub struct EventsState {
         ErrorBody
     ))
 )]
-pub struct EventsDoc;
+pub(crate) struct EventsDoc;
 
 /// The event router.
-pub fn router(state: EventsState) -> Router {
+pub(crate) fn router(state: EventsState) -> Router {
     Router::new()
         .route("/events", post(publish).get(history))
         .route("/events/replay", post(replay))
@@ -115,7 +115,7 @@ fn check_limit(limit: Option<usize>) -> ApiResult<()> {
 /// A replay: from after an event id, or from a time, filtered.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReplayRequest {
+pub(crate) struct ReplayRequest {
     /// Replay the events after this id (exclusive).
     pub from_id: Option<String>,
     /// Replay the events at or after this time.
@@ -139,7 +139,7 @@ pub struct ReplayRequest {
 /// A page of replayed events.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplayPage {
+pub(crate) struct ReplayPage {
     /// The events, oldest first.
     pub events: Vec<Event>,
     /// Pass as `fromId` for the next page; absent when the page was empty.

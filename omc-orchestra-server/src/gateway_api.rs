@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 
 /// What the gateway handlers share.
 #[derive(Clone)]
-pub struct GatewayState {
+pub(crate) struct GatewayState {
     /// The pipeline.
     pub gateway: Arc<Gateway>,
     /// Facts for `GET /health`.
@@ -43,7 +43,7 @@ pub struct GatewayState {
 
 /// The gateway's own Prometheus metrics, next to the shared HTTP ones.
 #[derive(Clone, Debug)]
-pub struct GatewayMetrics {
+pub(crate) struct GatewayMetrics {
     proxied: Proxied,
     breakers: IntGaugeVec,
     degraded: IntCounterVec,
@@ -184,7 +184,7 @@ impl Collector for Proxied {
 
 impl GatewayMetrics {
     /// Register the gateway's metrics in `metrics`' registry.
-    pub fn new(metrics: &HttpMetrics) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(metrics: &HttpMetrics) -> Result<Self, prometheus::Error> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "gateway_requests_total",
@@ -284,10 +284,10 @@ impl GatewayMetrics {
         crate::status::HealthAnswer
     ))
 )]
-pub struct GatewayDoc;
+pub(crate) struct GatewayDoc;
 
 /// Build the gateway from `config` over `backends` and start its background tasks.
-pub async fn start(
+pub(crate) async fn start(
     config: &Config,
     backends: &Backends,
     status: ServerStatus,
@@ -344,7 +344,7 @@ pub async fn start(
 }
 
 /// A started gateway server.
-pub struct Started {
+pub(crate) struct Started {
     /// Its own routes, to wrap in the shared stack.
     pub router: Router,
     /// What the proxy serves with (see [`proxy_service`]).
@@ -359,7 +359,7 @@ pub struct Started {
 /// answer itself. It skips the shared stack: the pipeline sets the request id, logs and
 /// counts each request itself (`orchestra_gateway_*` metrics), so only CORS and panic
 /// safety wrap it here.
-pub fn proxy_service(
+pub(crate) fn proxy_service(
     state: GatewayState,
     origins: &Origins,
 ) -> impl tower::Service<
@@ -385,7 +385,7 @@ pub fn proxy_service(
 
 /// The gateway's own routes (`/health`, `/openapi.json`, `/gateway/*`, which the shared
 /// stack keeps to `admin` tokens). Everything else goes to [`proxy_service`].
-pub fn router(state: GatewayState) -> Router {
+pub(crate) fn router(state: GatewayState) -> Router {
     Router::new()
         .route(
             "/health",
@@ -413,7 +413,7 @@ async fn proxy(State(state): State<GatewayState>, req: Request) -> Response {
 
 impl GatewayState {
     /// Count a proxied request in the metrics.
-    pub fn count(&self, answer: &Answer, info: &ProxyInfo) {
+    pub(crate) fn count(&self, answer: &Answer, info: &ProxyInfo) {
         let seconds = info.elapsed.as_secs_f64();
         self.metrics.observe(info, answer.status(), seconds);
     }
@@ -430,7 +430,7 @@ async fn breakers(State(state): State<GatewayState>) -> Json<Vec<BreakerState>> 
 
 /// Which cached entries to drop.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct PurgeQuery {
+pub(crate) struct PurgeQuery {
     /// The route's name (`/api/pricing-service` for a discovery route).
     pub route: String,
     /// One path with its query; the whole route when absent.
@@ -439,7 +439,7 @@ pub struct PurgeQuery {
 
 /// How many entries were dropped.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Purged {
+pub(crate) struct Purged {
     /// Entries dropped.
     pub purged: usize,
 }

@@ -32,7 +32,7 @@ mod idle_body;
 use idle_body::IdleBody;
 
 /// Paths the gateway answers itself (and `/gateway/...`): never proxied.
-pub const OWN_PATHS: [&str; 4] = ["/health", "/health/ready", "/openapi.json", "/metrics"];
+pub(crate) const OWN_PATHS: [&str; 4] = ["/health", "/health/ready", "/openapi.json", "/metrics"];
 
 fn own_path(path: &str) -> bool {
     OWN_PATHS.contains(&path) || path == "/gateway" || path.starts_with("/gateway/")
@@ -106,7 +106,7 @@ impl LaneService for GatewayLane {
 /// `stopped` turns true, with the port's `limits` (see
 /// [`omc_orchestra::gateway::h1::serve_threads`]); returns when every thread has
 /// finished its connections.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     workers: usize,
     state: GatewayState,

@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 
 /// What the jobs handlers share.
 #[derive(Clone)]
-pub struct JobsState {
+pub(crate) struct JobsState {
     /// The queue.
     pub queue: Arc<dyn JobStore>,
     /// Cron schedules over the same store.
@@ -89,10 +89,10 @@ pub struct JobsState {
         crate::status::HealthAnswer
     ))
 )]
-pub struct JobsDoc;
+pub(crate) struct JobsDoc;
 
 /// The jobs router.
-pub fn router(state: JobsState) -> Router {
+pub(crate) fn router(state: JobsState) -> Router {
     Router::new()
         .route("/jobs", post(enqueue).get(list_jobs))
         .route("/jobs/stats", get(stats))
@@ -137,7 +137,7 @@ async fn enqueue(
 /// A page of jobs.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobPage {
+pub(crate) struct JobPage {
     /// The jobs.
     pub jobs: Vec<Job>,
     /// How many matches were skipped.
@@ -192,7 +192,7 @@ async fn retry_job(State(state): State<JobsState>, Path(id): Path<String>) -> Ap
 /// The queue's figures and the job types nothing runs.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StatsAnswer {
+pub(crate) struct StatsAnswer {
     /// Counts per state and priority, throughput, failure rate and timings.
     #[serde(flatten)]
     pub stats: JobStats,
@@ -234,7 +234,7 @@ async fn unattended(state: &JobsState) -> ApiResult<Vec<UnattendedType>> {
 /// One job type's counts by state.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TypeCounts {
+pub(crate) struct TypeCounts {
     /// The job type.
     #[serde(rename = "type")]
     pub job_type: String,
@@ -280,7 +280,7 @@ async fn types(State(state): State<JobsState>) -> ApiResult<Json<Vec<TypeCounts>
 
 /// How many failed jobs went back to waiting.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Retried {
+pub(crate) struct Retried {
     /// The count.
     pub retried: u64,
 }
@@ -324,7 +324,7 @@ async fn list_schedules(State(state): State<JobsState>) -> ApiResult<Json<Vec<Li
 /// A schedule as `GET /schedules` lists it: the stored schedule and when it fires next.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ListedSchedule {
+pub(crate) struct ListedSchedule {
     /// The schedule.
     #[serde(flatten)]
     pub schedule: Schedule,

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 /// The longest a lease request waits for a job; the request deadline of this path is
 /// stretched by as much (see `http::layers`).
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How often a waiting lease request looks again for jobs queued through other servers
 /// (those queued through this one wake it at once).
 const LOOK_AGAIN: Duration = Duration::from_millis(250);
@@ -33,7 +33,7 @@ const MOST: usize = 100;
 
 /// Who asked for jobs lately, and the signal that jobs were queued here.
 #[derive(Clone, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     seen: Arc<Mutex<BTreeMap<String, Seen>>>,
     queued: Arc<Notify>,
     /// Types this server runs itself (`[job_routes]`), which need no lease request.
@@ -47,12 +47,12 @@ struct Seen {
 
 impl Leases {
     /// Wake the lease requests waiting for jobs: one was just queued here.
-    pub fn queued(&self) {
+    pub(crate) fn queued(&self) {
         self.queued.notify_waiters();
     }
 
     /// Leases for a server whose own worker pool runs `types`.
-    pub fn with_in_process<I: IntoIterator<Item = String>>(types: I) -> Self {
+    pub(crate) fn with_in_process<I: IntoIterator<Item = String>>(types: I) -> Self {
         Self {
             in_process: Arc::new(types.into_iter().collect()),
             ..Self::default()
@@ -61,7 +61,7 @@ impl Leases {
 
     /// The job types some worker takes: the workers seen in the last minute and the
     /// types this server runs itself.
-    pub fn attendance(&self) -> Attendance {
+    pub(crate) fn attendance(&self) -> Attendance {
         let mut attendance = Attendance::default();
         for job_type in self.in_process.iter() {
             attendance.job_type(job_type.clone());
@@ -89,7 +89,7 @@ impl Leases {
 /// `POST /jobs/lease`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LeaseRequest {
+pub(crate) struct LeaseRequest {
     /// The worker's name (shown by `GET /jobs/workers` and on each job).
     pub worker: String,
     /// Job types it runs; any type when empty.
@@ -130,7 +130,7 @@ impl LeaseRequest {
 /// The jobs a lease request took (none when none was ready in time).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Leased {
+pub(crate) struct Leased {
     /// Each job with its lease token and when the lease runs out.
     #[schema(value_type = Vec<Object>)]
     pub jobs: Vec<JobLease>,
@@ -139,7 +139,7 @@ pub struct Leased {
 /// `POST /jobs/{id}/complete`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CompleteRequest {
+pub(crate) struct CompleteRequest {
     /// The lease token.
     pub token: String,
     /// What the job produced.
@@ -150,7 +150,7 @@ pub struct CompleteRequest {
 /// `POST /jobs/{id}/fail`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FailRequest {
+pub(crate) struct FailRequest {
     /// The lease token.
     pub token: String,
     /// Why it failed.
@@ -168,7 +168,7 @@ fn yes() -> bool {
 /// `POST /jobs/{id}/progress`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProgressRequest {
+pub(crate) struct ProgressRequest {
     /// The lease token.
     pub token: String,
     /// How far it is (any JSON, e.g. a percentage).
@@ -178,7 +178,7 @@ pub struct ProgressRequest {
 /// `POST /jobs/{id}/extend`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExtendRequest {
+pub(crate) struct ExtendRequest {
     /// The lease token.
     pub token: String,
     /// The lease from now, in ms (1,000 to 3,600,000).
@@ -188,7 +188,7 @@ pub struct ExtendRequest {
 /// The lease after a renewal or a progress report.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Renewed {
+pub(crate) struct Renewed {
     /// When the lease runs out.
     pub expires_at: chrono::DateTime<chrono::Utc>,
     /// Someone asked to cancel the job: stop and fail it.
@@ -207,7 +207,7 @@ impl From<LeaseRenewal> for Renewed {
 /// A worker seen in the last minute.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkerSeen {
+pub(crate) struct WorkerSeen {
     /// Its name.
     pub worker: String,
     /// The types it asked for (empty: any).
@@ -219,7 +219,7 @@ pub struct WorkerSeen {
 }
 
 /// The lease routes, merged into the jobs router.
-pub fn routes() -> Router<JobsState> {
+pub(crate) fn routes() -> Router<JobsState> {
     Router::new()
         .route("/jobs/lease", post(lease))
         .route("/jobs/workers", get(workers))
@@ -232,7 +232,7 @@ pub fn routes() -> Router<JobsState> {
 /// Take up to `max` ready jobs of `types`, waiting up to `waitMs` for one.
 #[utoipa::path(post, path = "/jobs/lease", request_body = LeaseRequest,
     responses((status = 200, body = Leased), (status = 400, body = ErrorBody)))]
-pub async fn lease(
+pub(crate) async fn lease(
     State(state): State<JobsState>,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<Leased>> {
@@ -264,7 +264,7 @@ pub async fn lease(
     request_body = CompleteRequest,
     responses((status = 200, body = Job), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn complete(
+pub(crate) async fn complete(
     State(state): State<JobsState>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<CompleteRequest>,
@@ -281,7 +281,7 @@ pub async fn complete(
     request_body = FailRequest,
     responses((status = 200, body = Job), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn fail(
+pub(crate) async fn fail(
     State(state): State<JobsState>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<FailRequest>,
@@ -302,7 +302,7 @@ pub async fn fail(
     request_body = ProgressRequest,
     responses((status = 200, body = Renewed), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn progress(
+pub(crate) async fn progress(
     State(state): State<JobsState>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ProgressRequest>,
@@ -319,7 +319,7 @@ pub async fn progress(
     request_body = ExtendRequest,
     responses((status = 200, body = Renewed), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-pub async fn extend(
+pub(crate) async fn extend(
     State(state): State<JobsState>,
     Path(id): Path<String>,
     ApiJson(request): ApiJson<ExtendRequest>,
@@ -336,7 +336,7 @@ pub async fn extend(
 /// and the jobs each holds now.
 #[utoipa::path(get, path = "/jobs/workers",
     responses((status = 200, body = [WorkerSeen]), (status = 503, body = ErrorBody)))]
-pub async fn workers(State(state): State<JobsState>) -> ApiResult<Json<Vec<WorkerSeen>>> {
+pub(crate) async fn workers(State(state): State<JobsState>) -> ApiResult<Json<Vec<WorkerSeen>>> {
     let filter = JobFilter {
         state: Some(JobState::Active),
         limit: Some(1_000),

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 /// The start block: each server's URL (and the dashboard's), the backend and its Redis
 /// topology, the configuration file, whether the control plane needs credentials, the
 /// job routes, which job types have a worker here, and trace export.
-pub fn banner(app: &App, config: &Config, config_file: Option<&Path>) -> String {
+pub(crate) fn banner(app: &App, config: &Config, config_file: Option<&Path>) -> String {
     let mut out = format!("orchestra {}\n", env!("CARGO_PKG_VERSION"));
     for (kind, addr) in app.addrs() {
         let host = if addr.ip().is_unspecified() {
@@ -104,7 +104,7 @@ pub fn banner(app: &App, config: &Config, config_file: Option<&Path>) -> String 
 
 /// Tell every registry change and alert published on `bus` as it happens, until the task
 /// is aborted.
-pub fn spawn(bus: &dyn EventBus) -> JoinHandle<()> {
+pub(crate) fn spawn(bus: &dyn EventBus) -> JoinHandle<()> {
     let mut live = bus.subscribe();
     tokio::spawn(async move {
         loop {

@@ -7,7 +7,7 @@ use prometheus::{Gauge, GaugeVec, Opts, Registry};
 
 /// The gauges a [`SystemSample`] sets.
 #[derive(Clone, Debug)]
-pub struct SystemGauges {
+pub(crate) struct SystemGauges {
     cpu: Gauge,
     core: GaugeVec,
     temperature: Gauge,
@@ -41,7 +41,7 @@ fn gauges(
 
 impl SystemGauges {
     /// Register the gauges into `registry`.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
         Ok(Self {
             cpu: gauge(
                 registry,
@@ -112,7 +112,7 @@ impl SystemGauges {
     }
 
     /// Set every gauge from `sample`.
-    pub fn update(&self, sample: &SystemSample) {
+    pub(crate) fn update(&self, sample: &SystemSample) {
         self.cpu.set(sample.cpu.total_percent / 100.0);
         for (i, usage) in sample.cpu.per_core_percent.iter().enumerate() {
             self.core
@@ -165,7 +165,7 @@ impl SystemGauges {
 
 /// Health-probe figures per instance as gauges: response time, error share, verdict.
 #[derive(Clone, Debug)]
-pub struct ProbeGauges {
+pub(crate) struct ProbeGauges {
     latency: GaugeVec,
     errors: GaugeVec,
     status: GaugeVec,
@@ -173,7 +173,7 @@ pub struct ProbeGauges {
 
 impl ProbeGauges {
     /// Register the gauges into `registry`.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
         let labels = ["service", "instance"];
         Ok(Self {
             latency: gauges(
@@ -198,7 +198,7 @@ impl ProbeGauges {
     }
 
     /// Replace every series with `instances` (service, id, view).
-    pub fn update(&self, instances: &[(String, String, InstanceHealthView)]) {
+    pub(crate) fn update(&self, instances: &[(String, String, InstanceHealthView)]) {
         for g in [&self.latency, &self.errors, &self.status] {
             g.reset();
         }

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The channels a client can subscribe to, in a fixed order.
-pub const CHANNELS: [&str; 6] = ["services", "alerts", "metrics", "events", "logs", "jobs"];
+pub(crate) const CHANNELS: [&str; 6] = ["services", "alerts", "metrics", "events", "logs", "jobs"];
 const EVENTS: usize = 3;
 const LOGS: usize = 4;
 
@@ -65,13 +65,13 @@ impl Default for WsConfig {
 
 /// An update serialized once for every client of a channel.
 #[derive(Debug)]
-pub struct Update {
+pub(crate) struct Update {
     event_type: String,
     text: Utf8Bytes,
 }
 
 /// Fans bus events out to the channels.
-pub struct Hub {
+pub(crate) struct Hub {
     channels: [broadcast::Sender<Arc<Update>>; 6],
     connections: AtomicUsize,
     config: WsConfig,
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Hub {
 }
 
 /// The channels an event belongs to (always `events`).
-pub fn channels_of(event: &Event) -> Vec<usize> {
+pub(crate) fn channels_of(event: &Event) -> Vec<usize> {
     let t = event.event_type.as_str();
     let mut found = vec![EVENTS];
     if t.starts_with("SERVICE_") {
@@ -117,7 +117,7 @@ fn frame(event: &str, data: Value) -> Message {
 
 impl Hub {
     /// A hub fed by `bus`, and the task feeding it.
-    pub fn spawn(bus: &dyn EventBus, config: WsConfig) -> (Arc<Hub>, JoinHandle<()>) {
+    pub(crate) fn spawn(bus: &dyn EventBus, config: WsConfig) -> (Arc<Hub>, JoinHandle<()>) {
         let hub = Arc::new(Hub {
             channels: std::array::from_fn(|_| broadcast::channel(config.buffer.max(1)).0),
             connections: AtomicUsize::new(0),
@@ -142,7 +142,7 @@ impl Hub {
     /// Stream the log store's live tail to the `logs` channel: every replica's records
     /// reach every replica's clients when the store is Redis, without copying each record
     /// onto the event bus.
-    pub fn feed_logs(self: &Arc<Self>, mut tail: LogTail) -> JoinHandle<()> {
+    pub(crate) fn feed_logs(self: &Arc<Self>, mut tail: LogTail) -> JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
             while let Some(record) = tail.next().await {
@@ -178,14 +178,14 @@ impl Hub {
     }
 
     /// Clients connected now.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
 }
 
 /// What the WebSocket endpoint needs.
 #[derive(Clone)]
-pub struct WsState {
+pub(crate) struct WsState {
     /// The hub.
     pub hub: Arc<Hub>,
     /// The registry, for the dashboard's counts.
@@ -201,7 +201,7 @@ pub struct WsState {
 }
 
 /// The `/ws` router.
-pub fn router(state: WsState) -> Router {
+pub(crate) fn router(state: WsState) -> Router {
     Router::new().route("/ws", get(upgrade)).with_state(state)
 }
 

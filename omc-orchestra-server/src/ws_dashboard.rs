@@ -33,7 +33,7 @@ fn request_counts(state: &WsState) -> (u64, u64, u64) {
 
 /// Service counts from the registry, recent alerts, event counts, and request and error
 /// rates of this server since it started.
-pub async fn system_dashboard(state: &WsState) -> omc_orchestra::Result<Value> {
+pub(crate) async fn system_dashboard(state: &WsState) -> omc_orchestra::Result<Value> {
     let summary = summarize(state.registry.as_ref(), SummarySources::default()).await?;
     let services = summary.services;
     let alerts = state

@@ -21,7 +21,7 @@ impl AlertsAction {
 }
 
 /// Run `orchestra alerts …`.
-pub async fn run(action: AlertsAction) -> Outcome {
+pub(crate) async fn run(action: AlertsAction) -> Outcome {
     let (args, history) = match action {
         AlertsAction::Ls(args) => (args, false),
         AlertsAction::History(args) => (args, true),

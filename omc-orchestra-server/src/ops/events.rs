@@ -78,7 +78,7 @@ pub struct ReplayArgs {
 }
 
 /// Run `orchestra events …`.
-pub async fn run(action: EventsAction) -> Outcome {
+pub(crate) async fn run(action: EventsAction) -> Outcome {
     match action {
         EventsAction::Tail(args) => tail(args).await,
         EventsAction::Publish(args) => publish(args).await,

@@ -62,7 +62,7 @@ pub struct RetryFailedArgs {
 }
 
 /// Run `orchestra jobs …`.
-pub async fn run(action: JobsAction) -> Outcome {
+pub(crate) async fn run(action: JobsAction) -> Outcome {
     match action {
         JobsAction::Ls(args) => list(args).await,
         JobsAction::Show(args) => one(args, Verb::Show).await,

@@ -72,7 +72,7 @@ pub struct SearchArgs {
 }
 
 /// Run `orchestra logs …`.
-pub async fn run(action: LogsAction) -> Outcome {
+pub(crate) async fn run(action: LogsAction) -> Outcome {
     match action {
         LogsAction::Tail(args) => tail(args).await,
         LogsAction::Search(args) => search(args).await,

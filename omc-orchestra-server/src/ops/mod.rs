@@ -2,16 +2,16 @@
 //! the servers' HTTP API through the SDK's [`OrchestraClient`], printed as aligned tables
 //! or, with `--json`, as JSON. A failure is one line on stderr and exit status 1.
 
-pub mod alerts;
-pub mod events;
+pub(crate) mod alerts;
+pub(crate) mod events;
 mod gateway;
-pub mod jobs;
-pub mod logs;
+pub(crate) mod jobs;
+pub(crate) mod logs;
 mod output;
-pub mod schedules;
-pub mod services;
+pub(crate) mod schedules;
+pub(crate) mod services;
 pub(crate) mod span;
-pub mod status;
+pub(crate) mod status;
 
 use clap::Args;
 use omc_orchestra::access::{Grants, Scope, TokenIssuer};
@@ -91,7 +91,7 @@ pub(crate) enum Server {
 
 /// A failed command: the line printed after `error: `.
 #[derive(Debug)]
-pub struct Failure(pub String);
+pub(crate) struct Failure(pub String);
 
 /// What a command's run answers.
 pub(crate) type Outcome = Result<(), Failure>;
@@ -226,7 +226,7 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Turn a command's outcome into the exit status, printing a failure as one line.
-pub fn finish(outcome: Result<(), Failure>) -> i32 {
+pub(crate) fn finish(outcome: Result<(), Failure>) -> i32 {
     match outcome {
         Ok(()) => 0,
         Err(Failure(message)) => {

@@ -45,7 +45,7 @@ impl SchedulesAction {
 }
 
 /// Run `orchestra schedules …`.
-pub async fn run(action: SchedulesAction) -> Outcome {
+pub(crate) async fn run(action: SchedulesAction) -> Outcome {
     match action {
         SchedulesAction::Ls(args) => {
             let op = Operator::new(&args.client)?;

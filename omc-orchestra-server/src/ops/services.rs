@@ -61,7 +61,7 @@ impl ServicesAction {
 }
 
 /// Run `orchestra services …`.
-pub async fn run(action: ServicesAction) -> Outcome {
+pub(crate) async fn run(action: ServicesAction) -> Outcome {
     match action {
         ServicesAction::Ls(args) => list(args).await,
         ServicesAction::Show(args) => show(args).await,

@@ -26,7 +26,7 @@ pub struct StatusArgs {
 
 /// Run `orchestra status`: every server is asked at once; one that does not answer is
 /// shown as such, and the exit status is then 1.
-pub async fn run(args: StatusArgs) -> Outcome {
+pub(crate) async fn run(args: StatusArgs) -> Outcome {
     let op = Operator::new(&args.client)?;
     let window = [("window", args.window.clone())];
     let (dashboard, alerts, jobs, logs, traffic) = tokio::join!(
