@@ -124,13 +124,22 @@ async fn instances_stored_before_the_service_index_are_discovered() {
         .unwrap();
     let mut ids = Vec::new();
     for port in [3006, 3016] {
-        let registration = Registration::new("pricing-service", "127.0.0.1", port);
+        let mut registration = Registration::new("pricing-service", "127.0.0.1", port);
+        registration.tags = vec!["pricing".into()];
         ids.push(old.register(registration).await.unwrap().id);
     }
     drop(old);
-    // What the earlier version left: no service sets, no mark that they were built.
+    // What the earlier version left: no service sets or listing indexes, no mark that
+    // they were built.
     let mut conn = store.connection();
-    for name in ["svc:pricing-service", "svc:~indexed", "all"] {
+    for name in [
+        "svc:pricing-service",
+        "svc:~indexed-2",
+        "all",
+        "tag:pricing",
+        "type:api",
+        "status:passing",
+    ] {
         let key = store.key("reg", "registry", name);
         let _: () = redis::cmd("DEL")
             .arg(&key)
@@ -152,5 +161,22 @@ async fn instances_stored_before_the_service_index_are_discovered() {
         .unwrap();
     let listed: Vec<String> = listed.instances.into_iter().map(|i| i.id).collect();
     assert_eq!(listed, ids, "in the listing index too");
+    let by_tag = ServiceFilter {
+        tag: Some("pricing".into()),
+        ..ServiceFilter::default()
+    };
+    let by_type = ServiceFilter {
+        service_type: Some("api".into()),
+        ..ServiceFilter::default()
+    };
+    let by_status = ServiceFilter {
+        status: Some(HealthStatus::Passing),
+        ..ServiceFilter::default()
+    };
+    for filter in [by_tag, by_type, by_status] {
+        let listed = registry.list_page(&filter, 10, None).await.unwrap();
+        let listed: Vec<String> = listed.instances.into_iter().map(|i| i.id).collect();
+        assert_eq!(listed, ids, "{filter:?}: in its index too");
+    }
     store.delete_prefix().await.unwrap();
 }

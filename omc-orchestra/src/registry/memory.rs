@@ -9,7 +9,7 @@ use crate::clock::SharedClock;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use tokio::sync::broadcast;
 
 #[derive(Default)]
@@ -21,18 +21,50 @@ struct State {
     /// Ids whose expiry has been announced.
     expired: std::collections::HashSet<String>,
     /// Service name → ids of its instances, so one service is read without the rest.
-    by_service: HashMap<String, std::collections::BTreeSet<String>>,
+    by_service: HashMap<String, BTreeSet<String>>,
     /// (name, id) of every instance, in listing order, for pages.
-    ordered: std::collections::BTreeSet<(String, String)>,
+    ordered: BTreeSet<(String, String)>,
+    /// Tag → (name, id) of the instances carrying it, in listing order, so a listing by
+    /// tag reads those alone.
+    by_tag: HashMap<String, BTreeSet<(String, String)>>,
+    /// Type → (name, id) of its instances, in listing order.
+    by_type: HashMap<String, BTreeSet<(String, String)>>,
     /// Service name → its change index, bumped as each change is announced; under the
     /// same lock as the instances, so discovery takes one read lock.
     indexes: HashMap<String, u64>,
 }
 
+/// Add `key` to the set `facet` names in `sets`.
+fn file_under(
+    sets: &mut HashMap<String, BTreeSet<(String, String)>>,
+    facet: &str,
+    key: (String, String),
+) {
+    sets.entry(facet.to_owned()).or_default().insert(key);
+}
+
+/// Remove `key` from the set `facet` names in `sets`, and the set once empty.
+fn unfile(
+    sets: &mut HashMap<String, BTreeSet<(String, String)>>,
+    facet: &str,
+    key: &(String, String),
+) {
+    if let Some(set) = sets.get_mut(facet) {
+        set.remove(key);
+        if set.is_empty() {
+            sets.remove(facet);
+        }
+    }
+}
+
 impl State {
     fn index(&mut self, instance: &ServiceInstance) {
-        self.ordered
-            .insert((instance.name.clone(), instance.id.clone()));
+        let key = (instance.name.clone(), instance.id.clone());
+        for tag in &instance.tags {
+            file_under(&mut self.by_tag, tag, key.clone());
+        }
+        file_under(&mut self.by_type, &instance.service_type, key.clone());
+        self.ordered.insert(key);
         self.by_service
             .entry(instance.name.clone())
             .or_default()
@@ -40,8 +72,12 @@ impl State {
     }
 
     fn unindex(&mut self, instance: &ServiceInstance) {
-        self.ordered
-            .remove(&(instance.name.clone(), instance.id.clone()));
+        let key = (instance.name.clone(), instance.id.clone());
+        for tag in &instance.tags {
+            unfile(&mut self.by_tag, tag, &key);
+        }
+        unfile(&mut self.by_type, &instance.service_type, &key);
+        self.ordered.remove(&key);
         if let Some(ids) = self.by_service.get_mut(&instance.name) {
             ids.remove(&instance.id);
             if ids.is_empty() {
@@ -228,6 +264,10 @@ impl Registry for MemoryRegistry {
             found.retain(|i| filter.matches(i));
             return Ok(found);
         }
+        if filter.tag.is_some() || filter.service_type.is_some() {
+            // One page holds them all, read from the tag's or the type's index.
+            return Ok(self.list_page(filter, usize::MAX, None).await?.instances);
+        }
         let mut found: Vec<ServiceInstance> = {
             let state = self.state.read();
             state
@@ -257,8 +297,15 @@ impl Registry for MemoryRegistry {
             (None, Some(name)) => Bound::Included((name.clone(), String::new())),
             (None, None) => Bound::Unbounded,
         };
+        // A tag's or a type's instances alone, when the filter names one.
+        let none = BTreeSet::new();
+        let index = match (&filter.tag, &filter.service_type) {
+            (Some(tag), _) => state.by_tag.get(tag).unwrap_or(&none),
+            (None, Some(service_type)) => state.by_type.get(service_type).unwrap_or(&none),
+            (None, None) => &state.ordered,
+        };
         let mut page = ServicePage::default();
-        for (name, id) in state.ordered.range((start, Bound::Unbounded)) {
+        for (name, id) in index.range((start, Bound::Unbounded)) {
             if filter.name.as_ref().is_some_and(|n| n != name) {
                 if filter.name.as_ref().is_some_and(|n| n < name) {
                     break;

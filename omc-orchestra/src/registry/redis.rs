@@ -10,13 +10,31 @@
 //! | `{prefix}:reg:{registry}:addr` | hash | `name\|host\|port` → id |
 //! | `{prefix}:reg:{registry}:changes` | stream | the watch stream, capped at [`CHANGES_MAXLEN`] |
 //! | `{prefix}:reg:{registry}:svc:{name}` | set | the ids of one service's instances, so discovery reads that service alone |
-//! | `{prefix}:reg:{registry}:svc:~indexed` | string | set once every instance stored before the service sets is indexed |
+//! | `{prefix}:reg:{registry}:svc:~indexed-2` | string | set once every instance stored before the service sets and the listing indexes is indexed |
 //! | `{prefix}:reg:{registry}:all` | zset | every instance as `name \0 id`, score 0: the listing index, read in pages by `ZRANGEBYLEX` |
+//! | `{prefix}:reg:{registry}:tag:{tag}` | zset | the instances carrying one tag, as in `all`: a listing by tag reads these alone |
+//! | `{prefix}:reg:{registry}:type:{type}` | zset | the instances of one type, as in `all` |
+//! | `{prefix}:reg:{registry}:status:{status}` | zset | the instances by *stored* status (the last health verdict, or `critical` once stale cleanup marked the heartbeat expired), as in `all` |
 //! | `{prefix}:reg:{registry}:ver` | hash | service name → its change index, bumped with every change announced |
 //!
 //! Every change is one Lua script that also appends to the change stream, so a watcher on
 //! any replica sees every replica's changes, and stale cleanup run by several replicas at
 //! once removes (and announces) each instance exactly once.
+//!
+//! Listing reads one index in (name, id) order, the one the filter names that is likely
+//! the smallest (a tag, then a status other than passing, then a type, then a passing
+//! status, else `all`; a name narrows whichever it is to that service's range), and
+//! checks the rest of the filter on each instance read. Tags and type change
+//! only when an instance registers again, so their indexes cost nothing on heartbeats.
+//! The effective status also changes by time alone: a heartbeat lapses with no script
+//! running. The status index therefore holds the stored status, which moves only when a
+//! verdict changes, stale cleanup marks an instance, or a heartbeat revives a marked one,
+//! so a heartbeat adds one comparison and no write. The instances whose heartbeat lapsed
+//! before stale cleanup marked them are effectively `critical` while stored otherwise;
+//! a `critical` listing adds them from the `deadline` zset, where they are the range
+//! before now (as many as lapsed since the last cleanup pass and the grace period's
+//! expired ones), and every listing drops the instances whose effective status no
+//! longer matches.
 
 use super::{
     page_cursor, parse_page_cursor, ChangeKind, HealthStatus, Registration, Registry,
@@ -30,7 +48,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::streams::StreamId;
 use redis::{Script, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::broadcast;
 
@@ -47,6 +65,7 @@ const PAGE_CHUNKS: usize = 20;
 const PRELUDE: &str = r#"
 local INST, STATE, DEADLINE, ADDR, CHANGES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local SVC, VER, ALL = KEYS[6], KEYS[7], KEYS[8]
+local TAG, TYPE, STATUS = KEYS[9], KEYS[10], KEYS[11]
 local NOW, MAXLEN = tonumber(ARGV[1]), ARGV[2]
 -- The service name of an address `name|host|port`.
 local function service_of(addr) return string.match(addr, "^([^|]*)") end
@@ -66,6 +85,30 @@ local function effective(s)
   if s.expired == "1" or NOW > s.hb + s.ttl then return "critical" end
   return s.check
 end
+-- The status the status index holds: what changes only when a script runs.
+local function stored(s)
+  if s.expired == "1" then return "critical" end
+  return s.check
+end
+-- Add `member` to (or remove it from, with `op` ZREM) the tag and type indexes of the
+-- instance stored as `json`.
+local function facets(op, member, json)
+  if not json then return end
+  local ok, inst = pcall(cjson.decode, json)
+  if not ok or type(inst) ~= 'table' then return end
+  if type(inst.tags) == 'table' then
+    for _, tag in ipairs(inst.tags) do
+      if type(tag) == 'string' then
+        if op == 'ZADD' then redis.call('ZADD', TAG .. tag, 0, member)
+        else redis.call('ZREM', TAG .. tag, member) end
+      end
+    end
+  end
+  if type(inst['type']) == 'string' then
+    if op == 'ZADD' then redis.call('ZADD', TYPE .. inst['type'], 0, member)
+    else redis.call('ZREM', TYPE .. inst['type'], member) end
+  end
+end
 local function emit(kind, json, st, prev)
   redis.call('XADD', CHANGES, 'MAXLEN', '~', MAXLEN, '*',
     'k', kind, 'i', json, 's', st, 'p', prev, 't', ARGV[1])
@@ -80,7 +123,10 @@ local function remove(id)
   redis.call('HDEL', STATE, id)
   redis.call('ZREM', DEADLINE, id)
   redis.call('SREM', SVC .. service_of(s.addr), id)
-  redis.call('ZREM', ALL, listed(s.addr, id))
+  local member = listed(s.addr, id)
+  redis.call('ZREM', ALL, member)
+  redis.call('ZREM', STATUS .. stored(s), member)
+  facets('ZREM', member, json)
   if redis.call('HGET', ADDR, s.addr) == id then redis.call('HDEL', ADDR, s.addr) end
   return json, st, s
 end
@@ -89,8 +135,13 @@ local function update(id, change)
   local st = redis.call('HGET', STATE, id)
   if not st then return false end
   local s = parse(st)
-  local prev = effective(s)
+  local prev, before = effective(s), stored(s)
   change(s)
+  if stored(s) ~= before then
+    local member = listed(s.addr, id)
+    redis.call('ZREM', STATUS .. before, member)
+    redis.call('ZADD', STATUS .. stored(s), 0, member)
+  end
   local nst = fmt(s)
   redis.call('HSET', STATE, id, nst)
   local json = redis.call('HGET', INST, id)
@@ -116,14 +167,20 @@ if prevst then
     redis.call('HDEL', ADDR, p.addr)
   end
   redis.call('SREM', SVC .. service_of(p.addr), id)
-  redis.call('ZREM', ALL, listed(p.addr, id))
+  local member = listed(p.addr, id)
+  redis.call('ZREM', ALL, member)
+  redis.call('ZREM', STATUS .. stored(p), member)
+  facets('ZREM', member, redis.call('HGET', INST, id))
   -- Moved to another service: it left the one it was in.
   if service_of(p.addr) ~= service_of(addr) then
     emit('deregistered', redis.call('HGET', INST, id), prevst, prev)
   end
 end
 redis.call('SADD', SVC .. service_of(addr), id)
-redis.call('ZADD', ALL, 0, listed(addr, id))
+local member = listed(addr, id)
+redis.call('ZADD', ALL, 0, member)
+redis.call('ZADD', STATUS .. 'passing', 0, member)
+facets('ZADD', member, json)
 local st = fmt({regat = regat, hb = NOW, check = 'passing', expired = '0', ttl = ttl, addr = addr})
 redis.call('HSET', INST, id, json)
 redis.call('HSET', STATE, id, st)
@@ -174,6 +231,10 @@ for _, id in ipairs(late) do
     if s.expired ~= '1' then
       local prev = s.check
       s.expired = '1'
+      if prev ~= 'critical' then
+        redis.call('ZREM', STATUS .. prev, listed(s.addr, id))
+        redis.call('ZADD', STATUS .. 'critical', 0, listed(s.addr, id))
+      end
       local nst = fmt(s)
       redis.call('HSET', STATE, id, nst)
       local json = redis.call('HGET', INST, id)
@@ -207,11 +268,16 @@ end
 return out
 "#;
 
-/// Up to ARGV[5] listing members between the bounds ARGV[3] and ARGV[4]
+/// Up to ARGV[5] members of the listing index ARGV[6] (`all`, or `tag`, `type` or
+/// `status` with the value ARGV[7]) between the bounds ARGV[3] and ARGV[4]
 /// (`ZRANGEBYLEX`), each with its instance's JSON and state (empty when gone).
 const PAGE: &str = r#"
 local out = {}
-local members = redis.call('ZRANGEBYLEX', ALL, ARGV[3], ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+local index = ALL
+if ARGV[6] == 'tag' then index = TAG .. ARGV[7]
+elseif ARGV[6] == 'type' then index = TYPE .. ARGV[7]
+elseif ARGV[6] == 'status' then index = STATUS .. ARGV[7] end
+local members = redis.call('ZRANGEBYLEX', index, ARGV[3], ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
 for _, member in ipairs(members) do
   local id = string.match(member, "%z(.*)$")
   out[#out + 1] = member
@@ -221,21 +287,47 @@ end
 return out
 "#;
 
-/// Index every instance under its service once: what a version without the service
-/// sets stored is found by discovery after an upgrade.
+/// The instances whose heartbeat lapsed (deadline before now) while their stored status
+/// is not `critical`: effectively critical, not yet in that status index. Each as its
+/// listing member, JSON and state.
+const LAPSED: &str = r#"
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', DEADLINE, '-inf', '(' .. string.format("%d", NOW))
+for _, id in ipairs(ids) do
+  local st = redis.call('HGET', STATE, id)
+  local json = redis.call('HGET', INST, id)
+  if st and json then
+    local s = parse(st)
+    if stored(s) ~= 'critical' then
+      out[#out + 1] = listed(s.addr, id)
+      out[#out + 1] = json
+      out[#out + 1] = st
+    end
+  end
+end
+return out
+"#;
+
+/// Index every instance once: what a version without the service sets or the listing
+/// indexes stored is found by discovery and listing after an upgrade.
 const INDEX_SERVICES: &str = r#"
-if redis.call('SET', SVC .. '~indexed', '1', 'NX') == false then return 0 end
+if redis.call('SET', SVC .. '~indexed-2', '1', 'NX') == false then return 0 end
+redis.call('DEL', SVC .. '~indexed')
 local states = redis.call('HGETALL', STATE)
 for i = 1, #states, 2 do
-  local addr = parse(states[i + 1]).addr
-  redis.call('SADD', SVC .. service_of(addr), states[i])
-  redis.call('ZADD', ALL, 0, listed(addr, states[i]))
+  local id, s = states[i], parse(states[i + 1])
+  local member = listed(s.addr, id)
+  redis.call('SADD', SVC .. service_of(s.addr), id)
+  redis.call('ZADD', ALL, 0, member)
+  redis.call('ZADD', STATUS .. stored(s), 0, member)
+  facets('ZADD', member, redis.call('HGET', INST, id))
 end
 return #states / 2
 "#;
 
 struct Scripts {
     page: Script,
+    lapsed: Script,
     service: Script,
     register: Script,
     heartbeat: Script,
@@ -249,6 +341,7 @@ impl Scripts {
         let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
             page: with_prelude(PAGE),
+            lapsed: with_prelude(LAPSED),
             service: with_prelude(SERVICE),
             register: with_prelude(REGISTER),
             heartbeat: with_prelude(HEARTBEAT),
@@ -315,6 +408,9 @@ fn parse_kind(kind: &str) -> Option<ChangeKind> {
     })
 }
 
+/// A lapsed instance: its listing member, JSON and state.
+type Lapsed = (Vec<u8>, String, String);
+
 /// A script's answer: `{kind, json, state, previous}`, or nil when the id is unknown.
 type Outcome = Option<(String, String, String, String)>;
 
@@ -322,7 +418,7 @@ type Outcome = Option<(String, String, String, String)>;
 /// prefix.
 pub struct RedisRegistry {
     store: RedisStore,
-    keys: [String; 8],
+    keys: [String; 11],
     scripts: Scripts,
     clock: SharedClock,
     options: RegistryOptions,
@@ -354,7 +450,8 @@ impl RedisRegistry {
         options: RegistryOptions,
     ) -> Result<Self> {
         let keys = [
-            "inst", "state", "deadline", "addr", "changes", "svc:", "ver", "all",
+            "inst", "state", "deadline", "addr", "changes", "svc:", "ver", "all", "tag:", "type:",
+            "status:",
         ]
         .map(|name| store.key("reg", "registry", name));
         let changes = broadcast::channel(WATCH_CAPACITY).0;
@@ -411,6 +508,16 @@ impl RedisRegistry {
             .await
     }
 
+    /// The instances effectively critical by a lapsed heartbeat but not yet in the
+    /// `critical` status index, within the listing bounds, in listing order.
+    async fn lapsed(&self, start: &[u8], end: &[u8]) -> Result<VecDeque<Lapsed>> {
+        let value = self.run_bytes(&self.scripts.lapsed, &[]).await?;
+        let mut rows: Vec<Lapsed> = redis::from_redis_value(value)?;
+        rows.retain(|(member, _, _)| within(member, start, end));
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows.into())
+    }
+
     fn outcome(value: Value) -> Result<Outcome> {
         Ok(redis::from_redis_value::<
             Option<(String, String, String, String)>,
@@ -454,6 +561,56 @@ fn decode_change(entry: &StreamId) -> Option<RegistryChange> {
             None
         }
     }
+}
+
+/// The listing index a filter reads, as the page script names it (`all`, `tag`, `type`,
+/// `status`) with its value: the one likely to hold the fewest instances. A tag is the
+/// narrowest facet; a status other than passing is rare in a healthy registry; types
+/// are few, so each holds many instances; most instances are passing.
+fn listing_index(filter: &ServiceFilter) -> (&'static str, &str) {
+    if let Some(tag) = &filter.tag {
+        return ("tag", tag);
+    }
+    match (filter.status, &filter.service_type) {
+        (Some(status), _) if status != HealthStatus::Passing => ("status", status.as_str()),
+        (_, Some(service_type)) => ("type", service_type),
+        (Some(status), None) => ("status", status.as_str()),
+        (None, None) => ("all", ""),
+    }
+}
+
+/// Add `instance` to `page` when it passes `filter`; true once the page is complete (an
+/// instance past a full page sets where the next one starts).
+fn offer(
+    page: &mut ServicePage,
+    filter: &ServiceFilter,
+    limit: usize,
+    instance: ServiceInstance,
+) -> bool {
+    if !filter.matches(&instance) {
+        return false;
+    }
+    if page.instances.len() == limit {
+        page.next = page.instances.last().map(|i| page_cursor(&i.name, &i.id));
+        return true;
+    }
+    page.instances.push(instance);
+    false
+}
+
+/// Whether the listing member `member` lies within the `ZRANGEBYLEX` bounds `start`
+/// (`-`, `[x` or `(x`) and `end` (`+` or `(x`).
+fn within(member: &[u8], start: &[u8], end: &[u8]) -> bool {
+    let after = match start.split_first() {
+        Some((b'[', from)) => member >= from,
+        Some((b'(', from)) => member > from,
+        _ => true,
+    };
+    let before = match end.split_first() {
+        Some((b'(', to)) => member < to,
+        _ => true,
+    };
+    after && before
 }
 
 #[async_trait]
@@ -527,32 +684,50 @@ impl Registry for RedisRegistry {
             Some(name) => [b"(".as_slice(), name.as_bytes(), b"\x01"].concat(),
             None => b"+".to_vec(),
         };
+        let (index, value) = listing_index(filter);
+        let mut lapsed = if (index, value) == ("status", HealthStatus::Critical.as_str()) {
+            self.lapsed(&start, &end).await?
+        } else {
+            VecDeque::new()
+        };
         let chunk = (limit + 1).clamp(1, PAGE_CHUNK);
         let now = self.clock.now();
         let mut page = ServicePage::default();
         for _ in 0..PAGE_CHUNKS {
             let count = chunk.to_string();
-            let value = self
-                .run_bytes(&self.scripts.page, &[&start, &end, count.as_bytes()])
-                .await?;
+            let args = [
+                start.as_slice(),
+                &end,
+                count.as_bytes(),
+                index.as_bytes(),
+                value.as_bytes(),
+            ];
+            let value = self.run_bytes(&self.scripts.page, &args).await?;
             let rows: Vec<(Vec<u8>, String, String)> = redis::from_redis_value(value)?;
             let read = rows.len();
             for (listed, json, state) in rows {
+                while lapsed.front().is_some_and(|l| l.0 < listed) {
+                    let Some((_, json, state)) = lapsed.pop_front() else {
+                        break;
+                    };
+                    if offer(&mut page, filter, limit, rebuild(&json, &state, now)?) {
+                        return Ok(page);
+                    }
+                }
                 start = [b"(".as_slice(), &listed].concat();
                 if json.is_empty() || state.is_empty() {
                     continue;
                 }
-                let instance = rebuild(&json, &state, now)?;
-                if !filter.matches(&instance) {
-                    continue;
-                }
-                if page.instances.len() == limit {
-                    page.next = page.instances.last().map(|i| page_cursor(&i.name, &i.id));
+                if offer(&mut page, filter, limit, rebuild(&json, &state, now)?) {
                     return Ok(page);
                 }
-                page.instances.push(instance);
             }
             if read < chunk {
+                for (_, json, state) in lapsed {
+                    if offer(&mut page, filter, limit, rebuild(&json, &state, now)?) {
+                        break;
+                    }
+                }
                 return Ok(page);
             }
         }
@@ -589,6 +764,21 @@ impl Registry for RedisRegistry {
             let mut found = self.service(name).await?.instances;
             found.retain(|i| filter.matches(i));
             return Ok(found);
+        }
+        if listing_index(filter).0 != "all" {
+            // Page through the filter's index rather than read every instance.
+            let mut found = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .list_page(filter, PAGE_CHUNK, cursor.as_deref())
+                    .await?;
+                found.extend(page.instances);
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(found),
+                }
+            }
         }
         let (instances, states): (HashMap<String, String>, HashMap<String, String>) = self
             .store

@@ -16,6 +16,7 @@ pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod registry;
+pub mod registry_listing;
 pub mod roundtrip;
 #[cfg(feature = "redis")]
 pub mod topology;

@@ -608,4 +608,5 @@ pub async fn run_all(make: MakeRegistry) {
     panic_threshold_serves_all(&make).await;
     service_index_follows_its_own_changes(&make).await;
     listing_pages_stay_valid_while_instances_come_and_go(&make).await;
+    super::registry_listing::listing_filters_page_through_every_status(&make).await;
 }
