@@ -5,8 +5,8 @@
 //! (`used_cpu_user + used_cpu_sys` over the calls). Per size: this process's RSS (the
 //! stores are the servers' engines) and Redis's `used_memory`, for sizing.
 //!
-//! - registry: 1,000 / 10,000 / 100,000 instances in services of 55; discover one, and a
-//!   heartbeat;
+//! - registry: 1,000 / 10,000 / 100,000 instances in services of 55, each tagged with one
+//!   of 20 regions; discover one, a heartbeat, and the first page of 50 of one region;
 //! - jobs: 10,000 / 100,000 / 1,000,000 waiting; enqueue, and fetch + complete of a
 //!   job type of its own;
 //! - events: 10,000 / 100,000 / 1,000,000 published with 50 consumer groups each owed
@@ -26,7 +26,9 @@ use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
 use omc_orchestra::jobs::{FetchRequest, JobStore, NewJob, QueueOptions, RedisJobQueue};
 use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord, LogSink, RedisLogSink};
-use omc_orchestra::registry::{RedisRegistry, Registration, Registry, RegistryOptions};
+use omc_orchestra::registry::{
+    RedisRegistry, Registration, Registry, RegistryOptions, ServiceFilter,
+};
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::RedisStore;
 use std::future::Future;
@@ -143,6 +145,7 @@ async fn registry_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'st
             let port = 10_000 + (n % 55) as u16;
             let mut registration = Registration::new(service, "10.0.0.1", port);
             registration.ttl_seconds = Some(3_600);
+            registration.tags = vec![format!("region-{}", n % 20)];
             registry.register(registration).await.map(drop)
         }
     })
@@ -159,9 +162,19 @@ async fn registry_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'st
         async move { registry.heartbeat(&id).await.map(drop) }
     })
     .await?;
+    let region = ServiceFilter {
+        tag: Some("region-7".into()),
+        ..ServiceFilter::default()
+    };
+    let list_tag = cost(store, |_| {
+        let (registry, region) = (registry.clone(), region.clone());
+        async move { registry.list_page(&region, 50, None).await.map(drop) }
+    })
+    .await?;
     Ok(vec![
         ("discover (55 of them)", discover),
         ("heartbeat", heartbeat),
+        ("list a tag's page (50)", list_tag),
     ])
 }
 
