@@ -2,8 +2,11 @@
 //! at 1×, 10× and 100× the stored amount, each size on a `redis-server` of its own (no
 //! persistence), side by side in one table with the ratio of the largest size to the
 //! smallest. Per call: latency p50 and p99 (calls one after another), and Redis CPU
-//! (`used_cpu_user + used_cpu_sys` over the calls). Per size: this process's RSS (the
-//! stores are the servers' engines) and Redis's `used_memory`, for sizing.
+//! (`used_cpu_user + used_cpu_sys` over the calls). Per size, for sizing: this process's
+//! RSS (the stores are the servers' engines), the RSS of the real `orchestra up` started
+//! on that size's Redis once the area's data is there and asked the area's read once
+//! (discovery and a tag's page, job stats, event history, a log search), and Redis's
+//! `used_memory`.
 //!
 //! - registry: 1,000 / 10,000 / 100,000 instances in services of 55, each tagged with one
 //!   of 20 regions; discover one, a heartbeat, and the first page of 50 of one region;
@@ -17,10 +20,12 @@
 //!
 //! Run: `cargo bench -p benches --bench scale` (needs `redis-server`; takes a few
 //! minutes and about 2 GB of memory at the largest sizes). `SCALE_AREAS=registry,logs`
-//! runs only those areas.
+//! runs only those areas; `SCALE_SERVER=0` skips the `orchestra` binary (otherwise
+//! built as [`benches::orchestra_binary`] says).
 
 // Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
 use benches as _;
+use benches::{orchestra_binary, Orchestra};
 use futures::StreamExt;
 use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
@@ -32,6 +37,7 @@ use omc_orchestra::registry::{
 use omc_orchestra::testkit::redis::RedisProcess;
 use omc_orchestra::RedisStore;
 use std::future::Future;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +62,36 @@ struct Size {
     stored: usize,
     costs: Vec<(&'static str, Cost)>,
     rss_mb: f64,
+    server_mb: f64,
     redis_mb: f64,
+}
+
+/// A request to the `orchestra` binary: which server's URL, and the path.
+type ServerRequest = (fn(&Orchestra, &str) -> String, &'static str);
+
+/// `orchestra up` on `redis_url` (the bench's key prefix), asked `requests` once each:
+/// its RSS in MB then, or NaN (said on stderr) when it does not start or answer.
+async fn server_rss_mb(binary: &Path, redis_url: &str, requests: &[ServerRequest]) -> f64 {
+    let env = [("REDIS_URL", redis_url), ("REDIS_PREFIX", "scale")];
+    let server = match Orchestra::up(binary, "", &env) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("orchestra up: {err}");
+            return f64::NAN;
+        }
+    };
+    let client = reqwest::Client::new();
+    for (url, path) in requests {
+        let answer = client.get(url(&server, path)).send().await;
+        match answer.map(|a| a.status()) {
+            Ok(status) if status.is_success() => {}
+            other => {
+                eprintln!("orchestra up: GET {path}: {other:?}");
+                return f64::NAN;
+            }
+        }
+    }
+    server.rss_mb()
 }
 
 /// Redis's CPU seconds so far (user + sys) and its `used_memory` in bytes.
@@ -146,6 +181,10 @@ async fn registry_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'st
             let mut registration = Registration::new(service, "10.0.0.1", port);
             registration.ttl_seconds = Some(3_600);
             registration.tags = vec![format!("region-{}", n % 20)];
+            // Not probed by the `orchestra` started on this Redis: the addresses are made up.
+            registration
+                .metadata
+                .insert("healthCheck".into(), "none".into());
             registry.register(registration).await.map(drop)
         }
     })
@@ -319,8 +358,14 @@ async fn logs_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'static
     ])
 }
 
-/// One area at each of `sizes`, each on a Redis of its own.
-async fn area<F, Fut>(sizes: [usize; 3], run: F) -> BenchResult<Vec<Size>>
+/// One area at each of `sizes`, each on a Redis of its own; then, with `binary`,
+/// `orchestra up` on that Redis answers `requests`.
+async fn area<F, Fut>(
+    sizes: [usize; 3],
+    binary: Option<&Path>,
+    requests: &[ServerRequest],
+    run: F,
+) -> BenchResult<Vec<Size>>
 where
     F: Fn(RedisStore, usize) -> Fut,
     Fut: Future<Output = BenchResult<Vec<(&'static str, Cost)>>>,
@@ -331,10 +376,16 @@ where
         let store = RedisStore::connect(&redis.url(), "scale").await?;
         let costs = run(store.clone(), stored).await?;
         let (_, used) = redis_figures(&mut store.connection()).await?;
+        let rss_mb = rss_mb();
+        let server_mb = match binary {
+            Some(binary) => server_rss_mb(binary, &redis.url(), requests).await,
+            None => f64::NAN,
+        };
         out.push(Size {
             stored,
             costs,
-            rss_mb: rss_mb(),
+            rss_mb,
+            server_mb,
             redis_mb: used / 1e6,
         });
     }
@@ -359,8 +410,8 @@ fn print(area: &str, sizes: &[Size]) {
         .iter()
         .map(|s| {
             format!(
-                "{}: RSS {:.0} MB, Redis {:.0} MB",
-                s.stored, s.rss_mb, s.redis_mb
+                "{}: bench {:.0} MB, orchestra {:.0} MB, Redis {:.0} MB",
+                s.stored, s.rss_mb, s.server_mb, s.redis_mb
             )
         })
         .collect();
@@ -379,40 +430,75 @@ async fn main() -> ExitCode {
     );
     let wanted = std::env::var("SCALE_AREAS").unwrap_or_default();
     let on = |area: &str| wanted.is_empty() || wanted.split(',').any(|a| a.trim() == area);
+    let binary = match std::env::var("SCALE_SERVER").as_deref() {
+        Ok("0") => None,
+        _ => orchestra_binary()
+            .map_err(|err| eprintln!("no orchestra binary, so no server figure: {err}"))
+            .ok(),
+    };
+    let binary = binary.as_deref();
     let runs = async {
         if on("registry") {
+            let requests: [ServerRequest; 2] = [
+                (
+                    Orchestra::registry_url,
+                    "/registry/discovery/station-service-0",
+                ),
+                (
+                    Orchestra::registry_url,
+                    "/registry/services?tag=region-7&limit=50",
+                ),
+            ];
             print(
                 "registry",
-                &area([1_000, 10_000, 100_000], |s, n| async move {
-                    registry_at(&s, n).await
-                })
+                &area(
+                    [1_000, 10_000, 100_000],
+                    binary,
+                    &requests,
+                    |s, n| async move { registry_at(&s, n).await },
+                )
                 .await?,
             );
         }
         if on("jobs") {
+            let requests: [ServerRequest; 1] = [(Orchestra::jobs_url, "/jobs/stats")];
             print(
                 "jobs",
-                &area([10_000, 100_000, 1_000_000], |s, n| async move {
-                    jobs_at(&s, n).await
-                })
+                &area(
+                    [10_000, 100_000, 1_000_000],
+                    binary,
+                    &requests,
+                    |s, n| async move { jobs_at(&s, n).await },
+                )
                 .await?,
             );
         }
         if on("events") {
+            let requests: [ServerRequest; 1] = [(Orchestra::registry_url, "/events?limit=50")];
             print(
                 "events",
-                &area([10_000, 100_000, 1_000_000], |s, n| async move {
-                    events_at(&s, n).await
-                })
+                &area(
+                    [10_000, 100_000, 1_000_000],
+                    binary,
+                    &requests,
+                    |s, n| async move { events_at(&s, n).await },
+                )
                 .await?,
             );
         }
         if on("logs") {
+            let requests: [ServerRequest; 1] = [(
+                Orchestra::logging_url,
+                "/logs?service=pricing-service&level=error&limit=50",
+            )];
             print(
                 "logs",
-                &area([10_000, 100_000, 1_000_000], |s, n| async move {
-                    logs_at(&s, n).await
-                })
+                &area(
+                    [10_000, 100_000, 1_000_000],
+                    binary,
+                    &requests,
+                    |s, n| async move { logs_at(&s, n).await },
+                )
                 .await?,
             );
         }

@@ -57,6 +57,8 @@ pub fn orchestra_binary() -> std::io::Result<PathBuf> {
 pub struct Orchestra {
     child: Child,
     gateway_port: u16,
+    /// The registry's, the gateway's, the jobs' and the logging server's ports.
+    ports: [u16; 4],
     dir: PathBuf,
 }
 
@@ -83,6 +85,7 @@ impl Orchestra {
         let mut started = Self {
             child,
             gateway_port: ports[1],
+            ports,
             dir,
         };
         for _ in 0..200 {
@@ -109,6 +112,29 @@ impl Orchestra {
     /// The URL of `path` on its gateway.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.gateway_port)
+    }
+
+    /// The URL of `path` on its registry server.
+    pub fn registry_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[0])
+    }
+
+    /// The URL of `path` on its jobs server.
+    pub fn jobs_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[2])
+    }
+
+    /// The URL of `path` on its logging server.
+    pub fn logging_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[3])
+    }
+
+    /// The process's resident memory, in MB (NaN where `/proc` does not say).
+    pub fn rss_mb(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/statm", self.child.id()))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |pages| pages * 4096.0 / 1e6)
     }
 }
 
