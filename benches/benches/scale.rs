@@ -21,7 +21,9 @@
 //! Run: `cargo bench -p benches --bench scale` (needs `redis-server`; takes a few
 //! minutes and about 2 GB of memory at the largest sizes). `SCALE_AREAS=registry,logs`
 //! runs only those areas; `SCALE_SERVER=0` skips the `orchestra` binary (otherwise
-//! built as [`benches::orchestra_binary`] says).
+//! built as [`benches::orchestra_binary`] says); `SCALE_LOGS_MAX=10000000` takes the
+//! logs area to that many records (a hundredth and a tenth of it beside), which needs
+//! several GB of memory for Redis.
 
 // Linked for its global allocator (mimalloc, as the `orchestra` binary runs on).
 use benches as _;
@@ -491,14 +493,19 @@ async fn main() -> ExitCode {
                 Orchestra::logging_url,
                 "/logs?service=pricing-service&level=error&limit=50",
             )];
+            let mut sizes = [10_000, 100_000, 1_000_000];
+            if let Some(max) = std::env::var("SCALE_LOGS_MAX")
+                .ok()
+                .and_then(|m| m.parse::<usize>().ok())
+            {
+                // The largest size as asked, the others a tenth and a hundredth of it.
+                sizes = [max / 100, max / 10, max].map(|n| n.max(1_000) / 1_000 * 1_000);
+            }
             print(
                 "logs",
-                &area(
-                    [10_000, 100_000, 1_000_000],
-                    binary,
-                    &requests,
-                    |s, n| async move { logs_at(&s, n).await },
-                )
+                &area(sizes, binary, &requests, |s, n| async move {
+                    logs_at(&s, n).await
+                })
                 .await?,
             );
         }
