@@ -32,7 +32,7 @@ use futures::StreamExt;
 use omc_orchestra::clock;
 use omc_orchestra::events::{BusOptions, ConsumerOptions, EventBus, NewEvent, RedisEventBus};
 use omc_orchestra::jobs::{FetchRequest, JobStore, NewJob, QueueOptions, RedisJobQueue};
-use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord, LogSink, RedisLogSink};
+use omc_orchestra::logs::{LogLevel, LogQuery, LogRecord, LogSink, RedisLogSink, STREAM_MAXLEN};
 use omc_orchestra::registry::{
     RedisRegistry, Registration, Registry, RegistryOptions, ServiceFilter,
 };
@@ -312,7 +312,14 @@ async fn events_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'stat
 }
 
 async fn logs_at(store: &RedisStore, stored: usize) -> BenchResult<Vec<(&'static str, Cost)>> {
-    let sink: Arc<dyn LogSink> = Arc::new(RedisLogSink::new(store.clone(), clock::system()).await?);
+    // The store keeps about STREAM_MAXLEN records by default; a larger size keeps all of
+    // its records, as an operator storing that many would configure it.
+    let sink: Arc<dyn LogSink> = if stored > STREAM_MAXLEN {
+        let keep = stored + 10_000;
+        Arc::new(RedisLogSink::with_limits(store.clone(), clock::system(), keep, None).await?)
+    } else {
+        Arc::new(RedisLogSink::new(store.clone(), clock::system()).await?)
+    };
     let start = chrono::Utc::now() - chrono::Duration::minutes(50);
     let step = 3_000_000.0 / stored as f64;
     // Batches of 1,000 records, 16 in flight: 256 queued a quarter of a million
