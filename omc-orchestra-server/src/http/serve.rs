@@ -71,18 +71,8 @@ pub async fn serve(
         };
         // At the cap the oldest connection closes (at once if idle, else after its
         // answer) and this one takes its place; others wait in the listen backlog.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                oldest.close_oldest();
-                tokio::select! {
-                    permit = permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                    () = stop_signal(&mut stopped) => break,
-                }
-            }
+        let Some(permit) = oldest.make_room(&permits, &mut stopped).await else {
+            break;
         };
         // Without TCP_NODELAY, a streamed answer (headers, then body) waits on Nagle and
         // the client's delayed ACK.

@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Each open connection's close signal, oldest first (by the order they were accepted).
 #[derive(Clone, Default)]
@@ -58,6 +58,25 @@ impl Oldest {
                 true
             }
             None => false,
+        }
+    }
+
+    /// A place for one more open connection under the cap `open` (a permit per open
+    /// connection): at the cap the oldest connection is asked to close (at once if idle,
+    /// else after its answer) and this waits for its permit. `None` once `stopped` turns
+    /// true or `open` is closed.
+    pub async fn make_room(
+        &self,
+        open: &Arc<Semaphore>,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = open.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.close_oldest();
+        tokio::select! {
+            permit = open.clone().acquire_owned() => permit.ok(),
+            _ = stopped.wait_for(|stop| *stop) => None,
         }
     }
 

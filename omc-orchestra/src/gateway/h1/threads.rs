@@ -75,18 +75,8 @@ pub async fn serve_threads<S: LaneService>(
             },
             () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
         };
-        let permit = match open.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                oldest.close_oldest();
-                tokio::select! {
-                    permit = open.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                    () = async { let _ = stopped.wait_for(|stop| *stop).await; } => break,
-                }
-            }
+        let Some(permit) = oldest.make_room(&open, &mut stopped).await else {
+            break;
         };
         // Answers are written whole: send them at once.
         let _ = stream.set_nodelay(true);
