@@ -3,9 +3,8 @@
 //! (the built-in `EventConsumerLagging` rule watches it).
 
 use omc_orchestra::events::{EventBus, EventStats};
-use omc_orchestra::health::{AlertEngine, Labels};
+use omc_orchestra::health::{spawn_event_lag, AlertEngine};
 use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -13,9 +12,6 @@ use tokio::task::JoinHandle;
 /// How often the figures are read from the bus: often enough for a dashboard, and one
 /// cheap read of the store per replica.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(2);
-
-/// The alert engine's metric for a group's lag, with a `group` label.
-pub(crate) const LAG_METRIC: &str = "event_group_lag";
 
 /// Lag and pending per group as gauges, and the events the backlog cap dropped unread as
 /// a counter.
@@ -78,37 +74,16 @@ impl EventGauges {
     }
 }
 
-/// Every [`REFRESH_EVERY`], read the bus's stats into `gauges` (when registered) and each
-/// group's lag into `alerts`; a group no longer listed is observed at 0, so an alert on
-/// it resolves.
+/// Start the library's lag watch (see [`omc_orchestra::health::spawn_event_lag`]),
+/// refreshing `gauges` (when registered) with each reading.
 pub(crate) fn spawn(
     bus: Arc<dyn EventBus>,
     gauges: Option<EventGauges>,
     alerts: Arc<AlertEngine>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REFRESH_EVERY);
-        let mut seen = BTreeSet::new();
-        loop {
-            tick.tick().await;
-            let stats = match bus.stats().await {
-                Ok(stats) => stats,
-                Err(err) => {
-                    tracing::debug!(error = %err, "event stats not read");
-                    continue;
-                }
-            };
-            if let Some(gauges) = &gauges {
-                gauges.update(&stats);
-            }
-            let now: BTreeSet<String> = stats.groups.iter().map(|g| g.group.clone()).collect();
-            let gone = seen.difference(&now).map(|name| (name, 0_u64));
-            let lags = stats.groups.iter().map(|g| (&g.group, g.lag));
-            for (name, lag) in lags.chain(gone) {
-                let labels = Labels::from([("group".to_owned(), name.clone())]);
-                alerts.observe(LAG_METRIC, labels, lag as f64).await;
-            }
-            seen = now;
+    spawn_event_lag(bus, alerts, REFRESH_EVERY, move |stats| {
+        if let Some(gauges) = &gauges {
+            gauges.update(stats);
         }
     })
 }

@@ -272,3 +272,56 @@ async fn the_spawned_loop_fires_an_alert_between_observations() {
     assert_eq!(notice.rule, "HighCpu");
     assert_eq!(engine.active()[0].state, AlertState::Firing);
 }
+
+/// The lag watch observes each consumer group's lag from the bus's stats and hands the
+/// stats on, so a lagging group fires its alert.
+#[tokio::test]
+async fn the_lag_watch_fires_for_a_lagging_group_and_hands_the_stats_on() {
+    use omc_orchestra::events::{ConsumerOptions, NewEvent};
+    use omc_orchestra::health::{spawn_event_lag, EVENT_LAG_METRIC};
+    let clock = ManualClock::starting_now();
+    let shared: omc_orchestra::SharedClock = Arc::new(clock.clone());
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryEventBus::new(shared.clone()));
+    let rule = AlertRule::new(
+        "Lagging",
+        EVENT_LAG_METRIC,
+        Comparison::Above,
+        2.0,
+        Severity::Warning,
+    );
+    let alerts = Arc::new(AlertEngine::new(vec![rule], shared));
+    let mut notices = alerts.subscribe(8);
+    let _audit = bus
+        .consumer(ConsumerOptions::new("audit", "a1"))
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let event = NewEvent::new("PRICE_UPDATED", "pricing", serde_json::json!({ "n": n }));
+        bus.publish(event).await.unwrap();
+    }
+    let (seen, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let watch = spawn_event_lag(bus, alerts.clone(), Duration::from_millis(10), move |s| {
+        let _ = seen.send(
+            s.groups
+                .iter()
+                .map(|g| (g.group.clone(), g.lag))
+                .collect::<Vec<_>>(),
+        );
+    });
+    // Hang guards, not speed checks: the first reading comes at once.
+    let groups = tokio::time::timeout(Duration::from_secs(30), read.recv())
+        .await
+        .expect("the watch read the stats")
+        .expect("stats");
+    assert_eq!(groups, [("audit".to_owned(), 5)]);
+    let notice = tokio::time::timeout(Duration::from_secs(30), notices.recv())
+        .await
+        .expect("the lag was observed")
+        .expect("a notice");
+    watch.abort();
+    assert_eq!(notice.state, AlertState::Firing);
+    assert_eq!(
+        notice.labels.get("group").map(String::as_str),
+        Some("audit")
+    );
+}

@@ -12,6 +12,7 @@
 
 mod alerts;
 mod checker;
+mod event_lag;
 mod inhibit;
 mod options;
 mod probes;
@@ -25,6 +26,7 @@ pub use alerts::{
     ActiveAlert, AlertEngine, AlertNotice, AlertState, Labels, DEFAULT_ALERT_HISTORY,
 };
 pub use checker::HealthChecker;
+pub use event_lag::{spawn_event_lag, EVENT_LAG_METRIC};
 pub use inhibit::{inhibitor, ServiceDependencies, INHIBITED_BY, SERVICE_UNAVAILABLE};
 pub use options::{CheckerOptions, DependencyHealth, InstanceHealthView};
 #[cfg(feature = "postgres")]
