@@ -180,7 +180,7 @@ impl Gateway {
         if let Some(decision) = &decision {
             cx.info.rate_limit_degraded = decision.degraded;
             if !decision.allowed {
-                return Err(rejected(decision, cx.request_id()).into());
+                return Err(rejected(decision, cx.request_id()));
             }
         }
         Ok(Admitted {

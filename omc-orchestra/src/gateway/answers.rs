@@ -2,7 +2,7 @@
 //! identity it forwards.
 
 use super::full_body;
-use super::h1::SetHeader;
+use super::h1::{Answer, WireHeaders};
 use super::names::{rate, X_RATELIMIT_STATUS};
 use super::ratelimit::{RateDecision, Window};
 use super::GatewayBody;
@@ -35,35 +35,34 @@ pub(super) fn invalid(field: &str, reason: &str) -> Response<GatewayBody> {
     )
 }
 
-pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Response<GatewayBody> {
-    if decision.degraded {
-        let mut res = error(
+/// The answer refusing a request the rate limits did not allow (or, with the limits'
+/// store down and the gateway failing closed, could not count): 429 or 503, with the
+/// rate-limit headers.
+pub(super) fn rejected(decision: &RateDecision, request_id: &str) -> Answer {
+    let mut answer = if decision.degraded {
+        Answer::from(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "rate_limiter_unavailable",
             "the rate-limit store is unavailable and the gateway fails closed",
+        ))
+    } else {
+        let body =
+            serde_json::json!({"message": "API rate limit exceeded", "requestId": request_id});
+        let mut res = json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+        res.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            decision.retry_after_secs().into(),
         );
-        rate_headers(res.headers_mut(), decision);
-        return res;
-    }
-    let body = serde_json::json!({"message": "API rate limit exceeded", "requestId": request_id});
-    let mut res = Response::new(full_body(body.to_string()));
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let headers = res.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        http::header::RETRY_AFTER,
-        decision.retry_after_secs().into(),
-    );
-    rate_headers(headers, decision);
-    res
+        Answer::from(res)
+    };
+    rate_headers(&mut answer.headers, decision);
+    answer
 }
 
-pub(super) fn rate_headers(headers: &mut dyn SetHeader, decision: &RateDecision) {
+/// Add the rate-limit headers of `decision` to `headers`.
+pub(super) fn rate_headers(headers: &mut WireHeaders, decision: &RateDecision) {
     if decision.degraded {
-        headers.set_value(X_RATELIMIT_STATUS, HeaderValue::from_static("degraded"));
+        headers.set(&X_RATELIMIT_STATUS, b"degraded");
         return;
     }
     // Two lines a window (four windows at most), and three for the tightest.

@@ -26,7 +26,7 @@ names! {
 }
 
 /// The names of the numeric rate-limit headers, lowercase, written as a batch (see
-/// `SetHeader::set_numbers`) rather than one header value at a time.
+/// `WireHeaders::set_numbers`) rather than one header value at a time.
 pub(crate) mod rate {
     /// `X-RateLimit-Limit-<Window>` and `X-RateLimit-Remaining-<Window>`, by window.
     pub(crate) const SECOND: [&str; 2] =

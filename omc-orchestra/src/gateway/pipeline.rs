@@ -232,9 +232,9 @@ impl Gateway {
     }
 
     /// [`Gateway::handle`], with what the gateway did returned beside the answer rather
-    /// than in it, and an upstream's headers (of an answer that came from one) left in
-    /// wire form in the [`Answer`], for an HTTP/1.1 writer to copy as they are;
-    /// [`Answer::into_response`] puts them in the header map.
+    /// than in it, and the answer's headers in wire form (an upstream's as they came),
+    /// for an HTTP/1.1 writer to copy as they are; [`Answer::into_response`] puts them
+    /// in a header map.
     ///
     /// The steps, each over the request's context: admit it (route, authenticate,
     /// rate-limit), answer it from the cache or an upstream, record it.
@@ -309,7 +309,7 @@ impl Gateway {
             self.forward(parts, body, &mut outbound).await
         };
         if let Some(decision) = &decision {
-            answer.set_headers(|headers| rate_headers(headers, decision));
+            rate_headers(&mut answer.headers, decision);
         }
         // The rewrite wrote the trace's header; its ids are the record's now.
         drop(rewrite);
@@ -370,7 +370,7 @@ impl Gateway {
             };
             log.send(access.record(self.clock.now()));
         }
-        answer.set_headers(|headers| headers.set_value(X_REQUEST_ID, request_id));
+        answer.headers.set(&X_REQUEST_ID, request_id.as_bytes());
         (answer, info)
     }
 

@@ -14,7 +14,7 @@ use crate::gateway::rewrite::Rewrite;
 use crate::gateway::{GatewayBody, UpstreamError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::mem::MaybeUninit;
@@ -368,10 +368,9 @@ fn answer(conn: Conn, head: Head, method: &Method, home: Home) -> Answer {
         home: reusable.then_some(home),
     };
     body.finish_if_done();
-    let mut response = Response::new(body.boxed_unsync());
-    *response.status_mut() = status;
     Answer {
-        response,
-        wire: Some(sorted.wire),
+        status,
+        headers: sorted.wire,
+        body: body.boxed_unsync(),
     }
 }

@@ -32,7 +32,7 @@ pub use oldest::{Oldest, Place};
 pub use rewind::Rewind;
 pub use server::{serve_lane, LaneOptions, LaneService};
 pub use threads::serve_threads;
-pub(crate) use wire::{append_lines, SetHeader};
+pub(crate) use wire::append_lines;
 pub use wire::{Answer, WireHeaders};
 
 use bytes::BytesMut;

@@ -1,10 +1,9 @@
 //! Writing an answer to the client: the head and what of the body is ready in one write.
 
-use super::{put_header, put_length, Answer, Deadline, WireHeaders, BODY_IN_ONE_WRITE};
+use super::{put_header, put_length, Answer, Deadline, BODY_IN_ONE_WRITE};
 use crate::gateway::http1;
 use crate::gateway::GatewayBody;
 use futures::FutureExt;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -78,8 +77,11 @@ pub(super) async fn write_response(
     close: bool,
 ) -> io::Result<()> {
     let out = &mut *client.out;
-    let (parts, mut body) = answer.response.into_parts();
-    let status = parts.status;
+    let Answer {
+        status,
+        headers,
+        mut body,
+    } = answer;
     let bodiless = http1::bodiless(method, status);
     let exact = body.size_hint().exact();
     let chunked = !bodiless && exact.is_none();
@@ -88,25 +90,13 @@ pub(super) async fn write_response(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        let framing = name == TRANSFER_ENCODING || name == CONNECTION;
-        if framing || (!bodiless && name == CONTENT_LENGTH) {
-            continue;
-        }
-        put_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    let wire = answer.wire.as_ref();
-    let mut dated = false;
-    if let Some(wire) = wire {
-        out.extend_from_slice(wire.lines());
-        dated = wire.has_date();
-    }
-    if !dated && !parts.headers.contains_key(DATE) {
+    out.extend_from_slice(headers.lines());
+    if !headers.has_date() {
         put_date(out);
     }
     match exact {
         _ if bodiless => {
-            if let Some(length) = wire.and_then(WireHeaders::length) {
+            if let Some(length) = headers.length() {
                 put_length(out, length);
             }
         }

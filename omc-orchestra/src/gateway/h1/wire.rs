@@ -1,29 +1,30 @@
-//! An upstream answer's headers kept in wire form, copied to the client as they came.
+//! An answer's headers kept in wire form, the one form the HTTP/1.1 fast path writes.
 
 use super::put_header;
 use crate::gateway::http1::{connection_listed, hop_by_hop, Connection, Declared};
 use crate::gateway::names::X_REQUEST_ID;
 use crate::gateway::GatewayBody;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 
-/// An upstream answer's headers as `name: value\r\n` lines: those the upstream sent, less
-/// the hop-by-hop ones (the fixed list and those its `Connection` names), the framing
-/// ones and `X-Request-Id` (the gateway sets its own), followed by any the gateway added.
+/// An answer's headers as `name: value\r\n` lines, less the framing ones, whose facts
+/// are kept apart: the `Content-Length` and whether a `Date` is among them.
 ///
-/// [`Gateway::serve`](crate::gateway::Gateway::serve) gives a proxied answer's upstream
-/// headers this way, beside the response in an [`Answer`], so that an HTTP/1.1 writer
-/// copies them rather than rebuilding them from a header map; the response's header map
-/// holds only what else the gateway set. [`Answer::into_response`] moves them into the
-/// header map for anyone else.
+/// An upstream's answer comes this way straight from its head (less the hop-by-hop
+/// headers, those its `Connection` names and its `X-Request-Id`: the gateway sets its
+/// own), and an answer the gateway makes (an error, a cache hit) is turned into it once
+/// ([`Answer::from`]). What the gateway sets over either (rate-limit headers, the
+/// request id) is appended, so that an HTTP/1.1 writer copies the lines as they are
+/// rather than rebuild them from a header map; [`Answer::into_response`] moves them into
+/// one for anyone else.
 #[derive(Debug, Clone, Default)]
 pub struct WireHeaders {
     lines: Vec<u8>,
-    /// The upstream's `Content-Length`, when it gave one valid value and no chunking.
+    /// The `Content-Length`, when one valid value was given and no chunking.
     length: Option<u64>,
     /// The lines hold a `Date`.
     date: bool,
-    /// The upstream sent rate-limit headers of its own, which the gateway's replace.
+    /// The lines hold rate-limit headers, which the gateway's replace.
     foreign_rate: bool,
 }
 
@@ -113,12 +114,40 @@ pub(super) fn sort(headers: &[httparse::Header<'_>], declared: Declared) -> Sort
 }
 
 impl WireHeaders {
+    /// The headers of `map` in wire form; its `Transfer-Encoding` and `X-Request-Id`
+    /// are left out (the writer frames the body, the gateway sets the id) and its
+    /// `Content-Length` is kept apart.
+    pub fn from_map(map: &HeaderMap) -> Self {
+        let mut wire = Self {
+            lines: Vec::with_capacity(map.len() * 40 + 160),
+            ..Self::default()
+        };
+        for (name, value) in map {
+            let name = name.as_str().as_bytes();
+            match kind(name) {
+                Kind::ContentLength => {
+                    wire.length = value.to_str().ok().and_then(|v| v.parse().ok());
+                    continue;
+                }
+                Kind::TransferEncoding => continue,
+                Kind::Date => wire.date = true,
+                Kind::RateLimit => wire.foreign_rate = true,
+                Kind::Dropped if name == X_REQUEST_ID.as_str().as_bytes() => continue,
+                // The gateway's own answers name only what they mean to send (an
+                // upgrade's `Connection`, for one).
+                Kind::Dropped | Kind::Connection | Kind::Other => {}
+            }
+            put_header(&mut wire.lines, name, value.as_bytes());
+        }
+        wire
+    }
+
     /// The header lines, each ending in `\r\n`.
     pub fn lines(&self) -> &[u8] {
         &self.lines
     }
 
-    /// The upstream's `Content-Length`, when it gave one.
+    /// The `Content-Length`, when one was given.
     pub fn length(&self) -> Option<u64> {
         self.length
     }
@@ -128,9 +157,9 @@ impl WireHeaders {
         self.date
     }
 
-    /// Set `name` to `value`, in place of what the upstream sent under that name when it
-    /// is a rate-limit header (the only ones besides `X-Request-Id`, which is never
-    /// relayed, that the gateway sets over an upstream's answer).
+    /// Set `name` to `value`. A rate-limit header replaces what the lines hold under
+    /// its name; any other name is added, for the gateway sets only names the lines
+    /// cannot hold already (`X-Request-Id` is never among them).
     pub fn set(&mut self, name: &HeaderName, value: &[u8]) {
         if self.foreign_rate {
             self.remove(name.as_str().as_bytes());
@@ -140,7 +169,7 @@ impl WireHeaders {
 
     /// Set each of `lines`' lowercase names to its decimal value (see
     /// [`WireHeaders::set`]), in one go.
-    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
+    pub(crate) fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
         if self.foreign_rate {
             for (name, _) in lines {
                 self.remove(name.as_bytes());
@@ -171,8 +200,8 @@ impl WireHeaders {
         self.lines = kept;
     }
 
-    /// Add the lines to `headers`, with the upstream's `Content-Length`; a line `http`
-    /// does not accept is dropped.
+    /// Add the lines to `headers`, with the `Content-Length`; a line `http` does not
+    /// accept is dropped.
     fn add_to(&self, headers: &mut HeaderMap) {
         append_lines(headers, &self.lines);
         if let Some(length) = self.length {
@@ -181,89 +210,48 @@ impl WireHeaders {
     }
 }
 
-/// Where the gateway sets a header on an answer: its wire lines when it has them, else its
-/// header map.
-pub(crate) trait SetHeader {
-    /// Set `name` to `value`.
-    fn set_value(&mut self, name: HeaderName, value: HeaderValue);
-    /// Set each of `lines`' names (lowercase) to its decimal value.
-    fn set_numbers(&mut self, lines: &[(&'static str, u64)]);
-}
-
-impl SetHeader for HeaderMap {
-    fn set_value(&mut self, name: HeaderName, value: HeaderValue) {
-        self.insert(name, value);
-    }
-
-    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
-        for (name, value) in lines {
-            self.insert(HeaderName::from_static(name), HeaderValue::from(*value));
-        }
-    }
-}
-
-impl SetHeader for WireHeaders {
-    fn set_value(&mut self, name: HeaderName, value: HeaderValue) {
-        self.set(&name, value.as_bytes());
-    }
-
-    fn set_numbers(&mut self, lines: &[(&'static str, u64)]) {
-        WireHeaders::set_numbers(self, lines);
-    }
-}
-
-/// A response, with the headers of the upstream answer it relays (when it relays one)
-/// kept apart in wire form; what [`LaneService::call`](super::LaneService::call) gives
-/// the lane to write.
+/// An answer to write: a status, its headers in wire form and a body; what
+/// [`LaneService::call`](super::LaneService::call) gives the lane to write.
 #[derive(Debug)]
 pub struct Answer {
-    /// The status, the headers the gateway set and the body.
-    pub response: Response<GatewayBody>,
-    /// The upstream's headers, written after the response's own.
-    pub wire: Option<WireHeaders>,
+    /// The status.
+    pub status: StatusCode,
+    /// Every header of the answer, the framing ones aside.
+    pub headers: WireHeaders,
+    /// The body.
+    pub body: GatewayBody,
 }
 
 impl From<Response<GatewayBody>> for Answer {
     fn from(response: Response<GatewayBody>) -> Self {
+        let (parts, body) = response.into_parts();
         Self {
-            response,
-            wire: None,
+            status: parts.status,
+            headers: WireHeaders::from_map(&parts.headers),
+            body,
         }
     }
 }
 
 impl Answer {
-    /// The response with the upstream's headers (if any) moved into its header map.
+    /// The answer as a response, its headers in the header map.
     pub fn into_response(self) -> Response<GatewayBody> {
-        let mut response = self.response;
-        if let Some(wire) = self.wire {
-            wire.add_to(response.headers_mut());
-        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        self.headers.add_to(response.headers_mut());
         response
     }
 
     /// The answer's status.
-    pub fn status(&self) -> http::StatusCode {
-        self.response.status()
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
-    /// The length of the body as the headers (or, without them, the body) say.
+    /// The length of the body as the headers (or, without one there, the body) say.
     pub fn length(&self) -> Option<u64> {
-        if let Some(wire) = &self.wire {
-            return wire.length();
-        }
-        match self.response.headers().get(CONTENT_LENGTH) {
-            Some(value) => value.to_str().ok()?.parse::<u64>().ok(),
-            None => hyper::body::Body::size_hint(self.response.body()).exact(),
-        }
-    }
-
-    /// Run `set` on where the answer's headers are set (see [`SetHeader`]).
-    pub(crate) fn set_headers(&mut self, set: impl FnOnce(&mut dyn SetHeader)) {
-        match &mut self.wire {
-            Some(wire) => set(wire),
-            None => set(self.response.headers_mut()),
-        }
+        self.headers
+            .length()
+            .or_else(|| hyper::body::Body::size_hint(&self.body).exact())
     }
 }
 
@@ -328,23 +316,43 @@ mod tests {
     }
 
     #[test]
-    fn the_gateways_rate_headers_replace_the_upstreams_in_both_forms() {
+    fn the_gateways_rate_headers_replace_the_upstreams() {
         let mut plain = sorted(b"A: b\r\n\r\n").wire;
-        SetHeader::set_numbers(&mut plain, &[("ratelimit-limit", 7)]);
+        plain.set_numbers(&[("ratelimit-limit", 7)]);
         assert_eq!(plain.lines(), b"A: b\r\nratelimit-limit: 7\r\n");
         let lines = [("x-ratelimit-limit-second", 10), ("ratelimit-reset", 1)];
         let mut wire = sorted(b"X-RateLimit-Limit-Second: 5\r\nA: b\r\n\r\n").wire;
-        SetHeader::set_numbers(&mut wire, &lines);
+        wire.set_numbers(&lines);
         assert_eq!(
             wire.lines(),
             b"A: b\r\nx-ratelimit-limit-second: 10\r\nratelimit-reset: 1\r\n"
         );
+    }
+
+    #[test]
+    fn a_header_map_turns_into_lines_with_its_framing_apart() {
         let mut map = HeaderMap::new();
+        map.insert("content-type", HeaderValue::from_static("application/json"));
+        map.insert("content-length", HeaderValue::from_static("17"));
+        map.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        map.insert("x-request-id", HeaderValue::from_static("stale"));
+        map.insert(
+            "date",
+            HeaderValue::from_static("Tue, 24 Nov 2026 08:00:00 GMT"),
+        );
         map.insert("x-ratelimit-limit-second", HeaderValue::from_static("5"));
-        map.set_numbers(&lines);
-        assert_eq!(map["x-ratelimit-limit-second"], "10");
-        assert_eq!(map["ratelimit-reset"], "1");
-        assert_eq!(map.len(), 2);
+        let mut wire = WireHeaders::from_map(&map);
+        assert_eq!(wire.length(), Some(17));
+        assert!(wire.has_date());
+        assert_eq!(
+            wire.lines(),
+            b"content-type: application/json\r\ndate: Tue, 24 Nov 2026 08:00:00 GMT\r\n\
+              x-ratelimit-limit-second: 5\r\n"
+        );
+        // The map's rate-limit header gives way to the gateway's, as an upstream's does.
+        wire.set_numbers(&[("x-ratelimit-limit-second", 9)]);
+        assert!(!wire.lines().windows(2).any(|w| w == b": 5"));
+        assert!(wire.lines().ends_with(b"x-ratelimit-limit-second: 9\r\n"));
     }
 
     #[test]
@@ -352,8 +360,9 @@ mod tests {
         let wire =
             sorted(b"Server: up\r\nX-Many: 1\r\nX-Many: 2\r\nContent-Length: 5\r\n\r\n").wire;
         let answer = Answer {
-            response: Response::new(crate::gateway::empty_body()),
-            wire: Some(wire),
+            status: StatusCode::OK,
+            headers: wire,
+            body: crate::gateway::empty_body(),
         };
         assert_eq!(answer.length(), Some(5));
         let response = answer.into_response();
@@ -361,5 +370,22 @@ mod tests {
         assert_eq!(headers["server"], "up");
         assert_eq!(headers.get_all("x-many").iter().count(), 2);
         assert_eq!(headers["content-length"], "5");
+    }
+
+    #[test]
+    fn a_response_and_its_answer_hold_the_same_headers() {
+        let mut response = Response::new(crate::gateway::full_body("four"));
+        *response.status_mut() = StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert("connection", HeaderValue::from_static("upgrade"));
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("set-cookie", HeaderValue::from_static("b=2"));
+        let answer = Answer::from(response);
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        assert_eq!(answer.length(), Some(4));
+        let back = answer.into_response();
+        assert_eq!(back.status(), StatusCode::CREATED);
+        assert_eq!(back.headers()["connection"], "upgrade");
+        assert_eq!(back.headers().get_all("set-cookie").iter().count(), 2);
     }
 }
