@@ -35,6 +35,10 @@ fn answer_for(path: &str, body: &[u8]) -> (Vec<u8>, bool) {
         "gzip-last" => {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n2\r\nok\r\n0\r\n\r\n"
         }
+        // Chunked last, but the gzip coding under it would reach the client unlabelled.
+        "gzip-first" => {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        }
         _ => {
             let mut answer =
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
@@ -87,7 +91,7 @@ async fn raw_upstream() -> RawUpstream {
 /// misframing service has a breaker of its own, so none opens for another's answers.
 async fn gateway_with(upstream: &RawUpstream) -> App {
     let app = start(with_gateway(GatewayConfig::default()), None).await;
-    for service in ["raw", "plus", "spaced", "twice", "gzip-last"] {
+    for service in ["raw", "plus", "spaced", "twice", "gzip-last", "gzip-first"] {
         let registration = Registration::new(service, "127.0.0.1", upstream.addr.port());
         app.backends()
             .registry
@@ -160,6 +164,20 @@ fn misframed_requests() -> Vec<(&'static str, Vec<u8>)> {
             "chunked before another coding",
             post(
                 "Transfer-Encoding: chunked, gzip\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+            ),
+        ),
+        (
+            "a coding under chunked",
+            post(
+                "Transfer-Encoding: gzip, chunked\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+            ),
+        ),
+        (
+            "chunked twice",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
                 b"3\r\nabc\r\n0\r\n\r\n",
             ),
         ),
@@ -265,7 +283,7 @@ async fn misframed_answers_are_502_and_their_connection_is_not_reused() {
     let app = gateway_with(&upstream).await;
     let addr = app.addr(ServerKind::Gateway).unwrap();
     let mut failed = Vec::new();
-    for service in ["plus", "spaced", "twice", "gzip-last"] {
+    for service in ["plus", "spaced", "twice", "gzip-last", "gzip-first"] {
         let get = |path: &str| {
             format!("GET /api/{service}/{path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
         };

@@ -3,10 +3,12 @@
 //! read. The lane's request parser, its upstream answer parser and the upstream body
 //! call these, so a client and an upstream meet the same rules.
 //!
-//! The rules are hyper's (`proto/h1/role.rs`, `proto/h1/decode.rs`), stricter in three
-//! places, as a proxy must be where two parsers could read one message two ways: a
-//! `Content-Length` beside a `Transfer-Encoding`, a bare LF ending a line, and a chunk
-//! line longer than [`MAX_CHUNK_LINE`] are refused.
+//! The rules are hyper's (`proto/h1/role.rs`, `proto/h1/decode.rs`), stricter in four
+//! places, as a proxy must be where two parsers could read one message two ways, or
+//! where it would pass on a body it cannot label: a `Content-Length` beside a
+//! `Transfer-Encoding`, a `Transfer-Encoding` other than `chunked` alone (as nginx
+//! refuses it), a bare LF ending a line, and a chunk line longer than
+//! [`MAX_CHUNK_LINE`] are refused.
 
 use http::{Method, StatusCode};
 
@@ -43,7 +45,8 @@ pub(crate) fn declared(
     headers: &[httparse::Header<'_>],
     http11: bool,
 ) -> Result<Declared, Malformed> {
-    let (mut length, mut coded, mut chunked) = (None, false, false);
+    // `codings` counts the codings of every line; `chunked` is whether all are chunked.
+    let (mut length, mut codings, mut chunked) = (None, 0, true);
     for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
             let value = content_length(header.value)?;
@@ -52,22 +55,22 @@ pub(crate) fn declared(
             }
             length = Some(value);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
-            // As hyper reads it: the last coding of the last line decides.
-            chunked = header
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            for coding in header.value.split(|&b| b == b',') {
+                codings += 1;
+                chunked &= coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
         }
     }
+    // A coding besides `chunked` (`gzip, chunked`, which hyper takes) is refused: the
+    // gateway undoes the chunking only, and would pass the rest on unlabelled.
+    let (coded, chunked) = (codings > 0, codings == 1 && chunked);
     match (coded, length) {
         (false, Some(length)) => Ok(Declared::Length(length)),
         (false, None) => Ok(Declared::Unknown),
         (true, _) if !http11 => Err(Malformed("Transfer-Encoding in HTTP/1.0")),
         (true, Some(_)) => Err(Malformed("both Content-Length and Transfer-Encoding")),
         (true, None) if chunked => Ok(Declared::Chunked),
-        (true, None) => Err(Malformed("Transfer-Encoding does not end in chunked")),
+        (true, None) => Err(Malformed("Transfer-Encoding is not chunked alone")),
     }
 }
 
@@ -327,13 +330,17 @@ mod tests {
     }
 
     #[test]
-    fn chunked_must_be_last_and_alone() {
+    fn chunked_must_be_the_only_coding() {
         assert_eq!(
-            framing(b"Transfer-Encoding: gzip, Chunked\r\n\r\n"),
+            framing(b"Transfer-Encoding:  Chunked \r\n\r\n"),
             Ok(Declared::Chunked)
         );
         for bad in [
             &b"Transfer-Encoding: chunked, gzip\r\n\r\n"[..],
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"Transfer-Encoding: chunked,\r\n\r\n",
             b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
