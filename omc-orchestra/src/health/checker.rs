@@ -169,9 +169,12 @@ impl HealthChecker {
     ) -> (Vec<Job>, Vec<(&'static str, Labels)>) {
         let keep = self.options.history;
         let mut gone = Vec::new();
+        // A set, not a scan of the listing per slot: thousands of instances each tick.
+        let listed: std::collections::HashSet<&str> =
+            instances.iter().map(|i| i.id.as_str()).collect();
         let mut state = self.state.lock();
         state.instances.retain(|id, slot| {
-            let kept = instances.iter().any(|i| &i.id == id);
+            let kept = listed.contains(id.as_str());
             if !kept && slot.tracker.status() == HealthStatus::Critical {
                 gone.push(("instance_critical", slot.labels.clone()));
             }
