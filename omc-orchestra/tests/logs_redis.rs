@@ -178,3 +178,69 @@ async fn records_written_before_the_indexes_are_still_found() {
     assert_eq!(messages(rest).await, ["at 3", "at 1"]);
     store.delete_prefix().await.unwrap();
 }
+
+/// A write trims only the index streams it adds to, so a service that went quiet keeps
+/// index entries whose records the stream's cap has dropped; a search for it trims them
+/// rather than walking them one by one, and finds nothing.
+#[tokio::test]
+async fn a_quiet_services_index_is_trimmed_by_a_search() {
+    let store = store().await;
+    let sink = RedisLogSink::with_limits(store.clone(), clock::system(), 100, None)
+        .await
+        .unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(120);
+    let quiet = (0..50)
+        .map(|i| LogRecord::new(before, LogLevel::Info, "quiet-service", format!("q{i}")))
+        .collect();
+    sink.write(quiet).await.unwrap();
+    for round in 0..20 {
+        let busy = (0..100)
+            .map(|i| {
+                let message = format!("b{round}-{i}");
+                LogRecord::new(chrono::Utc::now(), LogLevel::Info, "busy-service", message)
+            })
+            .collect();
+        sink.write(busy).await.unwrap();
+    }
+    let index = format!("{}svc:quiet-service", store.key("log", "logs", "by:"));
+    let stream = store.key("log", "logs", "stream");
+    let mut conn = store.connection();
+    let lengths = store.connection();
+    let length = |key: String| {
+        let mut conn = lengths.clone();
+        async move {
+            let len: usize = redis::cmd("XLEN")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            len
+        }
+    };
+    assert!(length(stream.clone()).await < 1_000, "the stream is capped");
+    assert_eq!(
+        length(index.clone()).await,
+        50,
+        "no write touched the index"
+    );
+    let oldest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        oldest[0].1[0].1.contains("busy-service"),
+        "the quiet records are gone from the stream"
+    );
+    let query = LogQuery {
+        service: Some("quiet-service".into()),
+        ..LogQuery::default()
+    };
+    assert!(sink.search(&query).await.unwrap().is_empty());
+    assert_eq!(length(index).await, 0, "the search trimmed the index");
+    store.delete_prefix().await.unwrap();
+}

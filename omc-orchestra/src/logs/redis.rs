@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:log:{logs}:stream` | stream | one entry per record, field `r` = the record's JSON; capped at `maxLen` entries (`MAXLEN ~`) and, with a retention, trimmed by age (`MINID ~`) |
-//! | `{prefix}:log:{logs}:by:svc:{service}`, `…:by:lvl:{level}`, `…:by:cat:{category}` | stream | the ids of that service's, level's or category's records (same ids, no fields), trimmed with the stream, so a search that names one reads only its records |
+//! | `{prefix}:log:{logs}:by:svc:{service}`, `…:by:lvl:{level}`, `…:by:cat:{category}` | stream | the ids of that service's, level's or category's records (same ids, no fields), trimmed with the stream by the writes that add to them and by the searches that read them, so a search that names one reads only its records |
 //! | `{prefix}:log:{logs}:indexed-from` | string | the first id written with the indexes: a search reads older records from the stream |
 //! | `{prefix}:log:{logs}:sent:{batch}` | string | a batch's newest entry id, so a resend writes nothing twice; expires after a minute |
 //!
@@ -85,6 +85,17 @@ redis.call('SET', SENT, newest, 'PX', RESEND_WINDOW_MS)
 return newest
 "#;
 
+/// `KEYS`: the stream, an index stream, the key of the first indexed id. Trims the index
+/// of entries older than the stream's oldest: a write trims only the indexes it adds to,
+/// so a service that went quiet keeps entries whose records are gone, which a search
+/// would otherwise walk one by one. Answers the first indexed id and the stream's oldest
+/// id, each or nil.
+const FLOOR: &str = r#"
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if oldest then redis.call('XTRIM', KEYS[2], 'MINID', oldest[1]) end
+return {redis.call('GET', KEYS[3]), oldest and oldest[1] or false}
+"#;
+
 /// A log store in Redis, under a [`RedisStore`]'s prefix.
 pub struct RedisLogSink {
     store: RedisStore,
@@ -97,6 +108,7 @@ pub struct RedisLogSink {
     /// Where a batch keeps its answer: this and the batch's own key.
     batch_base: String,
     write: Script,
+    floor: Script,
     clock: SharedClock,
     max_len: usize,
     retention: Option<Duration>,
@@ -173,6 +185,7 @@ impl RedisLogSink {
                 "RESEND_WINDOW_MS",
                 &crate::backend::RESEND_WINDOW.as_millis().to_string(),
             )),
+            floor: Script::new(FLOOR),
             clock,
             max_len: max_len.max(1),
             retention,
@@ -425,11 +438,15 @@ impl LogSink for RedisLogSink {
         };
         // Records since the indexes began are found through the most selective one;
         // older ones, by walking the stream as before.
-        let from: Option<String> = self
+        let (from, oldest): (Option<String>, Option<String>) = self
             .store
             .retry(|mut conn| {
-                let get = redis::cmd("GET").arg(&self.indexed_from).to_owned();
-                async move { get.query_async(&mut conn).await }
+                let mut invocation = self.floor.prepare_invoke();
+                invocation
+                    .key(&self.key)
+                    .key(&index)
+                    .key(&self.indexed_from);
+                async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
         let Some(from) = from else {
@@ -442,11 +459,16 @@ impl LogSink for RedisLogSink {
         } else {
             lower.clone()
         };
+        // Index entries older than the stream's oldest record point at nothing.
+        let floor = match &oldest {
+            Some(oldest) if position(oldest) > position(&indexed_part) => oldest.clone(),
+            _ => indexed_part.clone(),
+        };
         let in_index = start == "+" || position(start.trim_start_matches('(')) >= position(&from);
         let mut start = start;
         if in_index {
             match self
-                .scan_index(&index, start.clone(), &indexed_part, limit, &mut visit)
+                .scan_index(&index, start.clone(), &floor, limit, &mut visit)
                 .await?
             {
                 Stop::Early(at) => {
