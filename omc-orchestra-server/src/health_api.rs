@@ -9,15 +9,20 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use omc_orchestra::health::{
-    summarize, ActiveAlert, AlertEngine, AlertNotice, AlertReceivers, AlertRule, CheckerOptions,
-    DependencyHealth, HealthChecker, HealthSummary, ServiceCounts, SummarySources, SystemMonitor,
-    SystemSample, DEFAULT_SYSTEM_HISTORY,
+    spawn_instance_views, summarize, ActiveAlert, AlertEngine, AlertNotice, AlertReceivers,
+    AlertRule, CheckerOptions, DependencyHealth, HealthChecker, HealthSummary, ServiceCounts,
+    SummarySources, SystemMonitor, SystemSample, DEFAULT_SYSTEM_HISTORY,
 };
 use omc_orchestra::Backends;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
+
+/// How often the probe gauges are refreshed from the checker: a copy under a lock, cheap
+/// enough to run well inside a scrape interval.
+const PROBE_GAUGES_EVERY: Duration = Duration::from_secs(2);
 
 /// The health engines the registry server runs and its handlers read.
 #[derive(Clone, Debug)]
@@ -67,9 +72,7 @@ impl HealthState {
         let gauges = SystemGauges::register(metrics.registry())
             .map_err(|err| tracing::warn!(error = %err, "system gauges not registered"))
             .ok();
-        let tick = config
-            .health_interval
-            .min(std::time::Duration::from_secs(1));
+        let tick = config.health_interval.min(Duration::from_secs(1));
         let mut tasks = vec![
             checker.clone().spawn(tick),
             monitor
@@ -81,14 +84,11 @@ impl HealthState {
                 }),
         ];
         if let Ok(probe_gauges) = ProbeGauges::register(metrics.registry()) {
-            let checker = checker.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
-                loop {
-                    ticker.tick().await;
-                    probe_gauges.update(&checker.instances());
-                }
-            }));
+            tasks.push(spawn_instance_views(
+                checker.clone(),
+                PROBE_GAUGES_EVERY,
+                move |instances| probe_gauges.update(instances),
+            ));
         }
         // The options were checked when the configuration was read; a failure here is
         // logged rather than stopping the health engines.

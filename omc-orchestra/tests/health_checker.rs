@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use omc_orchestra::events::{types, EventBus, EventQuery, MemoryEventBus};
 use omc_orchestra::health::{
-    builtin_rules, summarize, AlertEngine, AlertState, CheckerOptions, HealthChecker,
-    SummarySources,
+    builtin_rules, spawn_instance_views, summarize, AlertEngine, AlertState, CheckerOptions,
+    HealthChecker, SummarySources,
 };
 use omc_orchestra::registry::{
     Discovery, HealthStatus, MemoryRegistry, RedisRegistry, Registration, Registry, RegistryOptions,
@@ -44,6 +44,17 @@ fn registration(name: &str, port: u16) -> Registration {
     reg.metadata.insert("healthInterval".into(), "10s".into());
     reg.metadata.insert("healthTimeout".into(), "2s".into());
     reg
+}
+
+/// A memory registry on a manual clock, with the clock as the checker takes it.
+fn memory_registry() -> (ManualClock, SharedClock, Arc<dyn Registry>) {
+    let clock = ManualClock::starting_now();
+    let shared: SharedClock = Arc::new(clock.clone());
+    let registry = Arc::new(MemoryRegistry::new(
+        shared.clone(),
+        RegistryOptions::default(),
+    ));
+    (clock, shared, registry)
 }
 
 /// One round: move the clock past the interval and probe whatever is due.
@@ -429,4 +440,51 @@ async fn the_summary_counts_instances_services_alerts_and_probes() {
         .unwrap();
     assert_eq!(bare.services, summary.services);
     assert_eq!((bare.alerts_firing, bare.probe_error_rate), (0, 0.0));
+}
+
+/// The instance-views loop reads the checker again on every tick: an instance probed after
+/// the loop started reaches the callback, which a loop that read once (or never) would miss.
+#[tokio::test]
+async fn the_instance_views_loop_hands_on_what_later_rounds_found() {
+    let (_clock, shared, registry) = memory_registry();
+    let (port, _code) = tiny_service().await;
+    let instance = registry
+        .register(registration("pricing", port))
+        .await
+        .unwrap();
+    let checker = Arc::new(HealthChecker::new(
+        registry,
+        shared,
+        CheckerOptions::default(),
+    ));
+    let (seen, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let views = spawn_instance_views(checker.clone(), Duration::from_millis(10), move |now| {
+        let _ = seen.send(now.to_vec());
+    });
+    // Hang guards, not speed checks.
+    let first = tokio::time::timeout(Duration::from_secs(30), read.recv())
+        .await
+        .expect("the loop read the checker")
+        .expect("a reading");
+    assert!(first.is_empty(), "nothing probed yet: {first:?}");
+    assert_eq!(checker.run_due().await.unwrap(), 1);
+    let later = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let now = read.recv().await.expect("a reading");
+            if !now.is_empty() {
+                return now;
+            }
+        }
+    })
+    .await
+    .expect("the loop read the checker again after the round");
+    views.abort();
+    assert_eq!(later.len(), 1);
+    let (service, id, view) = &later[0];
+    assert_eq!(
+        (service.as_str(), id.as_str()),
+        ("pricing", instance.id.as_str())
+    );
+    assert_eq!(view.status, HealthStatus::Passing);
+    assert_eq!(view.checks_total, 1);
 }

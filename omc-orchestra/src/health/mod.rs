@@ -7,6 +7,7 @@
 //! - [`SystemMonitor`]: CPU, memory, disks, network and load as a bounded time series.
 //! - [`AlertEngine`]: Prometheus-style rules with `for`, hysteresis, dedupe and history.
 //! - [`summarize`]: the figures a dashboard shows first, for every API that shows them.
+//! - [`spawn_instance_views`] and [`spawn_event_lag`]: readings on a timer, for gauges.
 //! - [`AlertReceivers`]: firing and resolved alerts to Alertmanager and webhooks, with
 //!   dependency-aware inhibition ([`inhibitor`]).
 
@@ -14,6 +15,7 @@ mod alerts;
 mod checker;
 mod event_lag;
 mod inhibit;
+mod instance_views;
 mod options;
 mod probes;
 pub mod receivers;
@@ -28,6 +30,7 @@ pub use alerts::{
 pub use checker::HealthChecker;
 pub use event_lag::{spawn_event_lag, EVENT_LAG_METRIC};
 pub use inhibit::{inhibitor, ServiceDependencies, INHIBITED_BY, SERVICE_UNAVAILABLE};
+pub use instance_views::spawn_instance_views;
 pub use options::{CheckerOptions, DependencyHealth, InstanceHealthView};
 #[cfg(feature = "postgres")]
 pub use probes::PostgresProbe;
