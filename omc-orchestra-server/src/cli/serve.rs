@@ -522,22 +522,27 @@ impl Options {
         let file = self.file()?;
         let mut config = Config::default();
         config.bind = self.bind.or(file.bind).unwrap_or(config.bind);
-        config.registry_port = self
-            .registry_port
-            .or(file.registry_port)
-            .unwrap_or(config.registry_port);
-        config.gateway_port = self
-            .gateway_port
-            .or(file.gateway_port)
-            .unwrap_or(config.gateway_port);
-        config.jobs_port = self
-            .jobs_port
-            .or(file.jobs_port)
-            .unwrap_or(config.jobs_port);
-        config.logging_port = self
-            .logging_port
-            .or(file.logging_port)
-            .unwrap_or(config.logging_port);
+        let ports = [
+            (
+                &mut config.registry_port,
+                self.registry_port,
+                file.registry_port,
+            ),
+            (
+                &mut config.gateway_port,
+                self.gateway_port,
+                file.gateway_port,
+            ),
+            (&mut config.jobs_port, self.jobs_port, file.jobs_port),
+            (
+                &mut config.logging_port,
+                self.logging_port,
+                file.logging_port,
+            ),
+        ];
+        for (port, flag, in_file) in ports {
+            *port = flag.or(in_file).unwrap_or(*port);
+        }
         if let (Some(port), Some(kind)) = (self.port, single) {
             match kind {
                 ServerKind::Registry => config.registry_port = port,
