@@ -43,26 +43,6 @@ pub struct IncomingLog {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-impl IncomingLog {
-    /// The record, stamped `now` when it has no timestamp.
-    pub fn into_record(mut self, now: DateTime<Utc>) -> LogRecord {
-        for (name, value) in std::mem::take(&mut self.extra) {
-            self.fields.entry(name).or_insert(value);
-        }
-        LogRecord {
-            timestamp: self.timestamp.unwrap_or(now),
-            level: self.level,
-            category: self.category,
-            service: self.service,
-            message: self.message,
-            fields: self.fields,
-            request_id: self.request_id,
-            trace_id: self.trace_id,
-            span_id: self.span_id,
-        }
-    }
-}
-
 /// Parse a `POST /logs` body: one record or an array of them. A failure names the field
 /// (`level`, `message`, …) and, in an array, the index of the record.
 pub(super) fn parse_records(body: &[u8], now: DateTime<Utc>) -> Result<Vec<LogRecord>, ApiError> {
