@@ -104,41 +104,40 @@ mod tests {
     use super::*;
     use reqwest::StatusCode;
 
-    #[test]
-    fn parses_the_servers_error_body() {
-        let body = br#"{"error":"validation_failed","message":"port: must be between 1 and 65535","details":[{"field":"port"}]}"#;
-        match ClientError::from_response(StatusCode::BAD_REQUEST, body) {
-            ClientError::Http {
-                status,
-                error,
-                message,
-                details,
-            } => {
-                assert_eq!(status, 400);
-                assert_eq!(error, "validation_failed");
-                assert_eq!(message, "port: must be between 1 and 65535");
-                assert_eq!(details.len(), 1);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn falls_back_to_the_status_when_the_body_is_not_json() {
-        let err = ClientError::from_response(StatusCode::UNAUTHORIZED, b"nope");
+    /// The parts of an [`ClientError::Http`] (with the number of details); anything else
+    /// fails the test.
+    fn http_parts(err: ClientError) -> (u16, String, String, usize) {
         match err {
             ClientError::Http {
                 status,
                 error,
                 message,
                 details,
-            } => {
-                assert_eq!(status, 401);
-                assert_eq!(error, "unauthorized");
-                assert_eq!(message, "nope");
-                assert!(details.is_empty());
-            }
+            } => (status, error, message, details.len()),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_the_servers_error_body() {
+        let body = br#"{"error":"validation_failed","message":"port: must be between 1 and 65535","details":[{"field":"port"}]}"#;
+        let (status, error, message, details) =
+            http_parts(ClientError::from_response(StatusCode::BAD_REQUEST, body));
+        assert_eq!(status, 400);
+        assert_eq!(error, "validation_failed");
+        assert_eq!(message, "port: must be between 1 and 65535");
+        assert_eq!(details, 1);
+    }
+
+    #[test]
+    fn falls_back_to_the_status_when_the_body_is_not_json() {
+        let (status, error, message, details) = http_parts(ClientError::from_response(
+            StatusCode::UNAUTHORIZED,
+            b"nope",
+        ));
+        assert_eq!(status, 401);
+        assert_eq!(error, "unauthorized");
+        assert_eq!(message, "nope");
+        assert_eq!(details, 0);
     }
 }
