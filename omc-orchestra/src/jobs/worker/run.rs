@@ -48,29 +48,19 @@ pub(super) async fn dispatch(shared: Arc<Shared>) {
             }
         };
         if leases.len() == free && target < shared.max {
-            // The queue is deeper than what runs: grow.
             let grown = (target * 2).min(shared.max);
-            shared.target.store(grown, Ordering::Release);
-            tracing::info!(
-                target: "orchestra::jobs",
-                worker = %shared.worker_id,
-                from = target,
-                to = grown,
-                "worker pool grows: the queue is deeper than what runs"
+            resize(
+                &shared,
+                target,
+                grown,
+                "grows: the queue is deeper than what runs",
             );
             idle_polls = 0;
         } else if leases.is_empty() {
             idle_polls += 1;
             if idle_polls >= 10 && target > shared.min {
                 let shrunk = (target / 2).max(shared.min);
-                shared.target.store(shrunk, Ordering::Release);
-                tracing::info!(
-                    target: "orchestra::jobs",
-                    worker = %shared.worker_id,
-                    from = target,
-                    to = shrunk,
-                    "worker pool shrinks: idle"
-                );
+                resize(&shared, target, shrunk, "shrinks: idle");
                 idle_polls = 0;
             }
         }
@@ -86,6 +76,18 @@ pub(super) async fn dispatch(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Move the pool's size from `from` to `to`, logging `why` so an operator sees each change.
+fn resize(shared: &Shared, from: usize, to: usize, why: &str) {
+    shared.target.store(to, Ordering::Release);
+    tracing::info!(
+        target: "orchestra::jobs",
+        worker = %shared.worker_id,
+        from,
+        to,
+        "worker pool {why}"
+    );
 }
 
 /// Run a job, then keep taking the next one in the same round trip as the completion
