@@ -245,6 +245,38 @@ impl NewJob {
             now + chrono::Duration::milliseconds(self.delay_ms.unwrap_or(0) as i64)
         })
     }
+
+    /// The job a fresh enqueue stores as `id` at `now`, first due at `run_at` (which each
+    /// backend rounds as it keeps time), so every backend reports a new job alike.
+    pub(crate) fn into_job(self, id: String, now: DateTime<Utc>, run_at: DateTime<Utc>) -> Job {
+        Job {
+            id,
+            job_type: self.job_type,
+            data: self.data,
+            priority: self.priority,
+            state: if run_at > now {
+                JobState::Delayed
+            } else {
+                JobState::Waiting
+            },
+            attempts: 0,
+            max_attempts: self.max_attempts.unwrap_or(3),
+            backoff: self.backoff.unwrap_or_default(),
+            unique_key: self.unique_key,
+            timeout_ms: self.timeout_ms,
+            traceparent: self.traceparent,
+            created_at: now,
+            run_at,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            progress: None,
+            result: None,
+            error: None,
+            failed_attempts: Vec::new(),
+            cancel_requested: false,
+        }
+    }
 }
 
 /// A job as the queue reports it.

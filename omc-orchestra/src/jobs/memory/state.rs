@@ -212,33 +212,7 @@ impl State {
         let seq = self.sequence;
         let id = id.unwrap_or_else(|| seq.to_string());
         let run_at = new.first_run(now);
-        let job = Job {
-            id: id.clone(),
-            job_type: new.job_type,
-            data: new.data,
-            priority: new.priority,
-            state: if run_at > now {
-                JobState::Delayed
-            } else {
-                JobState::Waiting
-            },
-            attempts: 0,
-            max_attempts: new.max_attempts.unwrap_or(3),
-            backoff: new.backoff.unwrap_or_default(),
-            unique_key: new.unique_key,
-            timeout_ms: new.timeout_ms,
-            traceparent: new.traceparent,
-            created_at: now,
-            run_at,
-            started_at: None,
-            finished_at: None,
-            worker: None,
-            progress: None,
-            result: None,
-            error: None,
-            failed_attempts: Vec::new(),
-            cancel_requested: false,
-        };
+        let job = new.into_job(id.clone(), now, run_at);
         if job.state == JobState::Delayed {
             self.delayed.insert((ms(run_at), seq, id.clone()));
         } else {

@@ -2,7 +2,7 @@
 //! in one script call.
 
 use super::Inner;
-use crate::jobs::{Job, JobState, NewJob};
+use crate::jobs::{Job, NewJob};
 use crate::Result;
 use chrono::{DateTime, Utc};
 use redis::Value;
@@ -16,33 +16,7 @@ pub(super) type PendingEnqueue = crate::backend::Pending<NewJob, Job>;
 fn fresh_job(new: &NewJob, id: String, now: DateTime<Utc>) -> Job {
     let run_at =
         DateTime::from_timestamp_millis(new.first_run(now).timestamp_millis()).unwrap_or_default();
-    Job {
-        id,
-        job_type: new.job_type.clone(),
-        data: new.data.clone(),
-        priority: new.priority,
-        state: if run_at > now {
-            JobState::Delayed
-        } else {
-            JobState::Waiting
-        },
-        attempts: 0,
-        max_attempts: new.max_attempts.unwrap_or(3),
-        backoff: new.backoff.unwrap_or_default(),
-        unique_key: new.unique_key.clone(),
-        timeout_ms: new.timeout_ms,
-        traceparent: new.traceparent.clone(),
-        created_at: now,
-        run_at,
-        started_at: None,
-        finished_at: None,
-        worker: None,
-        progress: None,
-        result: None,
-        error: None,
-        failed_attempts: Vec::new(),
-        cancel_requested: false,
-    }
+    new.clone().into_job(id, now, run_at)
 }
 
 /// Send the enqueues that queued up meanwhile in one script call, until the queue handle
