@@ -130,6 +130,17 @@ local function finish(id, k, state)
   if state == 'completed' then redis.call('ZADD', COMPLETED, NOW, id)
   else redis.call('ZADD', FAILED, NOW, id) end
 end
+-- A job's key and its state (nil when the job is gone).
+local function job_state(id)
+  local k = jk(id)
+  return k, redis.call('HGET', k, 'state')
+end
+-- A failed job back to waiting, with its attempts and finish time reset.
+local function retry_fresh(id, k)
+  redis.call('HSET', k, 'att', 0)
+  redis.call('HDEL', k, 'fi')
+  ready(id)
+end
 local function trim_all()
   return trim(COMPLETED, KEEPC, AGEC) + trim(FAILED, KEEPF, AGEF)
 end
@@ -564,8 +575,7 @@ return {'ok', redis.call('HGETALL', k)}
 /// ARGV[8] id.
 pub(super) const CANCEL: &str = r#"
 local id = ARGV[8]
-local k = jk(id)
-local state = redis.call('HGET', k, 'state')
+local k, state = job_state(id)
 if not state then return {'missing'} end
 if state == 'active' then
   redis.call('HSET', k, 'cx', '1')
@@ -592,11 +602,7 @@ local ids = redis.call('ZRANGE', FAILED, 0, 999)
 if #ids > 0 then redis.call('ZREM', FAILED, unpack(ids)) end
 for _, id in ipairs(ids) do
   local k = jk(id)
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('HSET', k, 'att', 0)
-    redis.call('HDEL', k, 'fi')
-    ready(id)
-  end
+  if redis.call('EXISTS', k) == 1 then retry_fresh(id, k) end
 end
 return #ids
 "#;
@@ -604,14 +610,11 @@ return #ids
 /// ARGV[8] the id of one failed job, back to waiting with fresh attempts.
 pub(super) const RETRY: &str = r#"
 local id = ARGV[8]
-local k = jk(id)
-local state = redis.call('HGET', k, 'state')
+local k, state = job_state(id)
 if not state then return {'missing'} end
 if state ~= 'failed' then return {'not_failed'} end
 redis.call('ZREM', FAILED, id)
-redis.call('HSET', k, 'att', 0)
-redis.call('HDEL', k, 'fi')
-ready(id)
+retry_fresh(id, k)
 return {'ok', redis.call('HGETALL', k)}
 "#;
 
