@@ -92,6 +92,16 @@ impl Schedule {
         })
     }
 
+    /// The schedule as a store saves it: checked, and without its last fire, which stores
+    /// keep apart so that a save never changes when a schedule last fired.
+    pub(crate) fn to_stored(&self) -> Result<Schedule> {
+        self.validate()?;
+        Ok(Schedule {
+            last_fired_at: None,
+            ..self.clone()
+        })
+    }
+
     /// Ticks after `after` up to and including `until`, oldest first, at most `limit`
     /// (the newest ones when there are more).
     pub fn ticks(

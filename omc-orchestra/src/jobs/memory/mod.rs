@@ -306,9 +306,7 @@ impl JobAdmin for MemoryJobQueue {
 #[async_trait]
 impl ScheduleStore for MemoryJobQueue {
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
-        schedule.validate()?;
-        let mut stored = schedule.clone();
-        stored.last_fired_at = None;
+        let stored = schedule.to_stored()?;
         self.state
             .lock()
             .schedules

@@ -500,9 +500,7 @@ impl JobAdmin for RedisJobQueue {
 #[async_trait]
 impl ScheduleStore for RedisJobQueue {
     async fn save_schedule(&self, schedule: &Schedule) -> Result<()> {
-        schedule.validate()?;
-        let mut stored = schedule.clone();
-        stored.last_fired_at = None;
+        let stored = schedule.to_stored()?;
         let json = serde_json::to_string(&stored)?;
         self.inner
             .store
