@@ -189,12 +189,7 @@ async fn two_replicas_on_one_redis_probe_each_instance_once_per_interval() {
 
 #[tokio::test]
 async fn dependencies_are_probed_and_an_unreachable_database_alerts() {
-    let clock = ManualClock::starting_now();
-    let shared: SharedClock = Arc::new(clock.clone());
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(
-        shared.clone(),
-        RegistryOptions::default(),
-    ));
+    let (clock, shared, registry) = memory_registry();
     let (port, _code) = tiny_service().await;
     let mut reg = registration("orders", port);
     reg.dependencies = vec!["postgres".into(), "redis".into(), "billing-db".into()];
@@ -307,12 +302,7 @@ async fn a_silent_service_never_holds_up_the_others() {
 
 #[tokio::test]
 async fn a_critical_instance_that_deregisters_resolves_its_alert() {
-    let clock = ManualClock::starting_now();
-    let shared: SharedClock = Arc::new(clock.clone());
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(
-        shared.clone(),
-        RegistryOptions::default(),
-    ));
+    let (clock, shared, registry) = memory_registry();
     let (port, code) = tiny_service().await;
     code.store(503, Ordering::SeqCst);
     let instance = registry
@@ -338,12 +328,7 @@ async fn a_critical_instance_that_deregisters_resolves_its_alert() {
 
 #[tokio::test]
 async fn huge_interval_and_timeout_metadata_do_not_stop_the_rounds() {
-    let clock = ManualClock::starting_now();
-    let shared: SharedClock = Arc::new(clock.clone());
-    let registry = Arc::new(MemoryRegistry::new(
-        shared.clone(),
-        RegistryOptions::default(),
-    ));
+    let (clock, shared, registry) = memory_registry();
     let (port, _) = tiny_service().await;
     // A service sets its own interval and timeout; nothing it sets may panic a round.
     let mut huge = registration("huge-service", port);
@@ -385,12 +370,7 @@ async fn huge_interval_and_timeout_metadata_do_not_stop_the_rounds() {
 /// the listing orders them, firing alerts and the probes' mean figures.
 #[tokio::test]
 async fn the_summary_counts_instances_services_alerts_and_probes() {
-    let clock = ManualClock::starting_now();
-    let shared: SharedClock = Arc::new(clock.clone());
-    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(
-        shared.clone(),
-        RegistryOptions::default(),
-    ));
+    let (clock, shared, registry) = memory_registry();
     let (up, _) = tiny_service().await;
     let (down, code) = tiny_service().await;
     code.store(500, Ordering::SeqCst);
