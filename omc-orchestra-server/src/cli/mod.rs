@@ -1,5 +1,5 @@
 //! The `orchestra` command line: the servers (`up`, `registry`, `gateway`, `jobs`,
-//! `logging`), `token`, and the operators' commands over the HTTP API ([`crate::ops`]).
+//! `logging`), `token`, and the operators' commands over the HTTP API (`ops`).
 //! Each command's `--help` shows its own options only, with their defaults and
 //! environment variables.
 

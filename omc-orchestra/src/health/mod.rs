@@ -1,7 +1,7 @@
 //! Health monitoring: probes that check a service or a dependency, the checker that probes
 //! every registered instance with rise/fall thresholds, host metrics and alert rules.
 //!
-//! - [`probes`]: HTTP, TCP, Redis `PING`, PostgreSQL `SELECT 1` and closure probes.
+//! - Probes: [`HttpProbe`], [`TcpProbe`], Redis `PING`, PostgreSQL `SELECT 1` and [`FnProbe`].
 //! - [`HealthChecker`]: probes each instance on its interval and tells the registry when a
 //!   verdict changes.
 //! - [`SystemMonitor`]: CPU, memory, disks, network and load as a bounded time series.

@@ -4,7 +4,7 @@
 //! - [`current`] and [`within`]: the trace the running task works for, so an event published
 //!   or a job enqueued while handling a traced request carries the trace on without every
 //!   call passing it.
-//! - [`start`]: a span exported over OTLP/HTTP once [`install_from_env`] (feature `otlp`)
+//! - [`start`]: a span exported over OTLP/HTTP once `install_from_env` (feature `otlp`)
 //!   found `OTEL_EXPORTER_OTLP_ENDPOINT`; without it no span is made and nothing is paid.
 
 mod context;
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Span {
     }
 }
 
-/// Whether spans are exported: [`install_from_env`] found an endpoint.
+/// Whether spans are exported: `install_from_env` (feature `otlp`) found an endpoint.
 pub fn enabled() -> bool {
     #[cfg(feature = "otlp")]
     {

@@ -6,7 +6,7 @@
 //! server from the first request it does not take: upgrades, request bodies larger than
 //! it buffers, HTTP/1.0, CORS requests, the gateway's own routes. A request whose
 //! framing is malformed it answers 400 itself, by the rules of
-//! [`crate::gateway::http1`], which the upstream side follows too.
+//! `gateway::http1`, which the upstream side follows too.
 //!
 //! The upstream side ([`crate::gateway::UpstreamPool`]) sends requests on pooled
 //! connections in the task that awaits the answer, and the answer's body reads its

@@ -7,7 +7,7 @@
 //! Webhooks hear of an alert when it fires, again each `repeat_every` and when it
 //! resolves, as an Alertmanager route would tell them. A new alert waits `group_wait`
 //! first, so that a dependency failing in the same round can inhibit it
-//! ([`inhibitor`](super::inhibit::inhibitor)); an inhibited alert reaches no receiver.
+//! ([`inhibitor`]); an inhibited alert reaches no receiver.
 
 mod delivery;
 mod options;
