@@ -179,12 +179,9 @@ async fn records_written_before_the_indexes_are_still_found() {
     store.delete_prefix().await.unwrap();
 }
 
-/// A write trims only the index streams it adds to, so a service that went quiet keeps
-/// index entries whose records the stream's cap has dropped; a search for it trims them
-/// rather than walking them one by one, and finds nothing.
-#[tokio::test]
-async fn a_quiet_services_index_is_trimmed_by_a_search() {
-    let store = store().await;
+/// A store capped at 100 records that held 50 of a service which then went quiet (two
+/// minutes old), followed by 2,000 of a busy one, so that the cap dropped the quiet ones.
+async fn quiet_then_busy(store: &RedisStore) -> RedisLogSink {
     let sink = RedisLogSink::with_limits(store.clone(), clock::system(), 100, None)
         .await
         .unwrap();
@@ -202,24 +199,33 @@ async fn a_quiet_services_index_is_trimmed_by_a_search() {
             .collect();
         sink.write(busy).await.unwrap();
     }
+    sink
+}
+
+/// The integer answer of `command` (`XLEN`, `EXISTS`) for `key`.
+async fn count(store: &RedisStore, command: &str, key: &str) -> usize {
+    redis::cmd(command)
+        .arg(key)
+        .query_async(&mut store.connection())
+        .await
+        .unwrap()
+}
+
+/// A write trims only the index streams it adds to, so a service that went quiet keeps
+/// index entries whose records the stream's cap has dropped; a search for it trims them
+/// rather than walking them one by one, and finds nothing.
+#[tokio::test]
+async fn a_quiet_services_index_is_trimmed_by_a_search() {
+    let store = store().await;
+    let sink = quiet_then_busy(&store).await;
     let index = format!("{}svc:quiet-service", store.key("log", "logs", "by:"));
     let stream = store.key("log", "logs", "stream");
-    let mut conn = store.connection();
-    let lengths = store.connection();
-    let length = |key: String| {
-        let mut conn = lengths.clone();
-        async move {
-            let len: usize = redis::cmd("XLEN")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            len
-        }
-    };
-    assert!(length(stream.clone()).await < 1_000, "the stream is capped");
+    assert!(
+        count(&store, "XLEN", &stream).await < 1_000,
+        "the stream is capped"
+    );
     assert_eq!(
-        length(index.clone()).await,
+        count(&store, "XLEN", &index).await,
         50,
         "no write touched the index"
     );
@@ -229,7 +235,7 @@ async fn a_quiet_services_index_is_trimmed_by_a_search() {
         .arg("+")
         .arg("COUNT")
         .arg(1)
-        .query_async(&mut conn)
+        .query_async(&mut store.connection())
         .await
         .unwrap();
     assert!(
@@ -241,6 +247,60 @@ async fn a_quiet_services_index_is_trimmed_by_a_search() {
         ..LogQuery::default()
     };
     assert!(sink.search(&query).await.unwrap().is_empty());
-    assert_eq!(length(index).await, 0, "the search trimmed the index");
+    assert_eq!(
+        count(&store, "XLEN", &index).await,
+        0,
+        "the search trimmed the index"
+    );
+    store.delete_prefix().await.unwrap();
+}
+
+/// The store's periodic index trim reaches the indexes no write touches any more: a quiet
+/// service's index is emptied and dropped, a busy one's kept, and a new record of the
+/// quiet service brings its index back.
+#[tokio::test]
+async fn trimming_the_indexes_drops_those_of_quiet_services() {
+    let store = store().await;
+    let sink = quiet_then_busy(&store).await;
+    let by = store.key("log", "logs", "by:");
+    let quiet_index = format!("{by}svc:quiet-service");
+    assert_eq!(
+        count(&store, "EXISTS", &quiet_index).await,
+        1,
+        "no write trimmed it"
+    );
+    let removed = sink.trim_indexes().await.unwrap();
+    assert!(removed >= 50, "the quiet entries went: {removed}");
+    assert_eq!(
+        count(&store, "EXISTS", &quiet_index).await,
+        0,
+        "the emptied index is dropped"
+    );
+    let busy_index = format!("{by}svc:busy-service");
+    assert_eq!(
+        count(&store, "EXISTS", &busy_index).await,
+        1,
+        "the busy index stays"
+    );
+    let names: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(store.key("log", "logs", "indexes"))
+        .query_async(&mut store.connection())
+        .await
+        .unwrap();
+    assert!(
+        !names.contains(&"svc:quiet-service".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"svc:busy-service".to_owned()), "{names:?}");
+    let now = chrono::Utc::now();
+    let back = LogRecord::new(now, LogLevel::Info, "quiet-service", "back");
+    sink.write(vec![back]).await.unwrap();
+    let query = LogQuery {
+        service: Some("quiet-service".into()),
+        ..LogQuery::default()
+    };
+    let found = sink.search(&query).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].message, "back");
     store.delete_prefix().await.unwrap();
 }

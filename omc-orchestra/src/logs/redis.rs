@@ -5,7 +5,8 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{prefix}:log:{logs}:stream` | stream | one entry per record, field `r` = the record's JSON; capped at `maxLen` entries (`MAXLEN ~`) and, with a retention, trimmed by age (`MINID ~`) |
-//! | `{prefix}:log:{logs}:by:svc:{service}`, `…:by:lvl:{level}`, `…:by:cat:{category}` | stream | the ids of that service's, level's or category's records (same ids, no fields), trimmed with the stream by the writes that add to them and by the searches that read them, so a search that names one reads only its records |
+//! | `{prefix}:log:{logs}:by:svc:{service}`, `…:by:lvl:{level}`, `…:by:cat:{category}` | stream | the ids of that service's, level's or category's records (same ids, no fields), trimmed with the stream by the writes that add to them, by the searches that read them and every minute, so a search that names one reads only its records |
+//! | `{prefix}:log:{logs}:indexes` | set | the names of the index streams (`svc:{service}`, …), so that those no write touches any more are trimmed too, and dropped once empty |
 //! | `{prefix}:log:{logs}:indexed-from` | string | the first id written with the indexes: a search reads older records from the stream |
 //! | `{prefix}:log:{logs}:sent:{batch}` | string | a batch's newest entry id, so a resend writes nothing twice; expires after a minute |
 //!
@@ -42,14 +43,14 @@ pub const STREAM_MAXLEN: usize = 1_000_000;
 const PAGE: usize = 1_000;
 
 /// `KEYS`: the stream, the batch's key, the index base (`…:by:`), the key of the first
-/// indexed id. `ARGV`: max length, age cutoff, then per record its timestamp, JSON and
+/// indexed id, the set of index names. `ARGV`: max length, age cutoff, then per record its timestamp, JSON and
 /// the names of its index streams, comma-separated (see [`index_names`]). Each record
 /// also goes, under the same id and with no fields of its own, to those index streams,
 /// trimmed as the stream is. The newest entry id is kept under the batch's key for a while, so a
 /// resend of the batch (after a timeout that left its outcome unknown) writes nothing
 /// twice and answers the same.
 const WRITE: &str = r#"
-local KEY, SENT, BY, FROM = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local KEY, SENT, BY, FROM, NAMES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local MAXLEN, CUTOFF = ARGV[1], ARGV[2]
 local prior = redis.call('GET', SENT)
 if prior then return prior end
@@ -76,10 +77,9 @@ if newest ~= '' then redis.call('SET', FROM, newest, 'NX') end
 if CUTOFF ~= '' then redis.call('XTRIM', KEY, 'MINID', '~', CUTOFF) end
 -- The indexes keep no entry older than the stream's oldest.
 local oldest = redis.call('XRANGE', KEY, '-', '+', 'COUNT', 1)[1]
-if oldest then
-  for index in pairs(touched) do
-    redis.call('XTRIM', BY .. index, 'MINID', '~', oldest[1])
-  end
+for index in pairs(touched) do
+  if oldest then redis.call('XTRIM', BY .. index, 'MINID', '~', oldest[1]) end
+  redis.call('SADD', NAMES, index)
 end
 redis.call('SET', SENT, newest, 'PX', RESEND_WINDOW_MS)
 return newest
@@ -96,6 +96,71 @@ if oldest then redis.call('XTRIM', KEYS[2], 'MINID', oldest[1]) end
 return {redis.call('GET', KEYS[3]), oldest and oldest[1] or false}
 "#;
 
+/// `KEYS`: the stream, the set of index names. `ARGV`: the index base (`…:by:`). Trims
+/// every index stream to the stream's oldest record and drops those left empty (a
+/// service gone quiet, whose records the stream no longer holds). Answers how many
+/// entries went.
+const TRIM_INDEXES: &str = r#"
+local KEY, NAMES, BY = KEYS[1], KEYS[2], ARGV[1]
+local oldest = redis.call('XRANGE', KEY, '-', '+', 'COUNT', 1)[1]
+local removed = 0
+for _, index in ipairs(redis.call('SMEMBERS', NAMES)) do
+  local stream = BY .. index
+  if oldest then
+    removed = removed + redis.call('XTRIM', stream, 'MINID', oldest[1])
+  else
+    removed = removed + redis.call('XTRIM', stream, 'MAXLEN', 0)
+  end
+  if redis.call('XLEN', stream) == 0 then
+    redis.call('DEL', stream)
+    redis.call('SREM', NAMES, index)
+  end
+end
+return removed
+"#;
+
+/// How often a store trims the index streams no write touches (see [`TRIM_INDEXES`]).
+const INDEX_TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// What trimming the index streams needs, shared by the store and its timer task.
+#[derive(Clone)]
+struct IndexTrim {
+    store: RedisStore,
+    script: Script,
+    /// The stream's key, the set of index names and the index base.
+    key: String,
+    names: String,
+    by: String,
+}
+
+impl IndexTrim {
+    async fn run(&self) -> Result<u64> {
+        self.store
+            .retry(|mut conn| {
+                let mut invocation = self.script.prepare_invoke();
+                invocation.key(&self.key).key(&self.names).arg(&self.by);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await
+    }
+
+    /// Trim every [`INDEX_TRIM_EVERY`] until aborted; a failure waits for the next turn.
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // The first turn waits a period: at start, a minute of delay costs nothing.
+            let first = tokio::time::Instant::now() + INDEX_TRIM_EVERY;
+            let mut tick = tokio::time::interval_at(first, INDEX_TRIM_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = self.run().await {
+                    tracing::debug!(error = %err, "trimming the log index streams failed");
+                }
+            }
+        })
+    }
+}
+
 /// A log store in Redis, under a [`RedisStore`]'s prefix.
 pub struct RedisLogSink {
     store: RedisStore,
@@ -105,6 +170,8 @@ pub struct RedisLogSink {
     by: String,
     /// Holds the first id written with the indexes: older records are in the stream alone.
     indexed_from: String,
+    /// The set of index names.
+    names: String,
     /// Where a batch keeps its answer: this and the batch's own key.
     batch_base: String,
     write: Script,
@@ -116,6 +183,9 @@ pub struct RedisLogSink {
     /// The newest position this replica wrote or read; where new tails start.
     newest: Arc<parking_lot::Mutex<u128>>,
     reader: tokio::task::JoinHandle<()>,
+    index_trim: IndexTrim,
+    /// Runs `index_trim` on a timer.
+    trimmer: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RedisLogSink {
@@ -131,6 +201,7 @@ impl std::fmt::Debug for RedisLogSink {
 impl Drop for RedisLogSink {
     fn drop(&mut self) {
         self.reader.abort();
+        self.trimmer.abort();
     }
 }
 
@@ -153,6 +224,15 @@ impl RedisLogSink {
         let batch_base = store.key("log", "logs", "sent:");
         let by = store.key("log", "logs", "by:");
         let indexed_from = store.key("log", "logs", "indexed-from");
+        let names = store.key("log", "logs", "indexes");
+        let index_trim = IndexTrim {
+            store: store.clone(),
+            script: Script::new(TRIM_INDEXES),
+            key: key.clone(),
+            names: names.clone(),
+            by: by.clone(),
+        };
+        let trimmer = index_trim.clone().spawn();
         let live = broadcast::channel(TAIL_CAPACITY).0;
         let last = store.stream_tail(&key).await?;
         let newest = Arc::new(parking_lot::Mutex::new(position(&last)));
@@ -180,6 +260,7 @@ impl RedisLogSink {
             key,
             by,
             indexed_from,
+            names,
             batch_base,
             write: Script::new(&WRITE.replace(
                 "RESEND_WINDOW_MS",
@@ -192,7 +273,16 @@ impl RedisLogSink {
             live,
             newest,
             reader,
+            index_trim,
+            trimmer,
         })
+    }
+
+    /// Trim every index stream to the stream's oldest record and drop those left empty,
+    /// as the store does every minute: the indexes of services that went quiet keep no
+    /// entries for records the stream dropped. Answers how many entries went.
+    pub async fn trim_indexes(&self) -> Result<u64> {
+        self.index_trim.run().await
     }
 
     /// Walk the stream newest first from `start` (an XREVRANGE bound) down to `end`,
@@ -403,6 +493,7 @@ impl LogSink for RedisLogSink {
             batch_key.as_str(),
             self.by.as_str(),
             self.indexed_from.as_str(),
+            self.names.as_str(),
         ];
         let newest = self.store.eval_batch(&self.write, &keys, &all).await?;
         let newest: String = redis::from_redis_value(newest)?;
