@@ -268,18 +268,20 @@ async fn job_runner() -> u16 {
     port
 }
 
-/// The text of the element `css` once it shows.
+/// The text of the element `css` once it shows: WebDriver reads a hidden element's text
+/// as empty, so an element the page fills in later (`#job-detail`) is waited for.
 async fn text_of(browser: &Client, what: &str, css: &str) -> String {
     eventually(what, Duration::from_secs(30), || {
         let (browser, css) = (browser.clone(), css.to_owned());
         async move {
-            browser
+            let text = browser
                 .find(Locator::Css(&css))
                 .await
                 .ok()?
                 .text()
                 .await
-                .ok()
+                .ok()?;
+            (!text.is_empty()).then_some(text)
         }
     })
     .await
