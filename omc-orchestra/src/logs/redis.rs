@@ -43,12 +43,13 @@ pub const STREAM_MAXLEN: usize = 1_000_000;
 const PAGE: usize = 1_000;
 
 /// `KEYS`: the stream, the batch's key, the index base (`…:by:`), the key of the first
-/// indexed id, the set of index names. `ARGV`: max length, age cutoff, then per record its timestamp, JSON and
-/// the names of its index streams, comma-separated (see [`index_names`]). Each record
-/// also goes, under the same id and with no fields of its own, to those index streams,
-/// trimmed as the stream is. The newest entry id is kept under the batch's key for a while, so a
-/// resend of the batch (after a timeout that left its outcome unknown) writes nothing
-/// twice and answers the same.
+/// indexed id, the set of index names. `ARGV`: max length, age cutoff, then per record
+/// its timestamp, JSON and the names of its index streams, comma-separated (see
+/// [`index_names`]). Each record also goes, under the same id and with no fields of its
+/// own, to those index streams, trimmed as the stream is, whose names join the set. The
+/// newest entry id is kept under the batch's key for a while, so a resend of the batch
+/// (after a timeout that left its outcome unknown) writes nothing twice and answers the
+/// same.
 const WRITE: &str = r#"
 local KEY, SENT, BY, FROM, NAMES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local MAXLEN, CUTOFF = ARGV[1], ARGV[2]
@@ -170,8 +171,6 @@ pub struct RedisLogSink {
     by: String,
     /// Holds the first id written with the indexes: older records are in the stream alone.
     indexed_from: String,
-    /// The set of index names.
-    names: String,
     /// Where a batch keeps its answer: this and the batch's own key.
     batch_base: String,
     write: Script,
@@ -183,6 +182,7 @@ pub struct RedisLogSink {
     /// The newest position this replica wrote or read; where new tails start.
     newest: Arc<parking_lot::Mutex<u128>>,
     reader: tokio::task::JoinHandle<()>,
+    /// Trims the index streams; holds the key of the set of index names.
     index_trim: IndexTrim,
     /// Runs `index_trim` on a timer.
     trimmer: tokio::task::JoinHandle<()>,
@@ -224,12 +224,11 @@ impl RedisLogSink {
         let batch_base = store.key("log", "logs", "sent:");
         let by = store.key("log", "logs", "by:");
         let indexed_from = store.key("log", "logs", "indexed-from");
-        let names = store.key("log", "logs", "indexes");
         let index_trim = IndexTrim {
             store: store.clone(),
             script: Script::new(TRIM_INDEXES),
             key: key.clone(),
-            names: names.clone(),
+            names: store.key("log", "logs", "indexes"),
             by: by.clone(),
         };
         let trimmer = index_trim.clone().spawn();
@@ -260,7 +259,6 @@ impl RedisLogSink {
             key,
             by,
             indexed_from,
-            names,
             batch_base,
             write: Script::new(&WRITE.replace(
                 "RESEND_WINDOW_MS",
@@ -493,7 +491,7 @@ impl LogSink for RedisLogSink {
             batch_key.as_str(),
             self.by.as_str(),
             self.indexed_from.as_str(),
-            self.names.as_str(),
+            self.index_trim.names.as_str(),
         ];
         let newest = self.store.eval_batch(&self.write, &keys, &all).await?;
         let newest: String = redis::from_redis_value(newest)?;
